@@ -1,0 +1,7 @@
+//! cllm-engine: topology, sphere workers, model, training, data, generation and evaluation.
+//!
+//! The engine never prints; it reports through return values and typed errors.
+
+pub use cllm_kernels as kernels;
+
+pub mod sphere_tree;

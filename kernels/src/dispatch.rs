@@ -1,0 +1,42 @@
+//! The one place that turns a generic kernel into a run-time-dispatched function.
+//!
+//! `dispatch!` writes, for a generic kernel `g<S: Simd>(s: S, args..)`, a function with the given
+//! signature that matches on [`crate::isa::active`] and calls `g` with the matching token. The x86
+//! paths go through `#[target_feature]` entry points so that `g` and the token's intrinsics inline
+//! with those features enabled; nothing else is generated.
+
+macro_rules! dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $generic:path;) => {
+        $(#[$meta])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                // SAFETY: this entry point is only called when `isa::active()` is Avx2, which
+                // `Isa::is_supported` confirmed by CPUID.
+                $generic(unsafe { $crate::simd::Avx2::new_unchecked() }, $($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                // SAFETY: only called when `isa::active()` is Avx512, confirmed by CPUID.
+                $generic(unsafe { $crate::simd::Avx512::new_unchecked() }, $($arg),*)
+            }
+            match $crate::isa::active() {
+                $crate::isa::Isa::Scalar => $generic($crate::simd::Scalar, $($arg),*),
+                $crate::isa::Isa::Portable => $generic($crate::simd::Portable, $($arg),*),
+                // SAFETY: `active()` returns Avx2 only when the CPU has AVX2 and FMA.
+                #[cfg(target_arch = "x86_64")]
+                $crate::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                // SAFETY: `active()` returns Avx512 only when the CPU has AVX-512F.
+                #[cfg(target_arch = "x86_64")]
+                $crate::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(not(target_arch = "x86_64"))]
+                $crate::isa::Isa::Avx2 | $crate::isa::Isa::Avx512 => unreachable!("x86 paths are never supported here"),
+            }
+        }
+    };
+}
+
+pub(crate) use dispatch;

@@ -1,0 +1,90 @@
+//! A small vector trait that every kernel is written against once, and its four ISA tokens.
+//!
+//! A token (`Scalar`, `Portable`, `Avx2`, `Avx512`) is a zero-sized proof that the CPU can run its
+//! instructions: the x86 tokens are only made by `new_unchecked`, whose caller promises the feature
+//! was detected. Generic kernels take a token by value and are `#[inline(always)]`, so that inside a
+//! `#[target_feature]` entry point (see [`crate::dispatch`]) every intrinsic inlines with the right
+//! features enabled, as memchr's `arch/` does.
+
+mod portable;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use portable::Portable;
+pub use scalar::Scalar;
+#[cfg(target_arch = "x86_64")]
+pub use x86::{Avx2, Avx512};
+
+/// The widest vector any token has, in f32 lanes (used to size stack tails).
+pub const MAX_LANES: usize = 16;
+
+/// f32 vector operations on one ISA. All arithmetic is lane-wise.
+pub trait Simd: Copy {
+    /// Lanes per vector.
+    const LANES: usize;
+    /// The vector type.
+    type V: Copy;
+
+    fn splat(self, x: f32) -> Self::V;
+    /// Load `LANES` floats.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `LANES` floats (no alignment needed).
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// Store `LANES` floats.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` floats (no alignment needed).
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused where the ISA has FMA.
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Round to the nearest integer (ties to even).
+    fn round(self, a: Self::V) -> Self::V;
+    /// `2^n` for lanes holding integral values in [-126, 127].
+    fn pow2i(self, n: Self::V) -> Self::V;
+    /// Sum of all lanes.
+    fn reduce_add(self, a: Self::V) -> f32;
+    /// Maximum of all lanes.
+    fn reduce_max(self, a: Self::V) -> f32;
+
+    fn zero(self) -> Self::V {
+        self.splat(0.0)
+    }
+
+    /// Load the first `n < LANES` floats of `p`, the other lanes filled with `fill`.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n` floats.
+    #[inline(always)]
+    unsafe fn load_partial(self, p: *const f32, n: usize, fill: f32) -> Self::V {
+        debug_assert!(n <= Self::LANES);
+        let mut buf = [fill; MAX_LANES];
+        // SAFETY: the caller guarantees `n` readable floats at `p`; `buf` holds MAX_LANES >= n.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            self.load(buf.as_ptr())
+        }
+    }
+
+    /// Store the first `n < LANES` lanes of `v` to `p`.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n` floats.
+    #[inline(always)]
+    unsafe fn store_partial(self, p: *mut f32, n: usize, v: Self::V) {
+        debug_assert!(n <= Self::LANES);
+        let mut buf = [0.0f32; MAX_LANES];
+        // SAFETY: `buf` holds MAX_LANES >= LANES floats; the caller guarantees `n` writable floats at `p`.
+        unsafe {
+            self.store(buf.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+        }
+    }
+}
