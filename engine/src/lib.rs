@@ -4,4 +4,5 @@
 
 pub use cllm_kernels as kernels;
 
+pub mod model;
 pub mod sphere_tree;

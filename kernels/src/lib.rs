@@ -10,6 +10,7 @@ mod dispatch;
 pub mod error;
 pub mod isa;
 pub mod math;
+pub mod probe;
 pub mod residual;
 pub mod simd;
 
