@@ -25,16 +25,13 @@ pub use plan::Plan;
 /// The environment variable that caps the number of sphere workers.
 pub const THREADS_ENV: &str = "CLLM_THREADS";
 
-/// A reason the topology could not be read.
+/// A reason the topology could not be read. Each message is complete (it names the cause), so
+/// print it with `{}`; none is chained through `Error::source`.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     /// A file that must exist could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot read {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     /// A file held something other than what the kernel writes there.
     #[error("cannot parse {} ({text:?}): expected {expected}", path.display())]
     Parse {
@@ -50,7 +47,7 @@ pub enum TopologyError {
     NoAllowedCpu,
     /// `sched_getaffinity` failed.
     #[error("cannot read the process's allowed CPUs (sched_getaffinity): {0}")]
-    Affinity(#[source] io::Error),
+    Affinity(io::Error),
     /// `CLLM_THREADS` held something other than a positive whole number.
     #[error("{THREADS_ENV}={value:?} is not a positive whole number")]
     BadThreads { value: String },
@@ -60,15 +57,16 @@ pub enum TopologyError {
     Hwloc,
 }
 
-/// Something odd met while reading or planning; the result is still usable.
+/// Something odd met while reading or planning; the result is still usable. The message says
+/// what was wrong and what was done instead.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyWarning {
     /// The reader failed; the topology is a flat one over the allowed CPUs.
     #[error("topology unreadable ({0}); using a flat tree over the allowed CPUs")]
-    Fallback(#[source] TopologyError),
+    Fallback(TopologyError),
     /// The allowed-CPU set could not be read; every online CPU is used.
     #[error("{0}; using every online CPU")]
-    AffinityUnavailable(#[source] TopologyError),
+    AffinityUnavailable(TopologyError),
     /// Allowed CPUs that are offline or unknown were left out.
     #[error(
         "allowed CPUs [{}] are offline or unknown; left out",
@@ -87,13 +85,13 @@ pub enum TopologyWarning {
     },
     /// No NUMA information; all CPUs form one node.
     #[error("no NUMA node information ({0}); treating the machine as one node")]
-    NoNumaInfo(#[source] TopologyError),
+    NoNumaInfo(TopologyError),
     /// The machine's memory size could not be read.
     #[error("memory size unknown ({0})")]
-    NoMemoryInfo(#[source] TopologyError),
+    NoMemoryInfo(TopologyError),
     /// `CLLM_THREADS` was not a positive whole number; it is ignored.
     #[error("{0}; ignoring it")]
-    BadThreads(#[source] TopologyError),
+    BadThreads(TopologyError),
     /// More workers were asked for than there are allowed CPUs.
     #[error(
         "{requested} threads asked for but only {available} CPUs are allowed; using {available}"
@@ -393,8 +391,12 @@ impl Topology {
     }
 }
 
-/// The CPUs this process may run on (`sched_getaffinity`), ascending.
+/// The CPUs this process may run on, ascending: the affinity mask (`sched_getaffinity`) of the
+/// process's main thread, which `taskset` and cgroup cpusets set. Asking for the main thread
+/// rather than the calling one keeps the answer right when called from a thread already pinned.
 pub fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() };
     // Start at glibc's 1024-CPU set and grow while the kernel says the mask is too small.
     let mut words = 1024 / 64;
     loop {
@@ -403,7 +405,7 @@ pub fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
         // kernel writes at most that many bytes of CPU bits and glibc zero-fills the rest.
         // `cpu_set_t` is a plain bit array, so a u64 buffer of any length is a valid target.
         let rc = unsafe {
-            libc::sched_getaffinity(0, words * 8, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
+            libc::sched_getaffinity(pid, words * 8, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
         };
         if rc == 0 {
             let cpus: Vec<usize> = mask
@@ -540,6 +542,28 @@ mod tests {
         assert_eq!(Bytes(8 << 20).to_string(), "8 MiB");
         assert_eq!(Bytes(3 << 29).to_string(), "1.5 GiB");
         assert_eq!(Bytes(100).to_string(), "100 B");
+    }
+
+    #[test]
+    fn a_pinned_thread_still_sees_the_process_cpus() {
+        let all = allowed_cpus().expect("sched_getaffinity");
+        let first = all[0];
+        let seen = std::thread::spawn(move || {
+            // SAFETY: `set` is a zeroed cpu_set_t (a plain bit array) that CPU_SET writes within
+            // its bounds (first < 1024 on any machine this test runs on); sched_setaffinity only
+            // reads the `size_of::<cpu_set_t>()` bytes passed and pins the calling thread.
+            let rc = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(first, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+            };
+            assert_eq!(rc, 0);
+            allowed_cpus()
+        })
+        .join()
+        .expect("thread")
+        .expect("sched_getaffinity");
+        assert_eq!(seen, all);
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use super::{parse_cpulist, Detected, RawCpu, Source, Topology, TopologyError, TopologyWarning};
 
 fn read_text(path: &Path) -> Result<String, TopologyError> {
-    fs::read_to_string(path).map_err(|source| TopologyError::Io {
+    fs::read_to_string(path).map_err(|error| TopologyError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -53,9 +53,9 @@ fn cpu_dir(root: &Path) -> PathBuf {
 
 /// The numbers N of the `prefixN` entries of `dir`, ascending.
 fn numbered_entries(dir: &Path, prefix: &str) -> Result<Vec<usize>, TopologyError> {
-    let entries = fs::read_dir(dir).map_err(|source| TopologyError::Io {
+    let entries = fs::read_dir(dir).map_err(|error| TopologyError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let mut ids: Vec<usize> = entries
         .filter_map(|e| e.ok())
@@ -145,7 +145,7 @@ fn read_nodes(root: &Path) -> Result<NodeMap, TopologyError> {
     if ids.is_empty() {
         return Err(TopologyError::Io {
             path: dir,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no nodeN directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no nodeN directory"),
         });
     }
     for id in ids {
