@@ -24,7 +24,8 @@ impl Topology {
     /// siblings are added (second threads first, core by core) only when `threads` exceeds the
     /// number of cores. With `use_smt`, every usable thread is a worker. Either way the first
     /// `threads` workers in tree order are kept. Asking for more workers than usable CPUs gives
-    /// one per CPU and a [`TopologyWarning::TooManyThreads`].
+    /// one per CPU and a [`TopologyWarning::TooManyThreads`]; `Some(0)` counts as one worker
+    /// (the `CLLM_THREADS` parser refuses 0 before it gets here).
     pub fn plan(&self, threads: Option<usize>, use_smt: bool) -> Plan {
         let mut warnings = Vec::new();
         let available = self.cpus.len();
