@@ -6,3 +6,4 @@ pub use cllm_kernels as kernels;
 
 pub mod model;
 pub mod sphere_tree;
+pub mod topology;

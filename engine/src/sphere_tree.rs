@@ -98,6 +98,57 @@ impl SphereTree {
     }
 }
 
+/// Every node of `tree` in pre-order with its path and depth (the root has depth 0).
+///
+/// A path is the child indices from the root joined by dots ("0.3" is the root's first child's
+/// fourth child); the root's own path is empty, except that a root which is itself the only
+/// worker has path "0". This is the one place paths are made: worker threads are named
+/// [`sphere_name`] of their path.
+pub fn paths(tree: &SphereTree) -> Vec<(String, usize, &SphereNode)> {
+    fn walk<'t>(
+        node: &'t SphereNode,
+        path: &mut Vec<usize>,
+        out: &mut Vec<(String, usize, &'t SphereNode)>,
+    ) {
+        let text = if path.is_empty() && matches!(node, SphereNode::Leaf { .. }) {
+            "0".to_string()
+        } else {
+            path.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        out.push((text, path.len(), node));
+        if let SphereNode::Group { children, .. } = node {
+            for (i, child) in children.iter().enumerate() {
+                path.push(i);
+                walk(child, path, out);
+                path.pop();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&tree.root, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The workers of `tree` in tree order: each leaf's path (see [`paths`]) and the CPU it is
+/// pinned to. Worker `i` of the sphere workers is `leaf_paths(tree)[i]`.
+pub fn leaf_paths(tree: &SphereTree) -> Vec<(String, usize)> {
+    paths(tree)
+        .into_iter()
+        .filter_map(|(path, _, node)| match node {
+            SphereNode::Leaf { cpu } => Some((path, *cpu)),
+            SphereNode::Group { .. } => None,
+        })
+        .collect()
+}
+
+/// The thread name of the worker at `path`: `sphere-<path>`, e.g. "sphere-0.3".
+pub fn sphere_name(path: &str) -> String {
+    format!("sphere-{path}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +161,33 @@ mod tests {
             assert_eq!(tree.cpus(), cpus, "n={n}");
             assert!(tree.root.max_fanout() <= MAX_CHILDREN, "n={n}");
         }
+    }
+
+    #[test]
+    fn leaf_paths_follow_child_indices() {
+        let leaf = |cpu| SphereNode::Leaf { cpu };
+        let tree = SphereTree {
+            root: SphereNode::Group {
+                label: "root".into(),
+                children: vec![
+                    SphereNode::Group {
+                        label: "numa0".into(),
+                        children: vec![leaf(0), leaf(1)],
+                    },
+                    leaf(7),
+                ],
+            },
+        };
+        let want = [("0.0", 0), ("0.1", 1), ("1", 7)];
+        let got = leaf_paths(&tree);
+        assert_eq!(got.len(), want.len());
+        for ((path, cpu), (want_path, want_cpu)) in got.iter().zip(want) {
+            assert_eq!((path.as_str(), *cpu), (want_path, want_cpu));
+        }
+        assert_eq!(tree.cpus(), vec![0, 1, 7]);
+        assert_eq!(sphere_name(&got[2].0), "sphere-1");
+
+        let single = SphereTree::flat(&[3]);
+        assert_eq!(leaf_paths(&single), vec![("0".to_string(), 3)]);
     }
 }
