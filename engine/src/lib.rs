@@ -4,5 +4,6 @@
 
 pub use cllm_kernels as kernels;
 
+pub mod checkpoint;
 pub mod model;
 pub mod sphere_tree;
