@@ -4,6 +4,7 @@
 
 pub use cllm_kernels as kernels;
 
+pub mod checkpoint;
 pub mod model;
 pub mod sphere_tree;
 pub mod topology;
