@@ -8,6 +8,7 @@
 
 mod dispatch;
 pub mod error;
+pub mod gemm;
 pub mod isa;
 pub mod math;
 pub mod probe;

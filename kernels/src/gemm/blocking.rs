@@ -1,0 +1,149 @@
+//! Cache block sizes, derived once from this CPU's cache sizes.
+//!
+//! The blocking loops of [`super::sgemm`] keep one block of each operand in one cache level
+//! (the BLIS scheme):
+//!
+//! | block             | size       | lives in | reused across             |
+//! |-------------------|------------|----------|---------------------------|
+//! | B micro-panel     | KC × NR    | L1       | every MR-row panel of A   |
+//! | packed A block    | MC × KC    | L2       | every NR-column panel of B|
+//! | packed B block    | KC × NC    | L3       | every MC-row block of A   |
+//!
+//! Each block takes about half of its level, leaving the other half for the stream that passes
+//! through it (the A micro-panels through L1, the B micro-panels through L2, C through L3).
+
+use std::sync::OnceLock;
+
+/// Data cache sizes in bytes, per level, as Linux reports them for cpu0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSizes {
+    pub l1d: usize,
+    pub l2: usize,
+    pub l3: usize,
+}
+
+impl CacheSizes {
+    /// Used where sysfs says nothing: a common x86-64 core (32 KiB L1d, 512 KiB L2, 8 MiB L3).
+    pub const FALLBACK: CacheSizes = CacheSizes {
+        l1d: 32 << 10,
+        l2: 512 << 10,
+        l3: 8 << 20,
+    };
+
+    /// This CPU's caches, read once from `/sys/devices/system/cpu/cpu0/cache/index*/{level,type,size}`;
+    /// a level sysfs does not report keeps its [`CacheSizes::FALLBACK`] size.
+    pub fn detect() -> CacheSizes {
+        static DETECTED: OnceLock<CacheSizes> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let mut sizes = CacheSizes::FALLBACK;
+            for index in 0..8 {
+                let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{index}");
+                let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+                let (Some(level), Some(kind), Some(size)) =
+                    (read("level"), read("type"), read("size"))
+                else {
+                    continue;
+                };
+                let Some(bytes) = parse_size(&size) else {
+                    continue;
+                };
+                match (level.trim(), kind.trim()) {
+                    ("1", "Data" | "Unified") => sizes.l1d = bytes,
+                    ("2", "Data" | "Unified") => sizes.l2 = bytes,
+                    ("3", "Data" | "Unified") => sizes.l3 = bytes,
+                    _ => {}
+                }
+            }
+            sizes
+        })
+    }
+}
+
+/// Parse sysfs's "32K", "1024K", "8M" (or a plain byte count).
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+/// Block sizes for one microkernel shape. `mc` is a multiple of `mr`, `nc` of `nr`, `kc` of 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of the microkernel tile (A panel height).
+    pub mr: usize,
+    /// Columns of the microkernel tile (B panel width).
+    pub nr: usize,
+    /// Rows of A packed at once (the L2 block).
+    pub mc: usize,
+    /// Depth of one packed block (the L1 micro-panel depth).
+    pub kc: usize,
+    /// Columns of B packed at once (the L3 block).
+    pub nc: usize,
+}
+
+impl Blocking {
+    /// Block sizes for an `mr × nr` microkernel on caches of `sizes` (f32 elements, 4 bytes).
+    pub fn for_caches(mr: usize, nr: usize, sizes: CacheSizes) -> Blocking {
+        const F32: usize = 4;
+        // KC: a KC × NR B micro-panel fills half of L1d (32 KiB, NR = 16 gives KC = 256).
+        let kc = (sizes.l1d / 2 / (nr * F32)).clamp(64, 1024) / 4 * 4;
+        // MC: an MC × KC packed A block fills half of L2.
+        let mc = round_down((sizes.l2 / 2 / (kc * F32)).clamp(mr, 1024), mr);
+        // NC: a KC × NC packed B block fills half of L3.
+        let nc = round_down((sizes.l3 / 2 / (kc * F32)).clamp(nr, 8192), nr);
+        Blocking { mr, nr, mc, kc, nc }
+    }
+
+    /// Explicit block sizes (for tests and tuning), rounded to the tile: `mc` up to a multiple of
+    /// `mr`, `nc` of `nr`, `kc` at least 1.
+    pub fn custom(mr: usize, nr: usize, mc: usize, kc: usize, nc: usize) -> Blocking {
+        Blocking {
+            mr,
+            nr,
+            mc: mc.max(1).div_ceil(mr) * mr,
+            kc: kc.max(1),
+            nc: nc.max(1).div_ceil(nr) * nr,
+        }
+    }
+}
+
+fn round_down(x: usize, m: usize) -> usize {
+    (x / m).max(1) * m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sysfs_sizes() {
+        assert_eq!(parse_size("32K\n"), Some(32 << 10));
+        assert_eq!(parse_size("8M"), Some(8 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn blocks_respect_the_tile_and_the_caches() {
+        let b = Blocking::for_caches(6, 16, CacheSizes::FALLBACK);
+        assert_eq!(b.kc, 256);
+        assert_eq!(b.mc % 6, 0);
+        assert_eq!(b.nc % 16, 0);
+        assert!(b.mc * b.kc * 4 <= CacheSizes::FALLBACK.l2);
+        let tiny = Blocking::for_caches(
+            6,
+            16,
+            CacheSizes {
+                l1d: 1,
+                l2: 1,
+                l3: 1,
+            },
+        );
+        assert!(tiny.mc >= 6 && tiny.kc >= 64 && tiny.nc >= 16);
+    }
+}

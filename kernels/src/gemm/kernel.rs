@@ -1,0 +1,200 @@
+//! The register-tiled microkernel: one `MR × NR` tile of C from an `MR`-row panel of packed A and
+//! an `NR`-column panel of packed B.
+//!
+//! It is written once over [`Simd`]: per step of k it loads `NR / LANES` vectors of B, broadcasts
+//! each of the `MR` values of A and issues `MR · NR / LANES` independent FMAs into accumulators
+//! that stay in registers for the whole depth. Each ISA picks the tile that fills its register
+//! file without spilling:
+//!
+//! | path     | MR × NR | accumulators        | registers used        |
+//! |----------|---------|---------------------|-----------------------|
+//! | avx512   | 14 × 32 | 28 zmm              | 28 + 2 B + 1 A of 32  |
+//! | avx2     | 6 × 16  | 12 ymm              | 12 + 2 B + 1 A of 16  |
+//! | portable | 6 × 8   | 6 f32x8 (12 xmm)    | 12 + 2 B + 1 A of 16  |
+//! | scalar   | 4 × 4   | 16 f32              | (whatever LLVM makes) |
+
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{Avx2, Avx512};
+use crate::simd::{Portable, Scalar, Simd};
+
+/// The largest `MR · NR` of any path (sizes the stack tile for edge tiles).
+pub(crate) const MAX_TILE: usize = 14 * 32;
+
+/// A microkernel tile shape and the kernel for it, per ISA token.
+pub(crate) trait GemmKernel: Simd {
+    /// Rows of the C tile (values of A broadcast per step).
+    const MR: usize;
+    /// Columns of the C tile (a multiple of `LANES`).
+    const NR: usize;
+
+    /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.
+    ///
+    /// # Safety
+    /// `a` holds `kc · MR` floats (column `p` of the panel at `a[p·MR..]`), `b` holds `kc · NR`
+    /// floats (row `p` at `b[p·NR..]`), and `c` is valid for reading and writing rows
+    /// `c[r·ldc .. r·ldc + NR]` for `r < MR`.
+    unsafe fn kernel(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    );
+}
+
+impl GemmKernel for Scalar {
+    const MR: usize = 4;
+    const NR: usize = 4;
+    #[inline(always)]
+    unsafe fn kernel(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract; NV · LANES = 4 = NR.
+        unsafe { kernel_generic::<Self, 4, 4>(self, kc, a, b, c, ldc, acc) }
+    }
+}
+
+impl GemmKernel for Portable {
+    const MR: usize = 6;
+    const NR: usize = 8;
+    #[inline(always)]
+    unsafe fn kernel(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract; NV · LANES = 8 = NR.
+        unsafe { kernel_generic::<Self, 6, 1>(self, kc, a, b, c, ldc, acc) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl GemmKernel for Avx2 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+    #[inline(always)]
+    unsafe fn kernel(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract; NV · LANES = 16 = NR.
+        unsafe { kernel_generic::<Self, 6, 2>(self, kc, a, b, c, ldc, acc) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl GemmKernel for Avx512 {
+    const MR: usize = 14;
+    const NR: usize = 32;
+    #[inline(always)]
+    unsafe fn kernel(
+        self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract; NV · LANES = 32 = NR.
+        unsafe { kernel_generic::<Self, 14, 2>(self, kc, a, b, c, ldc, acc) }
+    }
+}
+
+/// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
+#[inline(always)]
+fn prefetch_read(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The microkernel for an `MR × (NV · LANES)` tile.
+///
+/// # Safety
+/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES`.
+#[inline(always)]
+unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
+    kc: usize,
+    mut a: *const f32, // [kc][MR]
+    mut b: *const f32, // [kc][NV · LANES]
+    c: *mut f32,       // [MR][ldc]
+    ldc: usize,
+    accumulate: bool,
+) {
+    let nr = NV * S::LANES;
+    // The C tile is touched only after the k loop; start pulling it in now.
+    for r in 0..MR {
+        prefetch_read(c.wrapping_add(r * ldc));
+        prefetch_read(c.wrapping_add(r * ldc + nr - 1));
+    }
+    let mut acc = [[s.zero(); NV]; MR];
+    // One rank-1 update: acc += A[:, p] ⊗ B[p, :].
+    let mut step = |a: *const f32, b: *const f32| {
+        let mut bv = [s.zero(); NV];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            // SAFETY: row p of the B panel has NV · LANES floats.
+            *bv = unsafe { s.load(b.add(v * S::LANES)) };
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: column p of the A panel has MR floats.
+            let av = s.splat(unsafe { *a.add(r) });
+            for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+                *acc = s.fma(av, bv, *acc);
+            }
+        }
+    };
+    // SAFETY: the loops advance `a` by MR and `b` by NR exactly `kc` times, inside the panels.
+    unsafe {
+        for _ in 0..kc / 4 {
+            step(a, b);
+            step(a.add(MR), b.add(nr));
+            step(a.add(2 * MR), b.add(2 * nr));
+            step(a.add(3 * MR), b.add(3 * nr));
+            a = a.add(4 * MR);
+            b = b.add(4 * nr);
+        }
+        for _ in 0..kc % 4 {
+            step(a, b);
+            a = a.add(MR);
+            b = b.add(nr);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (v, &acc) in acc_r.iter().enumerate() {
+            // SAFETY: the caller guarantees row r of C has NR writable floats.
+            unsafe {
+                let p = c.add(r * ldc + v * S::LANES);
+                let out = if accumulate {
+                    s.add(s.load(p), acc)
+                } else {
+                    acc
+                };
+                s.store(p, out);
+            }
+        }
+    }
+}

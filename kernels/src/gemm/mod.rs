@@ -1,0 +1,522 @@
+//! Single-precision GEMM: `C (+)= op(A) · op(B)` on row-major matrices, single-threaded.
+//!
+//! The BLIS scheme (as in matrixmultiply's `gemm.rs`): five loops around a register-tiled
+//! microkernel, with the operands packed into the order the microkernel reads them.
+//!
+//! ```text
+//! 'jc: for each NC-column block of B and C                      (B block in L3)
+//!   'pc: for each KC-deep slice of K:        pack B[pc, jc] into NR-column panels
+//!     'ic: for each MC-row block of A and C: pack A[ic, pc] into MR-row panels  (A block in L2)
+//!       'jr: for each NR-column panel of the packed B            (B micro-panel in L1)
+//!         'ir: for each MR-row panel of the packed A
+//!           microkernel: C[MR × NR] (+)= Apanel[MR × KC] · Bpanel[KC × NR]
+//! ```
+//!
+//! The three layouts differ only in how A and B are read while packing ([`pack`]), so one
+//! microkernel per ISA ([`kernel`]) serves them all. Block sizes come from the detected cache
+//! sizes ([`blocking`]); the packing buffers live in a caller-owned [`GemmScratch`] allocated once,
+//! so [`sgemm`] never allocates.
+//!
+//! Shapes: A is M × K, B is K × N, C is M × N; `lda`, `ldb`, `ldc` are the row strides of the
+//! matrices *as stored* (so a sub-matrix of a larger row-major buffer is passed as its first
+//! element and the buffer's row stride).
+
+pub mod blocking;
+mod kernel;
+mod pack;
+
+use crate::dispatch::dispatch;
+use crate::error::ShapeError;
+use crate::isa::{self, Isa};
+use blocking::{Blocking, CacheSizes};
+use kernel::{GemmKernel, MAX_TILE};
+use std::fmt;
+
+/// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `C = A · B`: A stored M × K, B stored K × N (forward pass).
+    NN,
+    /// `C = A · Bᵀ`: A stored M × K, B stored N × K (gradient of the input).
+    NT,
+    /// `C = Aᵀ · B`: A stored K × M, B stored K × N (gradient of the weight).
+    TN,
+}
+
+impl Layout {
+    /// Every layout.
+    pub const ALL: [Layout; 3] = [Layout::NN, Layout::NT, Layout::TN];
+
+    /// Rows × columns of A as stored.
+    pub fn a_dims(self, m: usize, k: usize) -> (usize, usize) {
+        match self {
+            Layout::NN | Layout::NT => (m, k),
+            Layout::TN => (k, m),
+        }
+    }
+
+    /// Rows × columns of B as stored.
+    pub fn b_dims(self, k: usize, n: usize) -> (usize, usize) {
+        match self {
+            Layout::NN | Layout::TN => (k, n),
+            Layout::NT => (n, k),
+        }
+    }
+
+    /// The lowercase name (`nn`, `nt`, `tn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::NN => "nn",
+            Layout::NT => "nt",
+            Layout::TN => "tn",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `Vec<f32>` view starting on a 64-byte boundary (one cache line, one zmm load).
+struct AlignedBuf {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    const ALIGN_FLOATS: usize = 64 / 4;
+
+    fn new(len: usize) -> AlignedBuf {
+        let buf = vec![0.0f32; len + Self::ALIGN_FLOATS];
+        let start = buf.as_ptr().align_offset(64);
+        assert!(
+            start < Self::ALIGN_FLOATS,
+            "f32 buffer cannot be 64-byte aligned"
+        );
+        AlignedBuf { buf, start, len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// The packing buffers of one GEMM caller (one per worker thread), sized once for the active
+/// kernel path's block sizes.
+pub struct GemmScratch {
+    blocking: Blocking,
+    /// Packed A block: [MC / MR][KC][MR].
+    a: AlignedBuf,
+    /// Packed B block: [NC / NR][KC][NR].
+    b: AlignedBuf,
+}
+
+impl GemmScratch {
+    /// Buffers for the active path ([`isa::active`]) with block sizes from this CPU's caches.
+    pub fn new() -> GemmScratch {
+        let (mr, nr) = tile(isa::active());
+        GemmScratch::with_blocking(Blocking::for_caches(mr, nr, CacheSizes::detect()))
+    }
+
+    /// Buffers with explicit block sizes (rounded to the active path's tile; see
+    /// [`Blocking::custom`]). For tests that must run every blocking loop more than once on small
+    /// matrices, and for tuning.
+    pub fn with_blocks(mc: usize, kc: usize, nc: usize) -> GemmScratch {
+        let (mr, nr) = tile(isa::active());
+        GemmScratch::with_blocking(Blocking::custom(mr, nr, mc, kc, nc))
+    }
+
+    fn with_blocking(blocking: Blocking) -> GemmScratch {
+        let Blocking { mc, kc, nc, .. } = blocking;
+        GemmScratch {
+            blocking,
+            a: AlignedBuf::new(mc * kc),
+            b: AlignedBuf::new(kc * nc),
+        }
+    }
+
+    /// The block sizes these buffers were sized for.
+    pub fn blocking(&self) -> Blocking {
+        self.blocking
+    }
+}
+
+impl Default for GemmScratch {
+    fn default() -> Self {
+        GemmScratch::new()
+    }
+}
+
+/// The microkernel tile (MR, NR) of a path.
+fn tile(isa: Isa) -> (usize, usize) {
+    use crate::simd::{Portable, Scalar};
+    match isa {
+        Isa::Scalar => (Scalar::MR, Scalar::NR),
+        Isa::Portable => (Portable::MR, Portable::NR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (crate::simd::Avx2::MR, crate::simd::Avx2::NR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (crate::simd::Avx512::MR, crate::simd::Avx512::NR),
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::Avx512 => unreachable!("x86 paths are never supported here"),
+    }
+}
+
+/// `C = op(A) · op(B)` (or `C += ...` when `accumulate`) for row-major matrices with row strides
+/// `lda`, `ldb`, `ldc` as stored; see [`Layout`] for what A and B hold.
+///
+/// Fails, naming the kernel `sgemm` and the shapes, when a stride is below its row width or a
+/// slice is too short for its rows. `k = 0` with `accumulate = false` zeroes C.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    ws: &mut GemmScratch,
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<(), ShapeError> {
+    check_shapes(
+        layout,
+        m,
+        k,
+        n,
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), ldc),
+    )?;
+    sgemm_dispatch(ws, layout, m, k, n, a, lda, b, ldb, c, ldc, accumulate);
+    Ok(())
+}
+
+/// [`sgemm`] on contiguous matrices: every row stride is its row width (`lda`, `ldb` from
+/// [`Layout::a_dims`] and [`Layout::b_dims`], `ldc = n`).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_contiguous(
+    ws: &mut GemmScratch,
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    accumulate: bool,
+) -> Result<(), ShapeError> {
+    let lda = layout.a_dims(m, k).1;
+    let ldb = layout.b_dims(k, n).1;
+    sgemm(ws, layout, m, k, n, a, lda, b, ldb, c, n, accumulate)
+}
+
+/// [`sgemm`] for the hot path: no `Result` and no error message. The shapes are still checked
+/// (a handful of comparisons), and a mismatch panics.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn sgemm_unchecked(
+    ws: &mut GemmScratch,
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(
+        shapes_fit(
+            layout,
+            m,
+            k,
+            n,
+            (a.len(), lda),
+            (b.len(), ldb),
+            (c.len(), ldc)
+        ),
+        "sgemm: slices or strides do not fit the shapes; use `sgemm` for the details"
+    );
+    sgemm_dispatch(ws, layout, m, k, n, a, lda, b, ldb, c, ldc, accumulate);
+}
+
+/// Elements a `rows × cols` row-major matrix with row stride `ld` spans, or `None` on overflow.
+fn span(rows: usize, cols: usize, ld: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        Some(0)
+    } else {
+        (rows - 1).checked_mul(ld)?.checked_add(cols)
+    }
+}
+
+/// The three operands as (name, stored rows, stored cols, (len, ld)).
+type Operand = (&'static str, usize, usize, (usize, usize));
+
+fn operands(
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    c: (usize, usize),
+) -> [Operand; 3] {
+    let (ar, ac) = layout.a_dims(m, k);
+    let (br, bc) = layout.b_dims(k, n);
+    [("a", ar, ac, a), ("b", br, bc, b), ("c", m, n, c)]
+}
+
+fn shapes_fit(
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    c: (usize, usize),
+) -> bool {
+    operands(layout, m, k, n, a, b, c)
+        .iter()
+        .all(|&(_, rows, cols, (len, ld))| {
+            ld >= cols && span(rows, cols, ld).is_some_and(|need| len >= need)
+        })
+}
+
+fn check_shapes(
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    c: (usize, usize),
+) -> Result<(), ShapeError> {
+    for (name, rows, cols, (len, ld)) in operands(layout, m, k, n, a, b, c) {
+        let context =
+            format!("layout {layout}, M×K×N = {m}×{k}×{n}, `{name}` stored {rows}×{cols}");
+        let fail = |detail: String| ShapeError {
+            kernel: "sgemm",
+            detail: format!("{context}: {detail}"),
+        };
+        if ld < cols {
+            return Err(fail(format!(
+                "ld{name} = {ld} is below its row width {cols}"
+            )));
+        }
+        match span(rows, cols, ld) {
+            None => return Err(fail(format!("ld{name} = {ld} overflows the address range"))),
+            Some(need) if len < need => {
+                return Err(fail(format!(
+                    "`{name}` has {len} elements but (rows-1)·ld{name} + cols = {need} are needed"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+dispatch! {
+    /// The blocked GEMM on the active path; the shapes have been checked.
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm_dispatch(
+        ws: &mut GemmScratch,
+        layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) = sgemm_generic;
+}
+
+/// The five blocking loops. The caller has checked the shapes (`shapes_fit`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sgemm_generic<S: GemmKernel>(
+    s: S,
+    ws: &mut GemmScratch,
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let Blocking { mr, nr, mc, kc, nc } = ws.blocking;
+    assert!(
+        (mr, nr) == (S::MR, S::NR),
+        "GemmScratch was sized for a {mr}×{nr} tile but the active path uses {}×{}",
+        S::MR,
+        S::NR
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[i * ldc..][..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // Split K into equal slices no deeper than KC, so no slice is a sliver.
+    let kc = k.div_ceil(k.div_ceil(kc));
+    let apack = ws.a.as_mut_slice();
+    let bpack = ws.b.as_mut_slice();
+    'jc: for jc in (0..n).step_by(nc) {
+        let ncb = nc.min(n - jc);
+        'pc: for pc in (0..k).step_by(kc) {
+            let kcb = kc.min(k - pc);
+            pack::pack_b(layout, S::NR, b, ldb, (pc, kcb), (jc, ncb), bpack);
+            // The first K slice honours the caller's `accumulate`; later ones add to it.
+            let acc = accumulate || pc > 0;
+            'ic: for ic in (0..m).step_by(mc) {
+                let mcb = mc.min(m - ic);
+                pack::pack_a(layout, S::MR, a, lda, (ic, mcb), (pc, kcb), apack);
+                let block = &mut c[ic * ldc + jc..];
+                gemm_packed(s, (mcb, kcb, ncb), apack, bpack, block, ldc, acc);
+                continue 'ic;
+            }
+            continue 'pc;
+        }
+        continue 'jc;
+    }
+}
+
+/// `C[0..mcb, 0..ncb] (+)= Apacked · Bpacked`: the two inner loops over microkernel tiles.
+///
+/// `c` starts at the block's first element and spans `(mcb-1)·ldc + ncb` floats.
+#[inline(always)]
+fn gemm_packed<S: GemmKernel>(
+    s: S,
+    (mcb, kcb, ncb): (usize, usize, usize),
+    apack: &[f32], // [ceil(mcb/MR)][kcb][MR]
+    bpack: &[f32], // [ceil(ncb/NR)][kcb][NR]
+    c: &mut [f32], // [mcb][ldc]
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (mr, nr) = (S::MR, S::NR);
+    assert!(
+        apack.len() >= mcb.div_ceil(mr) * kcb * mr && bpack.len() >= ncb.div_ceil(nr) * kcb * nr
+    );
+    assert!(c.len() >= (mcb - 1) * ldc + ncb);
+    let c = c.as_mut_ptr();
+    'jr: for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
+        let nrb = nr.min(ncb - jr);
+        let bp = bpack[jp * kcb * nr..].as_ptr();
+        'ir: for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
+            let mrb = mr.min(mcb - ir);
+            let ap = apack[ip * kcb * mr..].as_ptr();
+            // SAFETY: tile rows ir..ir+mrb < mcb and columns jr..jr+nrb <= ncb lie inside
+            // `c`'s span (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
+            unsafe {
+                let ct = c.add(ir * ldc + jr);
+                if mrb == mr && nrb == nr {
+                    s.kernel(kcb, ap, bp, ct, ldc, accumulate);
+                } else {
+                    edge_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
+                }
+            }
+            continue 'ir;
+        }
+        continue 'jr;
+    }
+}
+
+/// A partial tile at the block's edge: the microkernel writes a full tile on the stack, and only
+/// its `mrb × nrb` corner is written (or added) to C.
+///
+/// # Safety
+/// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
+#[inline(always)]
+unsafe fn edge_tile<S: GemmKernel>(
+    s: S,
+    kcb: usize,
+    ap: *const f32,
+    bp: *const f32,
+    (c, ldc): (*mut f32, usize),
+    (mrb, nrb): (usize, usize),
+    accumulate: bool,
+) {
+    #[repr(align(64))]
+    struct Tile([f32; MAX_TILE]);
+    let mut tile = Tile([0.0; MAX_TILE]); // [MR][NR]
+    debug_assert!(S::MR * S::NR <= MAX_TILE);
+    // SAFETY: the tile holds MR rows of NR floats (MR·NR <= MAX_TILE); the panels are the caller's.
+    unsafe { s.kernel(kcb, ap, bp, tile.0.as_mut_ptr(), S::NR, false) };
+    for r in 0..mrb {
+        let src = &tile.0[r * S::NR..][..nrb];
+        // SAFETY: the caller guarantees row r < mrb of C has nrb valid floats.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nrb) };
+        if accumulate {
+            dst.iter_mut().zip(src).for_each(|(d, &t)| *d += t);
+        } else {
+            dst.copy_from_slice(src);
+        }
+    }
+}
+
+/// The reference: a plain triple loop accumulating in f64.
+pub mod oracle {
+    use super::Layout;
+
+    /// [`super::sgemm`]'s result computed in f64 and rounded once to f32. The shapes are the
+    /// caller's to get right (indexing panics otherwise).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let a_at = |i: usize, p: usize| match layout {
+            Layout::NN | Layout::NT => a[i * lda + p],
+            Layout::TN => a[p * lda + i],
+        };
+        let b_at = |p: usize, j: usize| match layout {
+            Layout::NN | Layout::TN => b[p * ldb + j],
+            Layout::NT => b[j * ldb + p],
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| a_at(i, p) as f64 * b_at(p, j) as f64).sum();
+                let out = &mut c[i * ldc + j];
+                *out = if accumulate {
+                    (*out as f64 + dot) as f32
+                } else {
+                    dot as f32
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+mod common;
+
+use cllm_kernels::gemm::{self, oracle, GemmScratch, Layout};
+use common::*;
+use rand::rngs::StdRng;
+
+/// Sizes for M, K and N: empty, single, below/at/above the tiles of every path (MR 4/6/14,
+/// NR 4/8/16/32) and their multiples.
+const DIMS: &[usize] = &[0, 1, 7, 16, 33, 63, 65];
+
+/// One GEMM problem: operands laid out with row strides `ld = width + pad`, starting `off`
+/// floats into their buffers (so odd offsets are unaligned), C pre-filled with random values.
+struct Case {
+    layout: Layout,
+    m: usize,
+    k: usize,
+    n: usize,
+    pad: usize,
+    off: usize,
+}
+
+impl Case {
+    /// Run `sgemm` with `ws` and compare every element of C with the f64 oracle.
+    fn check(&self, rng: &mut StdRng, ws: &mut GemmScratch, accumulate: bool) {
+        let Case {
+            layout,
+            m,
+            k,
+            n,
+            pad,
+            off,
+        } = *self;
+        let (ar, ac) = layout.a_dims(m, k);
+        let (br, bc) = layout.b_dims(k, n);
+        let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
+        let a = unaligned(rng, ar * lda, off);
+        let b = unaligned(rng, br * ldb, off + 1);
+        let c0 = unaligned(rng, m * ldc, off);
+        let (a, b) = (&a[off..], &b[off + 1..]);
+        let mut got = c0.clone();
+        gemm::sgemm(
+            ws,
+            layout,
+            m,
+            k,
+            n,
+            a,
+            lda,
+            b,
+            ldb,
+            &mut got[off..],
+            ldc,
+            accumulate,
+        )
+        .unwrap();
+        let mut want = c0.clone();
+        oracle::sgemm(
+            layout,
+            m,
+            k,
+            n,
+            a,
+            lda,
+            b,
+            ldb,
+            &mut want[off..],
+            ldc,
+            accumulate,
+        );
+        // Error bound: the kernel sums K products in f32 (FMA, blocked order), so each element is
+        // off by at most γ_K·Σ_p|a_ip||b_pj| with γ_K ≈ K·u (u = 2^-24, Higham's bound for any
+        // summation order), plus one rounding of the stored result and, when accumulating, of
+        // the addition to C: u·(|c| + Σ|a||b|). We allow (K + 2)·EPSILON (EPSILON = 2u) times
+        // Σ|a||b| + |c_in|: twice the worst case, never looser than a few ulps per product.
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        let mut bound = vec![0.0f32; m * ldc];
+        oracle::sgemm(
+            layout,
+            m,
+            k,
+            n,
+            &abs(a),
+            lda,
+            &abs(b),
+            ldb,
+            &mut bound,
+            ldc,
+            false,
+        );
+        let eps = (k + 2) as f32 * f32::EPSILON;
+        let what = format!("sgemm {layout} {m}x{k}x{n} pad={pad} off={off} acc={accumulate}");
+        for i in 0..m {
+            for j in 0..n {
+                let idx = i * ldc + j;
+                let (g, w) = (got[off + idx], want[off + idx]);
+                let c_in = if accumulate { c0[off + idx].abs() } else { 0.0 };
+                let tol = eps * (bound[idx] + c_in) + f32::MIN_POSITIVE;
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{what} [isa {}]: C[{i},{j}] = {g}, want {w} (tolerance {tol})",
+                    cllm_kernels::isa::active()
+                );
+            }
+        }
+        // The padding between rows of C and anything past its last row are never written.
+        for idx in 0..got.len() {
+            let inside = idx >= off && {
+                let (i, j) = ((idx - off) / ldc.max(1), (idx - off) % ldc.max(1));
+                i < m && j < n
+            };
+            if !inside {
+                assert!(
+                    got[idx].to_bits() == c0[idx].to_bits(),
+                    "{what}: wrote outside C at buffer index {idx}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_matches_oracle_on_odd_sizes_every_layout_and_mode() {
+    let mut rng = rng(7);
+    let mut ws = GemmScratch::new();
+    for layout in Layout::ALL {
+        for &m in DIMS {
+            for &k in DIMS {
+                for &n in DIMS {
+                    for accumulate in [false, true] {
+                        let case = Case {
+                            layout,
+                            m,
+                            k,
+                            n,
+                            pad: 0,
+                            off: 0,
+                        };
+                        case.check(&mut rng, &mut ws, accumulate);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_handles_strided_and_unaligned_operands() {
+    let mut rng = rng(8);
+    let mut ws = GemmScratch::new();
+    for layout in Layout::ALL {
+        for (m, k, n) in [(7, 9, 17), (13, 33, 40), (65, 63, 31)] {
+            for (pad, off) in [(1, 1), (3, 5), (16, 3)] {
+                for accumulate in [false, true] {
+                    let case = Case {
+                        layout,
+                        m,
+                        k,
+                        n,
+                        pad,
+                        off,
+                    };
+                    case.check(&mut rng, &mut ws, accumulate);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sgemm_runs_every_blocking_loop_more_than_once() {
+    // Blocks far smaller than the matrices: K > KC (three K slices, the first overwriting and
+    // the later ones accumulating), M > MC and N > NC, with ragged last blocks everywhere.
+    let mut rng = rng(9);
+    let mut ws = GemmScratch::with_blocks(20, 24, 40);
+    let b = ws.blocking();
+    assert!(b.mc < 70 && b.kc < 70 / 2 && b.nc < 70);
+    for layout in Layout::ALL {
+        for accumulate in [false, true] {
+            let case = Case {
+                layout,
+                m: 71,
+                k: 70,
+                n: 83,
+                pad: 2,
+                off: 1,
+            };
+            case.check(&mut rng, &mut ws, accumulate);
+        }
+    }
+}
+
+#[test]
+fn sgemm_with_default_blocking_on_a_deep_product() {
+    // K above the detected KC, so the K loop runs more than once with the real block sizes.
+    let mut rng = rng(10);
+    let mut ws = GemmScratch::new();
+    let k = ws.blocking().kc * 2 + 5;
+    for layout in Layout::ALL {
+        let case = Case {
+            layout,
+            m: 19,
+            k,
+            n: 37,
+            pad: 0,
+            off: 0,
+        };
+        case.check(&mut rng, &mut ws, true);
+    }
+}
+
+#[test]
+fn sgemm_with_zero_depth_zeroes_or_keeps_c() {
+    let mut ws = GemmScratch::new();
+    for layout in Layout::ALL {
+        let mut c = vec![3.0f32; 6];
+        gemm::sgemm_contiguous(&mut ws, layout, 2, 0, 3, &[], &[], &mut c, true).unwrap();
+        assert_eq!(c, [3.0; 6]);
+        gemm::sgemm_contiguous(&mut ws, layout, 2, 0, 3, &[], &[], &mut c, false).unwrap();
+        assert_eq!(c, [0.0; 6]);
+    }
+}
+
+#[test]
+fn sgemm_contiguous_uses_natural_strides() {
+    let mut ws = GemmScratch::new();
+    // A = [[1, 2], [3, 4]] (M×K = 2×2), B = [[5, 6, 7], [8, 9, 10]] (K×N = 2×3).
+    let a = [1.0, 2.0, 3.0, 4.0];
+    let at = [1.0, 3.0, 2.0, 4.0];
+    let b = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0];
+    let bt = [5.0, 8.0, 6.0, 9.0, 7.0, 10.0];
+    let want = [21.0, 24.0, 27.0, 47.0, 54.0, 61.0];
+    for (layout, a, b) in [
+        (Layout::NN, &a, &b),
+        (Layout::NT, &a, &bt),
+        (Layout::TN, &at, &b),
+    ] {
+        let mut c = [0.0f32; 6];
+        gemm::sgemm_contiguous(&mut ws, layout, 2, 2, 3, a, b, &mut c, false).unwrap();
+        assert_eq!(c, want, "{layout}");
+    }
+}
+
+#[test]
+fn sgemm_rejects_bad_shapes_naming_kernel_and_shapes() {
+    let mut ws = GemmScratch::new();
+    let (a, b) = (vec![0.0f32; 12], vec![0.0f32; 20]);
+    let mut c = vec![0.0f32; 15];
+    // A 3×4 needs 12 elements with lda = 4; 11 is one short.
+    let err = gemm::sgemm(
+        &mut ws,
+        Layout::NN,
+        3,
+        4,
+        5,
+        &a[..11],
+        4,
+        &b,
+        5,
+        &mut c,
+        5,
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err.kernel, "sgemm");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("M×K×N = 3×4×5") && msg.contains("`a` has 11 elements"),
+        "{msg}"
+    );
+    // NT stores B as N×K = 5×4: ldb = 3 is below its row width.
+    let err =
+        gemm::sgemm(&mut ws, Layout::NT, 3, 4, 5, &a, 4, &b, 3, &mut c, 5, false).unwrap_err();
+    assert!(
+        err.to_string().contains("ldb = 3 is below its row width 4"),
+        "{err}"
+    );
+    // C with ldc = 6 spans (3-1)·6 + 5 = 17 elements.
+    let err = gemm::sgemm(&mut ws, Layout::TN, 3, 4, 5, &a, 3, &b, 5, &mut c, 6, true).unwrap_err();
+    assert!(err.to_string().contains("`c` has 15 elements but"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "sgemm")]
+fn sgemm_unchecked_panics_on_bad_shapes() {
+    let mut ws = GemmScratch::new();
+    let mut c = vec![0.0f32; 4];
+    gemm::sgemm_unchecked(
+        &mut ws,
+        Layout::NN,
+        2,
+        2,
+        2,
+        &[0.0; 3],
+        2,
+        &[0.0; 4],
+        2,
+        &mut c,
+        2,
+        false,
+    );
+}
