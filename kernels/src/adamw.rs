@@ -107,6 +107,58 @@ dispatch! {
     ) = adamw_step_generic;
 }
 
+/// [`Coeffs`] splatted, and PyTorch's lerp `m + w (g - m)` (|w| < 0.5) or `g - (1 - w) (g - m)`
+/// written as one FMA `coeff * (g - m) + base`.
+struct VCoeffs<S: Simd> {
+    decay: S::V,
+    lerp_coeff: S::V,
+    lerp_base_is_m: bool,
+    beta2: S::V,
+    one_minus_beta2: S::V,
+    bc2_sqrt: S::V,
+    eps: S::V,
+    neg_step_size: S::V,
+}
+
+impl<S: Simd> VCoeffs<S> {
+    #[inline(always)]
+    fn new(s: S, k: &Coeffs) -> VCoeffs<S> {
+        VCoeffs {
+            decay: s.splat(k.decay),
+            lerp_coeff: s.splat(if k.lerp_small {
+                k.lerp_w
+            } else {
+                k.lerp_w - 1.0
+            }),
+            lerp_base_is_m: k.lerp_small,
+            beta2: s.splat(k.beta2),
+            one_minus_beta2: s.splat(k.one_minus_beta2),
+            bc2_sqrt: s.splat(k.bc2_sqrt),
+            eps: s.splat(k.eps),
+            neg_step_size: s.splat(k.neg_step_size),
+        }
+    }
+}
+
+/// One vector of the step: the new (param, m, v).
+#[inline(always)]
+fn adamw_v<S: Simd>(
+    s: S,
+    k: &VCoeffs<S>,
+    p: S::V,
+    g: S::V,
+    m: S::V,
+    v: S::V,
+) -> (S::V, S::V, S::V) {
+    let p = s.mul(p, k.decay);
+    let base = if k.lerp_base_is_m { m } else { g };
+    let m = s.fma(k.lerp_coeff, s.sub(g, m), base);
+    let v = s.add(s.mul(v, k.beta2), s.mul(s.mul(k.one_minus_beta2, g), g));
+    let denom = s.add(s.div(s.sqrt(v), k.bc2_sqrt), k.eps);
+    let p = s.add(p, s.div(s.mul(k.neg_step_size, m), denom));
+    (p, m, v)
+}
+
 #[inline(always)]
 fn adamw_step_generic<S: Simd>(
     s: S,
@@ -118,29 +170,7 @@ fn adamw_step_generic<S: Simd>(
 ) {
     let n = params.len();
     assert!(grads.len() == n && m.len() == n && v.len() == n);
-    let k = Coeffs::new(h);
-    let decay = s.splat(k.decay);
-    // PyTorch's lerp: `m + w (g - m)` for |w| < 0.5, else `g - (1 - w) (g - m)`, each one FMA.
-    let (lerp_coeff, lerp_base_is_m) = if k.lerp_small {
-        (s.splat(k.lerp_w), true)
-    } else {
-        (s.splat(k.lerp_w - 1.0), false)
-    };
-    let (beta2, omb2) = (s.splat(k.beta2), s.splat(k.one_minus_beta2));
-    let (bc2, eps, nss) = (
-        s.splat(k.bc2_sqrt),
-        s.splat(k.eps),
-        s.splat(k.neg_step_size),
-    );
-    let update = |p: S::V, g: S::V, mv: S::V, vv: S::V| {
-        let p = s.mul(p, decay);
-        let base = if lerp_base_is_m { mv } else { g };
-        let mv = s.fma(lerp_coeff, s.sub(g, mv), base);
-        let vv = s.add(s.mul(vv, beta2), s.mul(s.mul(omb2, g), g));
-        let denom = s.add(s.div(s.sqrt(vv), bc2), eps);
-        let p = s.add(p, s.div(s.mul(nss, mv), denom));
-        (p, mv, vv)
-    };
+    let k = VCoeffs::new(s, &Coeffs::new(h));
     let (pp, gp, mp, vp) = (
         params.as_mut_ptr(),
         grads.as_ptr(),
@@ -151,7 +181,9 @@ fn adamw_step_generic<S: Simd>(
     // SAFETY: every access is below `n`, the common length asserted above.
     unsafe {
         while i + S::LANES <= n {
-            let (p, mv, vv) = update(
+            let (p, mv, vv) = adamw_v(
+                s,
+                &k,
                 s.load(pp.add(i)),
                 s.load(gp.add(i)),
                 s.load(mp.add(i)),
@@ -164,7 +196,9 @@ fn adamw_step_generic<S: Simd>(
         }
         if i < n {
             let rest = n - i;
-            let (p, mv, vv) = update(
+            let (p, mv, vv) = adamw_v(
+                s,
+                &k,
                 s.load_partial(pp.add(i), rest, 0.0),
                 s.load_partial(gp.add(i), rest, 0.0),
                 s.load_partial(mp.add(i), rest, 0.0),

@@ -44,26 +44,32 @@ fn exp_2u<S: Simd>(s: S, x: S::V) -> S::V {
     exp(s, u2)
 }
 
+/// `gelu(x) = x * e / (e + 1)`.
+#[inline(always)]
+fn gelu_v<S: Simd>(s: S, x: S::V) -> S::V {
+    let e = exp_2u(s, x);
+    s.mul(x, s.div(e, s.add(e, s.splat(1.0))))
+}
+
 #[inline(always)]
 fn gelu_fwd_generic<S: Simd>(s: S, out: &mut [f32], inp: &[f32]) {
     let n = out.len();
     assert!(inp.len() == n);
-    let one = s.splat(1.0);
-    let f = |x: S::V| {
-        let e = exp_2u(s, x);
-        s.mul(x, s.div(e, s.add(e, one)))
-    };
     let (o, x) = (out.as_mut_ptr(), inp.as_ptr());
     let mut i = 0;
     // SAFETY: every access is below `n`, the common length asserted above.
     unsafe {
         while i + S::LANES <= n {
-            s.store(o.add(i), f(s.load(x.add(i))));
+            s.store(o.add(i), gelu_v(s, s.load(x.add(i))));
             i += S::LANES;
         }
         if i < n {
             let rest = n - i;
-            s.store_partial(o.add(i), rest, f(s.load_partial(x.add(i), rest, 0.0)));
+            s.store_partial(
+                o.add(i),
+                rest,
+                gelu_v(s, s.load_partial(x.add(i), rest, 0.0)),
+            );
         }
     }
 }
@@ -86,34 +92,43 @@ dispatch! {
     pub fn gelu_bwd_unchecked(dinp: &mut [f32], inp: &[f32], dout: &[f32]) = gelu_bwd_generic;
 }
 
+/// `gelu'(x)`. With r = 1 / (e + 1): 0.5 (1 + tanh u) = e r, and the second term is
+/// 0.5 x * 4 e r^2 * SCALE (1 + 3 CUBE x^2) = e r * (2 SCALE x r (1 + 3 CUBE x^2)).
+#[inline(always)]
+fn gelu_grad_v<S: Simd>(s: S, x: S::V) -> S::V {
+    let one = s.splat(1.0);
+    let e = exp_2u(s, x);
+    let r = s.div(one, s.add(e, one));
+    let sig = s.mul(e, r);
+    let poly = s.fma(s.mul(x, x), s.splat(3.0 * CUBE), one);
+    let t = s.mul(s.mul(s.mul(x, s.splat(2.0 * SCALE)), r), poly);
+    s.fma(sig, t, sig)
+}
+
+// The per-vector helpers here and in the other kernels are `#[inline(always)]` functions, not
+// closures: a closure is a function of its own that does not inherit the `#[target_feature]` of
+// the dispatched entry point, so its intrinsics would not inline.
 #[inline(always)]
 fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     let n = dinp.len();
     assert!(inp.len() == n && dout.len() == n);
-    let one = s.splat(1.0);
-    // With r = 1 / (e + 1): 0.5 (1 + tanh u) = e r, and the second term of gelu' is
-    // 0.5 x * 4 e r^2 * SCALE (1 + 3 CUBE x^2) = e r * (2 SCALE x r (1 + 3 CUBE x^2)).
-    let grad = |x: S::V| {
-        let e = exp_2u(s, x);
-        let r = s.div(one, s.add(e, one));
-        let sig = s.mul(e, r);
-        let poly = s.fma(s.mul(x, x), s.splat(3.0 * CUBE), one);
-        let t = s.mul(s.mul(s.mul(x, s.splat(2.0 * SCALE)), r), poly);
-        s.fma(sig, t, sig)
-    };
     let (dx, x, dy) = (dinp.as_mut_ptr(), inp.as_ptr(), dout.as_ptr());
     let mut i = 0;
     // SAFETY: every access is below `n`, the common length asserted above.
     unsafe {
         while i + S::LANES <= n {
-            let d = s.fma(grad(s.load(x.add(i))), s.load(dy.add(i)), s.load(dx.add(i)));
+            let d = s.fma(
+                gelu_grad_v(s, s.load(x.add(i))),
+                s.load(dy.add(i)),
+                s.load(dx.add(i)),
+            );
             s.store(dx.add(i), d);
             i += S::LANES;
         }
         if i < n {
             let rest = n - i;
             let d = s.fma(
-                grad(s.load_partial(x.add(i), rest, 0.0)),
+                gelu_grad_v(s, s.load_partial(x.add(i), rest, 0.0)),
                 s.load_partial(dy.add(i), rest, 0.0),
                 s.load_partial(dx.add(i), rest, 0.0),
             );

@@ -223,6 +223,26 @@ dispatch! {
     ) = layernorm_bwd_generic;
 }
 
+/// Pass 2 of the backward on one vector: the new (dbias, dweight, dinp) from dout, inp, weight and
+/// the old three, given the row's `[mean, rstd, mean(g), mean(g * norm)]` splatted.
+#[inline(always)]
+fn bwd_v<S: Simd>(
+    s: S,
+    row: [S::V; 4],
+    dy: S::V,
+    x: S::V,
+    w: S::V,
+    db: S::V,
+    dw: S::V,
+    dx: S::V,
+) -> (S::V, S::V, S::V) {
+    let [m, rs, g_mean, gn_mean] = row;
+    let norm = s.mul(s.sub(x, m), rs);
+    let g = s.mul(w, dy);
+    let dval = s.sub(s.sub(g, g_mean), s.mul(norm, gn_mean));
+    (s.add(db, dy), s.fma(norm, dy, dw), s.fma(dval, rs, dx))
+}
+
 #[inline(always)]
 fn layernorm_bwd_generic<S: Simd>(
     s: S,
@@ -283,19 +303,11 @@ fn layernorm_bwd_generic<S: Simd>(
             let gn_mean = s.splat(s.reduce_add(s.add(sgn[0], sgn[1])) / c as f32);
 
             // Pass 2: the three gradients.
-            let step = |dyv: S::V, xv: S::V, wv: S::V, dbv: S::V, dwv: S::V, dxv: S::V| {
-                let norm = s.mul(s.sub(xv, mv), rsv);
-                let g = s.mul(wv, dyv);
-                let dval = s.sub(s.sub(g, g_mean), s.mul(norm, gn_mean));
-                (
-                    s.add(dbv, dyv),
-                    s.fma(norm, dyv, dwv),
-                    s.fma(dval, rsv, dxv),
-                )
-            };
             let mut j = 0;
             while j + l <= c {
-                let (dbv, dwv, dxv) = step(
+                let (dbv, dwv, dxv) = bwd_v(
+                    s,
+                    [mv, rsv, g_mean, gn_mean],
                     s.load(dy.add(j)),
                     s.load(x.add(j)),
                     s.load(w.add(j)),
@@ -310,7 +322,9 @@ fn layernorm_bwd_generic<S: Simd>(
             }
             if j < c {
                 let rest = c - j;
-                let (dbv, dwv, dxv) = step(
+                let (dbv, dwv, dxv) = bwd_v(
+                    s,
+                    [mv, rsv, g_mean, gn_mean],
                     s.load_partial(dy.add(j), rest, 0.0),
                     s.load_partial(x.add(j), rest, 0.0),
                     s.load_partial(w.add(j), rest, 0.0),
