@@ -6,10 +6,15 @@
 //! Checked entry points return [`ShapeError`] when slices disagree with the declared dimensions;
 //! `*_unchecked` variants skip the checks. No kernel allocates: outputs and scratch are the caller's.
 
+pub mod adamw;
+pub mod bias;
 mod dispatch;
+pub mod embedding;
 pub mod error;
 pub mod gemm;
+pub mod gelu;
 pub mod isa;
+pub mod layernorm;
 pub mod math;
 pub mod probe;
 pub mod residual;

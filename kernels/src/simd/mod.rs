@@ -41,6 +41,8 @@ pub trait Simd: Copy {
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Square root, correctly rounded (IEEE `sqrt`) on every path.
+    fn sqrt(self, a: Self::V) -> Self::V;
     /// `a * b + c`, fused where the ISA has FMA.
     fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     fn max(self, a: Self::V, b: Self::V) -> Self::V;

@@ -41,6 +41,10 @@ impl Simd for Scalar {
         a / b
     }
     #[inline(always)]
+    fn sqrt(self, a: f32) -> f32 {
+        a.sqrt()
+    }
+    #[inline(always)]
     fn fma(self, a: f32, b: f32, c: f32) -> f32 {
         // Unfused on purpose: `f32::mul_add` is a libm call without hardware FMA.
         a * b + c

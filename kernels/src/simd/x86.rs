@@ -62,6 +62,11 @@ impl Simd for Avx2 {
         unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
+    fn sqrt(self, a: __m256) -> __m256 {
+        // SAFETY: token.
+        unsafe { _mm256_sqrt_ps(a) }
+    }
+    #[inline(always)]
     fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
         // SAFETY: token.
         unsafe { _mm256_fmadd_ps(a, b, c) }
@@ -178,6 +183,11 @@ impl Simd for Avx512 {
     fn div(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: token.
         unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sqrt(self, a: __m512) -> __m512 {
+        // SAFETY: token.
+        unsafe { _mm512_sqrt_ps(a) }
     }
     #[inline(always)]
     fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {

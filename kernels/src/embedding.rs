@@ -1,0 +1,254 @@
+//! The GPT-2 encoder: token plus position embedding, forward and backward (llm.c's
+//! `encoder_forward`, `encoder_backward`).
+//!
+//! Shapes: B sequences of T tokens, C channels, V vocabulary entries; `wpe` may hold more positions
+//! than T (n_positions), only its first T rows are used.
+
+// The signatures follow llm.c: every buffer and dimension is its own argument.
+#![allow(clippy::too_many_arguments)]
+
+use crate::dispatch::dispatch;
+use crate::error::{check_len, ShapeError};
+use crate::simd::Simd;
+
+/// Refuse a token that does not index a row of `wte`, naming it, where it is and V.
+fn check_tokens(
+    kernel: &'static str,
+    tokens: &[u32],
+    t: usize,
+    v: usize,
+) -> Result<(), ShapeError> {
+    match tokens.iter().position(|&tok| tok as usize >= v) {
+        None => Ok(()),
+        Some(i) => Err(ShapeError {
+            kernel,
+            detail: format!(
+                "token {} at (b={}, t={}) is out of the vocabulary: it must be below V = {v}",
+                tokens[i],
+                i / t,
+                i % t
+            ),
+        }),
+    }
+}
+
+/// `out[b, t] = wte[tokens[b, t]] + wpe[t]`.
+///
+/// out (B, T, C), tokens (B, T), wte (V, C), wpe (>= T, C). A token `>= V` is an error, reported
+/// before anything is written.
+pub fn encoder_fwd(
+    out: &mut [f32],
+    tokens: &[u32],
+    wte: &[f32],
+    wpe: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    v: usize,
+) -> Result<(), ShapeError> {
+    const K: &str = "encoder_fwd";
+    check_len(K, "out", out.len(), b * t * c, "B*T*C")?;
+    check_len(K, "tokens", tokens.len(), b * t, "B*T")?;
+    check_len(K, "wte", wte.len(), v * c, "V*C")?;
+    check_len(K, "wpe", wpe.len(), t * c, "T*C")?;
+    check_tokens(K, &tokens[..b * t], t, v)?;
+    encoder_fwd_unchecked(
+        &mut out[..b * t * c],
+        &tokens[..b * t],
+        &wte[..v * c],
+        &wpe[..t * c],
+        t,
+        c,
+    );
+    Ok(())
+}
+
+dispatch! {
+    /// [`encoder_fwd`] without the checks: B*T = `tokens.len()`, `out` holds B*T*C, `wpe` T*C.
+    /// A token past the end of `wte` panics (a bounds check per row, never unchecked memory).
+    pub fn encoder_fwd_unchecked(
+        out: &mut [f32],
+        tokens: &[u32],
+        wte: &[f32],
+        wpe: &[f32],
+        t: usize,
+        c: usize,
+    ) = encoder_fwd_generic;
+}
+
+/// `out[j] = a[j] + b[j]` over one row.
+#[inline(always)]
+fn add_rows<S: Simd>(s: S, out: &mut [f32], a: &[f32], b: &[f32]) {
+    let c = out.len();
+    assert!(a.len() == c && b.len() == c);
+    let (o, a, b) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+    let mut j = 0;
+    // SAFETY: every access is below `c`, the common length asserted above.
+    unsafe {
+        while j + S::LANES <= c {
+            s.store(o.add(j), s.add(s.load(a.add(j)), s.load(b.add(j))));
+            j += S::LANES;
+        }
+        if j < c {
+            let rest = c - j;
+            let v = s.add(
+                s.load_partial(a.add(j), rest, 0.0),
+                s.load_partial(b.add(j), rest, 0.0),
+            );
+            s.store_partial(o.add(j), rest, v);
+        }
+    }
+}
+
+/// `acc[j] += x[j]` over one row.
+#[inline(always)]
+fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32]) {
+    let c = acc.len();
+    assert!(x.len() == c);
+    let (a, x) = (acc.as_mut_ptr(), x.as_ptr());
+    let mut j = 0;
+    // SAFETY: every access is below `c`, the common length asserted above.
+    unsafe {
+        while j + S::LANES <= c {
+            s.store(a.add(j), s.add(s.load(a.add(j)), s.load(x.add(j))));
+            j += S::LANES;
+        }
+        if j < c {
+            let rest = c - j;
+            let v = s.add(
+                s.load_partial(a.add(j), rest, 0.0),
+                s.load_partial(x.add(j), rest, 0.0),
+            );
+            s.store_partial(a.add(j), rest, v);
+        }
+    }
+}
+
+#[inline(always)]
+fn encoder_fwd_generic<S: Simd>(
+    s: S,
+    out: &mut [f32],
+    tokens: &[u32],
+    wte: &[f32],
+    wpe: &[f32],
+    t: usize,
+    c: usize,
+) {
+    assert!(out.len() == tokens.len() * c && (tokens.is_empty() || wpe.len() >= t * c));
+    if c == 0 {
+        return;
+    }
+    for (i, (row, &tok)) in out.chunks_exact_mut(c).zip(tokens).enumerate() {
+        let (tok, pos) = (tok as usize, i % t);
+        add_rows(
+            s,
+            row,
+            &wte[tok * c..tok * c + c],
+            &wpe[pos * c..pos * c + c],
+        );
+    }
+}
+
+/// `dwte[tokens[b, t]] += dout[b, t]` and `dwpe[t] += dout[b, t]`, rows taken in order
+/// (b = 0, t = 0 first), so a token seen twice accumulates in the same order on every path and run.
+///
+/// dwte (V, C), dwpe (>= T, C), dout (B, T, C), tokens (B, T). A token `>= V` is an error, reported
+/// before anything is written.
+pub fn encoder_bwd(
+    dwte: &mut [f32],
+    dwpe: &mut [f32],
+    dout: &[f32],
+    tokens: &[u32],
+    b: usize,
+    t: usize,
+    c: usize,
+    v: usize,
+) -> Result<(), ShapeError> {
+    const K: &str = "encoder_bwd";
+    check_len(K, "dwte", dwte.len(), v * c, "V*C")?;
+    check_len(K, "dwpe", dwpe.len(), t * c, "T*C")?;
+    check_len(K, "dout", dout.len(), b * t * c, "B*T*C")?;
+    check_len(K, "tokens", tokens.len(), b * t, "B*T")?;
+    check_tokens(K, &tokens[..b * t], t, v)?;
+    encoder_bwd_unchecked(
+        &mut dwte[..v * c],
+        &mut dwpe[..t * c],
+        &dout[..b * t * c],
+        &tokens[..b * t],
+        t,
+        c,
+    );
+    Ok(())
+}
+
+dispatch! {
+    /// [`encoder_bwd`] without the checks: B*T = `tokens.len()`, `dout` holds B*T*C, `dwpe` T*C.
+    /// A token past the end of `dwte` panics (a bounds check per row, never unchecked memory).
+    pub fn encoder_bwd_unchecked(
+        dwte: &mut [f32],
+        dwpe: &mut [f32],
+        dout: &[f32],
+        tokens: &[u32],
+        t: usize,
+        c: usize,
+    ) = encoder_bwd_generic;
+}
+
+#[inline(always)]
+fn encoder_bwd_generic<S: Simd>(
+    s: S,
+    dwte: &mut [f32],
+    dwpe: &mut [f32],
+    dout: &[f32],
+    tokens: &[u32],
+    t: usize,
+    c: usize,
+) {
+    assert!(dout.len() == tokens.len() * c && (tokens.is_empty() || dwpe.len() >= t * c));
+    if c == 0 {
+        return;
+    }
+    for (i, (row, &tok)) in dout.chunks_exact(c).zip(tokens).enumerate() {
+        let (tok, pos) = (tok as usize, i % t);
+        acc_row(s, &mut dwte[tok * c..tok * c + c], row);
+        acc_row(s, &mut dwpe[pos * c..pos * c + c], row);
+    }
+}
+
+/// The reference. Each output is the same sequence of f32 additions as in the kernels.
+pub mod oracle {
+    /// out (B, T, C), tokens (B, T), wte (V, C), wpe (>= T, C).
+    pub fn encoder_fwd(
+        out: &mut [f32],
+        tokens: &[u32],
+        wte: &[f32],
+        wpe: &[f32],
+        t: usize,
+        c: usize,
+    ) {
+        for (i, &tok) in tokens.iter().enumerate() {
+            let (tok, pos) = (tok as usize, i % t);
+            for j in 0..c {
+                out[i * c + j] = wte[tok * c + j] + wpe[pos * c + j];
+            }
+        }
+    }
+
+    /// dwte (V, C), dwpe (>= T, C), dout (B, T, C), tokens (B, T).
+    pub fn encoder_bwd(
+        dwte: &mut [f32],
+        dwpe: &mut [f32],
+        dout: &[f32],
+        tokens: &[u32],
+        t: usize,
+        c: usize,
+    ) {
+        for (i, &tok) in tokens.iter().enumerate() {
+            let (tok, pos) = (tok as usize, i % t);
+            for j in 0..c {
+                dwte[tok * c + j] += dout[i * c + j];
+                dwpe[pos * c + j] += dout[i * c + j];
+            }
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! LayerNorm over the channels of each row, forward and backward, as llm.c's `layernorm_forward`
+//! and `layernorm_backward` (GPT-2 uses eps = 1e-5).
+//!
+//! Shapes: N rows (N = B*T) of C channels, row-major. The forward keeps each row's mean and
+//! reciprocal standard deviation for the backward.
+//!
+//! Sums over a row are taken in f32 with four vector accumulators, then across lanes; the mean and
+//! variance are two-pass (the variance sums `(x - mean)^2`), so there is no cancellation.
+
+// The signatures follow llm.c: every buffer and dimension is its own argument.
+#![allow(clippy::too_many_arguments)]
+
+use crate::dispatch::dispatch;
+use crate::error::{check_len, ShapeError};
+use crate::simd::Simd;
+
+/// The LayerNorm eps of GPT-2 (Hugging Face `layer_norm_epsilon`).
+pub const GPT2_EPS: f32 = 1e-5;
+
+/// `out[r] = (inp[r] - mean[r]) * rstd[r] * weight + bias`, with `mean[r]` the mean of row `r` and
+/// `rstd[r] = 1 / sqrt(var[r] + eps)` (biased variance), both stored.
+///
+/// out (N, C), mean (N), rstd (N), inp (N, C), weight (C), bias (C).
+pub fn layernorm_fwd(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    n: usize,
+    c: usize,
+    eps: f32,
+) -> Result<(), ShapeError> {
+    const K: &str = "layernorm_fwd";
+    check_len(K, "out", out.len(), n * c, "N*C")?;
+    check_len(K, "mean", mean.len(), n, "N")?;
+    check_len(K, "rstd", rstd.len(), n, "N")?;
+    check_len(K, "inp", inp.len(), n * c, "N*C")?;
+    check_len(K, "weight", weight.len(), c, "C")?;
+    check_len(K, "bias", bias.len(), c, "C")?;
+    layernorm_fwd_unchecked(
+        &mut out[..n * c],
+        &mut mean[..n],
+        &mut rstd[..n],
+        &inp[..n * c],
+        &weight[..c],
+        &bias[..c],
+        eps,
+    );
+    Ok(())
+}
+
+dispatch! {
+    /// [`layernorm_fwd`] without the checks: N = `mean.len()` = `rstd.len()`, C = `weight.len()` =
+    /// `bias.len()`, and `out`, `inp` hold N*C.
+    pub fn layernorm_fwd_unchecked(
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+    ) = layernorm_fwd_generic;
+}
+
+/// Σ `x[j]` over a row of `c` floats at `x`, in f32: four vector accumulators, a zero-filled
+/// tail, then across lanes.
+///
+/// # Safety
+/// `x` must be valid for reading `c` floats.
+#[inline(always)]
+unsafe fn row_sum<S: Simd>(s: S, x: *const f32, c: usize) -> f32 {
+    let l = S::LANES;
+    let mut acc = [s.zero(); 4];
+    let mut j = 0;
+    // SAFETY: every load is below `c`; the caller guarantees `c` readable floats.
+    unsafe {
+        while j + 4 * l <= c {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = s.add(*a, s.load(x.add(j + k * l)));
+            }
+            j += 4 * l;
+        }
+        while j + l <= c {
+            acc[0] = s.add(acc[0], s.load(x.add(j)));
+            j += l;
+        }
+        if j < c {
+            acc[1] = s.add(acc[1], s.load_partial(x.add(j), c - j, 0.0));
+        }
+    }
+    s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])))
+}
+
+#[inline(always)]
+fn layernorm_fwd_generic<S: Simd>(
+    s: S,
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    eps: f32,
+) {
+    let (n, c) = (mean.len(), weight.len());
+    assert!(rstd.len() == n && bias.len() == c && out.len() == n * c && inp.len() == n * c);
+    if c == 0 {
+        // No channels: the mean of nothing is taken as 0 and the variance as 0.
+        mean.fill(0.0);
+        rstd.fill(1.0 / eps.sqrt());
+        return;
+    }
+    let (w, b) = (weight.as_ptr(), bias.as_ptr());
+    for r in 0..n {
+        // SAFETY: row `r < n` of `inp` and `out` spans `r*c .. r*c + c`, inside their n*c floats;
+        // every access below is at most `c` floats from the row start, as are `weight` and `bias`.
+        unsafe {
+            let x = inp.as_ptr().add(r * c);
+            let o = out.as_mut_ptr().add(r * c);
+            let m = row_sum(s, x, c) / c as f32;
+            let mv = s.splat(m);
+            // Variance: Σ (x - m)^2. The tail is loaded with fill `m`, so its lanes past the row
+            // end add (m - m)^2 = 0.
+            let l = S::LANES;
+            let mut acc = [s.zero(); 4];
+            let mut j = 0;
+            while j + 4 * l <= c {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let d = s.sub(s.load(x.add(j + k * l)), mv);
+                    *a = s.fma(d, d, *a);
+                }
+                j += 4 * l;
+            }
+            while j + l <= c {
+                let d = s.sub(s.load(x.add(j)), mv);
+                acc[0] = s.fma(d, d, acc[0]);
+                j += l;
+            }
+            if j < c {
+                let d = s.sub(s.load_partial(x.add(j), c - j, m), mv);
+                acc[1] = s.fma(d, d, acc[1]);
+            }
+            let var = s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]))) / c as f32;
+            let rs = 1.0 / (var + eps).sqrt();
+            let rsv = s.splat(rs);
+            let mut j = 0;
+            while j + l <= c {
+                let norm = s.mul(s.sub(s.load(x.add(j)), mv), rsv);
+                s.store(o.add(j), s.fma(norm, s.load(w.add(j)), s.load(b.add(j))));
+                j += l;
+            }
+            if j < c {
+                let rest = c - j;
+                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
+                let y = s.fma(
+                    norm,
+                    s.load_partial(w.add(j), rest, 0.0),
+                    s.load_partial(b.add(j), rest, 0.0),
+                );
+                s.store_partial(o.add(j), rest, y);
+            }
+            mean[r] = m;
+            rstd[r] = rs;
+        }
+    }
+}
+
+/// The LayerNorm backward, accumulating into all three gradients (llm.c's `layernorm_backward`):
+/// with `norm = (inp - mean) * rstd` and `g = weight * dout` per row,
+/// `dbias += dout`, `dweight += norm * dout`,
+/// `dinp += rstd * (g - mean(g) - norm * mean(g * norm))`.
+///
+/// dinp (N, C), dweight (C), dbias (C), dout (N, C), inp (N, C), weight (C), mean (N), rstd (N).
+pub fn layernorm_bwd(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    n: usize,
+    c: usize,
+) -> Result<(), ShapeError> {
+    const K: &str = "layernorm_bwd";
+    check_len(K, "dinp", dinp.len(), n * c, "N*C")?;
+    check_len(K, "dweight", dweight.len(), c, "C")?;
+    check_len(K, "dbias", dbias.len(), c, "C")?;
+    check_len(K, "dout", dout.len(), n * c, "N*C")?;
+    check_len(K, "inp", inp.len(), n * c, "N*C")?;
+    check_len(K, "weight", weight.len(), c, "C")?;
+    check_len(K, "mean", mean.len(), n, "N")?;
+    check_len(K, "rstd", rstd.len(), n, "N")?;
+    layernorm_bwd_unchecked(
+        &mut dinp[..n * c],
+        &mut dweight[..c],
+        &mut dbias[..c],
+        &dout[..n * c],
+        &inp[..n * c],
+        &weight[..c],
+        &mean[..n],
+        &rstd[..n],
+    );
+    Ok(())
+}
+
+dispatch! {
+    /// [`layernorm_bwd`] without the checks: N = `mean.len()` = `rstd.len()`, C = `weight.len()` =
+    /// `dweight.len()` = `dbias.len()`, and `dinp`, `dout`, `inp` hold N*C.
+    pub fn layernorm_bwd_unchecked(
+        dinp: &mut [f32],
+        dweight: &mut [f32],
+        dbias: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) = layernorm_bwd_generic;
+}
+
+/// Pass 2 of the backward on one vector: the new (dbias, dweight, dinp) from dout, inp, weight and
+/// the old three, given the row's `[mean, rstd, mean(g), mean(g * norm)]` splatted.
+#[inline(always)]
+fn bwd_v<S: Simd>(
+    s: S,
+    row: [S::V; 4],
+    dy: S::V,
+    x: S::V,
+    w: S::V,
+    db: S::V,
+    dw: S::V,
+    dx: S::V,
+) -> (S::V, S::V, S::V) {
+    let [m, rs, g_mean, gn_mean] = row;
+    let norm = s.mul(s.sub(x, m), rs);
+    let g = s.mul(w, dy);
+    let dval = s.sub(s.sub(g, g_mean), s.mul(norm, gn_mean));
+    (s.add(db, dy), s.fma(norm, dy, dw), s.fma(dval, rs, dx))
+}
+
+#[inline(always)]
+fn layernorm_bwd_generic<S: Simd>(
+    s: S,
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+) {
+    let (n, c) = (mean.len(), weight.len());
+    assert!(rstd.len() == n && dweight.len() == c && dbias.len() == c);
+    assert!(dinp.len() == n * c && dout.len() == n * c && inp.len() == n * c);
+    if c == 0 {
+        return;
+    }
+    let l = S::LANES;
+    let w = weight.as_ptr();
+    let (dw, db) = (dweight.as_mut_ptr(), dbias.as_mut_ptr());
+    for r in 0..n {
+        // SAFETY: row `r < n` of `dinp`, `dout` and `inp` spans `r*c .. r*c + c`, inside their n*c
+        // floats; every access below is at most `c` floats from the row start, as are the C-long
+        // `weight`, `dweight` and `dbias`. Tail loads fill with 0.0, so the tail lanes add 0 to the
+        // sums.
+        unsafe {
+            let x = inp.as_ptr().add(r * c);
+            let dy = dout.as_ptr().add(r * c);
+            let dx = dinp.as_mut_ptr().add(r * c);
+            let (mv, rsv) = (s.splat(mean[r]), s.splat(rstd[r]));
+
+            // Pass 1: Σ g and Σ g*norm over the row, two accumulators each.
+            let (mut sg, mut sgn) = ([s.zero(); 2], [s.zero(); 2]);
+            let mut j = 0;
+            while j + 2 * l <= c {
+                for k in 0..2 {
+                    let jj = j + k * l;
+                    let g = s.mul(s.load(w.add(jj)), s.load(dy.add(jj)));
+                    let norm = s.mul(s.sub(s.load(x.add(jj)), mv), rsv);
+                    sg[k] = s.add(sg[k], g);
+                    sgn[k] = s.fma(g, norm, sgn[k]);
+                }
+                j += 2 * l;
+            }
+            while j < c {
+                let rest = (c - j).min(l);
+                let g = s.mul(
+                    s.load_partial(w.add(j), rest, 0.0),
+                    s.load_partial(dy.add(j), rest, 0.0),
+                );
+                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
+                sg[0] = s.add(sg[0], g);
+                sgn[0] = s.fma(g, norm, sgn[0]);
+                j += rest;
+            }
+            let g_mean = s.splat(s.reduce_add(s.add(sg[0], sg[1])) / c as f32);
+            let gn_mean = s.splat(s.reduce_add(s.add(sgn[0], sgn[1])) / c as f32);
+
+            // Pass 2: the three gradients.
+            let mut j = 0;
+            while j + l <= c {
+                let (dbv, dwv, dxv) = bwd_v(
+                    s,
+                    [mv, rsv, g_mean, gn_mean],
+                    s.load(dy.add(j)),
+                    s.load(x.add(j)),
+                    s.load(w.add(j)),
+                    s.load(db.add(j)),
+                    s.load(dw.add(j)),
+                    s.load(dx.add(j)),
+                );
+                s.store(db.add(j), dbv);
+                s.store(dw.add(j), dwv);
+                s.store(dx.add(j), dxv);
+                j += l;
+            }
+            if j < c {
+                let rest = c - j;
+                let (dbv, dwv, dxv) = bwd_v(
+                    s,
+                    [mv, rsv, g_mean, gn_mean],
+                    s.load_partial(dy.add(j), rest, 0.0),
+                    s.load_partial(x.add(j), rest, 0.0),
+                    s.load_partial(w.add(j), rest, 0.0),
+                    s.load_partial(db.add(j), rest, 0.0),
+                    s.load_partial(dw.add(j), rest, 0.0),
+                    s.load_partial(dx.add(j), rest, 0.0),
+                );
+                s.store_partial(db.add(j), rest, dbv);
+                s.store_partial(dw.add(j), rest, dwv);
+                s.store_partial(dx.add(j), rest, dxv);
+            }
+        }
+    }
+}
+
+/// The reference, with row statistics and sums in f64.
+pub mod oracle {
+    /// LayerNorm forward; out (N, C), mean (N), rstd (N), inp (N, C), weight (C), bias (C).
+    pub fn layernorm_fwd(
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+    ) {
+        let c = weight.len();
+        for r in 0..mean.len() {
+            let x = &inp[r * c..r * c + c];
+            let m = x.iter().map(|&v| v as f64).sum::<f64>() / c.max(1) as f64;
+            let var = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / c.max(1) as f64;
+            let rs = 1.0 / (var + eps as f64).sqrt();
+            for j in 0..c {
+                let norm = (x[j] as f64 - m) * rs;
+                out[r * c + j] = (norm * weight[j] as f64 + bias[j] as f64) as f32;
+            }
+            mean[r] = m as f32;
+            rstd[r] = rs as f32;
+        }
+    }
+
+    /// LayerNorm backward, accumulating; dinp (N, C), dweight (C), dbias (C), dout (N, C),
+    /// inp (N, C), weight (C), mean (N), rstd (N).
+    pub fn layernorm_bwd(
+        dinp: &mut [f32],
+        dweight: &mut [f32],
+        dbias: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        weight: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let c = weight.len();
+        let mut dw: Vec<f64> = dweight.iter().map(|&v| v as f64).collect();
+        let mut db: Vec<f64> = dbias.iter().map(|&v| v as f64).collect();
+        for r in 0..mean.len() {
+            let (m, rs) = (mean[r] as f64, rstd[r] as f64);
+            let norm = |j: usize| (inp[r * c + j] as f64 - m) * rs;
+            let g = |j: usize| weight[j] as f64 * dout[r * c + j] as f64;
+            let g_mean = (0..c).map(g).sum::<f64>() / c as f64;
+            let gn_mean = (0..c).map(|j| g(j) * norm(j)).sum::<f64>() / c as f64;
+            for j in 0..c {
+                let dy = dout[r * c + j] as f64;
+                db[j] += dy;
+                dw[j] += norm(j) * dy;
+                let dx = &mut dinp[r * c + j];
+                *dx = (*dx as f64 + rs * (g(j) - g_mean - norm(j) * gn_mean)) as f32;
+            }
+        }
+        for (d, v) in dweight.iter_mut().zip(dw) {
+            *d = v as f32;
+        }
+        for (d, v) in dbias.iter_mut().zip(db) {
+            *d = v as f32;
+        }
+    }
+}

@@ -1,0 +1,105 @@
+mod common;
+
+use cllm_kernels::gelu::{self, oracle};
+use common::*;
+use rand::rngs::StdRng;
+
+/// Pre-activations in [-8, 8), wider than GPT-2's, so both tails of GELU are exercised.
+fn preact(rng: &mut StdRng, n: usize, off: usize) -> Vec<f32> {
+    let mut v = unaligned(rng, n, off);
+    for x in &mut v[off..] {
+        *x *= 8.0;
+    }
+    v
+}
+
+/// Inputs where the formula could break: zero, signed zero, tails, huge values, subnormals.
+const EDGES: &[f32] = &[
+    0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 3.0, -3.0, 9.5, -9.5, 20.0, -20.0, 1e4, -1e4,
+];
+
+// Tolerance (forward and backward): the kernel evaluates 2u (3 roundings), exp to 2 ulp, then an
+// add, a division and a multiply. exp turns the absolute error ~2|2u| eps of 2u into that relative
+// error of e, and e/(e+1) inherits it scaled by 1/(e+1) <= 1: relative error <= (2|2u| + 8) eps,
+// within 2e-6 (~17 eps) while |2u| <= 4.5, i.e. x >= -2.5. Below that the bound grows with |u|
+// (1e-5 at x = -9, as in any f32 GELU), but |gelu(x)| < 0.02 there and shrinks like e^(2u), so the
+// absolute error stays below 1e-7. Hence rtol 2e-6 with atol 1e-7; the f64 oracle is exact to f32.
+// Measured over [-10, 10] in steps of 1e-4: worst 92 eps relative at x ~ -9 (absolute < 1e-13),
+// worst absolute 2.4e-7 = 2 ulp of gelu' ~ 1.1 near x = 0.76.
+const RTOL: f32 = 2e-6;
+const ATOL: f32 = 1e-7;
+
+#[test]
+fn gelu_fwd_matches_oracle_on_odd_sizes_and_offsets() {
+    let mut rng = rng(31);
+    for &n in SIZES {
+        for off in [0, 1, 3] {
+            let inp = preact(&mut rng, n, off);
+            let mut got = vec![f32::NAN; n + 2];
+            let mut want = vec![0.0; n];
+            gelu::gelu_fwd(&mut got[2..], &inp[off..], n).unwrap();
+            oracle::gelu_fwd(&mut want, &inp[off..]);
+            assert_close(
+                &format!("gelu_fwd n={n} off={off}"),
+                &got[2..],
+                &want,
+                ATOL,
+                RTOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn gelu_bwd_matches_oracle_on_odd_sizes_and_offsets() {
+    let mut rng = rng(32);
+    for &n in SIZES {
+        for off in [0, 1, 3] {
+            let inp = preact(&mut rng, n, off);
+            let dout = unaligned(&mut rng, n, off + 1);
+            let dinp0 = unaligned(&mut rng, n, off + 2);
+            let mut got = dinp0.clone();
+            let mut want = dinp0[off + 2..].to_vec();
+            gelu::gelu_bwd(&mut got[off + 2..], &inp[off..], &dout[off + 1..], n).unwrap();
+            oracle::gelu_bwd(&mut want, &inp[off..], &dout[off + 1..]);
+            // gelu' is at most ~1.13 and |dout| < 1: the accumulate adds one rounding of a value
+            // below ~2.2 on top of the forward-like error.
+            assert_close(
+                &format!("gelu_bwd n={n} off={off}"),
+                &got[off + 2..],
+                &want,
+                ATOL + 2.2 * f32::EPSILON,
+                RTOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn gelu_is_accurate_at_the_edges() {
+    let n = EDGES.len();
+    let mut got = vec![0.0; n];
+    let mut want = vec![0.0; n];
+    gelu::gelu_fwd(&mut got, EDGES, n).unwrap();
+    oracle::gelu_fwd(&mut want, EDGES);
+    assert_close("gelu_fwd edges", &got, &want, ATOL, RTOL);
+    let dout = vec![1.0; n];
+    let mut got = vec![0.0; n];
+    let mut want = vec![0.0; n];
+    gelu::gelu_bwd(&mut got, EDGES, &dout, n).unwrap();
+    oracle::gelu_bwd(&mut want, EDGES, &dout);
+    assert_close("gelu_bwd edges", &got, &want, ATOL, RTOL);
+}
+
+#[test]
+fn gelu_kernels_reject_short_slices() {
+    let err = gelu::gelu_fwd(&mut [0.0; 4], &[0.0; 3], 4).unwrap_err();
+    assert_eq!(err.kernel, "gelu_fwd");
+    assert!(
+        err.to_string().contains("`inp` has 3 elements but N = 4"),
+        "{err}"
+    );
+    let err = gelu::gelu_bwd(&mut [0.0; 4], &[0.0; 4], &[0.0; 2], 4).unwrap_err();
+    assert_eq!(err.kernel, "gelu_bwd");
+    assert!(err.to_string().contains("`dout` has 2 elements"), "{err}");
+}
