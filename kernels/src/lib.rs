@@ -6,9 +6,11 @@
 //! Checked entry points return [`ShapeError`] when slices disagree with the declared dimensions;
 //! `*_unchecked` variants skip the checks. No kernel allocates: outputs and scratch are the caller's.
 
+pub mod attention;
 mod dispatch;
 pub mod error;
 pub mod isa;
+pub mod loss;
 pub mod math;
 pub mod residual;
 pub mod simd;
