@@ -7,6 +7,7 @@
 //! `*_unchecked` variants skip the checks. No kernel allocates: outputs and scratch are the caller's.
 
 pub mod adamw;
+pub mod attention;
 pub mod bias;
 mod dispatch;
 pub mod embedding;
@@ -15,6 +16,7 @@ pub mod gemm;
 pub mod gelu;
 pub mod isa;
 pub mod layernorm;
+pub mod loss;
 pub mod math;
 pub mod probe;
 pub mod residual;

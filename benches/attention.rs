@@ -1,0 +1,98 @@
+//! Criterion benchmarks of causal attention and the fused softmax + cross-entropy.
+//!
+//! Attention is labelled in FLOPs. One causal (T, T, HS) product (QKᵀ, P·V, and in the backward
+//! dout·Vᵀ, dS·K, dSᵀ·Q, Pᵀ·dout) costs 2·HS multiply-adds... i.e. 2·HS FLOPs per (query, key)
+//! pair with key ≤ query, ≈ T²/2 pairs per head: ≈ B·NH·T²·HS FLOPs, half of the dense product.
+//! Forward = 2 products (QKᵀ and P·V): 2·B·NH·T²·HS. Backward = 5 (QKᵀ recomputed, dout·Vᵀ, dS·K,
+//! dSᵀ·Q, Pᵀ·dout): 5·B·NH·T²·HS. The exps and the softmax bookkeeping are not counted.
+//! The loss is labelled in bytes: the forward reads the (N, V) logits once and the in-place
+//! backward reads and writes them once more, 3·N·V·4 bytes for the fused call.
+
+use cllm::kernels::attention::{self, attention_scratch_len};
+use cllm::kernels::loss;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn pseudo_random(n: usize, seed: u32, amp: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            amp * ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+fn bench_attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention");
+    g.sample_size(10);
+    // (B, T, NH, HS): the training config of the L=6 benchmark, and GPT-2 small.
+    for (b, t, nh, hs) in [(8, 256, 6, 64), (4, 1024, 12, 64)] {
+        let ch = nh * hs;
+        let qkv = pseudo_random(b * t * 3 * ch, 1, 1.0); // (B, T, 3C)
+        let dout = pseudo_random(b * t * ch, 2, 1.0); // (B, T, C)
+        let mut out = vec![0.0f32; b * t * ch]; // (B, T, C)
+        let mut lse = vec![0.0f32; b * nh * t]; // (B, NH, T)
+        let mut dqkv = vec![0.0f32; b * t * 3 * ch]; // (B, T, 3C)
+        let mut scratch = vec![0.0f32; attention_scratch_len(t, hs)];
+        let pairs = (b * nh * t * t) as u64; // 2·(T²/2) causal pairs per head, times HS·2 FLOPs
+        let name = format!("B{b}_T{t}_NH{nh}_HS{hs}");
+        g.throughput(Throughput::Elements(2 * pairs * hs as u64));
+        g.bench_function(format!("fwd_flops/{name}"), |bench| {
+            bench.iter(|| {
+                attention::attention_fwd(&mut out, &mut lse, &qkv, &mut scratch, b, t, ch, nh)
+                    .unwrap()
+            })
+        });
+        g.throughput(Throughput::Elements(5 * pairs * hs as u64));
+        g.bench_function(format!("bwd_flops/{name}"), |bench| {
+            bench.iter(|| {
+                attention::attention_bwd(
+                    &mut dqkv,
+                    &dout,
+                    &qkv,
+                    &out,
+                    &lse,
+                    &mut scratch,
+                    b,
+                    t,
+                    ch,
+                    nh,
+                )
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_loss(c: &mut Criterion) {
+    // (N, V, Vp): B·T = 2048 positions of GPT-2's vocabulary padded to 50304.
+    let (n, v, vp) = (2048, 50257, 50304);
+    let logits = pseudo_random(n * vp, 3, 8.0); // (N, Vp)
+    let targets: Vec<u32> = (0..n as u32).map(|i| i * 7919 % v as u32).collect(); // (N)
+    let dloss = vec![1.0 / n as f32; n]; // (N)
+    let mut losses = vec![0.0f32; n]; // (N)
+    let mut work = logits.clone(); // (N, Vp)
+    let mut g = c.benchmark_group("softmax_xent");
+    g.sample_size(10);
+    // Read once (forward), read and written once (backward, in place): 3 passes of N·V floats.
+    g.throughput(Throughput::Bytes((3 * n * v * 4) as u64));
+    g.bench_function("fwd_bwd_inplace_bytes/N2048_V50257_Vp50304", |bench| {
+        // Each call takes the previous call's gradient as its logits: the work per element does
+        // not depend on the values.
+        bench.iter(|| {
+            loss::softmax_xent_fwd_bwd_inplace(&mut work, &mut losses, &targets, &dloss, n, v, vp)
+                .unwrap()
+        })
+    });
+    g.throughput(Throughput::Bytes((n * v * 4) as u64));
+    g.bench_function("fwd_bytes/N2048_V50257_Vp50304", |bench| {
+        bench.iter(|| loss::softmax_xent_fwd(&mut losses, &logits, &targets, n, v, vp).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_attention, bench_loss);
+criterion_main!(benches);
