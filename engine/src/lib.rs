@@ -8,3 +8,4 @@ pub mod checkpoint;
 pub mod model;
 pub mod sphere_tree;
 pub mod topology;
+pub mod train;

@@ -41,35 +41,7 @@ pub type Expected = (String, Vec<usize>);
 /// without the `transformer.` prefix, 2-D weights in Conv1D layout (in, out), `wte` with V rows
 /// (not the padded Vp), no `lm_head.weight` (tied to `wte`).
 pub fn gpt2_tensor_table(cfg: &GptConfig) -> Vec<Expected> {
-    let (v, p, c) = (cfg.vocab_size, cfg.n_positions, cfg.n_embd);
-    let mut t: Vec<Expected> = vec![
-        ("wte.weight".into(), vec![v, c]),
-        ("wpe.weight".into(), vec![p, c]),
-    ];
-    for l in 0..cfg.n_layer {
-        let per_layer: [(&str, Vec<usize>); 12] = [
-            ("ln_1.weight", vec![c]),
-            ("ln_1.bias", vec![c]),
-            ("attn.c_attn.weight", vec![c, 3 * c]),
-            ("attn.c_attn.bias", vec![3 * c]),
-            ("attn.c_proj.weight", vec![c, c]),
-            ("attn.c_proj.bias", vec![c]),
-            ("ln_2.weight", vec![c]),
-            ("ln_2.bias", vec![c]),
-            ("mlp.c_fc.weight", vec![c, 4 * c]),
-            ("mlp.c_fc.bias", vec![4 * c]),
-            ("mlp.c_proj.weight", vec![4 * c, c]),
-            ("mlp.c_proj.bias", vec![c]),
-        ];
-        t.extend(
-            per_layer
-                .into_iter()
-                .map(|(n, s)| (format!("h.{l}.{n}"), s)),
-        );
-    }
-    t.push(("ln_f.weight".into(), vec![c]));
-    t.push(("ln_f.bias".into(), vec![c]));
-    t
+    crate::model::ParamLayout::new(*cfg).expected_tensors()
 }
 
 /// Where loaded tensors go. [`read_tensors_into`] calls [`TensorSink::dst`] once per expected

@@ -33,12 +33,20 @@ impl GptConfig {
 
     /// Why this shape cannot be built, if it cannot.
     pub fn validate(&self) -> Result<(), String> {
-        let GptConfig { vocab_size, n_positions, n_embd, n_layer, n_head } = *self;
+        let GptConfig {
+            vocab_size,
+            n_positions,
+            n_embd,
+            n_layer,
+            n_head,
+        } = *self;
         if vocab_size == 0 || n_positions == 0 || n_embd == 0 || n_layer == 0 || n_head == 0 {
             return Err(format!("every size must be positive: {self:?}"));
         }
         if n_embd % n_head != 0 {
-            return Err(format!("n_embd {n_embd} does not divide by n_head {n_head}"));
+            return Err(format!(
+                "n_embd {n_embd} does not divide by n_head {n_head}"
+            ));
         }
         Ok(())
     }
@@ -46,7 +54,12 @@ impl GptConfig {
     /// The number of trainable parameters (V, not Vp: what Hugging Face reports).
     pub fn num_parameters(&self) -> usize {
         let (v, p, c, l) = (self.vocab_size, self.n_positions, self.n_embd, self.n_layer);
-        let per_layer = 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        let per_layer = 2 * c
+            + (c * 3 * c + 3 * c)
+            + (c * c + c)
+            + 2 * c
+            + (c * 4 * c + 4 * c)
+            + (4 * c * c + c);
         v * c + p * c + l * per_layer + 2 * c
     }
 }

@@ -1,5 +1,12 @@
 //! The GPT-2 model: Hugging Face `GPT2LMHeadModel`'s architecture on cllm's kernels.
 
+mod acts;
 mod config;
+mod gpt;
+mod io;
+mod params;
 
+pub use acts::{ActLayout, LayerActs};
 pub use config::{GptConfig, VOCAB_PAD};
+pub use gpt::{Gpt, ModelError, Workspace, LN_EPS};
+pub use params::{LayerRanges, ParamLayout, TensorSpec};

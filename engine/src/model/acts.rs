@@ -1,0 +1,104 @@
+//! Where every activation of one (B, T) micro-batch lives in the activation arena. The gradient
+//! arena of the activations uses the same map.
+
+use super::GptConfig;
+use std::ops::Range;
+
+/// One block's activations.
+#[derive(Debug, Clone)]
+pub struct LayerActs {
+    pub ln1: Range<usize>,       // (B, T, C)
+    pub ln1_mean: Range<usize>,  // (B, T)
+    pub ln1_rstd: Range<usize>,  // (B, T)
+    pub qkv: Range<usize>,       // (B, T, 3C)
+    pub atty: Range<usize>,      // (B, T, C)   attention output before the projection
+    pub att_lse: Range<usize>,   // (B, NH, T)  softmax log-sum-exp per query, for backward
+    pub attproj: Range<usize>,   // (B, T, C)
+    pub residual2: Range<usize>, // (B, T, C)
+    pub ln2: Range<usize>,       // (B, T, C)
+    pub ln2_mean: Range<usize>,  // (B, T)
+    pub ln2_rstd: Range<usize>,  // (B, T)
+    pub fch: Range<usize>,       // (B, T, 4C)
+    pub fch_gelu: Range<usize>,  // (B, T, 4C)
+    pub fcproj: Range<usize>,    // (B, T, C)
+    pub residual3: Range<usize>, // (B, T, C)   the block's output
+}
+
+/// The activation arena's map for batch B and sequence length T.
+#[derive(Debug, Clone)]
+pub struct ActLayout {
+    pub b: usize,
+    pub t: usize,
+    pub encoded: Range<usize>, // (B, T, C)
+    pub layers: Vec<LayerActs>,
+    pub lnf: Range<usize>,      // (B, T, C)
+    pub lnf_mean: Range<usize>, // (B, T)
+    pub lnf_rstd: Range<usize>, // (B, T)
+    pub logits: Range<usize>,   // (B, T, Vp)  overwritten in place by dlogits in backward
+    pub losses: Range<usize>,   // (B, T)
+    pub total: usize,
+}
+
+impl ActLayout {
+    pub fn new(config: &GptConfig, b: usize, t: usize) -> ActLayout {
+        let (c, nh, vp) = (config.n_embd, config.n_head, config.padded_vocab());
+        let bt = b * t;
+        let mut at = 0usize;
+        let mut take = |len: usize| {
+            let r = at..at + len;
+            at += len;
+            r
+        };
+        let encoded = take(bt * c);
+        let layers = (0..config.n_layer)
+            .map(|_| LayerActs {
+                ln1: take(bt * c),
+                ln1_mean: take(bt),
+                ln1_rstd: take(bt),
+                qkv: take(bt * 3 * c),
+                atty: take(bt * c),
+                att_lse: take(b * nh * t),
+                attproj: take(bt * c),
+                residual2: take(bt * c),
+                ln2: take(bt * c),
+                ln2_mean: take(bt),
+                ln2_rstd: take(bt),
+                fch: take(bt * 4 * c),
+                fch_gelu: take(bt * 4 * c),
+                fcproj: take(bt * c),
+                residual3: take(bt * c),
+            })
+            .collect();
+        let lnf = take(bt * c);
+        let lnf_mean = take(bt);
+        let lnf_rstd = take(bt);
+        let logits = take(bt * vp);
+        let losses = take(bt);
+        ActLayout {
+            b,
+            t,
+            encoded,
+            layers,
+            lnf,
+            lnf_mean,
+            lnf_rstd,
+            logits,
+            losses,
+            total: at,
+        }
+    }
+
+    /// The block output that feeds block `l` (the embeddings for block 0).
+    pub fn block_input(&self, l: usize) -> Range<usize> {
+        if l == 0 {
+            self.encoded.clone()
+        } else {
+            self.layers[l - 1].residual3.clone()
+        }
+    }
+
+    /// The last block's output (the input of the final LayerNorm).
+    pub fn final_residual(&self) -> Range<usize> {
+        self.block_input(self.layers.len())
+    }
+}

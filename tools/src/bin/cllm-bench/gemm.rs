@@ -1,0 +1,91 @@
+//! `cllm-bench gemm`: sgemm GFLOP/s per shape and layout, against this core's measured FMA peak.
+
+use anyhow::{bail, Context, Result};
+use cllm_kernels::gemm::{self, GemmScratch, Layout};
+use std::time::Instant;
+
+/// The GPT shapes M×K×N of a GPT-2-small training step (B·T = 4096 rows), a square reference, and
+/// the LM head (V = 50304, padded to a multiple of 128).
+pub const DEFAULT_SHAPES: &[(usize, usize, usize)] = &[
+    (1024, 1024, 1024),
+    (4096, 768, 768),
+    (4096, 768, 2304),
+    (4096, 768, 3072),
+    (4096, 3072, 768),
+    (4096, 768, 50304),
+];
+
+pub fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
+    let dims: Vec<&str> = s.split(['x', 'X', '×']).collect();
+    if dims.len() != 3 {
+        bail!("shape {s:?}: expected MxKxN, e.g. 4096x768x3072");
+    }
+    let num = |d: &str| {
+        d.trim()
+            .parse::<usize>()
+            .with_context(|| format!("shape {s:?}: {d:?} is not a size"))
+    };
+    Ok((num(dims[0])?, num(dims[1])?, num(dims[2])?))
+}
+
+pub fn parse_layout(s: &str) -> Result<Layout> {
+    match s.to_ascii_lowercase().as_str() {
+        "nn" => Ok(Layout::NN),
+        "nt" => Ok(Layout::NT),
+        "tn" => Ok(Layout::TN),
+        _ => bail!("layout {s:?}: expected nn (A·B), nt (A·Bᵀ) or tn (Aᵀ·B)"),
+    }
+}
+
+pub fn layout_name(l: Layout) -> &'static str {
+    match l {
+        Layout::NN => "nn",
+        Layout::NT => "nt",
+        Layout::TN => "tn",
+    }
+}
+
+/// One measurement.
+pub struct GemmResult {
+    pub shape: (usize, usize, usize),
+    pub threads: usize,
+    pub median_s: f64,
+    pub gflops: f64,
+}
+
+/// Time `C = op(A)·op(B)` (overwrite) for `reps` runs after one warm-up; GFLOP/s from the median.
+pub fn measure(
+    ws: &mut GemmScratch,
+    (m, k, n): (usize, usize, usize),
+    layout: Layout,
+    reps: usize,
+) -> Result<GemmResult> {
+    // Row strides as stored: A is M×K (or K×M for tn), B is K×N (or N×K for nt).
+    let (lda, ldb) = match layout {
+        Layout::NN => (k, n),
+        Layout::NT => (k, k),
+        Layout::TN => (m, n),
+    };
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+        .collect();
+    let mut c = vec![0.0f32; m * n];
+    let mut run = |c: &mut [f32]| gemm::sgemm(ws, layout, m, k, n, &a, lda, &b, ldb, c, n, false);
+    run(&mut c)?;
+    let mut times: Vec<f64> = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        run(&mut c)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let median_s = crate::median(&mut times);
+    Ok(GemmResult {
+        shape: (m, k, n),
+        threads: 1,
+        median_s,
+        gflops: 2.0 * (m * k * n) as f64 / median_s / 1e9,
+    })
+}

@@ -1,0 +1,193 @@
+//! cllm-bench: one-command benchmarks that measure the machine's own limits in the same run.
+
+mod gemm;
+mod machine;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use cllm_engine::topology::Topology;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "cllm-bench",
+    about = "Benchmark cllm's kernels against this machine's measured limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// sgemm GFLOP/s per shape and layout, with the % of this core's FMA peak measured in the same run.
+    Gemm {
+        /// M×K×N, repeatable (default: the GPT-2 small training shapes and the LM head).
+        #[arg(long = "shape", value_name = "MxKxN")]
+        shapes: Vec<String>,
+        /// nn (A·B), nt (A·Bᵀ) or tn (Aᵀ·B), repeatable (default: nn).
+        #[arg(long = "layout", value_name = "nn|nt|tn")]
+        layouts: Vec<String>,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Timed runs per entry after one warm-up (0: as many as fit in about 2 s, 3 to 15).
+        #[arg(long, default_value_t = 0)]
+        reps: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The detected machine and the sphere tree laid over it (CLLM_THREADS caps the workers).
+    Topology {
+        /// Plan one worker per hardware thread instead of one per core.
+        #[arg(long)]
+        smt: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The kernel path in use and the ones this CPU has.
+    Isa {
+        /// Print only the available paths, space-separated (for scripts).
+        #[arg(long)]
+        available: bool,
+    },
+    /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s).
+    Peak {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let isa = cllm_kernels::isa::init()?;
+    match Cli::parse().command {
+        Command::Gemm {
+            shapes,
+            layouts,
+            threads,
+            reps,
+            json,
+        } => {
+            if threads != 1 {
+                bail!("--threads {threads}: the parallel GEMM is not built yet; only --threads 1 runs");
+            }
+            let shapes = if shapes.is_empty() {
+                gemm::DEFAULT_SHAPES.to_vec()
+            } else {
+                shapes
+                    .iter()
+                    .map(|s| gemm::parse_shape(s))
+                    .collect::<Result<_>>()?
+            };
+            let layouts = if layouts.is_empty() {
+                vec![cllm_kernels::gemm::Layout::NN]
+            } else {
+                layouts
+                    .iter()
+                    .map(|s| gemm::parse_layout(s))
+                    .collect::<Result<_>>()?
+            };
+            let peak = machine::fma_peak_gflops();
+            if !json {
+                println!("isa {isa}, threads {threads}, FMA peak {peak:.1} GFLOP/s per core (measured now)");
+                println!(
+                    "{:>18} {:>6} {:>10} {:>10} {:>8}",
+                    "MxKxN", "layout", "median ms", "GFLOP/s", "% peak"
+                );
+            }
+            let mut ws = cllm_kernels::gemm::GemmScratch::new();
+            for &shape in &shapes {
+                for &layout in &layouts {
+                    let reps = if reps > 0 { reps } else { auto_reps(shape) };
+                    let r = gemm::measure(&mut ws, shape, layout, reps)?;
+                    let (m, k, n) = r.shape;
+                    let pct = 100.0 * r.gflops / (peak * r.threads as f64);
+                    if json {
+                        println!(
+                            "{}",
+                            json!({
+                                "bench": "gemm", "shape": format!("{m}x{k}x{n}"), "layout": gemm::layout_name(layout),
+                                "threads": r.threads, "isa": isa.name(), "gflops": round2(r.gflops),
+                                "peak_gflops": round2(peak * r.threads as f64), "pct_peak": round2(pct),
+                                "median_ms": round2(r.median_s * 1e3), "reps": reps,
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{:>18} {:>6} {:>10.2} {:>10.1} {:>7.1}%",
+                            format!("{m}x{k}x{n}"),
+                            gemm::layout_name(layout),
+                            r.median_s * 1e3,
+                            r.gflops,
+                            pct
+                        );
+                    }
+                }
+            }
+        }
+        Command::Topology { smt, json } => {
+            let detected = Topology::detect();
+            let plan = detected.topology.plan_from_env(smt);
+            for w in detected.warnings.iter().chain(&plan.warnings) {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", detected.topology.to_json(&plan.tree));
+            } else {
+                print!("{}", detected.topology.render(&plan.tree));
+            }
+        }
+        Command::Isa { available } => {
+            let names: Vec<&str> = cllm_kernels::Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect();
+            if available {
+                println!("{}", names.join(" "));
+            } else {
+                println!(
+                    "active: {isa} (CLLM_ISA forces one of: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        Command::Peak { json } => {
+            let peak = machine::fma_peak_gflops();
+            let bw = machine::read_bandwidth_gbs();
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "peak", "isa": isa.name(), "peak_gflops": round2(peak), "read_gbs": round2(bw)})
+                );
+            } else {
+                println!("isa {isa}: FMA peak {peak:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Enough timed runs for a stable median in about two seconds at ~100 GFLOP/s, within [3, 15].
+fn auto_reps((m, k, n): (usize, usize, usize)) -> usize {
+    let est_s = 2.0 * (m * k * n) as f64 / 100e9;
+    ((2.0 / est_s) as usize).clamp(3, 15)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The median of `xs` (sorted in place); NaN for an empty slice.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[mid]
+    } else {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    }
+}

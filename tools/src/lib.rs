@@ -1,0 +1,1 @@
+//! cllm-tools: data and maintenance binaries (`cllm-bench`, later `cllm-prepare`).
