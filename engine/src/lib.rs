@@ -5,3 +5,4 @@
 pub use cllm_kernels as kernels;
 
 pub mod sphere_tree;
+pub mod spheres;
