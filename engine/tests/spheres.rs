@@ -551,3 +551,35 @@ fn barrier_timing_helper_returns_a_duration() {
     let t = spheres.time_barrier(50).unwrap();
     assert!(t < Duration::from_secs(1));
 }
+
+#[test]
+fn per_worker_values_are_made_on_their_own_worker() {
+    let spheres = Spheres::new(&nested_trees().remove(0)).unwrap();
+    let made_on = spheres
+        .per_worker(|_| thread::current().name().map(String::from))
+        .unwrap();
+    for w in 0..spheres.count() {
+        assert_eq!(made_on.get(w).as_deref(), Some(spheres.thread_name(w)));
+    }
+}
+
+#[test]
+fn concurrent_callers_take_turns() {
+    let spheres = Spheres::new(&flat(3)).unwrap();
+    let total = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                for _ in 0..30 {
+                    spheres
+                        .run(|ctx| {
+                            ctx.barrier();
+                            total.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(total.load(Ordering::Relaxed), 3 * 30 * 3);
+}
