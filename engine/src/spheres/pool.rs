@@ -47,6 +47,9 @@ const AWAKE: u8 = 0;
 const IDLE: u8 = 1;
 const IN_BARRIER: u8 = 2;
 
+/// Doubling spin steps of an idle worker before it yields (1 + 2 + 4 + 8 = 15 hints).
+const IDLE_SPIN_STEPS: u32 = 4;
+
 /// Why a job was aborted (ordered so that `fetch_max` keeps the more informative reason).
 const NOT_ABORTED: u8 = 0;
 const MISMATCH: u8 = 1;
@@ -250,7 +253,13 @@ impl Shared {
 
     /// Worker `index` waits (spin, yield, park) until `done()`.
     fn wait_worker(&self, index: usize, kind: u8, done: impl Fn() -> bool) {
-        let mut backoff = Backoff::new();
+        // Between jobs the next step usually needs the submitter, which needs a CPU: idle
+        // workers spin less before yielding than barrier waiters, whose peers are all workers.
+        let mut backoff = if kind == IDLE {
+            Backoff::with_spin_steps(IDLE_SPIN_STEPS)
+        } else {
+            Backoff::new()
+        };
         while !done() {
             if !backoff.snooze() {
                 self.park_worker(index, kind, &done);
@@ -289,7 +298,7 @@ impl Shared {
         let done = || self.done_epoch.load(Ordering::SeqCst) == epoch;
         // The caller is the one thread beyond the workers: it yields from the start instead of
         // spinning, so on a machine with no spare core it hands its core to a worker at once.
-        let mut backoff = Backoff::yielding();
+        let mut backoff = Backoff::with_spin_steps(0);
         while !done() {
             if backoff.snooze() {
                 continue;

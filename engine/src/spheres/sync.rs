@@ -49,11 +49,11 @@ impl Backoff {
         }
     }
 
-    /// A back-off that skips the spinning and starts with yielding.
-    pub(crate) fn yielding() -> Backoff {
+    /// A back-off that spins only `spin_steps` doubling steps (0: none) before yielding.
+    pub(crate) fn with_spin_steps(spin_steps: u32) -> Backoff {
         Backoff {
             step: 0,
-            spin_steps: 0,
+            spin_steps,
             yield_until: None,
         }
     }
