@@ -583,3 +583,11 @@ fn concurrent_callers_take_turns() {
     });
     assert_eq!(total.load(Ordering::Relaxed), 3 * 30 * 3);
 }
+
+#[test]
+fn the_pool_and_its_buffers_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Spheres>();
+    send_sync::<cllm_engine::spheres::ReduceBuffers>();
+    send_sync::<cllm_engine::spheres::PerWorker<Vec<f32>>>();
+}
