@@ -7,5 +7,6 @@ pub use cllm_kernels as kernels;
 pub mod checkpoint;
 pub mod model;
 pub mod sphere_tree;
+pub mod spheres;
 pub mod topology;
 pub mod train;
