@@ -125,8 +125,8 @@ fn names_follow_tree_paths() {
         ]
     );
     let one = Spheres::new(&flat(1)).unwrap();
-    assert_eq!(one.thread_name(0), "sphere-root");
-    assert_eq!(one.path(0), "");
+    assert_eq!(one.thread_name(0), "sphere-0");
+    assert_eq!(one.path(0), "0");
 }
 
 #[test]

@@ -28,7 +28,10 @@ dispatch! {
 fn fma_loop_generic<S: Simd>(s: S, iters: usize) -> f32 {
     let mut acc = [s.splat(0.0); FMA_CHAINS];
     // Opaque constants, so the compiler cannot fold the chains; the accumulators stay in registers.
-    let (a, b) = (s.splat(std::hint::black_box(0.999_99)), s.splat(std::hint::black_box(1e-6)));
+    let (a, b) = (
+        s.splat(std::hint::black_box(0.999_99)),
+        s.splat(std::hint::black_box(1e-6)),
+    );
     for _ in 0..iters {
         for x in acc.iter_mut() {
             *x = s.fma(*x, a, b);

@@ -1,8 +1,8 @@
 //! Sphere workers: one long-lived, pinned worker thread per leaf of a [`SphereTree`].
 //!
 //! [`Spheres::new`] starts a thread per leaf, pinned to the leaf's CPU and named `sphere-<path>`
-//! (the leaf's child indices from the root joined by '.', e.g. `sphere-1.3`; `sphere-root` when
-//! the whole tree is one leaf), so `top -H`, `ps -L` and `perf` show who is who. The calling
+//! (the leaf's child indices from the root joined by '.', e.g. `sphere-1.3`, as
+//! [`crate::sphere_tree::leaf_paths`] computes them), so `top -H`, `ps -L` and `perf` show who is who. The calling
 //! thread is not a worker: it publishes a job, the workers run it, and the caller waits (spin,
 //! then park) until all are done. Keeping every worker on a dedicated pinned thread means the
 //! caller's own affinity is never touched and worker 0's buffers are first touched on worker
@@ -122,10 +122,7 @@ impl Spheres {
         let names: Vec<String> = plan
             .workers
             .iter()
-            .map(|w| {
-                let path = if w.path.is_empty() { "root" } else { &w.path };
-                format!("sphere-{path}")
-            })
+            .map(|w| crate::sphere_tree::sphere_name(&w.path))
             .collect();
         let mut spheres = Spheres {
             shared: Arc::new(Shared::new(plan)),

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::SpheresError;
-use crate::sphere_tree::{SphereNode, SphereTree};
+use crate::sphere_tree::{leaf_paths, SphereNode, SphereTree};
 
 pub(crate) struct PlanNode {
     pub parent: Option<usize>,
@@ -22,7 +22,7 @@ pub(crate) struct PlanNode {
 
 pub(crate) struct WorkerPlan {
     pub cpu: usize,
-    /// Child indices from the root joined by '.', e.g. "1.0.3"; empty when the root is a leaf.
+    /// Child indices from the root joined by '.', e.g. "1.0.3" (from [`leaf_paths`]).
     pub path: String,
     /// This worker's leaf node.
     pub leaf: usize,
@@ -48,8 +48,12 @@ impl Plan {
             workers: Vec::new(),
             levels: 0,
         };
-        plan.add(&tree.root, None, String::new())?;
+        plan.add(&tree.root, None)?;
         plan.levels = plan.nodes[0].height;
+        // Workers are the leaves in tree order, as `leaf_paths` lists them.
+        for (worker, (path, _cpu)) in plan.workers.iter_mut().zip(leaf_paths(tree)) {
+            worker.path = path;
+        }
         for w in 0..plan.workers.len() {
             plan.workers[w].victims = plan.victims_of(w);
             plan.workers[w].reduce_steps = plan.reduce_steps_of(w);
@@ -57,12 +61,7 @@ impl Plan {
         Ok(plan)
     }
 
-    fn add(
-        &mut self,
-        node: &SphereNode,
-        parent: Option<usize>,
-        path: String,
-    ) -> Result<usize, SpheresError> {
+    fn add(&mut self, node: &SphereNode, parent: Option<usize>) -> Result<usize, SpheresError> {
         let index = self.nodes.len();
         let first = self.workers.len();
         self.nodes.push(PlanNode {
@@ -74,7 +73,7 @@ impl Plan {
         match node {
             SphereNode::Leaf { cpu } => self.workers.push(WorkerPlan {
                 cpu: *cpu,
-                path,
+                path: String::new(),
                 leaf: index,
                 victims: Box::new([]),
                 reduce_steps: Box::new([]),
@@ -86,13 +85,8 @@ impl Plan {
                     });
                 }
                 let mut height = 0;
-                for (i, child) in children.iter().enumerate() {
-                    let child_path = if path.is_empty() {
-                        i.to_string()
-                    } else {
-                        format!("{path}.{i}")
-                    };
-                    let c = self.add(child, Some(index), child_path)?;
+                for child in children {
+                    let c = self.add(child, Some(index))?;
                     self.nodes[index].children.push(c);
                     height = height.max(self.nodes[c].height + 1);
                 }
@@ -192,7 +186,7 @@ mod tests {
     fn a_single_leaf_is_a_plan_of_one() {
         let plan = Plan::new(&SphereTree { root: leaf(7) }).unwrap();
         assert_eq!(plan.workers.len(), 1);
-        assert_eq!(plan.workers[0].path, "");
+        assert_eq!(plan.workers[0].path, "0");
         assert_eq!(plan.levels, 0);
         assert!(plan.workers[0].victims.is_empty());
     }
