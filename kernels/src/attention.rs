@@ -12,9 +12,12 @@
 //! caller zeroes `dqkv` once per step (or sums several contributions into it).
 //!
 //! Both directions work per (b, h) on a caller-provided scratch slice of
-//! [`attention_scratch_len`] floats holding packed Kᵀ and Vᵀ (HS, Tp), so that the score tiles are
-//! small GEMMs: a query (or dout) row element is broadcast and multiplied with a vector of keys.
-//! Tp is T rounded up to [`KEY_PAD`]; the padded key columns are zero and always masked.
+//! [`attention_scratch_len`] floats. Kᵀ (and in the backward Vᵀ) is packed as contiguous (HS, BC)
+//! panels, one per key block, so that each score tile is a small GEMM: a query (or dout) element
+//! is broadcast and multiplied with a vector of keys, `BR`×2 vector accumulators in registers.
+//! V (forward) and Q, dout, dQ (backward) are copied to contiguous (T, HS) rows: the strided rows
+//! of `qkv` are one page apart and would cost a TLB miss each. Keys are padded to Tp, T rounded
+//! up to [`KEY_PAD`]; the padded keys are zero and always masked.
 //!
 //! Forward, per query block of `BR` rows, for each key block of `BC = 2·LANES` keys j ≤ i:
 //! scores S = Q·Kᵀ (register tile), running max m and sum l per row, P = exp(S − m),
@@ -24,7 +27,9 @@
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
 //! (T, BC) panels; then dQ += dS·K (rows), and dV += Pᵀ·dout, dK += dSᵀ·Q (keys, accumulated in
-//! registers over all the panel's rows).
+//! registers over all the panel's rows). dQ collects in scratch and is added to `dqkv` per head.
+//!
+//! Masked keys get probability exactly 0 (see `MASK_KEEP`). `exp` is [`crate::math::exp`].
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
