@@ -12,9 +12,12 @@
 //! caller zeroes `dqkv` once per step (or sums several contributions into it).
 //!
 //! Both directions work per (b, h) on a caller-provided scratch slice of
-//! [`attention_scratch_len`] floats holding packed Kᵀ and Vᵀ (HS, Tp), so that the score tiles are
-//! small GEMMs: a query (or dout) row element is broadcast and multiplied with a vector of keys.
-//! Tp is T rounded up to [`KEY_PAD`]; the padded key columns are zero and always masked.
+//! [`attention_scratch_len`] floats. Kᵀ (and in the backward Vᵀ) is packed as contiguous (HS, BC)
+//! panels, one per key block, so that each score tile is a small GEMM: a query (or dout) element
+//! is broadcast and multiplied with a vector of keys, `BR`×2 vector accumulators in registers.
+//! V (forward) and Q, dout, dQ (backward) are copied to contiguous (T, HS) rows: the strided rows
+//! of `qkv` are one page apart and would cost a TLB miss each. Keys are padded to Tp, T rounded
+//! up to [`KEY_PAD`]; the padded keys are zero and always masked.
 //!
 //! Forward, per query block of `BR` rows, for each key block of `BC = 2·LANES` keys j ≤ i:
 //! scores S = Q·Kᵀ (register tile), running max m and sum l per row, P = exp(S − m),
@@ -24,7 +27,9 @@
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
 //! (T, BC) panels; then dQ += dS·K (rows), and dV += Pᵀ·dout, dK += dSᵀ·Q (keys, accumulated in
-//! registers over all the panel's rows).
+//! registers over all the panel's rows). dQ collects in scratch and is added to `dqkv` per head.
+//!
+//! Masked keys get probability exactly 0 (see `MASK_KEEP`). `exp` is [`crate::math::exp`].
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
@@ -32,9 +37,9 @@ use crate::math::{exp, exp_f32};
 use crate::simd::{Scalar, Simd, MAX_LANES};
 
 /// Query rows per register tile.
-const BR: usize = 4;
+const BR: usize = 6;
 /// Keys per dK/dV register tile in the backward.
-const KB: usize = 4;
+const KB: usize = 6;
 /// The widest key block of any path (2 vectors of 16 lanes); the panels' row stride.
 const BC_MAX: usize = 2 * MAX_LANES;
 /// The packed Kᵀ and Vᵀ rows are padded to a multiple of this many keys.
@@ -63,11 +68,12 @@ fn round_up(x: usize, m: usize) -> usize {
 }
 
 /// Floats of scratch [`attention_fwd`] and [`attention_bwd`] need for sequence length `t` and head
-/// size `hs` (the same for every path): packed Kᵀ and Vᵀ (HS, Tp), D (Tp), and the backward's two
-/// (Tp + 4, 32) probability panels, with Tp = `t` rounded up to [`KEY_PAD`].
+/// size `hs` (the same for every path): packed Kᵀ and Vᵀ (HS, Tp), the backward's contiguous Q,
+/// dout and dQ (Tp, HS), D (Tp) and two (Tp + BR, 32) probability panels, with Tp = `t` rounded
+/// up to [`KEY_PAD`].
 pub fn attention_scratch_len(t: usize, hs: usize) -> usize {
     let tp = round_up(t, KEY_PAD);
-    2 * hs * tp + tp + 2 * (tp + BR) * BC_MAX
+    5 * hs * tp + tp + 2 * (tp + BR) * BC_MAX
 }
 
 // `is_multiple_of` is newer than the workspace's rust-version (1.80).
@@ -200,11 +206,13 @@ dispatch! {
     ) = attention_bwd_generic;
 }
 
-/// Write Xᵀ (HS, tp) into `dst` from the rows `src + j·stride` (j < t, HS floats each), with the
-/// key columns t..tp zero.
+/// Pack the rows `src + j·stride` (j < t, HS floats each) as Xᵀ in key blocks of `bc`: block
+/// `jb` is the contiguous (HS, bc) panel at `dst + jb·HS·bc`, element (d, jj) = X[jb·bc + jj][d].
+/// Keys t..tp are zero. One key block's tile is then one contiguous run of HS·bc floats.
 ///
 /// # Safety
-/// `dst` must be valid for `hs·tp` writes and every source row for `hs` reads.
+/// `dst` must be valid for `hs·tp` writes, `tp` a multiple of `bc`, and every source row valid for
+/// `hs` reads.
 #[inline(always)]
 unsafe fn pack_transposed(
     dst: *mut f32,
@@ -213,19 +221,40 @@ unsafe fn pack_transposed(
     t: usize,
     tp: usize,
     hs: usize,
+    bc: usize,
 ) {
-    // SAFETY: d < hs and j < tp stay inside `dst`; j < t rows of `hs` floats are readable.
+    // SAFETY: j0·hs + d·bc + jj < tp·hs for j0 + jj < tp, d < hs; rows j < t are readable.
     unsafe {
-        for j in 0..t {
-            let row = src.add(j * stride);
+        // Within a block, d outer and keys inner: the writes run contiguously and the bc source
+        // rows are read side by side, so their cache misses overlap.
+        let mut j0 = 0;
+        while j0 < tp {
+            let panel = dst.add(j0 * hs);
+            let live = bc.min(t.saturating_sub(j0));
             for d in 0..hs {
-                *dst.add(d * tp + j) = *row.add(d);
+                let out = panel.add(d * bc);
+                for jj in 0..live {
+                    *out.add(jj) = *src.add((j0 + jj) * stride + d);
+                }
+                for jj in live..bc {
+                    *out.add(jj) = 0.0;
+                }
             }
+            j0 += bc;
         }
-        for d in 0..hs {
-            for j in t..tp {
-                *dst.add(d * tp + j) = 0.0;
-            }
+    }
+}
+
+/// Copy `t` rows of `hs` floats from `src + i·stride` to the contiguous (t, hs) `dst`.
+///
+/// # Safety
+/// `dst` must be valid for `t·hs` writes and every source row for `hs` reads.
+#[inline(always)]
+unsafe fn pack_rows(dst: *mut f32, src: *const f32, stride: usize, t: usize, hs: usize) {
+    // SAFETY: the caller's contract; the two ranges do not overlap (dst is scratch).
+    unsafe {
+        for i in 0..t {
+            std::ptr::copy_nonoverlapping(src.add(i * stride), dst.add(i * hs), hs);
         }
     }
 }
@@ -470,6 +499,30 @@ unsafe fn dot<S: Simd>(s: S, a: *const f32, b: *const f32, n: usize) -> f32 {
     s.reduce_add(acc)
 }
 
+/// `dst[d] += src[d]` for d < n.
+///
+/// # Safety
+/// `dst` must be valid for `n` reads and writes, `src` for `n` reads.
+#[inline(always)]
+unsafe fn add_row<S: Simd>(s: S, dst: *mut f32, src: *const f32, n: usize) {
+    let l = S::LANES;
+    let mut d = 0;
+    // SAFETY: all accesses are below n.
+    unsafe {
+        while d + l <= n {
+            s.store(dst.add(d), s.add(s.load(dst.add(d)), s.load(src.add(d))));
+            d += l;
+        }
+        if d < n {
+            let x = s.add(
+                s.load_partial(dst.add(d), n - d, 0.0),
+                s.load_partial(src.add(d), n - d, 0.0),
+            );
+            s.store_partial(dst.add(d), n - d, x);
+        }
+    }
+}
+
 /// `p[d] *= f` for d < n.
 ///
 /// # Safety
@@ -512,26 +565,30 @@ fn attention_fwd_generic<S: Simd>(
     let hs = c / nh;
     let tp = round_up(t, KEY_PAD);
     assert!(out.len() == b * t * c && lse.len() == b * nh * t && qkv.len() == b * t * 3 * c);
-    assert!(scratch.len() >= hs * tp);
+    assert!(scratch.len() >= 2 * hs * tp);
     let l = S::LANES;
     let bc = 2 * l;
     let scale = 1.0 / (hs as f32).sqrt();
-    let (c3, kt) = (3 * c, scratch.as_mut_ptr());
+    // Scratch: Kᵀ (HS, Tp) blocked by key tile | V (Tp, HS) contiguous.
+    let c3 = 3 * c;
+    let kt = scratch.as_mut_ptr();
+    // SAFETY: 2·HS·Tp floats, asserted above.
+    let vp = unsafe { kt.add(hs * tp) };
     // P tile (BR, BC) of one key block, row stride BC_MAX.
     let mut ptile = [0.0f32; BR * BC_MAX];
     for bi in 0..b {
         for h in 0..nh {
             // SAFETY: the asserts above bound every pointer: rows (bi·T + i)·3C + offset + d with
             // i < T, offset + d < 3C; out rows (bi·T + i)·C + h·HS + d < B·T·C; lse index
-            // (bi·NH + h)·T + i; Kᵀ reads d·tp + j0 + 2·LANES <= HS·tp since j0 + BC <= tp.
+            // (bi·NH + h)·T + i; the Kᵀ tile of block j0 / BC is HS·BC floats at j0·HS < HS·tp.
             unsafe {
                 let base = qkv.as_ptr().add(bi * t * c3);
                 let q = base.add(h * hs);
                 let k = base.add(c + h * hs);
-                let v = base.add(2 * c + h * hs);
                 let o = out.as_mut_ptr().add(bi * t * c + h * hs);
                 let lse_h = lse.as_mut_ptr().add((bi * nh + h) * t);
-                pack_transposed(kt, k, c3, t, tp, hs);
+                pack_transposed(kt, k, c3, t, tp, hs, bc);
+                pack_rows(vp, base.add(2 * c + h * hs), c3, t, hs);
                 let mut i0 = 0;
                 while i0 < t {
                     let nrows = BR.min(t - i0);
@@ -546,7 +603,7 @@ fn attention_fwd_generic<S: Simd>(
                     let i_last = i0 + nrows - 1;
                     let mut j0 = 0;
                     while j0 <= i_last {
-                        let acc = dot_tile(s, qp, kt.add(j0), tp, hs);
+                        let acc = dot_tile(s, qp, kt.add(j0 * hs), bc, hs);
                         let diag = j0 + bc > i0 + 1;
                         let mut alpha = [0.0f32; BR];
                         for r in 0..BR {
@@ -560,7 +617,10 @@ fn attention_fwd_generic<S: Simd>(
                                 s1 = s.add(s1, s.load(neg.add(l)));
                             }
                             let m_new = m[r].max(s.reduce_max(s.max(s0, s1)));
-                            alpha[r] = if m[r] == f32::NEG_INFINITY {
+                            // The running max settles after a few blocks: skip exp(0) = 1.
+                            alpha[r] = if m[r] == m_new {
+                                1.0
+                            } else if m[r] == f32::NEG_INFINITY {
                                 0.0
                             } else {
                                 exp_f32(m[r] - m_new)
@@ -588,8 +648,8 @@ fn attention_fwd_generic<S: Simd>(
                             alpha,
                             ptile.as_ptr(),
                             BC_MAX,
-                            v.add(j0 * c3),
-                            c3,
+                            vp.add(j0 * hs),
+                            hs,
                             nk,
                             hs,
                         );
@@ -634,35 +694,40 @@ fn attention_bwd_generic<S: Simd>(
     let bc = 2 * l;
     let scale = 1.0 / (hs as f32).sqrt();
     let c3 = 3 * c;
-    // Scratch: Kᵀ (HS, Tp) | Vᵀ (HS, Tp) | D (Tp) | P panel (Tp + BR, BC_MAX) | dS panel (same).
-    // The BR spare panel rows are read (never used) by the last, partial row tile.
+    // Scratch: Kᵀ, Vᵀ (HS, Tp) blocked as in the forward | Q, dout, dQ (Tp, HS) contiguous |
+    // D (Tp) | P panel (Tp + BR, BC_MAX) | dS panel (same). The BR spare panel rows are read
+    // (never used) by the last, partial row tile.
     let kt = scratch.as_mut_ptr();
     // SAFETY: the offsets add up to attention_scratch_len(t, hs), asserted above.
-    let (vt, dd, pp, dsp) = unsafe {
+    let (vt, qp, gp, dqp, dd, pp, dsp) = unsafe {
         let vt = kt.add(hs * tp);
-        let dd = vt.add(hs * tp);
+        let qp = vt.add(hs * tp);
+        let gp = qp.add(hs * tp);
+        let dqp = gp.add(hs * tp);
+        let dd = dqp.add(hs * tp);
         let pp = dd.add(tp);
-        (vt, dd, pp, pp.add((tp + BR) * BC_MAX))
+        (vt, qp, gp, dqp, dd, pp, pp.add((tp + BR) * BC_MAX))
     };
     for bi in 0..b {
         for h in 0..nh {
-            // SAFETY: the asserts above bound every pointer as in the forward: rows i, j < T of
-            // (B, T, 3C) and (B, T, C) buffers at offsets + d < their row width; lse index
-            // (bi·NH + h)·T + i; Kᵀ/Vᵀ reads d·tp + j0 + 2·LANES <= HS·tp; panel rows i − j0 < Tp.
+            // SAFETY: the asserts above bound every pointer: rows i, j < T of the (B, T, 3C) and
+            // (B, T, C) buffers at offsets + d < their row width; lse index (bi·NH + h)·T + i;
+            // packed rows i < T of HS floats; Kᵀ/Vᵀ tiles of HS·BC floats at j0·HS < HS·Tp; panel
+            // rows i − j0 < Tp + BR.
             unsafe {
                 let base = qkv.as_ptr().add(bi * t * c3);
-                let q = base.add(h * hs);
                 let k = base.add(c + h * hs);
-                let v = base.add(2 * c + h * hs);
                 let dbase = dqkv.as_mut_ptr().add(bi * t * c3);
-                let dq = dbase.add(h * hs);
                 let dk = dbase.add(c + h * hs);
                 let dv = dbase.add(2 * c + h * hs);
                 let o = out.as_ptr().add(bi * t * c + h * hs);
                 let g = dout.as_ptr().add(bi * t * c + h * hs);
                 let lse_h = lse.as_ptr().add((bi * nh + h) * t);
-                pack_transposed(kt, k, c3, t, tp, hs);
-                pack_transposed(vt, v, c3, t, tp, hs);
+                pack_transposed(kt, k, c3, t, tp, hs, bc);
+                pack_transposed(vt, base.add(2 * c + h * hs), c3, t, tp, hs, bc);
+                pack_rows(qp, base.add(h * hs), c3, t, hs);
+                pack_rows(gp, g, c, t, hs);
+                std::ptr::write_bytes(dqp, 0, t * hs);
                 for i in 0..t {
                     *dd.add(i) = dot(s, g.add(i * c), o.add(i * c), hs);
                 }
@@ -674,21 +739,25 @@ fn attention_bwd_generic<S: Simd>(
                     while i0 < t {
                         let nrows = BR.min(t - i0);
                         let rows: [usize; BR] = std::array::from_fn(|r| (i0 + r).min(t - 1));
-                        let sacc = dot_tile(s, rows.map(|i| q.add(i * c3)), kt.add(j0), tp, hs);
-                        let dpacc = dot_tile(s, rows.map(|i| g.add(i * c)), vt.add(j0), tp, hs);
+                        let ktile = kt.add(j0 * hs);
+                        let vtile = vt.add(j0 * hs);
+                        let sacc =
+                            dot_tile(s, rows.map(|i| qp.add(i * hs).cast_const()), ktile, bc, hs);
+                        let dpacc =
+                            dot_tile(s, rows.map(|i| gp.add(i * hs).cast_const()), vtile, bc, hs);
                         let diag = j0 + bc > i0 + 1;
+                        let sc = s.splat(scale);
                         for r in 0..nrows {
                             let i = rows[r];
                             let lv = s.splat(*lse_h.add(i));
                             let dvec = s.splat(*dd.add(i));
-                            let mut p0 = exp(s, s.sub(s.mul(sacc[r][0], s.splat(scale)), lv));
-                            let mut p1 = exp(s, s.sub(s.mul(sacc[r][1], s.splat(scale)), lv));
+                            let mut p0 = exp(s, s.sub(s.mul(sacc[r][0], sc), lv));
+                            let mut p1 = exp(s, s.sub(s.mul(sacc[r][1], sc), lv));
                             if diag {
                                 let keep = MASK_KEEP.as_ptr().add(MASK_ZEROS - 1 + j0 - i);
                                 p0 = s.mul(p0, s.load(keep));
                                 p1 = s.mul(p1, s.load(keep.add(l)));
                             }
-                            let sc = s.splat(scale);
                             let ds0 = s.mul(s.mul(p0, s.sub(dpacc[r][0], dvec)), sc);
                             let ds1 = s.mul(s.mul(p1, s.sub(dpacc[r][1], dvec)), sc);
                             let row = (i - j0) * BC_MAX;
@@ -700,7 +769,7 @@ fn attention_bwd_generic<S: Simd>(
                         // dQ_i += Σ_j dS_ij K_j.
                         rows_axpy(
                             s,
-                            rows.map(|i| dq.add(i * c3)),
+                            rows.map(|i| dqp.add(i * hs)),
                             nrows,
                             [1.0; BR],
                             dsp.add((i0 - j0) * BC_MAX),
@@ -725,8 +794,8 @@ fn attention_bwd_generic<S: Simd>(
                             nkk,
                             pp.add(k0),
                             BC_MAX,
-                            g.add(j0 * c),
-                            c,
+                            gp.add(j0 * hs),
+                            hs,
                             npanel,
                             hs,
                         );
@@ -736,14 +805,18 @@ fn attention_bwd_generic<S: Simd>(
                             nkk,
                             dsp.add(k0),
                             BC_MAX,
-                            q.add(j0 * c3),
-                            c3,
+                            qp.add(j0 * hs),
+                            hs,
                             npanel,
                             hs,
                         );
                         k0 += KB;
                     }
                     j0 += bc;
+                }
+                let dq = dbase.add(h * hs);
+                for i in 0..t {
+                    add_row(s, dq.add(i * c3), dqp.add(i * hs), hs);
                 }
             }
         }

@@ -3,21 +3,21 @@
 //!
 //! Shapes: N rows (B·T positions), V classes, Vp ≥ V the row stride (llm.c pads the vocabulary,
 //! e.g. 50257 to 50304; the pad columns are never read and the backward writes them as 0).
-//! - `logits` (N, Vp), `targets` (N) in 0..V, `losses` (N), `dloss` (N): d(loss)/d(losses[n]),
-//!   e.g. 1/N everywhere for a mean.
+//! - `logits` (N, Vp), `targets` (N) in 0..V, `losses` (N), `dloss` (N): the gradient of the
+//!   total loss with respect to each row's loss, e.g. 1/N everywhere for a mean.
 //! - forward: `losses[n] = −log softmax(logits[n, ..V])[targets[n]]`.
 //! - backward: `dlogits[n, j] = (softmax(logits[n])[j] − [j = targets[n]]) · dloss[n]`, overwritten.
 //!
-//! Each row takes one pass for its statistics (a running max and a sum of exponentials rescaled to
-//! it, per lane, in blocks of four vectors so that the rescaling costs a quarter exp per element),
-//! and the backward one more pass that writes the gradient over the row while it is still in
-//! cache. [`softmax_xent_fwd_bwd_inplace`] does both for the training step: the loss and, in place
-//! of the logits, their gradient, reading the logits from memory once.
+//! Each row takes a pass for its max and one for Σ exp(x − max) (the row, 200 KB for GPT-2, stays
+//! in L2 between them): one exp per element. The backward writes exp(x − max) to the gradient row
+//! during the sum pass and scales it by dloss / sum in a third, so it too costs one exp per
+//! element. [`softmax_xent_fwd_bwd_inplace`] does both for the training step: the loss and, in
+//! place of the logits, their gradient, reading the logits from memory once.
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
 use crate::math::exp;
-use crate::simd::Simd;
+use crate::simd::{Simd, MAX_LANES};
 
 const KERNEL_FWD: &str = "softmax_xent_fwd";
 const KERNEL_BWD: &str = "softmax_xent_bwd";
@@ -181,45 +181,69 @@ dispatch! {
     ) = fwd_bwd_inplace_generic;
 }
 
-/// Vectors per block of the statistics pass.
+/// Vectors per block: independent accumulators for the max and the sum.
 const U: usize = 4;
-/// The lanes past the row's end in its last partial vector. Finite, so that no lane ever computes
-/// −∞ − (−∞); each such lane adds exp's clamp (~1e-38) to a sum that is at least 1: nothing.
-const PAD: f32 = -1e30;
-/// Blocks per partial sum of the statistics pass.
+/// Blocks per partial sum: every FOLD blocks the U sums move into an outer one, so that no f32
+/// accumulator adds up more than U·FOLD terms (the scalar path has one lane per accumulator).
 const FOLD: usize = 64;
 
-/// The row's max `m` and `Σ_j exp(x_j − m)` over its `v` floats, in one pass.
+/// The largest of the `v >= 1` floats at `x`.
 ///
 /// # Safety
-/// `x` must be valid for `v >= 1` reads.
+/// `x` must be valid for `v` reads.
 #[inline(always)]
-unsafe fn row_stats<S: Simd>(s: S, x: *const f32, v: usize) -> (f32, f32) {
+unsafe fn row_max<S: Simd>(s: S, x: *const f32, v: usize) -> f32 {
     let l = S::LANES;
-    // Per lane: the running max and the sum of exp(x − max) over the lane's elements so far.
-    let mut m = s.splat(f32::NEG_INFINITY);
+    let mut m = [s.splat(f32::NEG_INFINITY); U];
+    let mut j = 0;
+    // SAFETY: all reads are at j + width <= v.
+    unsafe {
+        while j + U * l <= v {
+            for (u, mu) in m.iter_mut().enumerate() {
+                *mu = s.max(*mu, s.load(x.add(j + u * l)));
+            }
+            j += U * l;
+        }
+        while j + l <= v {
+            m[0] = s.max(m[0], s.load(x.add(j)));
+            j += l;
+        }
+        if j < v {
+            m[0] = s.max(m[0], s.load_partial(x.add(j), v - j, f32::NEG_INFINITY));
+        }
+    }
+    s.reduce_max(s.max(s.max(m[0], m[1]), s.max(m[2], m[3])))
+}
+
+/// `Σ_j exp(x[j] − m)` over the `v` floats at `x`; with `WRITE`, each `exp(x[j] − m)` is also
+/// stored to `dst[j]`. `dst` may be `x` itself: each vector is read before it is written.
+///
+/// # Safety
+/// `x` must be valid for `v` reads and, with `WRITE`, `dst` for `v` writes.
+#[inline(always)]
+unsafe fn row_exp_sum<S: Simd, const WRITE: bool>(
+    s: S,
+    dst: *mut f32,
+    x: *const f32,
+    v: usize,
+    m: f32,
+) -> f32 {
+    let l = S::LANES;
+    let mv = s.splat(m);
     let mut sum = [s.zero(); U];
-    // Every FOLD blocks the U sums move into `outer`, so that no accumulator adds up more than
-    // a few hundred terms (f32 rounding grows with the count; the scalar path has one lane).
     let mut outer = s.zero();
     let mut blocks = 0;
     let mut j = 0;
-    // SAFETY: all reads below are at j + width <= v.
+    // SAFETY: all accesses are at j + width <= v.
     unsafe {
         while j + U * l <= v {
-            let mut xs = [s.zero(); U];
-            for (u, xu) in xs.iter_mut().enumerate() {
-                *xu = s.load(x.add(j + u * l));
+            for (u, su) in sum.iter_mut().enumerate() {
+                let e = exp(s, s.sub(s.load(x.add(j + u * l)), mv));
+                if WRITE {
+                    s.store(dst.add(j + u * l), e);
+                }
+                *su = s.add(*su, e);
             }
-            let bm = s.max(s.max(xs[0], xs[1]), s.max(xs[2], xs[3]));
-            let m_new = s.max(m, bm);
-            // exp(−∞ − finite) is exp's clamp (~1e-38) times a zero sum: 0.
-            let c = exp(s, s.sub(m, m_new));
-            for (su, &xu) in sum.iter_mut().zip(&xs) {
-                *su = s.fma(*su, c, exp(s, s.sub(xu, m_new)));
-            }
-            outer = s.mul(outer, c);
-            m = m_new;
             j += U * l;
             blocks += 1;
             if blocks % FOLD == 0 {
@@ -227,35 +251,70 @@ unsafe fn row_stats<S: Simd>(s: S, x: *const f32, v: usize) -> (f32, f32) {
                 sum = [s.zero(); U];
             }
         }
-        while j < v {
-            let x1 = if j + l <= v {
-                s.load(x.add(j))
-            } else {
-                s.load_partial(x.add(j), v - j, PAD)
-            };
-            let m_new = s.max(m, x1);
-            let c = exp(s, s.sub(m, m_new));
-            sum[0] = s.fma(sum[0], c, exp(s, s.sub(x1, m_new)));
-            for w in sum.iter_mut().skip(1) {
-                *w = s.mul(*w, c);
+        while j + l <= v {
+            let e = exp(s, s.sub(s.load(x.add(j)), mv));
+            if WRITE {
+                s.store(dst.add(j), e);
             }
-            outer = s.mul(outer, c);
-            m = m_new;
+            sum[0] = s.add(sum[0], e);
             j += l;
         }
+        if j < v {
+            // The lanes past the end load −∞: exp gives its clamp, ~1e-38, which the
+            // multiplication by 0 below removes.
+            let e = exp(
+                s,
+                s.sub(s.load_partial(x.add(j), v - j, f32::NEG_INFINITY), mv),
+            );
+            let e = s.mul(e, s.load_partial(ONES.as_ptr(), v - j, 0.0));
+            if WRITE {
+                s.store_partial(dst.add(j), v - j, e);
+            }
+            sum[0] = s.add(sum[0], e);
+        }
     }
-    // Every lane has been loaded at least once (v >= 1), so every lane's max is finite.
-    let total = s.add(outer, s.add(s.add(sum[0], sum[1]), s.add(sum[2], sum[3])));
-    let mx = s.reduce_max(m);
-    let z = s.reduce_add(s.mul(total, exp(s, s.sub(m, s.splat(mx)))));
-    (mx, z)
+    s.reduce_add(s.add(outer, s.add(s.add(sum[0], sum[1]), s.add(sum[2], sum[3]))))
 }
 
-/// `dst[j] = exp(x[j] − m)·f` for j < v, then `dst[t] −= dl`, and `dst[v..vp] = 0`. `dst` may be
-/// `x` itself: each vector is read before it is written.
+static ONES: [f32; MAX_LANES] = [1.0; MAX_LANES];
+
+/// `dst[j] *= f` for j < v, then `dst[t] −= dl` and `dst[v..vp] = 0`.
 ///
 /// # Safety
-/// `x` must be valid for `v` reads, `dst` for `vp` writes, `t < v`.
+/// `dst` must be valid for `vp` reads and writes, `t < v`.
+#[inline(always)]
+unsafe fn scale_onehot<S: Simd>(
+    s: S,
+    dst: *mut f32,
+    v: usize,
+    vp: usize,
+    f: f32,
+    t: usize,
+    dl: f32,
+) {
+    let l = S::LANES;
+    let fv = s.splat(f);
+    let mut j = 0;
+    // SAFETY: accesses are below v, the zeroing below vp, per the caller's contract.
+    unsafe {
+        while j + l <= v {
+            s.store(dst.add(j), s.mul(s.load(dst.add(j)), fv));
+            j += l;
+        }
+        if j < v {
+            let g = s.mul(s.load_partial(dst.add(j), v - j, 0.0), fv);
+            s.store_partial(dst.add(j), v - j, g);
+        }
+        *dst.add(t) -= dl;
+        std::ptr::write_bytes(dst.add(v), 0, vp - v);
+    }
+}
+
+/// The gradient of one row into `dst` (which may be `x`): max, exponentials written with their
+/// sum, then scaled by `dl / z` with the one-hot subtracted. Returns (max, sum).
+///
+/// # Safety
+/// `x` must be valid for `v >= 1` reads, `dst` for `vp` reads and writes, `t < v`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn grad_row<S: Simd>(
@@ -264,27 +323,15 @@ unsafe fn grad_row<S: Simd>(
     x: *const f32,
     v: usize,
     vp: usize,
-    m: f32,
-    f: f32,
     t: usize,
     dl: f32,
-) {
-    let l = S::LANES;
-    let (mv, fv) = (s.splat(m), s.splat(f));
-    let mut j = 0;
-    // SAFETY: reads are below v, writes below vp, per the caller's contract.
+) -> (f32, f32) {
+    // SAFETY: the caller's contract.
     unsafe {
-        while j + l <= v {
-            let g = s.mul(exp(s, s.sub(s.load(x.add(j)), mv)), fv);
-            s.store(dst.add(j), g);
-            j += l;
-        }
-        if j < v {
-            let g = s.mul(exp(s, s.sub(s.load_partial(x.add(j), v - j, 0.0), mv)), fv);
-            s.store_partial(dst.add(j), v - j, g);
-        }
-        *dst.add(t) -= dl;
-        std::ptr::write_bytes(dst.add(v), 0, vp - v);
+        let m = row_max(s, x, v);
+        let z = row_exp_sum::<S, true>(s, dst, x, v, m);
+        scale_onehot(s, dst, v, vp, dl / z, t, dl);
+        (m, z)
     }
 }
 
@@ -311,8 +358,14 @@ fn fwd_generic<S: Simd>(
             t < v,
             "{KERNEL_FWD}: row {r}: target {t} is out of range for V = {v}"
         );
-        // SAFETY: `row` holds v >= 1 floats.
-        let (m, z) = unsafe { row_stats(s, row.as_ptr(), v) };
+        // SAFETY: `row` holds v >= 1 floats; nothing is written.
+        let (m, z) = unsafe {
+            let m = row_max(s, row.as_ptr(), v);
+            (
+                m,
+                row_exp_sum::<S, false>(s, std::ptr::null_mut(), row.as_ptr(), v, m),
+            )
+        };
         *loss = loss_of(m, z, row[t]);
     }
 }
@@ -331,26 +384,15 @@ fn bwd_generic<S: Simd>(
     assert!(dloss.len() == n && logits.len() == n * vp && dlogits.len() == n * vp);
     assert!(vp >= v && (n == 0 || v > 0));
     for (r, (&t, &dl)) in targets.iter().zip(dloss).enumerate() {
-        let row = &logits[r * vp..r * vp + v];
         let t = t as usize;
         assert!(
             t < v,
             "{KERNEL_BWD}: row {r}: target {t} is out of range for V = {v}"
         );
-        // SAFETY: `row` holds v >= 1 floats, the dlogits row vp, and t < v.
+        // SAFETY: both rows hold vp >= v >= 1 floats, and t < v.
         unsafe {
-            let (m, z) = row_stats(s, row.as_ptr(), v);
-            grad_row(
-                s,
-                dlogits.as_mut_ptr().add(r * vp),
-                row.as_ptr(),
-                v,
-                vp,
-                m,
-                dl / z,
-                t,
-                dl,
-            );
+            let dst = dlogits.as_mut_ptr().add(r * vp);
+            grad_row(s, dst, logits.as_ptr().add(r * vp), v, vp, t, dl);
         }
     }
 }
@@ -375,8 +417,7 @@ fn bwd_inplace_generic<S: Simd>(
         // SAFETY: the row holds vp >= v >= 1 floats, read and written through one pointer.
         unsafe {
             let row = logits.as_mut_ptr().add(r * vp);
-            let (m, z) = row_stats(s, row, v);
-            grad_row(s, row, row, v, vp, m, dl / z, t, dl);
+            grad_row(s, row, row, v, vp, t, dl);
         }
     }
 }
@@ -403,9 +444,9 @@ fn fwd_bwd_inplace_generic<S: Simd>(
         // SAFETY: the row holds vp >= v >= 1 floats, read and written through one pointer; t < v.
         unsafe {
             let row = logits.as_mut_ptr().add(r * vp);
-            let (m, z) = row_stats(s, row, v);
-            *loss = loss_of(m, z, *row.add(t));
-            grad_row(s, row, row, v, vp, m, dl / z, t, dl);
+            let xt = *row.add(t);
+            let (m, z) = grad_row(s, row, row, v, vp, t, dl);
+            *loss = loss_of(m, z, xt);
         }
     }
 }
