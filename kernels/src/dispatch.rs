@@ -11,6 +11,7 @@ macro_rules! dispatch {
         #[inline]
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
+            #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                 // SAFETY: this entry point is only called when `isa::active()` is Avx2, which
@@ -18,6 +19,7 @@ macro_rules! dispatch {
                 $generic(unsafe { $crate::simd::Avx2::new_unchecked() }, $($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
+            #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = "avx512f,avx2,fma")]
             unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                 // SAFETY: only called when `isa::active()` is Avx512, confirmed by CPUID.
