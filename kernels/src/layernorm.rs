@@ -13,6 +13,7 @@
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
 use crate::simd::Simd;
+use std::ptr;
 
 /// The LayerNorm eps of GPT-2 (Hugging Face `layer_norm_epsilon`).
 pub const GPT2_EPS: f32 = 1e-5;
@@ -223,12 +224,19 @@ dispatch! {
     ) = layernorm_bwd_generic;
 }
 
+/// The backward's per-row state, splatted: `[mean, rstd, mean(g), mean(g * norm)]`.
+type RowStats<S> = [<S as Simd>::V; 4];
+/// The row a sweep applies the gradients to: dout, inp, dinp and its [`RowStats`].
+type CurRow<S> = (*const f32, *const f32, *mut f32, RowStats<S>);
+/// The row a sweep sums: dout, inp, and its mean and rstd splatted.
+type NextRow<S> = (*const f32, *const f32, <S as Simd>::V, <S as Simd>::V);
+
 /// Pass 2 of the backward on one vector: the new (dbias, dweight, dinp) from dout, inp, weight and
-/// the old three, given the row's `[mean, rstd, mean(g), mean(g * norm)]` splatted.
+/// the old three.
 #[inline(always)]
 fn bwd_v<S: Simd>(
     s: S,
-    row: [S::V; 4],
+    row: RowStats<S>,
     dy: S::V,
     x: S::V,
     w: S::V,
@@ -241,6 +249,141 @@ fn bwd_v<S: Simd>(
     let g = s.mul(w, dy);
     let dval = s.sub(s.sub(g, g_mean), s.mul(norm, gn_mean));
     (s.add(db, dy), s.fma(norm, dy, dw), s.fma(dval, rs, dx))
+}
+
+/// `rest <= LANES` floats at `p`, zero-filled past them.
+///
+/// # Safety
+/// `p` must be valid for reading `rest` floats.
+#[inline(always)]
+unsafe fn load_n<S: Simd>(s: S, p: *const f32, rest: usize) -> S::V {
+    // SAFETY: the caller guarantees `rest` readable floats.
+    unsafe {
+        if rest == S::LANES {
+            s.load(p)
+        } else {
+            s.load_partial(p, rest, 0.0)
+        }
+    }
+}
+
+/// Row `r` of dout and inp, with its mean and rstd splatted.
+///
+/// # Safety
+/// `r * c + c` must not exceed the lengths of `dout` and `inp`, and `r` must index `mean`, `rstd`.
+#[inline(always)]
+unsafe fn bwd_row<S: Simd>(
+    s: S,
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    r: usize,
+    c: usize,
+) -> NextRow<S> {
+    // SAFETY: the caller guarantees row r lies inside both buffers.
+    unsafe {
+        (
+            dout.as_ptr().add(r * c),
+            inp.as_ptr().add(r * c),
+            s.splat(mean[r]),
+            s.splat(rstd[r]),
+        )
+    }
+}
+
+/// Pass 1 of the backward on one vector: add `g = w * dout` and `g * norm` to `acc`.
+#[inline(always)]
+fn sums_v<S: Simd>(s: S, m: S::V, rs: S::V, dy: S::V, x: S::V, w: S::V, acc: &mut [S::V; 2]) {
+    let g = s.mul(w, dy);
+    let norm = s.mul(s.sub(x, m), rs);
+    acc[0] = s.add(acc[0], g);
+    acc[1] = s.fma(g, norm, acc[1]);
+}
+
+/// [`bwd_sweep`] on floats `j .. j + rest` (`rest <= LANES`; the full-vector calls pass
+/// `rest = LANES`, a constant, so the partial-load branches fold away).
+///
+/// # Safety
+/// As [`bwd_sweep`], for floats `j .. j + rest`.
+#[inline(always)]
+unsafe fn bwd_sweep_at<S: Simd, const APPLY: bool, const SUM: bool>(
+    s: S,
+    j: usize,
+    rest: usize,
+    w: *const f32,
+    db: *mut f32,
+    dw: *mut f32,
+    cur: CurRow<S>,
+    next: NextRow<S>,
+    acc: &mut [S::V; 2],
+) {
+    let (dy, x, dx, stats) = cur;
+    let (ny, nx, nm, nrs) = next;
+    // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
+    unsafe {
+        let wv = load_n(s, w.add(j), rest);
+        if SUM {
+            let (dyv, xv) = (load_n(s, ny.add(j), rest), load_n(s, nx.add(j), rest));
+            sums_v(s, nm, nrs, dyv, xv, wv, acc);
+        }
+        if APPLY {
+            let (dbv, dwv, dxv) = bwd_v(
+                s,
+                stats,
+                load_n(s, dy.add(j), rest),
+                load_n(s, x.add(j), rest),
+                wv,
+                load_n(s, db.add(j), rest),
+                load_n(s, dw.add(j), rest),
+                load_n(s, dx.add(j), rest),
+            );
+            if rest == S::LANES {
+                s.store(db.add(j), dbv);
+                s.store(dw.add(j), dwv);
+                s.store(dx.add(j), dxv);
+            } else {
+                s.store_partial(db.add(j), rest, dbv);
+                s.store_partial(dw.add(j), rest, dwv);
+                s.store_partial(dx.add(j), rest, dxv);
+            }
+        }
+    }
+}
+
+/// One sweep over the C channels that does, when `APPLY`, pass 2 of row `cur` (the gradients,
+/// given its stats) and, when `SUM`, pass 1 of row `next` (its Σ g and Σ g * norm, returned).
+///
+/// Fusing the two passes of consecutive rows makes every sweep advance all the streams from
+/// memory together (dinp of row r, dout and inp of row r + 1), which keeps the hardware
+/// prefetchers running; two separate passes per row leave the first pass waiting on memory.
+///
+/// # Safety
+/// `cur.0`, `cur.1` (dout, inp) and `dx` (dinp) when `APPLY`, and `next.0`, `next.1` when `SUM`,
+/// must be valid for reading (and `dx` for writing) `c` floats, as must `w`, `db` and `dw`.
+#[inline(always)]
+unsafe fn bwd_sweep<S: Simd, const APPLY: bool, const SUM: bool>(
+    s: S,
+    c: usize,
+    w: *const f32,
+    db: *mut f32,
+    dw: *mut f32,
+    cur: CurRow<S>,
+    next: NextRow<S>,
+) -> [f32; 2] {
+    let mut acc = [s.zero(); 2];
+    let mut j = 0;
+    // SAFETY: every call covers floats j .. j + rest with j + rest <= c.
+    unsafe {
+        while j + S::LANES <= c {
+            bwd_sweep_at::<S, APPLY, SUM>(s, j, S::LANES, w, db, dw, cur, next, &mut acc);
+            j += S::LANES;
+        }
+        if j < c {
+            bwd_sweep_at::<S, APPLY, SUM>(s, j, c - j, w, db, dw, cur, next, &mut acc);
+        }
+    }
+    [s.reduce_add(acc[0]), s.reduce_add(acc[1])]
 }
 
 #[inline(always)]
@@ -258,84 +401,38 @@ fn layernorm_bwd_generic<S: Simd>(
     let (n, c) = (mean.len(), weight.len());
     assert!(rstd.len() == n && dweight.len() == c && dbias.len() == c);
     assert!(dinp.len() == n * c && dout.len() == n * c && inp.len() == n * c);
-    if c == 0 {
+    if c == 0 || n == 0 {
         return;
     }
-    let l = S::LANES;
     let w = weight.as_ptr();
     let (dw, db) = (dweight.as_mut_ptr(), dbias.as_mut_ptr());
+    let idle: CurRow<S> = (ptr::null(), ptr::null(), ptr::null_mut(), [s.zero(); 4]);
+    let none: NextRow<S> = (ptr::null(), ptr::null(), s.zero(), s.zero());
+    // SAFETY: rows 0 .. n of dout, inp and dinp span r*c .. r*c + c of their n*c floats, mean
+    // and rstd hold n, and `weight`, `dweight`, `dbias` hold c (this covers the loop's block
+    // too). With APPLY or SUM off, the corresponding (null) pointers are never read.
+    let mut sums = unsafe {
+        let first = bwd_row(s, dout, inp, mean, rstd, 0, c);
+        bwd_sweep::<S, false, true>(s, c, w, db, dw, idle, first)
+    };
     for r in 0..n {
-        // SAFETY: row `r < n` of `dinp`, `dout` and `inp` spans `r*c .. r*c + c`, inside their n*c
-        // floats; every access below is at most `c` floats from the row start, as are the C-long
-        // `weight`, `dweight` and `dbias`. Tail loads fill with 0.0, so the tail lanes add 0 to the
-        // sums.
+        // SAFETY: see above; r < n.
         unsafe {
-            let x = inp.as_ptr().add(r * c);
-            let dy = dout.as_ptr().add(r * c);
-            let dx = dinp.as_mut_ptr().add(r * c);
-            let (mv, rsv) = (s.splat(mean[r]), s.splat(rstd[r]));
-
-            // Pass 1: Σ g and Σ g*norm over the row, two accumulators each.
-            let (mut sg, mut sgn) = ([s.zero(); 2], [s.zero(); 2]);
-            let mut j = 0;
-            while j + 2 * l <= c {
-                for k in 0..2 {
-                    let jj = j + k * l;
-                    let g = s.mul(s.load(w.add(jj)), s.load(dy.add(jj)));
-                    let norm = s.mul(s.sub(s.load(x.add(jj)), mv), rsv);
-                    sg[k] = s.add(sg[k], g);
-                    sgn[k] = s.fma(g, norm, sgn[k]);
-                }
-                j += 2 * l;
-            }
-            while j < c {
-                let rest = (c - j).min(l);
-                let g = s.mul(
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(dy.add(j), rest, 0.0),
-                );
-                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
-                sg[0] = s.add(sg[0], g);
-                sgn[0] = s.fma(g, norm, sgn[0]);
-                j += rest;
-            }
-            let g_mean = s.splat(s.reduce_add(s.add(sg[0], sg[1])) / c as f32);
-            let gn_mean = s.splat(s.reduce_add(s.add(sgn[0], sgn[1])) / c as f32);
-
-            // Pass 2: the three gradients.
-            let mut j = 0;
-            while j + l <= c {
-                let (dbv, dwv, dxv) = bwd_v(
-                    s,
-                    [mv, rsv, g_mean, gn_mean],
-                    s.load(dy.add(j)),
-                    s.load(x.add(j)),
-                    s.load(w.add(j)),
-                    s.load(db.add(j)),
-                    s.load(dw.add(j)),
-                    s.load(dx.add(j)),
-                );
-                s.store(db.add(j), dbv);
-                s.store(dw.add(j), dwv);
-                s.store(dx.add(j), dxv);
-                j += l;
-            }
-            if j < c {
-                let rest = c - j;
-                let (dbv, dwv, dxv) = bwd_v(
-                    s,
-                    [mv, rsv, g_mean, gn_mean],
-                    s.load_partial(dy.add(j), rest, 0.0),
-                    s.load_partial(x.add(j), rest, 0.0),
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(db.add(j), rest, 0.0),
-                    s.load_partial(dw.add(j), rest, 0.0),
-                    s.load_partial(dx.add(j), rest, 0.0),
-                );
-                s.store_partial(db.add(j), rest, dbv);
-                s.store_partial(dw.add(j), rest, dwv);
-                s.store_partial(dx.add(j), rest, dxv);
-            }
+            let (dy, x, m, rs) = bwd_row(s, dout, inp, mean, rstd, r, c);
+            let mean_g = s.splat(sums[0] / c as f32);
+            let mean_gn = s.splat(sums[1] / c as f32);
+            let cur = (
+                dy,
+                x,
+                dinp.as_mut_ptr().add(r * c),
+                [m, rs, mean_g, mean_gn],
+            );
+            sums = if r + 1 < n {
+                let next = bwd_row(s, dout, inp, mean, rstd, r + 1, c);
+                bwd_sweep::<S, true, true>(s, c, w, db, dw, cur, next)
+            } else {
+                bwd_sweep::<S, true, false>(s, c, w, db, dw, cur, none)
+            };
         }
     }
 }
