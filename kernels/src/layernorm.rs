@@ -4,8 +4,13 @@
 //! Shapes: N rows (N = B*T) of C channels, row-major. The forward keeps each row's mean and
 //! reciprocal standard deviation for the backward.
 //!
-//! Sums over a row are taken in f32 with four vector accumulators, then across lanes; the mean and
+//! Sums over a row are taken in f32 in vector accumulators, then across lanes; the mean and
 //! variance are two-pass (the variance sums `(x - mean)^2`), so there is no cancellation.
+//!
+//! Both directions need a row's sums before they can write it, so each sweep over the channels
+//! writes row r while it sums row r + 1: every stream from memory (input, output, gradients)
+//! advances in the same sweep, which keeps the hardware prefetchers busy. A second pass per row
+//! that only re-reads cached data would instead leave the next row's first pass waiting on memory.
 
 // The signatures follow llm.c: every buffer and dimension is its own argument.
 #![allow(clippy::too_many_arguments)]
@@ -66,30 +71,100 @@ dispatch! {
     ) = layernorm_fwd_generic;
 }
 
-/// Σ `x[j]` over a row of `c` floats at `x`, in f32: four vector accumulators, a zero-filled
-/// tail, then across lanes.
+/// [`fwd_sweep`] on floats `j .. j + rest` (`rest <= LANES`; the full-vector calls pass
+/// `rest = LANES`, a constant, so the partial-load branches fold away).
+///
+/// # Safety
+/// As [`fwd_sweep`], for floats `j .. j + rest`.
+#[inline(always)]
+unsafe fn fwd_sweep_at<S: Simd, const OUT: bool, const SUM: bool>(
+    s: S,
+    j: usize,
+    rest: usize,
+    cur: (*const f32, *mut f32, S::V, S::V),
+    wb: (*const f32, *const f32),
+    next: *const f32,
+    acc: &mut S::V,
+) {
+    let (x, o, m, rs) = cur;
+    // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
+    unsafe {
+        if SUM {
+            *acc = s.add(*acc, load_n(s, next.add(j), rest));
+        }
+        if OUT {
+            let norm = s.mul(s.sub(load_n(s, x.add(j), rest), m), rs);
+            let y = s.fma(
+                norm,
+                load_n(s, wb.0.add(j), rest),
+                load_n(s, wb.1.add(j), rest),
+            );
+            if rest == S::LANES {
+                s.store(o.add(j), y);
+            } else {
+                s.store_partial(o.add(j), rest, y);
+            }
+        }
+    }
+}
+
+/// One sweep over the C channels that writes, when `OUT`, row `cur` of the output
+/// (`(x - mean) * rstd * w + b`, given `cur = (inp row, out row, mean, rstd)`) and, when `SUM`,
+/// sums row `next` of the input (returned).
+///
+/// # Safety
+/// `cur.0` (and `cur.1` for writing) when `OUT`, `next` when `SUM`, and `wb` (weight, bias) must
+/// be valid for `c` floats.
+#[inline(always)]
+unsafe fn fwd_sweep<S: Simd, const OUT: bool, const SUM: bool>(
+    s: S,
+    c: usize,
+    cur: (*const f32, *mut f32, S::V, S::V),
+    wb: (*const f32, *const f32),
+    next: *const f32,
+) -> f32 {
+    let mut acc = s.zero();
+    let mut j = 0;
+    // SAFETY: every call covers floats j .. j + rest with j + rest <= c.
+    unsafe {
+        while j + S::LANES <= c {
+            fwd_sweep_at::<S, OUT, SUM>(s, j, S::LANES, cur, wb, next, &mut acc);
+            j += S::LANES;
+        }
+        if j < c {
+            fwd_sweep_at::<S, OUT, SUM>(s, j, c - j, cur, wb, next, &mut acc);
+        }
+    }
+    s.reduce_add(acc)
+}
+
+/// Σ (x - m)^2 over a row of `c` floats at `x` (in L1 by now): four vector accumulators; the tail
+/// is loaded with fill `m`, so its lanes past the row end add (m - m)^2 = 0.
 ///
 /// # Safety
 /// `x` must be valid for reading `c` floats.
 #[inline(always)]
-unsafe fn row_sum<S: Simd>(s: S, x: *const f32, c: usize) -> f32 {
-    let l = S::LANES;
+unsafe fn row_sq_dev<S: Simd>(s: S, x: *const f32, c: usize, m: f32) -> f32 {
+    let (l, mv) = (S::LANES, s.splat(m));
     let mut acc = [s.zero(); 4];
     let mut j = 0;
     // SAFETY: every load is below `c`; the caller guarantees `c` readable floats.
     unsafe {
         while j + 4 * l <= c {
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = s.add(*a, s.load(x.add(j + k * l)));
+                let d = s.sub(s.load(x.add(j + k * l)), mv);
+                *a = s.fma(d, d, *a);
             }
             j += 4 * l;
         }
         while j + l <= c {
-            acc[0] = s.add(acc[0], s.load(x.add(j)));
+            let d = s.sub(s.load(x.add(j)), mv);
+            acc[0] = s.fma(d, d, acc[0]);
             j += l;
         }
         if j < c {
-            acc[1] = s.add(acc[1], s.load_partial(x.add(j), c - j, 0.0));
+            let d = s.sub(s.load_partial(x.add(j), c - j, m), mv);
+            acc[1] = s.fma(d, d, acc[1]);
         }
     }
     s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])))
@@ -114,55 +189,27 @@ fn layernorm_fwd_generic<S: Simd>(
         rstd.fill(1.0 / eps.sqrt());
         return;
     }
-    let (w, b) = (weight.as_ptr(), bias.as_ptr());
+    if n == 0 {
+        return;
+    }
+    let wb = (weight.as_ptr(), bias.as_ptr());
+    let idle = (ptr::null(), ptr::null_mut(), s.zero(), s.zero());
+    // SAFETY: row r < n of `inp` and `out` spans r*c .. r*c + c, inside their n*c floats, and
+    // `weight`, `bias` hold c (this covers the loop's block too). With OUT or SUM off, the
+    // corresponding (null) pointers are never read.
+    let mut sum = unsafe { fwd_sweep::<S, false, true>(s, c, idle, wb, inp.as_ptr()) };
     for r in 0..n {
-        // SAFETY: row `r < n` of `inp` and `out` spans `r*c .. r*c + c`, inside their n*c floats;
-        // every access below is at most `c` floats from the row start, as are `weight` and `bias`.
+        // SAFETY: see above; r < n.
         unsafe {
             let x = inp.as_ptr().add(r * c);
-            let o = out.as_mut_ptr().add(r * c);
-            let m = row_sum(s, x, c) / c as f32;
-            let mv = s.splat(m);
-            // Variance: Σ (x - m)^2. The tail is loaded with fill `m`, so its lanes past the row
-            // end add (m - m)^2 = 0.
-            let l = S::LANES;
-            let mut acc = [s.zero(); 4];
-            let mut j = 0;
-            while j + 4 * l <= c {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let d = s.sub(s.load(x.add(j + k * l)), mv);
-                    *a = s.fma(d, d, *a);
-                }
-                j += 4 * l;
-            }
-            while j + l <= c {
-                let d = s.sub(s.load(x.add(j)), mv);
-                acc[0] = s.fma(d, d, acc[0]);
-                j += l;
-            }
-            if j < c {
-                let d = s.sub(s.load_partial(x.add(j), c - j, m), mv);
-                acc[1] = s.fma(d, d, acc[1]);
-            }
-            let var = s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]))) / c as f32;
-            let rs = 1.0 / (var + eps).sqrt();
-            let rsv = s.splat(rs);
-            let mut j = 0;
-            while j + l <= c {
-                let norm = s.mul(s.sub(s.load(x.add(j)), mv), rsv);
-                s.store(o.add(j), s.fma(norm, s.load(w.add(j)), s.load(b.add(j))));
-                j += l;
-            }
-            if j < c {
-                let rest = c - j;
-                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
-                let y = s.fma(
-                    norm,
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(b.add(j), rest, 0.0),
-                );
-                s.store_partial(o.add(j), rest, y);
-            }
+            let m = sum / c as f32;
+            let rs = 1.0 / (row_sq_dev(s, x, c, m) / c as f32 + eps).sqrt();
+            let cur = (x, out.as_mut_ptr().add(r * c), s.splat(m), s.splat(rs));
+            sum = if r + 1 < n {
+                fwd_sweep::<S, true, true>(s, c, cur, wb, x.add(c))
+            } else {
+                fwd_sweep::<S, true, false>(s, c, cur, wb, ptr::null())
+            };
             mean[r] = m;
             rstd[r] = rs;
         }
@@ -353,10 +400,6 @@ unsafe fn bwd_sweep_at<S: Simd, const APPLY: bool, const SUM: bool>(
 
 /// One sweep over the C channels that does, when `APPLY`, pass 2 of row `cur` (the gradients,
 /// given its stats) and, when `SUM`, pass 1 of row `next` (its Σ g and Σ g * norm, returned).
-///
-/// Fusing the two passes of consecutive rows makes every sweep advance all the streams from
-/// memory together (dinp of row r, dout and inp of row r + 1), which keeps the hardware
-/// prefetchers running; two separate passes per row leave the first pass waiting on memory.
 ///
 /// # Safety
 /// `cur.0`, `cur.1` (dout, inp) and `dx` (dinp) when `APPLY`, and `next.0`, `next.1` when `SUM`,
