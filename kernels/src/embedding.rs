@@ -135,22 +135,29 @@ fn encoder_fwd_generic<S: Simd>(
     c: usize,
 ) {
     assert!(out.len() == tokens.len() * c && (tokens.is_empty() || wpe.len() >= t * c));
-    if c == 0 {
+    if c == 0 || tokens.is_empty() {
         return;
     }
-    for (i, (row, &tok)) in out.chunks_exact_mut(c).zip(tokens).enumerate() {
-        let (tok, pos) = (tok as usize, i % t);
-        add_rows(
-            s,
-            row,
-            &wte[tok * c..tok * c + c],
-            &wpe[pos * c..pos * c + c],
-        );
+    // Position-major: the B rows that share wpe[pos] are done together, so it is read from
+    // memory once rather than B times.
+    let b = tokens.len() / t;
+    for pos in 0..t {
+        let pe = &wpe[pos * c..pos * c + c];
+        for i in (0..b).map(|bi| bi * t + pos) {
+            let tok = tokens[i] as usize;
+            add_rows(
+                s,
+                &mut out[i * c..i * c + c],
+                &wte[tok * c..tok * c + c],
+                pe,
+            );
+        }
     }
 }
 
-/// `dwte[tokens[b, t]] += dout[b, t]` and `dwpe[t] += dout[b, t]`, rows taken in order
-/// (b = 0, t = 0 first), so a token seen twice accumulates in the same order on every path and run.
+/// `dwte[tokens[b, t]] += dout[b, t]` and `dwpe[t] += dout[b, t]`, rows taken position-major
+/// (t = 0 for b = 0 .. B, then t = 1, ...; wpe's row is then read once for its B uses), so a
+/// token seen twice accumulates in the same order on every path and run.
 ///
 /// dwte (V, C), dwpe (>= T, C), dout (B, T, C), tokens (B, T). A token `>= V` is an error, reported
 /// before anything is written.
@@ -205,17 +212,21 @@ fn encoder_bwd_generic<S: Simd>(
     c: usize,
 ) {
     assert!(dout.len() == tokens.len() * c && (tokens.is_empty() || dwpe.len() >= t * c));
-    if c == 0 {
+    if c == 0 || tokens.is_empty() {
         return;
     }
-    for (i, (row, &tok)) in dout.chunks_exact(c).zip(tokens).enumerate() {
-        let (tok, pos) = (tok as usize, i % t);
-        acc_row(s, &mut dwte[tok * c..tok * c + c], row);
-        acc_row(s, &mut dwpe[pos * c..pos * c + c], row);
+    let b = tokens.len() / t;
+    for pos in 0..t {
+        for i in (0..b).map(|bi| bi * t + pos) {
+            let (tok, row) = (tokens[i] as usize, &dout[i * c..i * c + c]);
+            acc_row(s, &mut dwte[tok * c..tok * c + c], row);
+            acc_row(s, &mut dwpe[pos * c..pos * c + c], row);
+        }
     }
 }
 
-/// The reference. Each output is the same sequence of f32 additions as in the kernels.
+/// The reference. Each output is the same sequence of f32 additions as in the kernels (the
+/// backward in the same position-major order).
 pub mod oracle {
     /// out (B, T, C), tokens (B, T), wte (V, C), wpe (>= T, C).
     pub fn encoder_fwd(
@@ -243,11 +254,15 @@ pub mod oracle {
         t: usize,
         c: usize,
     ) {
-        for (i, &tok) in tokens.iter().enumerate() {
-            let (tok, pos) = (tok as usize, i % t);
-            for j in 0..c {
-                dwte[tok * c + j] += dout[i * c + j];
-                dwpe[pos * c + j] += dout[i * c + j];
+        let b = tokens.len().checked_div(t).unwrap_or(0);
+        for pos in 0..t {
+            for bi in 0..b {
+                let i = bi * t + pos;
+                let tok = tokens[i] as usize;
+                for j in 0..c {
+                    dwte[tok * c + j] += dout[i * c + j];
+                    dwpe[pos * c + j] += dout[i * c + j];
+                }
             }
         }
     }

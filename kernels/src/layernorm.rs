@@ -4,8 +4,13 @@
 //! Shapes: N rows (N = B*T) of C channels, row-major. The forward keeps each row's mean and
 //! reciprocal standard deviation for the backward.
 //!
-//! Sums over a row are taken in f32 with four vector accumulators, then across lanes; the mean and
+//! Sums over a row are taken in f32 in vector accumulators, then across lanes; the mean and
 //! variance are two-pass (the variance sums `(x - mean)^2`), so there is no cancellation.
+//!
+//! Both directions need a row's sums before they can write it, so each sweep over the channels
+//! writes row r while it sums row r + 1: every stream from memory (input, output, gradients)
+//! advances in the same sweep, which keeps the hardware prefetchers busy. A second pass per row
+//! that only re-reads cached data would instead leave the next row's first pass waiting on memory.
 
 // The signatures follow llm.c: every buffer and dimension is its own argument.
 #![allow(clippy::too_many_arguments)]
@@ -13,6 +18,7 @@
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
 use crate::simd::Simd;
+use std::ptr;
 
 /// The LayerNorm eps of GPT-2 (Hugging Face `layer_norm_epsilon`).
 pub const GPT2_EPS: f32 = 1e-5;
@@ -65,30 +71,100 @@ dispatch! {
     ) = layernorm_fwd_generic;
 }
 
-/// Σ `x[j]` over a row of `c` floats at `x`, in f32: four vector accumulators, a zero-filled
-/// tail, then across lanes.
+/// [`fwd_sweep`] on floats `j .. j + rest` (`rest <= LANES`; the full-vector calls pass
+/// `rest = LANES`, a constant, so the partial-load branches fold away).
+///
+/// # Safety
+/// As [`fwd_sweep`], for floats `j .. j + rest`.
+#[inline(always)]
+unsafe fn fwd_sweep_at<S: Simd, const OUT: bool, const SUM: bool>(
+    s: S,
+    j: usize,
+    rest: usize,
+    cur: (*const f32, *mut f32, S::V, S::V),
+    wb: (*const f32, *const f32),
+    next: *const f32,
+    acc: &mut S::V,
+) {
+    let (x, o, m, rs) = cur;
+    // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
+    unsafe {
+        if SUM {
+            *acc = s.add(*acc, load_n(s, next.add(j), rest));
+        }
+        if OUT {
+            let norm = s.mul(s.sub(load_n(s, x.add(j), rest), m), rs);
+            let y = s.fma(
+                norm,
+                load_n(s, wb.0.add(j), rest),
+                load_n(s, wb.1.add(j), rest),
+            );
+            if rest == S::LANES {
+                s.store(o.add(j), y);
+            } else {
+                s.store_partial(o.add(j), rest, y);
+            }
+        }
+    }
+}
+
+/// One sweep over the C channels that writes, when `OUT`, row `cur` of the output
+/// (`(x - mean) * rstd * w + b`, given `cur = (inp row, out row, mean, rstd)`) and, when `SUM`,
+/// sums row `next` of the input (returned).
+///
+/// # Safety
+/// `cur.0` (and `cur.1` for writing) when `OUT`, `next` when `SUM`, and `wb` (weight, bias) must
+/// be valid for `c` floats.
+#[inline(always)]
+unsafe fn fwd_sweep<S: Simd, const OUT: bool, const SUM: bool>(
+    s: S,
+    c: usize,
+    cur: (*const f32, *mut f32, S::V, S::V),
+    wb: (*const f32, *const f32),
+    next: *const f32,
+) -> f32 {
+    let mut acc = s.zero();
+    let mut j = 0;
+    // SAFETY: every call covers floats j .. j + rest with j + rest <= c.
+    unsafe {
+        while j + S::LANES <= c {
+            fwd_sweep_at::<S, OUT, SUM>(s, j, S::LANES, cur, wb, next, &mut acc);
+            j += S::LANES;
+        }
+        if j < c {
+            fwd_sweep_at::<S, OUT, SUM>(s, j, c - j, cur, wb, next, &mut acc);
+        }
+    }
+    s.reduce_add(acc)
+}
+
+/// Σ (x - m)^2 over a row of `c` floats at `x` (in L1 by now): four vector accumulators; the tail
+/// is loaded with fill `m`, so its lanes past the row end add (m - m)^2 = 0.
 ///
 /// # Safety
 /// `x` must be valid for reading `c` floats.
 #[inline(always)]
-unsafe fn row_sum<S: Simd>(s: S, x: *const f32, c: usize) -> f32 {
-    let l = S::LANES;
+unsafe fn row_sq_dev<S: Simd>(s: S, x: *const f32, c: usize, m: f32) -> f32 {
+    let (l, mv) = (S::LANES, s.splat(m));
     let mut acc = [s.zero(); 4];
     let mut j = 0;
     // SAFETY: every load is below `c`; the caller guarantees `c` readable floats.
     unsafe {
         while j + 4 * l <= c {
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = s.add(*a, s.load(x.add(j + k * l)));
+                let d = s.sub(s.load(x.add(j + k * l)), mv);
+                *a = s.fma(d, d, *a);
             }
             j += 4 * l;
         }
         while j + l <= c {
-            acc[0] = s.add(acc[0], s.load(x.add(j)));
+            let d = s.sub(s.load(x.add(j)), mv);
+            acc[0] = s.fma(d, d, acc[0]);
             j += l;
         }
         if j < c {
-            acc[1] = s.add(acc[1], s.load_partial(x.add(j), c - j, 0.0));
+            let d = s.sub(s.load_partial(x.add(j), c - j, m), mv);
+            acc[1] = s.fma(d, d, acc[1]);
         }
     }
     s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3])))
@@ -113,55 +189,27 @@ fn layernorm_fwd_generic<S: Simd>(
         rstd.fill(1.0 / eps.sqrt());
         return;
     }
-    let (w, b) = (weight.as_ptr(), bias.as_ptr());
+    if n == 0 {
+        return;
+    }
+    let wb = (weight.as_ptr(), bias.as_ptr());
+    let idle = (ptr::null(), ptr::null_mut(), s.zero(), s.zero());
+    // SAFETY: row r < n of `inp` and `out` spans r*c .. r*c + c, inside their n*c floats, and
+    // `weight`, `bias` hold c (this covers the loop's block too). With OUT or SUM off, the
+    // corresponding (null) pointers are never read.
+    let mut sum = unsafe { fwd_sweep::<S, false, true>(s, c, idle, wb, inp.as_ptr()) };
     for r in 0..n {
-        // SAFETY: row `r < n` of `inp` and `out` spans `r*c .. r*c + c`, inside their n*c floats;
-        // every access below is at most `c` floats from the row start, as are `weight` and `bias`.
+        // SAFETY: see above; r < n.
         unsafe {
             let x = inp.as_ptr().add(r * c);
-            let o = out.as_mut_ptr().add(r * c);
-            let m = row_sum(s, x, c) / c as f32;
-            let mv = s.splat(m);
-            // Variance: Σ (x - m)^2. The tail is loaded with fill `m`, so its lanes past the row
-            // end add (m - m)^2 = 0.
-            let l = S::LANES;
-            let mut acc = [s.zero(); 4];
-            let mut j = 0;
-            while j + 4 * l <= c {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    let d = s.sub(s.load(x.add(j + k * l)), mv);
-                    *a = s.fma(d, d, *a);
-                }
-                j += 4 * l;
-            }
-            while j + l <= c {
-                let d = s.sub(s.load(x.add(j)), mv);
-                acc[0] = s.fma(d, d, acc[0]);
-                j += l;
-            }
-            if j < c {
-                let d = s.sub(s.load_partial(x.add(j), c - j, m), mv);
-                acc[1] = s.fma(d, d, acc[1]);
-            }
-            let var = s.reduce_add(s.add(s.add(acc[0], acc[1]), s.add(acc[2], acc[3]))) / c as f32;
-            let rs = 1.0 / (var + eps).sqrt();
-            let rsv = s.splat(rs);
-            let mut j = 0;
-            while j + l <= c {
-                let norm = s.mul(s.sub(s.load(x.add(j)), mv), rsv);
-                s.store(o.add(j), s.fma(norm, s.load(w.add(j)), s.load(b.add(j))));
-                j += l;
-            }
-            if j < c {
-                let rest = c - j;
-                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
-                let y = s.fma(
-                    norm,
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(b.add(j), rest, 0.0),
-                );
-                s.store_partial(o.add(j), rest, y);
-            }
+            let m = sum / c as f32;
+            let rs = 1.0 / (row_sq_dev(s, x, c, m) / c as f32 + eps).sqrt();
+            let cur = (x, out.as_mut_ptr().add(r * c), s.splat(m), s.splat(rs));
+            sum = if r + 1 < n {
+                fwd_sweep::<S, true, true>(s, c, cur, wb, x.add(c))
+            } else {
+                fwd_sweep::<S, true, false>(s, c, cur, wb, ptr::null())
+            };
             mean[r] = m;
             rstd[r] = rs;
         }
@@ -223,12 +271,19 @@ dispatch! {
     ) = layernorm_bwd_generic;
 }
 
+/// The backward's per-row state, splatted: `[mean, rstd, mean(g), mean(g * norm)]`.
+type RowStats<S> = [<S as Simd>::V; 4];
+/// The row a sweep applies the gradients to: dout, inp, dinp and its [`RowStats`].
+type CurRow<S> = (*const f32, *const f32, *mut f32, RowStats<S>);
+/// The row a sweep sums: dout, inp, and its mean and rstd splatted.
+type NextRow<S> = (*const f32, *const f32, <S as Simd>::V, <S as Simd>::V);
+
 /// Pass 2 of the backward on one vector: the new (dbias, dweight, dinp) from dout, inp, weight and
-/// the old three, given the row's `[mean, rstd, mean(g), mean(g * norm)]` splatted.
+/// the old three.
 #[inline(always)]
 fn bwd_v<S: Simd>(
     s: S,
-    row: [S::V; 4],
+    row: RowStats<S>,
     dy: S::V,
     x: S::V,
     w: S::V,
@@ -241,6 +296,137 @@ fn bwd_v<S: Simd>(
     let g = s.mul(w, dy);
     let dval = s.sub(s.sub(g, g_mean), s.mul(norm, gn_mean));
     (s.add(db, dy), s.fma(norm, dy, dw), s.fma(dval, rs, dx))
+}
+
+/// `rest <= LANES` floats at `p`, zero-filled past them.
+///
+/// # Safety
+/// `p` must be valid for reading `rest` floats.
+#[inline(always)]
+unsafe fn load_n<S: Simd>(s: S, p: *const f32, rest: usize) -> S::V {
+    // SAFETY: the caller guarantees `rest` readable floats.
+    unsafe {
+        if rest == S::LANES {
+            s.load(p)
+        } else {
+            s.load_partial(p, rest, 0.0)
+        }
+    }
+}
+
+/// Row `r` of dout and inp, with its mean and rstd splatted.
+///
+/// # Safety
+/// `r * c + c` must not exceed the lengths of `dout` and `inp`, and `r` must index `mean`, `rstd`.
+#[inline(always)]
+unsafe fn bwd_row<S: Simd>(
+    s: S,
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    r: usize,
+    c: usize,
+) -> NextRow<S> {
+    // SAFETY: the caller guarantees row r lies inside both buffers.
+    unsafe {
+        (
+            dout.as_ptr().add(r * c),
+            inp.as_ptr().add(r * c),
+            s.splat(mean[r]),
+            s.splat(rstd[r]),
+        )
+    }
+}
+
+/// Pass 1 of the backward on one vector: add `g = w * dout` and `g * norm` to `acc`.
+#[inline(always)]
+fn sums_v<S: Simd>(s: S, m: S::V, rs: S::V, dy: S::V, x: S::V, w: S::V, acc: &mut [S::V; 2]) {
+    let g = s.mul(w, dy);
+    let norm = s.mul(s.sub(x, m), rs);
+    acc[0] = s.add(acc[0], g);
+    acc[1] = s.fma(g, norm, acc[1]);
+}
+
+/// [`bwd_sweep`] on floats `j .. j + rest` (`rest <= LANES`; the full-vector calls pass
+/// `rest = LANES`, a constant, so the partial-load branches fold away).
+///
+/// # Safety
+/// As [`bwd_sweep`], for floats `j .. j + rest`.
+#[inline(always)]
+unsafe fn bwd_sweep_at<S: Simd, const APPLY: bool, const SUM: bool>(
+    s: S,
+    j: usize,
+    rest: usize,
+    w: *const f32,
+    db: *mut f32,
+    dw: *mut f32,
+    cur: CurRow<S>,
+    next: NextRow<S>,
+    acc: &mut [S::V; 2],
+) {
+    let (dy, x, dx, stats) = cur;
+    let (ny, nx, nm, nrs) = next;
+    // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
+    unsafe {
+        let wv = load_n(s, w.add(j), rest);
+        if SUM {
+            let (dyv, xv) = (load_n(s, ny.add(j), rest), load_n(s, nx.add(j), rest));
+            sums_v(s, nm, nrs, dyv, xv, wv, acc);
+        }
+        if APPLY {
+            let (dbv, dwv, dxv) = bwd_v(
+                s,
+                stats,
+                load_n(s, dy.add(j), rest),
+                load_n(s, x.add(j), rest),
+                wv,
+                load_n(s, db.add(j), rest),
+                load_n(s, dw.add(j), rest),
+                load_n(s, dx.add(j), rest),
+            );
+            if rest == S::LANES {
+                s.store(db.add(j), dbv);
+                s.store(dw.add(j), dwv);
+                s.store(dx.add(j), dxv);
+            } else {
+                s.store_partial(db.add(j), rest, dbv);
+                s.store_partial(dw.add(j), rest, dwv);
+                s.store_partial(dx.add(j), rest, dxv);
+            }
+        }
+    }
+}
+
+/// One sweep over the C channels that does, when `APPLY`, pass 2 of row `cur` (the gradients,
+/// given its stats) and, when `SUM`, pass 1 of row `next` (its Σ g and Σ g * norm, returned).
+///
+/// # Safety
+/// `cur.0`, `cur.1` (dout, inp) and `dx` (dinp) when `APPLY`, and `next.0`, `next.1` when `SUM`,
+/// must be valid for reading (and `dx` for writing) `c` floats, as must `w`, `db` and `dw`.
+#[inline(always)]
+unsafe fn bwd_sweep<S: Simd, const APPLY: bool, const SUM: bool>(
+    s: S,
+    c: usize,
+    w: *const f32,
+    db: *mut f32,
+    dw: *mut f32,
+    cur: CurRow<S>,
+    next: NextRow<S>,
+) -> [f32; 2] {
+    let mut acc = [s.zero(); 2];
+    let mut j = 0;
+    // SAFETY: every call covers floats j .. j + rest with j + rest <= c.
+    unsafe {
+        while j + S::LANES <= c {
+            bwd_sweep_at::<S, APPLY, SUM>(s, j, S::LANES, w, db, dw, cur, next, &mut acc);
+            j += S::LANES;
+        }
+        if j < c {
+            bwd_sweep_at::<S, APPLY, SUM>(s, j, c - j, w, db, dw, cur, next, &mut acc);
+        }
+    }
+    [s.reduce_add(acc[0]), s.reduce_add(acc[1])]
 }
 
 #[inline(always)]
@@ -258,84 +444,38 @@ fn layernorm_bwd_generic<S: Simd>(
     let (n, c) = (mean.len(), weight.len());
     assert!(rstd.len() == n && dweight.len() == c && dbias.len() == c);
     assert!(dinp.len() == n * c && dout.len() == n * c && inp.len() == n * c);
-    if c == 0 {
+    if c == 0 || n == 0 {
         return;
     }
-    let l = S::LANES;
     let w = weight.as_ptr();
     let (dw, db) = (dweight.as_mut_ptr(), dbias.as_mut_ptr());
+    let idle: CurRow<S> = (ptr::null(), ptr::null(), ptr::null_mut(), [s.zero(); 4]);
+    let none: NextRow<S> = (ptr::null(), ptr::null(), s.zero(), s.zero());
+    // SAFETY: rows 0 .. n of dout, inp and dinp span r*c .. r*c + c of their n*c floats, mean
+    // and rstd hold n, and `weight`, `dweight`, `dbias` hold c (this covers the loop's block
+    // too). With APPLY or SUM off, the corresponding (null) pointers are never read.
+    let mut sums = unsafe {
+        let first = bwd_row(s, dout, inp, mean, rstd, 0, c);
+        bwd_sweep::<S, false, true>(s, c, w, db, dw, idle, first)
+    };
     for r in 0..n {
-        // SAFETY: row `r < n` of `dinp`, `dout` and `inp` spans `r*c .. r*c + c`, inside their n*c
-        // floats; every access below is at most `c` floats from the row start, as are the C-long
-        // `weight`, `dweight` and `dbias`. Tail loads fill with 0.0, so the tail lanes add 0 to the
-        // sums.
+        // SAFETY: see above; r < n.
         unsafe {
-            let x = inp.as_ptr().add(r * c);
-            let dy = dout.as_ptr().add(r * c);
-            let dx = dinp.as_mut_ptr().add(r * c);
-            let (mv, rsv) = (s.splat(mean[r]), s.splat(rstd[r]));
-
-            // Pass 1: Σ g and Σ g*norm over the row, two accumulators each.
-            let (mut sg, mut sgn) = ([s.zero(); 2], [s.zero(); 2]);
-            let mut j = 0;
-            while j + 2 * l <= c {
-                for k in 0..2 {
-                    let jj = j + k * l;
-                    let g = s.mul(s.load(w.add(jj)), s.load(dy.add(jj)));
-                    let norm = s.mul(s.sub(s.load(x.add(jj)), mv), rsv);
-                    sg[k] = s.add(sg[k], g);
-                    sgn[k] = s.fma(g, norm, sgn[k]);
-                }
-                j += 2 * l;
-            }
-            while j < c {
-                let rest = (c - j).min(l);
-                let g = s.mul(
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(dy.add(j), rest, 0.0),
-                );
-                let norm = s.mul(s.sub(s.load_partial(x.add(j), rest, 0.0), mv), rsv);
-                sg[0] = s.add(sg[0], g);
-                sgn[0] = s.fma(g, norm, sgn[0]);
-                j += rest;
-            }
-            let g_mean = s.splat(s.reduce_add(s.add(sg[0], sg[1])) / c as f32);
-            let gn_mean = s.splat(s.reduce_add(s.add(sgn[0], sgn[1])) / c as f32);
-
-            // Pass 2: the three gradients.
-            let mut j = 0;
-            while j + l <= c {
-                let (dbv, dwv, dxv) = bwd_v(
-                    s,
-                    [mv, rsv, g_mean, gn_mean],
-                    s.load(dy.add(j)),
-                    s.load(x.add(j)),
-                    s.load(w.add(j)),
-                    s.load(db.add(j)),
-                    s.load(dw.add(j)),
-                    s.load(dx.add(j)),
-                );
-                s.store(db.add(j), dbv);
-                s.store(dw.add(j), dwv);
-                s.store(dx.add(j), dxv);
-                j += l;
-            }
-            if j < c {
-                let rest = c - j;
-                let (dbv, dwv, dxv) = bwd_v(
-                    s,
-                    [mv, rsv, g_mean, gn_mean],
-                    s.load_partial(dy.add(j), rest, 0.0),
-                    s.load_partial(x.add(j), rest, 0.0),
-                    s.load_partial(w.add(j), rest, 0.0),
-                    s.load_partial(db.add(j), rest, 0.0),
-                    s.load_partial(dw.add(j), rest, 0.0),
-                    s.load_partial(dx.add(j), rest, 0.0),
-                );
-                s.store_partial(db.add(j), rest, dbv);
-                s.store_partial(dw.add(j), rest, dwv);
-                s.store_partial(dx.add(j), rest, dxv);
-            }
+            let (dy, x, m, rs) = bwd_row(s, dout, inp, mean, rstd, r, c);
+            let mean_g = s.splat(sums[0] / c as f32);
+            let mean_gn = s.splat(sums[1] / c as f32);
+            let cur = (
+                dy,
+                x,
+                dinp.as_mut_ptr().add(r * c),
+                [m, rs, mean_g, mean_gn],
+            );
+            sums = if r + 1 < n {
+                let next = bwd_row(s, dout, inp, mean, rstd, r + 1, c);
+                bwd_sweep::<S, true, true>(s, c, w, db, dw, cur, next)
+            } else {
+                bwd_sweep::<S, true, false>(s, c, w, db, dw, cur, none)
+            };
         }
     }
 }

@@ -70,7 +70,7 @@ fn encoder_bwd_matches_oracle_on_odd_sizes_and_offsets() {
                 )
                 .unwrap();
                 oracle::encoder_bwd(&mut dwte_o, &mut dwpe_o, &dout[off..], &tokens, t, c);
-                // Each element receives the same f32 additions in the same row order (b, then t)
+                // Each element receives the same f32 additions in the same row order (position-major)
                 // on every path and in the oracle: exact.
                 let what = format!("encoder_bwd b={b} t={t} c={c} off={off}");
                 assert_close(&format!("{what} dwte"), &dwte[off + 1..], &dwte_o, 0.0, 0.0);

@@ -1,0 +1,200 @@
+//! Criterion benchmarks of the element-wise, normalization, embedding and optimizer kernels on
+//! GPT-2 small training shapes (N = B*T = 4096 rows, C = 768, GELU on 4096 x 3072, V = 50257).
+//! Every kernel streams memory, so throughput is in bytes: each buffer the kernel reads counted
+//! once and each it writes counted once (a read-modify-write buffer twice). The `stream` group
+//! measures what this machine's memory gives a plain read and a plain copy, the yardstick the
+//! kernels are held to.
+
+use cllm::kernels::{adamw, bias, embedding, gelu, layernorm};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// GPT-2 small: B*T rows, C channels, 4*C MLP width, vocabulary, positions used.
+const N: usize = 4096;
+const C: usize = 768;
+const H: usize = 4 * C;
+const V: usize = 50257;
+const B: usize = 4;
+const T: usize = 1024;
+/// AdamW and the clipping kernels run on 10M parameters (GPT-2 small has 124M; the kernels are
+/// per-element, so 10M, well past every cache, shows the same rate).
+const P: usize = 10_000_000;
+const F: u64 = 4; // bytes per f32
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    g
+}
+
+fn bench_stream(c: &mut Criterion) {
+    let src = random(P, 1);
+    let mut dst = vec![0.0f32; P];
+    let mut g = group(c, "stream");
+    g.throughput(Throughput::Bytes(P as u64 * F));
+    g.bench_function("read/10M", |b| {
+        // XOR of the bits into 16 lanes: associative integer work the compiler vectorizes, so
+        // nothing but the loads limits it.
+        b.iter(|| {
+            let mut acc = [0u32; 16];
+            for chunk in black_box(&src).chunks_exact(16) {
+                for (a, x) in acc.iter_mut().zip(chunk) {
+                    *a ^= x.to_bits();
+                }
+            }
+            acc
+        })
+    });
+    g.throughput(Throughput::Bytes(2 * P as u64 * F));
+    g.bench_function("copy/10M", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+        })
+    });
+    g.finish();
+}
+
+fn bench_bias(c: &mut Criterion) {
+    let (nc, cb) = ((N * C) as u64, C as u64);
+    let bias_v = random(C, 2);
+    let mut out = random(N * C, 3);
+    let mut dbias = vec![0.0f32; C];
+    let mut g = group(c, "bias");
+    g.throughput(Throughput::Bytes((2 * nc + cb) * F));
+    g.bench_function("fwd/4096x768", |b| {
+        b.iter(|| bias::bias_fwd(&mut out, &bias_v, N, C).unwrap())
+    });
+    g.throughput(Throughput::Bytes((nc + 2 * cb) * F));
+    g.bench_function("bwd/4096x768", |b| {
+        b.iter(|| bias::bias_bwd(&mut dbias, &out, N, C).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_layernorm(c: &mut Criterion) {
+    let (nc, n, cc) = ((N * C) as u64, N as u64, C as u64);
+    let inp = random(N * C, 4);
+    let (w, bb) = (random(C, 5), random(C, 6));
+    let mut out = vec![0.0f32; N * C];
+    let (mut mean, mut rstd) = (vec![0.0f32; N], vec![0.0f32; N]);
+    let dout = random(N * C, 7);
+    let mut dinp = vec![0.0f32; N * C];
+    let (mut dw, mut db) = (vec![0.0f32; C], vec![0.0f32; C]);
+    let eps = layernorm::GPT2_EPS;
+    let mut g = group(c, "layernorm");
+    // inp, out; weight, bias; mean, rstd.
+    g.throughput(Throughput::Bytes((2 * nc + 2 * cc + 2 * n) * F));
+    g.bench_function("fwd/4096x768", |b| {
+        b.iter(|| {
+            layernorm::layernorm_fwd(&mut out, &mut mean, &mut rstd, &inp, &w, &bb, N, C, eps)
+                .unwrap()
+        })
+    });
+    // dout, inp, dinp twice; weight, dweight and dbias twice; mean, rstd.
+    g.throughput(Throughput::Bytes((4 * nc + 5 * cc + 2 * n) * F));
+    g.bench_function("bwd/4096x768", |b| {
+        b.iter(|| {
+            layernorm::layernorm_bwd(
+                &mut dinp, &mut dw, &mut db, &dout, &inp, &w, &mean, &rstd, N, C,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn bench_gelu(c: &mut Criterion) {
+    let n = N * H;
+    let inp: Vec<f32> = random(n, 8).iter().map(|x| 4.0 * x).collect();
+    let dout = random(n, 9);
+    let mut out = vec![0.0f32; n];
+    let mut dinp = vec![0.0f32; n];
+    let mut g = group(c, "gelu");
+    g.throughput(Throughput::Bytes(2 * n as u64 * F));
+    g.bench_function("fwd/4096x3072", |b| {
+        b.iter(|| gelu::gelu_fwd(&mut out, &inp, n).unwrap())
+    });
+    g.throughput(Throughput::Bytes(4 * n as u64 * F));
+    g.bench_function("bwd/4096x3072", |b| {
+        b.iter(|| gelu::gelu_bwd(&mut dinp, &inp, &dout, n).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_encoder(c: &mut Criterion) {
+    let (nc, tc, n) = ((N * C) as u64, (T * C) as u64, N as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let tokens: Vec<u32> = (0..B * T).map(|_| rng.gen_range(0..V as u32)).collect();
+    let wte = random(V * C, 11);
+    let wpe = random(T * C, 12);
+    let mut out = vec![0.0f32; N * C];
+    let mut dwte = vec![0.0f32; V * C];
+    let mut dwpe = vec![0.0f32; T * C];
+    let mut g = group(c, "encoder");
+    // tokens; the B*T rows of wte gathered; wpe; out.
+    g.throughput(Throughput::Bytes((n + nc + tc + nc) * F));
+    g.bench_function("fwd/4x1024x768", |b| {
+        b.iter(|| embedding::encoder_fwd(&mut out, &tokens, &wte, &wpe, B, T, C, V).unwrap())
+    });
+    // tokens; dout; the B*T rows of dwte twice; dwpe twice.
+    g.throughput(Throughput::Bytes((n + nc + 2 * nc + 2 * tc) * F));
+    g.bench_function("bwd/4x1024x768", |b| {
+        b.iter(|| embedding::encoder_bwd(&mut dwte, &mut dwpe, &out, &tokens, B, T, C, V).unwrap())
+    });
+    g.finish();
+}
+
+fn bench_adamw(c: &mut Criterion) {
+    let p = P as u64;
+    let mut params = random(P, 13);
+    let grads = random(P, 14);
+    let mut m = vec![0.0f32; P];
+    let mut v = vec![0.0f32; P];
+    let h = adamw::AdamWHparams {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 1,
+    };
+    let mut g = group(c, "adamw");
+    // params, m, v read and written; grads read.
+    g.throughput(Throughput::Bytes(7 * p * F));
+    g.bench_function("step/10M", |b| {
+        b.iter(|| adamw::adamw_step(&mut params, &grads, &mut m, &mut v, P, &h).unwrap())
+    });
+    g.throughput(Throughput::Bytes(2 * p * F));
+    g.bench_function("scale/10M", |b| {
+        b.iter(|| adamw::scale(&mut m, black_box(1.0), P).unwrap())
+    });
+    g.throughput(Throughput::Bytes(p * F));
+    g.bench_function("sumsq/10M", |b| {
+        b.iter(|| adamw::sumsq(black_box(&grads), P).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_stream,
+    bench_bias,
+    bench_layernorm,
+    bench_gelu,
+    bench_encoder,
+    bench_adamw
+);
+criterion_main!(benches);
