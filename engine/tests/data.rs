@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cllm_engine::data::{
-    pad_batch, shard::HEADER_BYTES, write_shard, DataError, DataPosition, Loader, LoaderConfig,
-    Shard, ShardWriter, TokenSource, TokenWidth, Tokens,
+    pad_batch, shard::HEADER_BYTES, write_shard, write_shard_set, DataError, DataPosition, Loader,
+    LoaderConfig, Shard, ShardSetConfig, ShardWriter, TokenSource, TokenWidth, Tokens,
 };
 
 // ---- a counting allocator that counts only on threads that ask it to -------------------------
@@ -683,4 +683,100 @@ fn memory_tokens_view() {
     let mut dst = [0; 2];
     t.copy_to(1, &mut dst);
     assert_eq!(dst, [5, 9]);
+}
+
+// ---- shard sets ------------------------------------------------------------------------------
+
+fn read_all(paths: &[(PathBuf, usize)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (p, n) in paths {
+        let s = Shard::open(p).unwrap();
+        assert_eq!(s.len(), *n);
+        out.extend((0..s.len()).map(|i| s.tokens().get(i)));
+    }
+    out
+}
+
+#[test]
+fn shard_set_puts_eot_before_each_document_and_splits_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs: Vec<Vec<u32>> = vec![(1..=7).collect(), vec![], (10..=25).collect()];
+    let cfg = ShardSetConfig {
+        vocab_size: 50257,
+        shard_tokens: 5,
+        eot: 50256,
+        val_fraction: 0.2,
+    };
+    let sum = write_shard_set(dir.path(), &docs, &cfg).unwrap();
+    let mut stream = Vec::new();
+    for d in &docs {
+        stream.push(50256);
+        stream.extend(d);
+    }
+    assert_eq!(stream.len(), 26);
+    // round(0.2 × 26) = 5 validation tokens at the end.
+    let (train, val) = (read_all(&sum.train), read_all(&sum.val));
+    assert_eq!(train, stream[..21]);
+    assert_eq!(val, stream[21..]);
+    let names: Vec<_> = sum
+        .train
+        .iter()
+        .map(|(p, n)| (p.file_name().unwrap().to_string_lossy().into_owned(), *n))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("train_000000.bin".to_string(), 5),
+            ("train_000001.bin".to_string(), 5),
+            ("train_000002.bin".to_string(), 5),
+            ("train_000003.bin".to_string(), 5),
+            ("train_000004.bin".to_string(), 1),
+        ]
+    );
+    assert_eq!(sum.val.len(), 1);
+    assert_eq!(sum.tokens(), 26);
+}
+
+#[test]
+fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ShardSetConfig {
+        vocab_size: 100,
+        shard_tokens: 4,
+        eot: 0,
+        val_fraction: 0.0,
+    };
+    let big = vec![tokens(40, 100, 0)];
+    assert_eq!(
+        write_shard_set(dir.path(), &big, &cfg).unwrap().train.len(),
+        11
+    );
+    fs::write(dir.path().join("notes.txt"), "kept").unwrap();
+    let small = vec![tokens(6, 100, 1)];
+    let sum = write_shard_set(dir.path(), &small, &cfg).unwrap();
+    assert_eq!(sum.train.len(), 2);
+    let mut names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["notes.txt", "train_000000.bin", "train_000001.bin"]);
+
+    // A bad token in the third shard: the shards written before it are removed again.
+    let empty = tempfile::tempdir().unwrap();
+    let mut bad = tokens(20, 100, 2);
+    bad[10] = 100;
+    let e = err_text(write_shard_set(empty.path(), &[bad], &cfg).unwrap_err());
+    // Stream index 11 (after the EOT) is position 3 of the third 4-token shard.
+    assert!(
+        e.contains("train_000002.bin: token 100 at position 3"),
+        "{e}"
+    );
+    assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
+
+    let e = err_text(write_shard_set::<Vec<u32>>(empty.path(), &[], &cfg).unwrap_err());
+    assert!(e.contains("no documents to write"), "{e}");
+    cfg.val_fraction = 0.9;
+    let e = err_text(write_shard_set(empty.path(), &[vec![1u32]], &cfg).unwrap_err());
+    assert!(e.contains("leaves none for training"), "{e}");
 }
