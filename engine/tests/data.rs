@@ -780,3 +780,27 @@ fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
     let e = err_text(write_shard_set(empty.path(), &[vec![1u32]], &cfg).unwrap_err());
     assert!(e.contains("leaves none for training"), "{e}");
 }
+
+#[test]
+fn position_taken_at_the_end_of_an_epoch_restores() {
+    // 24 windows, B = 4: after 6 batches the epoch is served exactly (cursor = windows).
+    let toks: Vec<u32> = (0..24 * 8 + 1).collect();
+    let c = cfg(4, 8, 5, true);
+    let mut a = Loader::new(TokenSource::Memory(toks.clone()), c).unwrap();
+    for _ in 0..6 {
+        next(&mut a);
+    }
+    let saved = a.position();
+    assert_eq!((saved.epoch, saved.cursor), (0, 24));
+    let expect: Vec<_> = (0..7).map(|_| next(&mut a)).collect();
+    let mut b = Loader::new(TokenSource::Memory(toks), c).unwrap();
+    b.restore(saved).unwrap();
+    let got: Vec<_> = (0..7).map(|_| next(&mut b)).collect();
+    assert_eq!(got, expect);
+    let past = DataPosition {
+        cursor: 25,
+        ..saved
+    };
+    let e = err_text(b.restore(past).unwrap_err());
+    assert!(e.contains("cursor 25 is past the 24 windows"), "{e}");
+}

@@ -346,9 +346,10 @@ impl Loader {
                 pos.seed, pos.windows, self.cfg.seed, self.windows
             )));
         }
-        if pos.cursor >= self.windows as u64 {
+        // cursor = windows: the epoch is fully served; the next batch starts the next epoch.
+        if pos.cursor > self.windows as u64 {
             return Err(DataError::Invalid(format!(
-                "data position cursor {} is not below the {} windows of an epoch",
+                "data position cursor {} is past the {} windows of an epoch",
                 pos.cursor, self.windows
             )));
         }
