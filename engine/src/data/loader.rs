@@ -411,10 +411,9 @@ impl Loader {
                 (shards[s].tokens(), (w - starts[s]) * t)
             }
         };
+        // Targets are the inputs shifted by one: tokens start + 1 ..= start + T.
         src.copy_to(start, inputs);
-        // Targets are the inputs shifted by one, plus the window's last token.
-        targets[..t - 1].copy_from_slice(&inputs[1..]);
-        targets[t - 1] = src.get(start + t);
+        src.copy_to(start + 1, targets);
     }
 
     /// Redraws `order` for the current epoch in place (no allocation after the first).
