@@ -310,8 +310,9 @@ fn remove_boilerplate(
     for d in docs.iter() {
         in_doc.clear();
         for line in d.text.lines().filter(|l| !l.trim().is_empty()) {
-            if in_doc.insert(hash_of(line)) {
-                *doc_count.entry(hash_of(line)).or_default() += 1;
+            let h = hash_of(line);
+            if in_doc.insert(h) {
+                *doc_count.entry(h).or_default() += 1;
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Text normalisation of one document.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 use super::{CleanOptions, CleanReport};
 
@@ -23,10 +23,17 @@ pub fn normalize(text: &str, opts: &CleanOptions, report: &mut CleanReport) -> S
     } else {
         text.to_string()
     };
+    // The quick checks answer "yes" for most text (all of ASCII) without building a copy.
     let composed: String = if opts.nfkc {
-        text.nfkc().collect()
+        match is_nfkc_quick(text.chars()) {
+            IsNormalized::Yes => text,
+            _ => text.nfkc().collect(),
+        }
     } else {
-        text.nfc().collect()
+        match is_nfc_quick(text.chars()) {
+            IsNormalized::Yes => text,
+            _ => text.nfc().collect(),
+        }
     };
     let mut kept = String::with_capacity(composed.len());
     for c in composed.chars() {
