@@ -5,6 +5,8 @@
 pub use cllm_kernels as kernels;
 
 pub mod checkpoint;
+pub mod clean;
+pub mod data;
 pub mod model;
 pub mod sphere_tree;
 pub mod spheres;

@@ -1,0 +1,208 @@
+//! A set of shards for a data directory: `train_NNNNNN.bin` and `val_NNNNNN.bin`, as
+//! cllm-prepare writes them.
+//!
+//! The token stream is the documents in order, each preceded by the end-of-text token (as llm.c's
+//! data scripts do). Its last `round(val_fraction × total)` tokens are the validation split, the
+//! rest the training split (a token-level split, so one long document splits too). Each split is
+//! cut into shards of `shard_tokens` tokens (the last one shorter), numbered from 000000.
+//!
+//! Every shard is written atomically ([`ShardWriter`]). If writing the set fails, the shards this
+//! call wrote are removed; when it succeeds, stale `train_*.bin` / `val_*.bin` shards left by an
+//! earlier, larger set in the same directory are removed, so a glob over the directory sees exactly
+//! this set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::shard::ShardWriter;
+use super::DataError;
+
+/// How a set of shards is cut.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShardSetConfig {
+    /// The tokenizer's vocabulary size (picks u16 or u32 shards; every token must be below it).
+    pub vocab_size: usize,
+    /// Tokens per shard (the last shard of each split may hold fewer).
+    pub shard_tokens: usize,
+    /// The end-of-text token written before each document.
+    pub eot: u32,
+    /// Fraction of the token stream, at its end, that goes to `val_*.bin`.
+    pub val_fraction: f64,
+}
+
+/// The shards written, with their token counts, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardSetSummary {
+    /// `train_NNNNNN.bin` files.
+    pub train: Vec<(PathBuf, usize)>,
+    /// `val_NNNNNN.bin` files.
+    pub val: Vec<(PathBuf, usize)>,
+}
+
+impl ShardSetSummary {
+    /// Tokens written in all shards.
+    pub fn tokens(&self) -> usize {
+        self.train.iter().chain(&self.val).map(|(_, n)| n).sum()
+    }
+}
+
+/// The file name of shard `index` of `split` ("train" or "val").
+pub fn shard_name(split: &str, index: usize) -> String {
+    format!("{split}_{index:06}.bin")
+}
+
+/// Writes one split as consecutive shards `DIR/<split>_NNNNNN.bin`, rolling over to the next file
+/// every `shard_tokens` tokens.
+pub struct ShardSetWriter {
+    dir: PathBuf,
+    split: &'static str,
+    vocab_size: usize,
+    shard_tokens: usize,
+    current: Option<ShardWriter>,
+    done: Vec<(PathBuf, usize)>,
+}
+
+impl ShardSetWriter {
+    /// Starts split `split` ("train" or "val") in `dir` (which must exist).
+    pub fn new(
+        dir: impl AsRef<Path>,
+        split: &'static str,
+        vocab_size: usize,
+        shard_tokens: usize,
+    ) -> Result<ShardSetWriter, DataError> {
+        if shard_tokens == 0 || shard_tokens > super::shard::MAX_SHARD_TOKENS {
+            return Err(DataError::Invalid(format!(
+                "shard size {shard_tokens} tokens is outside 1 ..= {}",
+                super::shard::MAX_SHARD_TOKENS
+            )));
+        }
+        Ok(ShardSetWriter {
+            dir: dir.as_ref().to_path_buf(),
+            split,
+            vocab_size,
+            shard_tokens,
+            current: None,
+            done: Vec::new(),
+        })
+    }
+
+    /// Appends tokens, starting new shards as they fill.
+    pub fn push(&mut self, mut tokens: &[u32]) -> Result<(), DataError> {
+        while !tokens.is_empty() {
+            if self.current.is_none() {
+                let path = self.dir.join(shard_name(self.split, self.done.len()));
+                self.current = Some(ShardWriter::create(path, self.vocab_size)?);
+            }
+            let w = self.current.as_mut().expect("created above");
+            let n = (self.shard_tokens - w.len()).min(tokens.len());
+            w.push(&tokens[..n])?;
+            tokens = &tokens[n..];
+            if w.len() == self.shard_tokens {
+                self.close_current()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<(), DataError> {
+        if let Some(w) = self.current.take() {
+            let path = self.dir.join(shard_name(self.split, self.done.len()));
+            let n = w.finish()?;
+            self.done.push((path, n));
+        }
+        Ok(())
+    }
+
+    /// Finishes the last shard; returns every shard written with its token count.
+    pub fn finish(mut self) -> Result<Vec<(PathBuf, usize)>, DataError> {
+        self.close_current()?;
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    /// The shards completed so far (for cleaning up after an error).
+    fn completed(&self) -> &[(PathBuf, usize)] {
+        &self.done
+    }
+}
+
+/// Writes `docs` (each a document's tokens) as a train/validation shard set in `dir` (created if
+/// missing); see the module documentation. An error when there are no documents.
+pub fn write_shard_set<D: AsRef<[u32]>>(
+    dir: impl AsRef<Path>,
+    docs: &[D],
+    cfg: &ShardSetConfig,
+) -> Result<ShardSetSummary, DataError> {
+    let dir = dir.as_ref();
+    if docs.is_empty() {
+        return Err(DataError::Empty {
+            what: dir.display().to_string(),
+            problem: "no documents to write".into(),
+            fix: "give cllm-prepare some non-empty input",
+        });
+    }
+    if !(0.0..1.0).contains(&cfg.val_fraction) {
+        return Err(DataError::Invalid(format!(
+            "validation fraction {} is outside [0, 1)",
+            cfg.val_fraction
+        )));
+    }
+    fs::create_dir_all(dir).map_err(DataError::io("create directory", dir))?;
+    let total: usize = docs.iter().map(|d| d.as_ref().len() + 1).sum();
+    let n_val = (total as f64 * cfg.val_fraction).round() as usize;
+    let n_train = total - n_val;
+    if n_train == 0 {
+        return Err(DataError::Invalid(format!(
+            "validation fraction {} of {total} tokens leaves none for training; lower \
+             --val-fraction or give more input",
+            cfg.val_fraction
+        )));
+    }
+
+    let mut train = ShardSetWriter::new(dir, "train", cfg.vocab_size, cfg.shard_tokens)?;
+    let mut val = ShardSetWriter::new(dir, "val", cfg.vocab_size, cfg.shard_tokens)?;
+    let result = (|| {
+        let mut at = 0usize; // tokens of the stream pushed so far
+        for d in docs {
+            let eot = [cfg.eot];
+            for part in [&eot[..], d.as_ref()] {
+                let k = n_train.saturating_sub(at).min(part.len());
+                train.push(&part[..k])?;
+                val.push(&part[k..])?;
+                at += part.len();
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (p, _) in train.completed().iter().chain(val.completed()) {
+            // Best effort: the write error is the one to report.
+            let _ = fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    let summary = ShardSetSummary {
+        train: train.finish()?,
+        val: val.finish()?,
+    };
+    remove_stale(dir, "train", summary.train.len())?;
+    remove_stale(dir, "val", summary.val.len())?;
+    Ok(summary)
+}
+
+/// Removes `<split>_NNNNNN.bin` in `dir` with NNNNNN ≥ `keep`.
+fn remove_stale(dir: &Path, split: &str, keep: usize) -> Result<(), DataError> {
+    for e in fs::read_dir(dir).map_err(DataError::io("list", dir))? {
+        let e = e.map_err(DataError::io("list", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let index = name
+            .strip_prefix(split)
+            .and_then(|r| r.strip_prefix('_'))
+            .and_then(|r| r.strip_suffix(".bin"))
+            .filter(|n| n.len() == 6)
+            .and_then(|n| n.parse::<usize>().ok());
+        if index.is_some_and(|i| i >= keep) {
+            fs::remove_file(e.path()).map_err(DataError::io("remove stale shard", e.path()))?;
+        }
+    }
+    Ok(())
+}
