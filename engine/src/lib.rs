@@ -5,6 +5,7 @@
 pub use cllm_kernels as kernels;
 
 pub mod checkpoint;
+pub mod eval;
 pub mod model;
 pub mod sphere_tree;
 pub mod spheres;
