@@ -7,6 +7,7 @@ pub use cllm_kernels as kernels;
 pub mod checkpoint;
 pub mod clean;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod sphere_tree;
 pub mod spheres;
