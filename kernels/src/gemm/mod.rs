@@ -391,13 +391,13 @@ fn sgemm_generic<S: GemmKernel>(
         // Loop 4 (pc): KC-deep slices of K; the packed B block stays in L3 for all of loop 3.
         for pc in (0..k).step_by(kc) {
             let kcb = kc.min(k - pc);
-            pack::pack_b(layout, S::NR, b, ldb, (pc, kcb), (jc, ncb), bpack);
+            pack::pack_b(s, layout, b, ldb, (pc, kcb), (jc, ncb), bpack);
             // The first K slice honours the caller's `accumulate`; later ones add to it.
             let acc = accumulate || pc > 0;
             // Loop 3 (ic): MC-row blocks of A and C; the packed A block stays in L2 for loops 2–1.
             for ic in (0..m).step_by(mc) {
                 let mcb = mc.min(m - ic);
-                pack::pack_a(layout, S::MR, a, lda, (ic, mcb), (pc, kcb), apack);
+                pack::pack_a(s, layout, a, lda, (ic, mcb), (pc, kcb), apack);
                 let block = &mut c[ic * ldc + jc..];
                 gemm_packed(s, (mcb, kcb, ncb), apack, bpack, block, ldc, acc);
             }
