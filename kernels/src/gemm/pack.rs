@@ -27,15 +27,16 @@ pub(crate) fn pack_a<S: GemmKernel>(
     dst: &mut [f32],
 ) {
     let mr = S::MR;
-    for (panel, i) in (i0..i0 + mc).step_by(mr).enumerate() {
-        let w = mr.min(i0 + mc - i);
-        let out = &mut dst[panel * kc * mr..][..kc * mr];
-        match layout {
-            // A(i, p) = a[i·lda + p]: the panel's rows are memory rows.
-            Layout::NN | Layout::NT => copy_transposed(s, &a[i * lda + p0..], lda, w, kc, mr, out),
-            // A(i, p) = a[p·lda + i]: the panel's rows run along memory.
-            Layout::TN => copy_direct(&a[p0 * lda + i..], lda, w, kc, mr, out),
+    match layout {
+        // A(i, p) = a[i·lda + p]: the panel's rows are memory rows.
+        Layout::NN | Layout::NT => {
+            for (panel, i) in (i0..i0 + mc).step_by(mr).enumerate() {
+                let out = &mut dst[panel * kc * mr..][..kc * mr];
+                copy_transposed(s, &a[i * lda + p0..], lda, mr.min(i0 + mc - i), kc, mr, out);
+            }
         }
+        // A(i, p) = a[p·lda + i]: the panel's rows run along memory.
+        Layout::TN => pack_direct(&a[p0 * lda + i0..], lda, mc, kc, mr, dst),
     }
 }
 
@@ -55,14 +56,38 @@ pub(crate) fn pack_b<S: GemmKernel>(
     dst: &mut [f32],
 ) {
     let nr = S::NR;
-    for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
-        let w = nr.min(j0 + nc - j);
-        let out = &mut dst[panel * kc * nr..][..kc * nr];
-        match layout {
-            // B(p, j) = b[p·ldb + j]: the panel's columns run along memory.
-            Layout::NN | Layout::TN => copy_direct(&b[p0 * ldb + j..], ldb, w, kc, nr, out),
-            // B(p, j) = b[j·ldb + p]: the panel's columns are memory rows.
-            Layout::NT => copy_transposed(s, &b[j * ldb + p0..], ldb, w, kc, nr, out),
+    match layout {
+        // B(p, j) = b[p·ldb + j]: the panel's columns run along memory.
+        Layout::NN | Layout::TN => pack_direct(&b[p0 * ldb + j0..], ldb, nc, kc, nr, dst),
+        // B(p, j) = b[j·ldb + p]: the panel's columns are memory rows.
+        Layout::NT => {
+            for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
+                let out = &mut dst[panel * kc * nr..][..kc * nr];
+                copy_transposed(s, &b[j * ldb + p0..], ldb, nr.min(j0 + nc - j), kc, nr, out);
+            }
+        }
+    }
+}
+
+/// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide.
+#[inline(always)]
+fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
+    if t * 4 >= 64 {
+        // A panel row is at least a cache line: copy panel by panel, each read a whole line.
+        for (panel, x) in (0..width).step_by(t).enumerate() {
+            let out = &mut dst[panel * kc * t..][..kc * t];
+            copy_direct(&src[x..], ld, t.min(width - x), kc, t, out);
+        }
+    } else {
+        // Narrower panels would each use part of every line they read, and a line would leave
+        // L1 before the next panel got to it: go row by row instead, reading each line once.
+        for p in 0..kc {
+            let row = &src[p * ld..][..width];
+            for (panel, part) in row.chunks(t).enumerate() {
+                let out = &mut dst[panel * kc * t + p * t..][..t];
+                out[..part.len()].copy_from_slice(part);
+                out[part.len()..].fill(0.0);
+            }
         }
     }
 }
