@@ -83,10 +83,15 @@ fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &
         // L1 before the next panel got to it: go row by row instead, reading each line once.
         for p in 0..kc {
             let row = &src[p * ld..][..width];
-            for (panel, part) in row.chunks(t).enumerate() {
-                let out = &mut dst[panel * kc * t + p * t..][..t];
-                out[..part.len()].copy_from_slice(part);
-                out[part.len()..].fill(0.0);
+            let full = width / t;
+            for (panel, part) in row.chunks_exact(t).enumerate() {
+                dst[panel * kc * t + p * t..][..t].copy_from_slice(part);
+            }
+            let tail = row.chunks_exact(t).remainder();
+            if !tail.is_empty() {
+                let out = &mut dst[full * kc * t + p * t..][..t];
+                out[..tail.len()].copy_from_slice(tail);
+                out[tail.len()..].fill(0.0);
             }
         }
     }
