@@ -253,17 +253,21 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
             b = b.add(nr);
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (v, &acc) in acc_r.iter().enumerate() {
-            // SAFETY: the caller guarantees row r of C has NR writable floats.
-            unsafe {
-                let p = c.add(r * ldc + v * S::LANES);
-                let out = if accumulate {
-                    s.add(s.load(p), acc)
-                } else {
-                    acc
-                };
-                s.store(p, out);
+    // Vector v of row r of the C tile; the caller guarantees rows r < MR have NR writable floats.
+    let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
+    // Two loops rather than a branch per vector, so the accumulators go straight from registers.
+    if accumulate {
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &acc) in acc_r.iter().enumerate() {
+                // SAFETY: inside row r's NR floats (see `c_at`).
+                unsafe { s.store(c_at(r, v), s.add(s.load(c_at(r, v)), acc)) };
+            }
+        }
+    } else {
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &acc) in acc_r.iter().enumerate() {
+                // SAFETY: inside row r's NR floats (see `c_at`).
+                unsafe { s.store(c_at(r, v), acc) };
             }
         }
     }
