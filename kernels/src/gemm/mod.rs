@@ -12,8 +12,8 @@
 //!           microkernel: C[MR × NR] (+)= Apanel[MR × KC] · Bpanel[KC × NR]
 //! ```
 //!
-//! The three layouts differ only in how A and B are read while packing ([`pack`]), so one
-//! microkernel per ISA ([`kernel`]) serves them all. Block sizes come from the detected cache
+//! The three layouts differ only in how A and B are read while packing (`pack.rs`), so one
+//! microkernel per ISA (`kernel.rs`) serves them all. Block sizes come from the detected cache
 //! sizes ([`blocking`]); the packing buffers live in a caller-owned [`GemmScratch`] allocated once,
 //! so [`sgemm`] never allocates.
 //!

@@ -4,9 +4,8 @@
 //! B): element `(p, x)` of a panel (depth `p`, position `x` across the tile) sits at `p · t + x`.
 //! A panel narrower than `t` (the block's edge) is padded with zeros, so the microkernel always
 //! runs on full tiles. Every layout is handled here, which is why one microkernel serves NN, NT
-//! and TN: a block whose tile direction runs along memory is copied row by row
-//! ([`copy_direct`]); one whose tile direction runs across memory rows is transposed
-//! ([`copy_transposed`]).
+//! and TN: a block whose tile direction runs along memory is copied ([`pack_direct`]); one whose
+//! tile direction runs across memory rows is transposed ([`copy_transposed`]).
 
 use super::kernel::GemmKernel;
 use super::Layout;
@@ -16,7 +15,6 @@ use super::Layout;
 /// `a` is the whole A operand with row stride `lda` as stored (M × K, or K × M for `TN`); the
 /// block must lie inside it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_a<S: GemmKernel>(
     s: S,
     layout: Layout,
@@ -45,7 +43,6 @@ pub(crate) fn pack_a<S: GemmKernel>(
 /// `b` is the whole B operand with row stride `ldb` as stored (K × N, or N × K for `NT`); the
 /// block must lie inside it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_b<S: GemmKernel>(
     s: S,
     layout: Layout,
