@@ -222,7 +222,8 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
     let mut acc = [[s.zero(); NV]; MR];
-    // One rank-1 update: acc += A[:, p] ⊗ B[p, :].
+    // One rank-1 update: acc += A[:, p] ⊗ B[p, :], given `a` and `b` at depth p of the panels
+    // (only the k loops below call it, with such pointers).
     let mut step = |a: *const f32, b: *const f32| {
         let mut bv = [s.zero(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
@@ -255,7 +256,7 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
     }
     // Vector v of row r of the C tile; the caller guarantees rows r < MR have NR writable floats.
     let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
-    // Two loops rather than a branch per vector, so the accumulators go straight from registers.
+    // Branch once on `accumulate`, outside the stores.
     if accumulate {
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &acc) in acc_r.iter().enumerate() {
