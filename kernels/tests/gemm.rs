@@ -4,9 +4,9 @@ use cllm_kernels::gemm::{self, oracle, GemmScratch, Layout};
 use common::*;
 use rand::rngs::StdRng;
 
-/// Sizes for M, K and N: empty, single, below/at/above the tiles of every path (MR 4/6/14,
-/// NR 4/8/16/32) and their multiples.
-const DIMS: &[usize] = &[0, 1, 7, 16, 33, 63, 65];
+/// Sizes for M, K and N: empty, single, and around the tiles of every path (MR 4/6/14,
+/// NR 4/8/16/32): 7 < 8, 17 = 16 + 1 = 14 + 3, 63 and 65 around 64 = 2·32 = 4·16.
+const DIMS: &[usize] = &[0, 1, 7, 17, 63, 65];
 
 /// One GEMM problem: operands laid out with row strides `ld = width + pad`, starting `off`
 /// floats into their buffers (so odd offsets are unaligned), C pre-filled with random values.

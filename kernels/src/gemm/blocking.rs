@@ -71,7 +71,7 @@ fn parse_size(s: &str) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
-/// Block sizes for one microkernel shape. `mc` is a multiple of `mr`, `nc` of `nr`, `kc` of 4.
+/// Block sizes for one microkernel shape. `mc` is a multiple of `mr` and `nc` of `nr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
     /// Rows of the microkernel tile (A panel height).

@@ -42,6 +42,21 @@ pub(crate) trait GemmKernel: Simd {
         ldc: usize,
         accumulate: bool,
     );
+
+    /// Transpose an 8 × 8 block: `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 8`.
+    ///
+    /// # Safety
+    /// `src` is valid for reading, and `dst` for writing, 8 rows of 8 floats at their strides;
+    /// the two do not overlap.
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        for i in 0..8 {
+            for j in 0..8 {
+                // SAFETY: i, j < 8, within the rows the caller guarantees.
+                unsafe { *dst.add(j * ldd + i) = *src.add(i * lds + j) };
+            }
+        }
+    }
 }
 
 impl GemmKernel for Scalar {
@@ -97,6 +112,11 @@ impl GemmKernel for Avx2 {
         // SAFETY: forwarded caller contract; NV · LANES = 16 = NR.
         unsafe { kernel_generic::<Self, 6, 2>(self, kc, a, b, c, ldc, acc) }
     }
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: forwarded caller contract; the token proves AVX2.
+        unsafe { transpose8_avx(src, lds, dst, ldd) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -115,6 +135,56 @@ impl GemmKernel for Avx512 {
     ) {
         // SAFETY: forwarded caller contract; NV · LANES = 32 = NR.
         unsafe { kernel_generic::<Self, 14, 2>(self, kc, a, b, c, ldc, acc) }
+    }
+    #[inline(always)]
+    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: forwarded caller contract; AVX-512F implies AVX (the dispatcher also enables
+        // avx2 for this path).
+        unsafe { transpose8_avx(src, lds, dst, ldd) }
+    }
+}
+
+/// The 8 × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
+/// swap 128-bit halves (8 loads, 24 shuffles, 8 stores).
+///
+/// # Safety
+/// As [`GemmKernel::transpose8`], and the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the 8 rows at both strides and the AVX feature.
+    unsafe {
+        let r = |i: usize| _mm256_loadu_ps(src.add(i * lds));
+        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+        // t0 = [r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]], and so on.
+        let t0 = _mm256_unpacklo_ps(r0, r1);
+        let t1 = _mm256_unpackhi_ps(r0, r1);
+        let t2 = _mm256_unpacklo_ps(r2, r3);
+        let t3 = _mm256_unpackhi_ps(r2, r3);
+        let t4 = _mm256_unpacklo_ps(r4, r5);
+        let t5 = _mm256_unpackhi_ps(r4, r5);
+        let t6 = _mm256_unpacklo_ps(r6, r7);
+        let t7 = _mm256_unpackhi_ps(r6, r7);
+        // u0 = [r0[0] r1[0] r2[0] r3[0] | r0[4] r1[4] r2[4] r3[4]], and so on.
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        // Column j of the block: low halves give columns 0-3, high halves 4-7.
+        let w = |j: usize, v: __m256| _mm256_storeu_ps(dst.add(j * ldd), v);
+        w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+        w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+        w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+        w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+        w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+        w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+        w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+        w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
     }
 }
 
@@ -152,7 +222,8 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
     let mut acc = [[s.zero(); NV]; MR];
-    // One rank-1 update: acc += A[:, p] ⊗ B[p, :].
+    // One rank-1 update: acc += A[:, p] ⊗ B[p, :], given `a` and `b` at depth p of the panels
+    // (only the k loops below call it, with such pointers).
     let mut step = |a: *const f32, b: *const f32| {
         let mut bv = [s.zero(); NV];
         for (v, bv) in bv.iter_mut().enumerate() {
@@ -183,17 +254,21 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
             b = b.add(nr);
         }
     }
-    for (r, acc_r) in acc.iter().enumerate() {
-        for (v, &acc) in acc_r.iter().enumerate() {
-            // SAFETY: the caller guarantees row r of C has NR writable floats.
-            unsafe {
-                let p = c.add(r * ldc + v * S::LANES);
-                let out = if accumulate {
-                    s.add(s.load(p), acc)
-                } else {
-                    acc
-                };
-                s.store(p, out);
+    // Vector v of row r of the C tile; the caller guarantees rows r < MR have NR writable floats.
+    let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
+    // Branch once on `accumulate`, outside the stores.
+    if accumulate {
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &acc) in acc_r.iter().enumerate() {
+                // SAFETY: inside row r's NR floats (see `c_at`).
+                unsafe { s.store(c_at(r, v), s.add(s.load(c_at(r, v)), acc)) };
+            }
+        }
+    } else {
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (v, &acc) in acc_r.iter().enumerate() {
+                // SAFETY: inside row r's NR floats (see `c_at`).
+                unsafe { s.store(c_at(r, v), acc) };
             }
         }
     }

@@ -4,16 +4,16 @@
 //! microkernel, with the operands packed into the order the microkernel reads them.
 //!
 //! ```text
-//! 'jc: for each NC-column block of B and C                      (B block in L3)
-//!   'pc: for each KC-deep slice of K:        pack B[pc, jc] into NR-column panels
-//!     'ic: for each MC-row block of A and C: pack A[ic, pc] into MR-row panels  (A block in L2)
-//!       'jr: for each NR-column panel of the packed B            (B micro-panel in L1)
-//!         'ir: for each MR-row panel of the packed A
+//! loop 5 (jc): each NC-column block of B and C
+//!   loop 4 (pc): each KC-deep slice of K:      pack B[pc, jc] into NR-column panels (L3)
+//!     loop 3 (ic): each MC-row block of A, C:  pack A[ic, pc] into MR-row panels    (L2)
+//!       loop 2 (jr): each NR-column panel of the packed B                          (L1)
+//!         loop 1 (ir): each MR-row panel of the packed A
 //!           microkernel: C[MR × NR] (+)= Apanel[MR × KC] · Bpanel[KC × NR]
 //! ```
 //!
-//! The three layouts differ only in how A and B are read while packing ([`pack`]), so one
-//! microkernel per ISA ([`kernel`]) serves them all. Block sizes come from the detected cache
+//! The three layouts differ only in how A and B are read while packing (`pack.rs`), so one
+//! microkernel per ISA (`kernel.rs`) serves them all. Block sizes come from the detected cache
 //! sizes ([`blocking`]); the packing buffers live in a caller-owned [`GemmScratch`] allocated once,
 //! so [`sgemm`] never allocates.
 //!
@@ -385,23 +385,23 @@ fn sgemm_generic<S: GemmKernel>(
     let kc = k.div_ceil(k.div_ceil(kc));
     let apack = ws.a.as_mut_slice();
     let bpack = ws.b.as_mut_slice();
-    'jc: for jc in (0..n).step_by(nc) {
+    // Loop 5 (jc): NC-column blocks of B and C.
+    for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
-        'pc: for pc in (0..k).step_by(kc) {
+        // Loop 4 (pc): KC-deep slices of K; the packed B block stays in L3 for all of loop 3.
+        for pc in (0..k).step_by(kc) {
             let kcb = kc.min(k - pc);
-            pack::pack_b(layout, S::NR, b, ldb, (pc, kcb), (jc, ncb), bpack);
+            pack::pack_b(s, layout, b, ldb, (pc, kcb), (jc, ncb), bpack);
             // The first K slice honours the caller's `accumulate`; later ones add to it.
             let acc = accumulate || pc > 0;
-            'ic: for ic in (0..m).step_by(mc) {
+            // Loop 3 (ic): MC-row blocks of A and C; the packed A block stays in L2 for loops 2–1.
+            for ic in (0..m).step_by(mc) {
                 let mcb = mc.min(m - ic);
-                pack::pack_a(layout, S::MR, a, lda, (ic, mcb), (pc, kcb), apack);
+                pack::pack_a(s, layout, a, lda, (ic, mcb), (pc, kcb), apack);
                 let block = &mut c[ic * ldc + jc..];
                 gemm_packed(s, (mcb, kcb, ncb), apack, bpack, block, ldc, acc);
-                continue 'ic;
             }
-            continue 'pc;
         }
-        continue 'jc;
     }
 }
 
@@ -424,10 +424,12 @@ fn gemm_packed<S: GemmKernel>(
     );
     assert!(c.len() >= (mcb - 1) * ldc + ncb);
     let c = c.as_mut_ptr();
-    'jr: for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
+    // Loop 2 (jr): NR-column panels of packed B; each stays in L1 for all of loop 1.
+    for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
         let nrb = nr.min(ncb - jr);
         let bp = bpack[jp * kcb * nr..].as_ptr();
-        'ir: for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
+        // Loop 1 (ir): MR-row panels of packed A, streamed from L2.
+        for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
             let ap = apack[ip * kcb * mr..].as_ptr();
             // SAFETY: tile rows ir..ir+mrb < mcb and columns jr..jr+nrb <= ncb lie inside
@@ -440,9 +442,7 @@ fn gemm_packed<S: GemmKernel>(
                     edge_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
                 }
             }
-            continue 'ir;
         }
-        continue 'jr;
     }
 }
 

@@ -4,10 +4,10 @@
 //! B): element `(p, x)` of a panel (depth `p`, position `x` across the tile) sits at `p · t + x`.
 //! A panel narrower than `t` (the block's edge) is padded with zeros, so the microkernel always
 //! runs on full tiles. Every layout is handled here, which is why one microkernel serves NN, NT
-//! and TN: a block whose tile direction runs along memory is copied row by row
-//! ([`copy_direct`]); one whose tile direction runs across memory rows is transposed
-//! ([`copy_transposed`]).
+//! and TN: a block whose tile direction runs along memory is copied ([`pack_direct`]); one whose
+//! tile direction runs across memory rows is transposed ([`copy_transposed`]).
 
+use super::kernel::GemmKernel;
 use super::Layout;
 
 /// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst` (`ceil(mc/mr) · kc · mr` floats).
@@ -15,25 +15,26 @@ use super::Layout;
 /// `a` is the whole A operand with row stride `lda` as stored (M × K, or K × M for `TN`); the
 /// block must lie inside it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_a(
+pub(crate) fn pack_a<S: GemmKernel>(
+    s: S,
     layout: Layout,
-    mr: usize,
     a: &[f32],
     lda: usize,
     (i0, mc): (usize, usize),
     (p0, kc): (usize, usize),
     dst: &mut [f32],
 ) {
-    for (panel, i) in (i0..i0 + mc).step_by(mr).enumerate() {
-        let w = mr.min(i0 + mc - i);
-        let out = &mut dst[panel * kc * mr..][..kc * mr];
-        match layout {
-            // A(i, p) = a[i·lda + p]: the panel's rows are memory rows.
-            Layout::NN | Layout::NT => copy_transposed(&a[i * lda + p0..], lda, w, kc, mr, out),
-            // A(i, p) = a[p·lda + i]: the panel's rows run along memory.
-            Layout::TN => copy_direct(&a[p0 * lda + i..], lda, w, kc, mr, out),
+    let mr = S::MR;
+    match layout {
+        // A(i, p) = a[i·lda + p]: the panel's rows are memory rows.
+        Layout::NN | Layout::NT => {
+            for (panel, i) in (i0..i0 + mc).step_by(mr).enumerate() {
+                let out = &mut dst[panel * kc * mr..][..kc * mr];
+                copy_transposed(s, &a[i * lda + p0..], lda, mr.min(i0 + mc - i), kc, mr, out);
+            }
         }
+        // A(i, p) = a[p·lda + i]: the panel's rows run along memory.
+        Layout::TN => pack_direct(&a[p0 * lda + i0..], lda, mc, kc, mr, dst),
     }
 }
 
@@ -42,24 +43,53 @@ pub(crate) fn pack_a(
 /// `b` is the whole B operand with row stride `ldb` as stored (K × N, or N × K for `NT`); the
 /// block must lie inside it.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pack_b(
+pub(crate) fn pack_b<S: GemmKernel>(
+    s: S,
     layout: Layout,
-    nr: usize,
     b: &[f32],
     ldb: usize,
     (p0, kc): (usize, usize),
     (j0, nc): (usize, usize),
     dst: &mut [f32],
 ) {
-    for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
-        let w = nr.min(j0 + nc - j);
-        let out = &mut dst[panel * kc * nr..][..kc * nr];
-        match layout {
-            // B(p, j) = b[p·ldb + j]: the panel's columns run along memory.
-            Layout::NN | Layout::TN => copy_direct(&b[p0 * ldb + j..], ldb, w, kc, nr, out),
-            // B(p, j) = b[j·ldb + p]: the panel's columns are memory rows.
-            Layout::NT => copy_transposed(&b[j * ldb + p0..], ldb, w, kc, nr, out),
+    let nr = S::NR;
+    match layout {
+        // B(p, j) = b[p·ldb + j]: the panel's columns run along memory.
+        Layout::NN | Layout::TN => pack_direct(&b[p0 * ldb + j0..], ldb, nc, kc, nr, dst),
+        // B(p, j) = b[j·ldb + p]: the panel's columns are memory rows.
+        Layout::NT => {
+            for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
+                let out = &mut dst[panel * kc * nr..][..kc * nr];
+                copy_transposed(s, &b[j * ldb + p0..], ldb, nr.min(j0 + nc - j), kc, nr, out);
+            }
+        }
+    }
+}
+
+/// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide.
+#[inline(always)]
+fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
+    if t * 4 >= 64 {
+        // A panel row is at least a cache line: copy panel by panel, each read a whole line.
+        for (panel, x) in (0..width).step_by(t).enumerate() {
+            let out = &mut dst[panel * kc * t..][..kc * t];
+            copy_direct(&src[x..], ld, t.min(width - x), kc, t, out);
+        }
+    } else {
+        // Narrower panels would each use part of every line they read, and a line would leave
+        // L1 before the next panel got to it: go row by row instead, reading each line once.
+        for p in 0..kc {
+            let row = &src[p * ld..][..width];
+            let full = width / t;
+            for (panel, part) in row.chunks_exact(t).enumerate() {
+                dst[panel * kc * t + p * t..][..t].copy_from_slice(part);
+            }
+            let tail = row.chunks_exact(t).remainder();
+            if !tail.is_empty() {
+                let out = &mut dst[full * kc * t + p * t..][..t];
+                out[..tail.len()].copy_from_slice(tail);
+                out[tail.len()..].fill(0.0);
+            }
         }
     }
 }
@@ -81,14 +111,41 @@ fn copy_direct(src: &[f32], ld: usize, w: usize, kc: usize, t: usize, out: &mut 
 
 /// `out[p·t + x] = src[x·ld + p]` for `p < kc`, `x < w`; zero for `w <= x < t`.
 #[inline(always)]
-fn copy_transposed(src: &[f32], ld: usize, w: usize, kc: usize, t: usize, out: &mut [f32]) {
+fn copy_transposed<S: GemmKernel>(
+    s: S,
+    src: &[f32],
+    ld: usize,
+    w: usize,
+    kc: usize,
+    t: usize,
+    out: &mut [f32],
+) {
+    assert!(w <= t && out.len() >= kc * t);
+    assert!(w == 0 || kc == 0 || src.len() >= (w - 1) * ld + kc);
     if w < t {
-        out.fill(0.0);
+        out[..kc * t].fill(0.0);
     }
-    for x in 0..w {
-        let line = &src[x * ld..][..kc];
-        for (p, &v) in line.iter().enumerate() {
-            out[p * t + x] = v;
+    let (src, out) = (src.as_ptr(), out.as_mut_ptr());
+    // 8 lines × 8 depths at a time: each line is read 32 bytes at a time and each depth's
+    // values written together, so neither side strides through memory one float at a time.
+    for x0 in (0..w).step_by(8) {
+        let lw = 8.min(w - x0);
+        for p0 in (0..kc).step_by(8) {
+            let pd = 8.min(kc - p0);
+            // SAFETY: the block's reads are at (x0+x)·ld + p0+q <= (w-1)·ld + kc-1 < src.len()
+            // and its writes at (p0+q)·t + x0+x < kc·t <= out.len(), both asserted above.
+            unsafe {
+                let (from, to) = (src.add(x0 * ld + p0), out.add(p0 * t + x0));
+                if lw == 8 && pd == 8 {
+                    s.transpose8(from, ld, to, t);
+                } else {
+                    for q in 0..pd {
+                        for x in 0..lw {
+                            *to.add(q * t + x) = *from.add(x * ld + q);
+                        }
+                    }
+                }
+            }
         }
     }
 }
