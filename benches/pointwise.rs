@@ -5,7 +5,7 @@
 //! measures what this machine's memory gives a plain read and a plain copy, the yardstick the
 //! kernels are held to.
 
-use cllm::kernels::{adamw, bias, embedding, gelu, layernorm};
+use cllm::kernels::{adamw, bias, embedding, gelu, layernorm, residual};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
@@ -63,6 +63,18 @@ fn bench_stream(c: &mut Criterion) {
             dst.copy_from_slice(black_box(&src));
             black_box(&mut dst);
         })
+    });
+    g.finish();
+}
+
+fn bench_residual(c: &mut Criterion) {
+    // (B*T, C): one residual stream of the GPT-2 small training step.
+    let (a, b) = (random(N * C, 2), random(N * C, 3));
+    let mut out = vec![0.0f32; N * C];
+    let mut g = group(c, "residual");
+    g.throughput(Throughput::Bytes(3 * (N * C) as u64 * F));
+    g.bench_function("fwd/4096x768", |bench| {
+        bench.iter(|| residual::residual_fwd(&mut out, black_box(&a), black_box(&b), N * C).unwrap())
     });
     g.finish();
 }
@@ -191,6 +203,7 @@ fn bench_adamw(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_stream,
+    bench_residual,
     bench_bias,
     bench_layernorm,
     bench_gelu,
