@@ -8,5 +8,6 @@ pub mod checkpoint;
 pub mod model;
 pub mod sphere_tree;
 pub mod spheres;
+pub mod tokenizer;
 pub mod topology;
 pub mod train;
