@@ -267,7 +267,7 @@ fn random_text(rng: &mut StdRng) -> String {
 #[test]
 fn gpt2_random_text_matches_tiktoken_and_round_trips() {
     let mut rng = StdRng::seed_from_u64(5);
-    for _ in 0..2000 {
+    for _ in 0..1000 {
         let s = random_text(&mut rng);
         let ids = gpt2().encode_ordinary(&s);
         assert_eq!(ids, tiktoken().encode_ordinary(&s), "{s:?}");
@@ -499,4 +499,14 @@ fn file_errors_name_the_field_and_the_fix() {
 fn tokenizer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();
+}
+
+#[test]
+fn time_encode_counts_what_it_encodes() {
+    let docs = [STRESS, "hello world"];
+    let timing = cllm_engine::tokenizer::time_encode(gpt2(), &docs, 3);
+    assert_eq!(timing.bytes, STRESS.len() + 11);
+    let tokens = gpt2().encode_ordinary(STRESS).len() + gpt2().encode_ordinary("hello world").len();
+    assert_eq!(timing.tokens, tokens);
+    assert!(timing.median_s > 0.0 && timing.mb_per_s() > 0.0);
 }

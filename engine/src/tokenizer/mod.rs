@@ -382,17 +382,46 @@ pub fn gpt2_pieces(text: &str) -> Vec<&str> {
     v
 }
 
-/// Encodes `text` `repeats` times with `tokenizer` on this thread and returns (tokens of one
-/// pass, seconds per pass, median of the passes): the measurement behind `cllm-bench tokenize`.
-pub fn bench_encode(tokenizer: &Tokenizer, text: &str, repeats: usize) -> (usize, f64) {
-    let mut out = Vec::with_capacity(text.len() / 3);
-    let mut times = Vec::with_capacity(repeats.max(1));
-    for _ in 0..repeats.max(1) {
-        out.clear();
+/// Single-thread encoding throughput, measured by [`time_encode`].
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeTiming {
+    /// Bytes of text encoded per pass.
+    pub bytes: usize,
+    /// Tokens produced per pass.
+    pub tokens: usize,
+    /// Median seconds per pass.
+    pub median_s: f64,
+}
+
+impl EncodeTiming {
+    /// Throughput in MB (10^6 bytes of text) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.median_s / 1e6
+    }
+}
+
+/// Encodes every document of `docs` with [`Tokenizer::encode_ordinary_into`] on this thread,
+/// `passes` times (at least once), and reports the median pass: what `cllm-bench tokenize`
+/// prints.
+pub fn time_encode(tokenizer: &Tokenizer, docs: &[&str], passes: usize) -> EncodeTiming {
+    let bytes = docs.iter().map(|d| d.len()).sum();
+    let mut out = Vec::with_capacity(bytes / 3);
+    let mut times = Vec::with_capacity(passes.max(1));
+    let mut tokens = 0;
+    for _ in 0..passes.max(1) {
+        tokens = 0;
         let t = std::time::Instant::now();
-        tokenizer.encode_ordinary_into(text, &mut out);
+        for d in docs {
+            out.clear();
+            tokenizer.encode_ordinary_into(d, &mut out);
+            tokens += out.len();
+        }
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    (out.len(), times[times.len() / 2])
+    EncodeTiming {
+        bytes,
+        tokens,
+        median_s: times[times.len() / 2],
+    }
 }
