@@ -7,7 +7,7 @@
 //! `#version` line. GPT-2's ids are exactly our layout: the 256 byte tokens are ids 0..256,
 //! merge `i` (line `i + 2` of vocab.bpe) makes id `256 + i`, and `<|endoftext|>` is 50256.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -21,7 +21,7 @@ static ENCODER_JSON: &[u8] = include_bytes!("../../assets/gpt2/encoder.json");
 static VOCAB_BPE: &[u8] = include_bytes!("../../assets/gpt2/vocab.bpe");
 
 /// GPT-2's byte-to-unicode map: the character that stands for each byte.
-pub fn byte_to_unicode() -> [char; 256] {
+fn byte_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
@@ -195,13 +195,12 @@ impl Tokenizer {
                 ),
             ));
         }
-        let path: PathBuf = encoder_path.to_path_buf();
         Tokenizer::from_parts(
             byte_ids,
             merges,
             vec![ENDOFTEXT.to_string()],
             &Origin {
-                path: &path,
+                path: encoder_path,
                 fix: FIX,
             },
         )
