@@ -11,5 +11,6 @@ pub mod eval;
 pub mod model;
 pub mod sphere_tree;
 pub mod spheres;
+pub mod tokenizer;
 pub mod topology;
 pub mod train;
