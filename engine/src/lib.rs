@@ -6,6 +6,7 @@ pub use cllm_kernels as kernels;
 
 pub mod checkpoint;
 pub mod model;
+pub mod par_gemm;
 pub mod sphere_tree;
 pub mod spheres;
 pub mod topology;
