@@ -1,6 +1,8 @@
 //! `cllm-bench gemm`: sgemm GFLOP/s per shape and layout, against this core's measured FMA peak.
 
+use crate::pool::Pool;
 use anyhow::{bail, Context, Result};
+use cllm_engine::par_gemm::{par_sgemm, ParGemmScratch};
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use std::time::Instant;
 
@@ -53,9 +55,56 @@ pub struct GemmResult {
     pub gflops: f64,
 }
 
+/// What runs the GEMM: the single-threaded sgemm on this thread, or the parallel one on a pool.
+pub enum Runner<'p> {
+    Single(GemmScratch),
+    Pool(&'p Pool, ParGemmScratch),
+}
+
+impl Runner<'_> {
+    fn threads(&self) -> usize {
+        match self {
+            Runner::Single(_) => 1,
+            Runner::Pool(pool, _) => pool.count(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        layout: Layout,
+        (m, k, n): (usize, usize, usize),
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Runner::Single(ws) => gemm::sgemm(ws, layout, m, k, n, a, lda, b, ldb, c, n, false)?,
+            Runner::Pool(pool, ws) => par_sgemm(
+                &pool.spheres,
+                ws,
+                layout,
+                m,
+                k,
+                n,
+                a,
+                lda,
+                b,
+                ldb,
+                c,
+                n,
+                false,
+            )?,
+        }
+        Ok(())
+    }
+}
+
 /// Time `C = op(A)·op(B)` (overwrite) for `reps` runs after one warm-up; GFLOP/s from the median.
 pub fn measure(
-    ws: &mut GemmScratch,
+    runner: &mut Runner<'_>,
     (m, k, n): (usize, usize, usize),
     layout: Layout,
     reps: usize,
@@ -73,18 +122,17 @@ pub fn measure(
         .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
         .collect();
     let mut c = vec![0.0f32; m * n];
-    let mut run = |c: &mut [f32]| gemm::sgemm(ws, layout, m, k, n, &a, lda, &b, ldb, c, n, false);
-    run(&mut c)?;
+    runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
     let mut times: Vec<f64> = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
-        run(&mut c)?;
+        runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
         times.push(t.elapsed().as_secs_f64());
     }
     let median_s = crate::median(&mut times);
     Ok(GemmResult {
         shape: (m, k, n),
-        threads: 1,
+        threads: runner.threads(),
         median_s,
         gflops: 2.0 * (m * k * n) as f64 / median_s / 1e9,
     })
