@@ -20,18 +20,28 @@
 //! column split makes every worker pack all of A, so the grid follows the aspect ratio of C:
 //! 4096×768 on 2 workers splits M (2×1), 4096×3072 on 16 workers is a 4×4 grid.
 //!
-//! Row-split grids (`cols == 1`) write C in place: each worker's rows are a contiguous span of
-//! C that no other worker's span overlaps. In a column-split grid a worker's rows interleave
-//! with its neighbours' in memory, and a `&mut [f32]` covering its tile would overlap theirs,
-//! so the worker computes into a private buffer ([`TILE_FLOATS`], row chunks of it when the tile
+//! # Work stealing
+//!
+//! Each tile is cut across its rows into up to four pieces of at least two MC blocks
+//! ([`Grid::piece`]); the job is one [`Spheres::par_for_with`] over the pieces with
+//! [`Schedule::Stealing`], where worker `w`'s own share is exactly its tile. On an idle machine
+//! each worker computes its own tile; on a shared one a worker that finishes early takes the
+//! pieces a descheduled sibling has not started. A piece packs its columns of B again, about
+//! 1 % of its work at two MC blocks of rows.
+//!
+//! Row-split grids (`cols == 1`) write C in place: each piece's rows are a contiguous span of
+//! C that no other piece's span overlaps. In a column-split grid a piece's rows interleave
+//! with its neighbours' in memory, and a `&mut [f32]` covering it would overlap theirs, so the
+//! worker computes into a private buffer ([`TILE_FLOATS`], row chunks of it when the tile
 //! is larger) and copies each finished row piece to C (copying C in first when accumulating).
 //!
 //! # Determinism
 //!
-//! Tile edges on MR/NR multiples mean a worker runs exactly the microkernel calls the
+//! Piece edges on MR/NR multiples mean a worker runs exactly the microkernel calls the
 //! single-threaded sgemm runs for its elements (same panels, same zero padding at C's edges),
 //! and its K slices are the same (they depend only on K and KC). So the result is bit-identical
-//! to [`cllm_kernels::gemm::sgemm`] for any worker count and grid (tests check it bit for bit).
+//! to [`cllm_kernels::gemm::sgemm`] for any worker count, grid and stealing outcome (tests check
+//! it bit for bit).
 //!
 //! # Shared packed B panels: not done
 //!
@@ -59,7 +69,7 @@ use cllm_kernels::gemm::blocking::Blocking;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::ShapeError;
 
-use crate::spheres::{PerWorker, Spheres, SpheresError, WorkerCtx};
+use crate::spheres::{PerWorker, Schedule, Spheres, SpheresError};
 
 /// Floats in each worker's private C buffer for column-split grids (4 MiB) by default: a
 /// 1024 × 1024 tile, or row chunks of a larger one. Allocated once per worker; its pages are
@@ -152,14 +162,17 @@ impl ParGemmScratch {
     }
 }
 
-/// A split of C into `rows × cols` tiles; worker `w` gets tile (`w / cols`, `w % cols`), so
-/// neighbouring workers in tree order share rows of A.
+/// A split of C into `rows × cols` tiles; worker `w` starts on tile (`w / cols`, `w % cols`),
+/// so neighbouring workers in tree order share rows of A. Each tile is cut into `pieces` row
+/// pieces that idle workers may steal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grid {
     /// Tiles down M.
     pub rows: usize,
     /// Tiles across N.
     pub cols: usize,
+    /// Row pieces per tile: the units of work stealing (see [`Grid::piece`]).
+    pub pieces: usize,
     m: usize,
     n: usize,
     mr: usize,
@@ -180,6 +193,7 @@ impl Grid {
         let grid = |rows, cols| Grid {
             rows,
             cols,
+            pieces: 1,
             m,
             n,
             mr: blocking.mr,
@@ -197,7 +211,23 @@ impl Grid {
                 }
             }
         }
+        // Pieces of at least two MC blocks, at most four per tile: each piece packs its B
+        // columns again, which costs about 1 % at two MC blocks of rows per piece.
+        best.pieces = (best.largest().0 / (2 * blocking.mc)).clamp(1, 4);
         best
+    }
+
+    /// How many pieces of work there are: `rows · cols · pieces`.
+    pub fn tasks(&self) -> usize {
+        self.rows * self.cols * self.pieces
+    }
+
+    /// Piece `task` of the grid: tile `task / pieces` cut across its rows into `pieces` runs of
+    /// whole MR panels. Worker `w`'s static share of `0..tasks()` is exactly its tile.
+    pub fn piece(&self, task: usize) -> (Range<usize>, Range<usize>) {
+        let (rows, cols) = self.tile(task / self.pieces);
+        let part = split(rows.len(), self.mr, self.pieces, task % self.pieces);
+        (rows.start + part.start..rows.start + part.end, cols)
     }
 
     /// Worker `worker`'s tile: its rows and columns of C (empty ranges when the matrix has
@@ -268,8 +298,8 @@ fn chunk(tm: usize, tn: usize, b: Blocking, tile_floats: usize) -> (usize, usize
 #[derive(Clone, Copy)]
 struct CPtr(*mut f32);
 
-// SAFETY: the workers write through it only to their own tiles' elements, which are disjoint
-// (see `par_sgemm`), while the caller's `&mut [f32]` is held for the whole job.
+// SAFETY: the workers write through it only to the elements of the pieces they claimed, which
+// are disjoint (see `par_sgemm`), while the caller's `&mut [f32]` is held for the whole job.
 unsafe impl Sync for CPtr {}
 // SAFETY: as for Sync.
 unsafe impl Send for CPtr {}
@@ -340,22 +370,33 @@ pub fn par_sgemm(
         blocking,
         tile_floats: ws.tile_floats,
     };
-    spheres.run_with(&mut ws.workers, |ctx: &WorkerCtx<'_>, w| {
-        let (rows, cols) = grid.tile(ctx.index());
-        if rows.is_empty() || cols.is_empty() {
-            return;
-        }
-        if grid.cols == 1 {
-            // SAFETY: with one column of tiles each worker owns whole rows `rows` of C, so its
-            // span `rows.start·ldc .. (rows.end-1)·ldc + n` overlaps no other worker's; it
-            // lies inside C's checked span because rows.end <= m; `c` is borrowed mutably
-            // for the whole job.
-            let cw = unsafe { cp.slice(rows.start * ldc, (rows.len() - 1) * ldc + n) };
-            job.tile_in_place(&mut w.gemm, rows, cw);
-        } else {
-            job.tile_chunked(w, rows, cols, cp);
-        }
-    })?;
+    // Each worker starts on its own tile's pieces and, when done, takes pieces still waiting
+    // in other workers' tiles (siblings first): on a busy machine no worker waits for a slow
+    // one. Who computes a piece never changes its bits.
+    spheres.par_for_with(
+        &mut ws.workers,
+        0..grid.tasks(),
+        Schedule::Stealing { chunk: 1 },
+        |w, tasks| {
+            for task in tasks {
+                let (rows, cols) = grid.piece(task);
+                if rows.is_empty() || cols.is_empty() {
+                    continue;
+                }
+                if grid.cols == 1 {
+                    // SAFETY: with one column of tiles each piece is whole rows `rows` of C,
+                    // and pieces are disjoint row ranges handed out once each, so the span
+                    // `rows.start·ldc .. (rows.end-1)·ldc + n` overlaps no other piece's; it
+                    // lies inside C's checked span because rows.end <= m; `c` is borrowed
+                    // mutably for the whole job.
+                    let cw = unsafe { cp.slice(rows.start * ldc, (rows.len() - 1) * ldc + n) };
+                    job.rows_in_place(&mut w.gemm, rows, cw);
+                } else {
+                    job.piece_chunked(w, rows, cols, cp);
+                }
+            }
+        },
+    )?;
     Ok(())
 }
 
@@ -395,7 +436,7 @@ impl Job<'_> {
     }
 
     /// All of C's columns for `rows`, written in place (`c` starts at row `rows.start`).
-    fn tile_in_place(&self, ws: &mut GemmScratch, rows: Range<usize>, c: &mut [f32]) {
+    fn rows_in_place(&self, ws: &mut GemmScratch, rows: Range<usize>, c: &mut [f32]) {
         gemm::sgemm_unchecked(
             ws,
             self.layout,
@@ -412,9 +453,15 @@ impl Job<'_> {
         );
     }
 
-    /// The tile `rows × cols`, computed chunk by chunk in the worker's private buffer and
-    /// copied to C row piece by row piece.
-    fn tile_chunked(&self, w: &mut WorkerScratch, rows: Range<usize>, cols: Range<usize>, c: CPtr) {
+    /// The piece `rows × cols`, computed chunk by chunk in the worker's private buffer and
+    /// copied to C row by row.
+    fn piece_chunked(
+        &self,
+        w: &mut WorkerScratch,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        c: CPtr,
+    ) {
         let (rc, cc) = chunk(rows.len(), cols.len(), self.blocking, self.tile_floats);
         let ldc = self.ldc;
         'cols: for j0 in cols.clone().step_by(cc) {
@@ -426,7 +473,7 @@ impl Job<'_> {
                                                   // are disjoint) and lies inside C's checked span (i < m, j0 + nb <= n).
                 if self.accumulate {
                     for (r, line) in buf.chunks_exact_mut(nb).enumerate() {
-                        // SAFETY: a row piece of this worker's tile (above); lives for one copy.
+                        // SAFETY: a row of this worker's piece (above); lives for one copy.
                         let src = unsafe { c.slice((i0 + r) * ldc + j0, nb) };
                         line.copy_from_slice(src);
                     }
@@ -446,7 +493,7 @@ impl Job<'_> {
                     self.accumulate,
                 );
                 for (r, line) in buf.chunks_exact(nb).enumerate() {
-                    // SAFETY: a row piece of this worker's tile (above); lives for one copy.
+                    // SAFETY: a row of this worker's piece (above); lives for one copy.
                     let dst = unsafe { c.slice((i0 + r) * ldc + j0, nb) };
                     dst.copy_from_slice(line);
                 }
@@ -506,9 +553,11 @@ fn check_shapes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cllm_kernels::gemm::blocking::CacheSizes;
 
+    /// The AVX2 path's blocks on this machine's caches (32 KiB L1d, 512 KiB L2, 8 MiB L3).
     fn avx2_blocks() -> Blocking {
-        Blocking::custom(6, 16, 256, 256, 4096)
+        Blocking::for_caches(6, 16, CacheSizes::FALLBACK)
     }
 
     #[test]
@@ -540,6 +589,33 @@ mod tests {
         assert_eq!((g.rows, g.cols), (1, 2), "a wide C splits N");
         let g = Grid::choose((7, 3, 5), 5, b, TILE_FLOATS);
         assert_eq!(g.rows * g.cols, 5);
+    }
+
+    #[test]
+    fn pieces_cover_each_tile_and_shares_are_tiles() {
+        let b = Blocking::custom(6, 16, 12, 8, 32);
+        for ((m, n), workers) in [
+            ((4096, 768), 2),
+            ((100, 50), 3),
+            ((7, 300), 4),
+            ((61, 61), 6),
+        ] {
+            let g = Grid::choose((m, 64, n), workers, b, 600);
+            assert_eq!(g.tasks() % workers, 0);
+            for w in 0..workers {
+                let (rows, cols) = g.tile(w);
+                let mut next = rows.start;
+                for task in w * g.pieces..(w + 1) * g.pieces {
+                    let (r, c) = g.piece(task);
+                    assert_eq!((r.start, &c), (next, &cols), "{g:?} task {task}");
+                    assert!(r.start.is_multiple_of(6) || r.is_empty());
+                    next = r.end;
+                }
+                assert_eq!(next, rows.end);
+            }
+        }
+        let g = Grid::choose((4096, 768, 768), 2, avx2_blocks(), TILE_FLOATS);
+        assert_eq!(g.pieces, 4, "2048-row tiles: four pieces of 512 rows");
     }
 
     #[test]
