@@ -133,9 +133,10 @@ fn main() -> Result<()> {
                     Some(p) => println!("{}", p.summary()),
                     None => println!("single-threaded sgemm on the calling thread"),
                 }
+                println!("GF/cpu-s: GFLOP per second of CPU time the process got (all threads)");
                 println!(
-                    "{:>18} {:>6} {:>10} {:>10} {:>8} {:>6}",
-                    "MxKxN", "layout", "median ms", "GFLOP/s", "% peak", "grid"
+                    "{:>18} {:>6} {:>10} {:>10} {:>8} {:>6} {:>9}",
+                    "MxKxN", "layout", "median ms", "GFLOP/s", "% peak", "grid", "GF/cpu-s"
                 );
             }
             for &shape in &shapes {
@@ -169,17 +170,20 @@ fn main() -> Result<()> {
                                 "peak_gflops": round2(peak * r.threads as f64), "pct_peak": round2(pct),
                                 "median_ms": round2(r.median_s * 1e3), "reps": reps, "grid": grid,
                                 "cpus": pool.as_ref().map(Pool::cpus),
+                                "gflops_per_cpu_s": r.gflops_per_cpu_s.map(round2),
                             })
                         );
                     } else {
                         println!(
-                            "{:>18} {:>6} {:>10.2} {:>10.1} {:>7.1}% {:>6}",
+                            "{:>18} {:>6} {:>10.2} {:>10.1} {:>7.1}% {:>6} {:>9}",
                             format!("{m}x{k}x{n}"),
                             gemm::layout_name(layout),
                             r.median_s * 1e3,
                             r.gflops,
                             pct,
-                            grid
+                            grid,
+                            r.gflops_per_cpu_s
+                                .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"))
                         );
                     }
                 }
