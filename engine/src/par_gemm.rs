@@ -47,21 +47,41 @@
 //!
 //! BLIS-style threading packs each KC×NC block of B once and lets the workers of a row split
 //! share it behind a barrier. The gemm module keeps its packing private, so sharing would need a
-//! second packing path; it was measured whether it could pay. Packing all of B is what a row
-//! split duplicates: for 4096×768×768 on 2 workers each worker packs B (768×768, 0.6 M floats)
-//! once against 2048×768×768 multiply-adds of its own. Measured on this 2-core machine
-//! (`cllm-bench gemm --threads 1 --shape 6x768x768` times a B pack plus a negligible sliver of
-//! compute; `--shape 2048x768x768` the worker's whole share): 0.25 ms against 37 ms, 0.7 %.
-//! Sharing could save at most that, minus a barrier per KC×NC block; it does not pay here.
-//! On wide machines the grid keeps the duplicated packing small instead (a 4×4 grid packs a
-//! quarter of B per worker).
+//! second packing path; whether it could pay was measured first. Packing B is what a row split
+//! duplicates: for 4096×768×768 on 2 workers each worker packs all of B (768×768) against
+//! 2048×768×768 multiply-adds of its own. `cllm-bench gemm --threads 1 --shape 6x768x768
+//! --shape 2048x768x768` times one B pack plus a sliver of compute, then one worker's whole
+//! share: 0.36 ms against 245 ms on the busy machine (0.15 %); even against the ~27 ms the share
+//! would take on an idle core at ~90 GFLOP/s it is under 1.5 %, and stealing pieces repack at most four times
+//! that. Sharing could save no more, minus a barrier per KC×NC block: it does not pay at these
+//! shapes. On wide machines the 2-D grid keeps duplicated packing small instead (a 4×4 grid
+//! packs a quarter of B per worker).
 //!
-//! # Measured (2-core AMD EPYC, AVX2, shared and busy while measured)
+//! # Measured (2-core AMD EPYC, AVX2; shared and saturated while measured: load average 9–12)
 //!
-//! Side by side in one run, medians, `cargo build --release -p cllm-tools` then
-//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2 --layouts nn` and
-//! `cllm-bench gemm --threads 1` / `--threads 2` back to back: see the figures in
-//! docs of the branch report; the ratios, not the absolute GFLOP/s, are what carry over.
+//! The machine's scheduler gave this process about a third of one CPU whatever its thread
+//! count, so wall-clock speed-ups and peer ratios were noise (2 threads / 1 thread: 0.88–1.06;
+//! cllm / numpy at 2 threads: 0.81–1.30 across runs of `python3 scripts/peers/gemm_vs_numpy.py
+//! --threads 2 --layouts nn`). What the run did with the CPU it got is measurable:
+//! `cllm-bench gemm` reports GFLOP per CPU-second of the whole process, and 2 threads against 1,
+//! alternated back to back (two runs each, `--reps 5`, nn), reached
+//!
+//! | M×K×N          | GFLOP/cpu-s 1 thread | 2 threads | efficiency |
+//! |----------------|----------------------|-----------|------------|
+//! | 1024×1024×1024 | 33.6                 | 33.0      | 0.98       |
+//! | 4096×768×768   | 33.8                 | 31.8      | 0.94       |
+//! | 4096×768×2304  | 34.1                 | 33.2      | 0.97       |
+//! | 4096×768×3072  | 34.8                 | 33.0      | 0.95       |
+//! | 4096×3072×768  | 33.2                 | 33.0      | 0.99       |
+//!
+//! so two whole cores would give about 1.9× one (the ≥ 1.85× target), unconfirmed by wall
+//! time until the machine is quiet. Rerun: `cargo build --release -p cllm-tools`, then
+//! `cllm-bench gemm --threads 1` and `--threads 2` back to back, and
+//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`.
+//!
+//! Same session: `cllm-bench reduce --threads 2` (30 M floats per worker, 360 MB read + written
+//! per reduce) 4.9 GB/s, bit-identical over repeats, while `cllm-bench peak` read 3.2 GB/s on
+//! one thread; `cllm-bench barrier --threads 2` 3.3 µs per round trip.
 
 use std::ops::Range;
 

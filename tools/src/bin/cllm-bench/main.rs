@@ -208,6 +208,12 @@ fn main() -> Result<()> {
                         "cpus": pool.cpus(),
                     })
                 );
+            } else if pool.count() == 1 {
+                println!("{}", pool.summary());
+                println!(
+                    "reduce: one worker, nothing to move ({:.2} ms for the job)",
+                    r.median_s * 1e3
+                );
             } else {
                 println!("{}", pool.summary());
                 println!(
