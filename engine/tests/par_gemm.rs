@@ -211,8 +211,9 @@ fn assert_bits(got: &[f32], want: &[f32], what: &str) {
 
 const SIZES: [usize; 6] = [1, 5, 7, 17, 33, 65];
 
-/// Small block sizes so every blocking loop (and the column-split chunking) runs several times.
-const SMALL_BLOCKS: (usize, usize, usize) = (12, 8, 32);
+/// Small block sizes so every blocking loop (and the column-split chunking) runs several times,
+/// and tiles of 48 rows or more are cut into several pieces that workers may steal.
+const SMALL_BLOCKS: (usize, usize, usize) = (6, 8, 32);
 
 fn check_trees(trees: &[SphereTree], cases: &[Case], blocks: (usize, usize, usize), tile: usize) {
     let (mc, kc, nc) = blocks;
@@ -275,7 +276,13 @@ fn bit_identical_on_2d_grids_and_chunked_tiles() {
     let mut cases = Vec::new();
     for layout in Layout::ALL {
         for accumulate in [false, true] {
-            for (m, k, n) in [(13, 70, 400), (40, 5, 301), (64, 2, 97), (70, 40, 70)] {
+            for (m, k, n) in [
+                (13, 70, 400),
+                (40, 5, 301),
+                (64, 2, 97),
+                (70, 40, 70),
+                (200, 9, 40),
+            ] {
                 cases.push(Case {
                     layout,
                     m,
@@ -296,9 +303,11 @@ fn bit_identical_on_2d_grids_and_chunked_tiles() {
         check_trees(&[tree], &cases, SMALL_BLOCKS, tile);
     }
     // Some of these really are 2-D and chunked (the grid choice is the code's, so check).
-    let b = cllm_kernels::gemm::blocking::Blocking::custom(6, 16, 12, 8, 32);
+    let b = cllm_kernels::gemm::blocking::Blocking::custom(6, 16, 6, 8, 32);
     let g = Grid::choose((13, 70, 400), 4, b, 96);
     assert!(g.cols > 1, "expected a column split, got {g:?}");
+    let g = Grid::choose((200, 9, 40), 2, b, 96);
+    assert!(g.pieces > 1, "expected stealable pieces, got {g:?}");
 }
 
 #[test]
