@@ -2,7 +2,7 @@
 //!
 //! [`par_sgemm`] takes the arguments of [`cllm_kernels::gemm::sgemm`] plus a [`Spheres`] pool
 //! and a [`ParGemmScratch`] (each worker's packing buffers, made once on that worker so their
-//! pages are first touched there). One call is one [`Spheres::run`] job and allocates nothing.
+//! pages are first touched there). One call is one pool job and allocates nothing.
 //!
 //! # Split
 //!
@@ -322,8 +322,6 @@ struct CPtr(*mut f32);
 // SAFETY: the workers write through it only to the elements of the pieces they claimed, which
 // are disjoint (see `par_sgemm`), while the caller's `&mut [f32]` is held for the whole job.
 unsafe impl Sync for CPtr {}
-// SAFETY: as for Sync.
-unsafe impl Send for CPtr {}
 
 impl CPtr {
     /// # Safety
@@ -339,8 +337,8 @@ impl CPtr {
 /// `C = op(A) · op(B)` (or `C += ...` when `accumulate`) on every worker of `spheres`, with the
 /// arguments and meaning of [`cllm_kernels::gemm::sgemm`] (row-major, strides as stored).
 ///
-/// The result is bit-identical to `sgemm`'s. One [`Spheres::run`] job per call; nothing is
-/// allocated. Fails with `sgemm`'s [`ShapeError`] before any work starts, or with a
+/// The result is bit-identical to `sgemm`'s. One pool job per call (a stealing
+/// [`Spheres::par_for_with`] over the grid's pieces); nothing is allocated. Fails with `sgemm`'s [`ShapeError`] before any work starts, or with a
 /// [`SpheresError`] (e.g. `ws` was made for a pool of another size).
 #[allow(clippy::too_many_arguments)]
 pub fn par_sgemm(
