@@ -9,6 +9,7 @@ pub mod clean;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod par_gemm;
 pub mod sphere_tree;
 pub mod spheres;
 pub mod tokenizer;
