@@ -1,5 +1,6 @@
 //! cllm-bench: one-command benchmarks that measure the machine's own limits in the same run.
 
+mod data;
 mod gemm;
 mod machine;
 mod pool;
@@ -81,6 +82,30 @@ enum Command {
         /// Print only the available paths, space-separated (for scripts).
         #[arg(long)]
         available: bool,
+    },
+    /// GPT-2 encoding MB/s over a corpus (one document per file), single thread or on N workers.
+    Tokenize {
+        /// A file, directory or glob of text.
+        #[arg(long, default_value = "../shared/corpora/shakespeare")]
+        input: String,
+        /// Encode on N sphere workers (default: one thread, no pool).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The loader's GB/s serving shuffled (B, T) windows from page-cache shards.
+    Loader {
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 20000)]
+        batches: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s).
     Peak {
@@ -278,6 +303,41 @@ fn main() -> Result<()> {
                     "active: {isa} (CLLM_ISA forces one of: {})",
                     names.join(", ")
                 );
+            }
+        }
+        Command::Tokenize {
+            input,
+            threads,
+            passes,
+            json,
+        } => {
+            let pool = threads.map(|n| pool::Pool::start(Some(n))).transpose()?;
+            let r = data::tokenize(&input, pool.as_ref().map(|p| &p.spheres), passes)?;
+            let mbs = r.bytes as f64 / r.median_s / 1e6;
+            let threads = pool.as_ref().map_or(1, |p| p.spheres.count());
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "tokenize", "tokenizer": "gpt2", "threads": threads, "bytes": r.bytes, "tokens": r.tokens, "mb_per_s": round2(mbs)})
+                );
+            } else {
+                println!("gpt2 encoding, {threads} thread(s): {:.1} MB -> {} tokens in {:.3} s (median of {passes}): {mbs:.1} MB/s", r.bytes as f64 / 1e6, r.tokens, r.median_s);
+            }
+        }
+        Command::Loader {
+            batch,
+            seq,
+            batches,
+            json,
+        } => {
+            let (gbs, us) = data::loader(batch, seq, batches)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "loader", "batch": batch, "seq": seq, "gb_per_s": round2(gbs), "us_per_batch": round2(us)})
+                );
+            } else {
+                println!("loader B={batch} T={seq}: {us:.2} µs per batch, {gbs:.2} GB/s of input tokens (u32)");
             }
         }
         Command::Peak { json } => {
