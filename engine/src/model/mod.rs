@@ -8,5 +8,5 @@ mod params;
 
 pub use acts::{ActLayout, LayerActs};
 pub use config::{GptConfig, VOCAB_PAD};
-pub use gpt::{Gpt, ModelError, Workspace, LN_EPS};
+pub use gpt::{Gpt, ModelError, Workspace, LN_EPS, LOGIT_CHUNK};
 pub use params::{LayerRanges, ParamLayout, TensorSpec};
