@@ -679,6 +679,17 @@ impl Workspace {
         Workspace::build(model, b, t, LOGIT_CHUNK, false)
     }
 
+    /// [`Workspace::for_training`] with logits for `logit_rows` rows at a time (for tuning and
+    /// tests; at least 1).
+    pub fn for_training_with_chunk(
+        model: &Gpt,
+        b: usize,
+        t: usize,
+        logit_rows: usize,
+    ) -> Workspace {
+        Workspace::build(model, b, t, logit_rows.max(1), false)
+    }
+
     fn build(model: &Gpt, b: usize, t: usize, logit_rows: usize, own_grads: bool) -> Workspace {
         let cfg = model.config();
         let acts_layout = ActLayout::with_logit_rows(cfg, b, t, logit_rows);
