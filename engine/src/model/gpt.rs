@@ -17,6 +17,10 @@
 //! The backward keeps one running residual gradient (B, T, C) through all blocks: LayerNorm's
 //! backward accumulates into it, and each block's branch gradients reuse the same few scratch
 //! buffers, so the activation-gradient arena is 10·B·T·C floats whatever L is.
+//!
+//! GEMMs go through `sgemm_unchecked`: the shapes come from the layouts (a mismatch is a bug and
+//! panics), and the checked `sgemm` builds its error context on every call, which would allocate
+//! in the training step.
 
 use super::acts::ActLayout;
 use super::params::ParamLayout;
@@ -153,7 +157,7 @@ impl Gpt {
         while r0 < bt {
             let n = rows.min(bt - r0);
             // logits (n, Vp) = lnf rows (n, C) · wteᵀ, wte stored (Vp, C).
-            gemm::sgemm(
+            gemm::sgemm_unchecked(
                 &mut ws.gemm,
                 Layout::NT,
                 n,
@@ -166,7 +170,7 @@ impl Gpt {
                 logits,
                 vp,
                 false,
-            )?;
+            );
             if targets.is_some() {
                 loss::softmax_xent_fwd(
                     &mut losses[r0..r0 + n],
@@ -253,7 +257,7 @@ impl Gpt {
                 &mut ws.acts,
                 [al.lnf.clone(), al.logits.clone(), al.losses.clone()],
             );
-            gemm::sgemm(
+            gemm::sgemm_unchecked(
                 &mut ws.gemm,
                 Layout::NT,
                 n,
@@ -266,7 +270,7 @@ impl Gpt {
                 logits,
                 vp,
                 false,
-            )?;
+            );
             loss::softmax_xent_fwd_bwd_inplace(
                 logits,
                 &mut losses[r0..r0 + n],
@@ -474,7 +478,7 @@ impl Gpt {
         let dlnf = &mut ws.dacts[ws.dacts_layout.dsmall.clone()];
         let wte = &self.params[self.layout.wte.clone()];
         // dlnf rows (n, C) = dlogits (n, Vp) · wte (Vp, C).
-        gemm::sgemm(
+        gemm::sgemm_unchecked(
             &mut ws.gemm,
             Layout::NN,
             n,
@@ -487,9 +491,9 @@ impl Gpt {
             &mut dlnf[r0 * c..],
             c,
             false,
-        )?;
+        );
         // dwte (Vp, C) += dlogitsᵀ · lnf rows: dlogits stored (n, Vp) is Aᵀ.
-        gemm::sgemm(
+        gemm::sgemm_unchecked(
             &mut ws.gemm,
             Layout::TN,
             vp,
@@ -502,7 +506,7 @@ impl Gpt {
             &mut grads[self.layout.wte.clone()],
             c,
             true,
-        )?;
+        );
         Ok(())
     }
 
@@ -790,7 +794,7 @@ fn matmul_fwd(
     ic: usize,
     oc: usize,
 ) -> Result<(), ShapeError> {
-    gemm::sgemm(gemm, Layout::NN, n, ic, oc, inp, ic, w, oc, out, oc, false)?;
+    gemm::sgemm_unchecked(gemm, Layout::NN, n, ic, oc, inp, ic, w, oc, out, oc, false);
     cllm_kernels::bias::bias_fwd(out, bias, n, oc)
 }
 
@@ -808,7 +812,7 @@ fn matmul_bwd(
     ic: usize,
     oc: usize,
 ) -> Result<(), ShapeError> {
-    gemm::sgemm(
+    gemm::sgemm_unchecked(
         gemm,
         Layout::NT,
         n,
@@ -821,7 +825,7 @@ fn matmul_bwd(
         dinp,
         ic,
         false,
-    )?;
-    gemm::sgemm(gemm, Layout::TN, ic, n, oc, inp, ic, dout, oc, dw, oc, true)?;
+    );
+    gemm::sgemm_unchecked(gemm, Layout::TN, ic, n, oc, inp, ic, dout, oc, dw, oc, true);
     cllm_kernels::bias::bias_bwd(dbias, dout, n, oc)
 }
