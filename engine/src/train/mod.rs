@@ -1,6 +1,7 @@
 //! Training: the data-parallel [`Trainer`], optimizers, gradient clipping, learning-rate
 //! schedules, and checkpoints with the full training state.
 
+pub mod bench;
 mod checkpoint;
 mod optim;
 mod rng;

@@ -138,7 +138,7 @@ impl Trainer {
                 config.batch, config.seq_len, config.grad_accum
             )));
         }
-        if config.batch % workers != 0 {
+        if !config.batch.is_multiple_of(workers) {
             return Err(TrainError::BatchNotDivisible {
                 batch: config.batch,
                 workers,
