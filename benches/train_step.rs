@@ -4,7 +4,7 @@
 //! `python ../shared/peers/torch_gpt_bench.py train THREADS VOCAB`.
 //!
 //! `cargo bench --bench train_step [-- V THREADS [B T L]]`; CLLM_BENCH_STEPS sets the timed steps (6),
-//! CLLM_BENCH_WARMUP the untimed ones (2). Smaller B, T, L are for profiling under callgrind.
+//! CLLM_BENCH_WARMUP the untimed ones (2), CLLM_BENCH_PEAK a known peak in GFLOP/s. Smaller B, T, L are for profiling under callgrind.
 
 use std::time::Instant;
 
@@ -49,7 +49,11 @@ fn main() {
     let arg = |i: usize, d: usize| args.get(i).map_or(d, |a| a.parse().expect("a number"));
     let (steps, warmup) = (env("CLLM_BENCH_STEPS", 6), env("CLLM_BENCH_WARMUP", 2));
     let (batch, seq_len, layers) = (arg(2, 8), arg(3, 256), arg(4, 6));
-    let peak = fma_peak_gflops();
+    // CLLM_BENCH_PEAK=GFLOPS skips the measurement (e.g. under callgrind).
+    let peak = std::env::var("CLLM_BENCH_PEAK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(fma_peak_gflops);
     println!("FMA peak {peak:.1} GFLOP/s per core (measured now)");
     let cpus = allowed_cpus().expect("allowed CPUs");
     for &v in &vocabs {
