@@ -9,7 +9,7 @@ mod schedule;
 mod trainer;
 
 pub use checkpoint::{Resumed, SaveOptions, Saved, OPTIMIZER_FILE, TRAINER_STATE_FILE};
-pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind};
+pub use optim::{clip_grad_norm, grad_norm, update_part, Optimizer, OptimizerKind};
 pub use rng::Rng;
 pub use schedule::Schedule;
 pub use trainer::{MemoryPlan, StepStats, TrainConfig, TrainError, Trainer};

@@ -15,8 +15,10 @@
 //! is sequential and the reduction order depends only on the tree.
 
 use std::error::Error;
+use std::slice;
 use std::sync::{Mutex, PoisonError};
 
+use super::optim::update_part;
 use super::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind, Rng, Schedule};
 use crate::checkpoint::CheckpointError;
 use crate::model::{Gpt, ModelError, Workspace};
@@ -95,6 +97,18 @@ pub enum TrainError {
     #[error("{file}: {problem}")]
     State { file: String, problem: String },
 }
+
+/// The optimizer's arenas, shared with the workers of one update job.
+struct Arenas {
+    params: *mut f32,
+    grads: *const f32,
+    m: *mut f32,
+    v: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced inside `Trainer::parallel_update`'s job, each worker
+// on its own disjoint part, while the trainer's borrows keep the arenas alive and unaliased.
+unsafe impl Sync for Arenas {}
 
 /// One worker's state; locked only by that worker during a job (never contended).
 pub(super) struct WorkerState {
@@ -290,8 +304,7 @@ impl Trainer {
             clip_grad_norm(grads, max_norm);
         }
         let lr = self.config.schedule.lr(step as usize);
-        self.optimizer
-            .update(&self.model.layout, &mut self.model.params, grads, lr);
+        self.parallel_update(lr)?;
         self.step += 1;
         Ok(StepStats {
             step,
@@ -337,6 +350,47 @@ impl Trainer {
             .map(|i| self.worker(i).loss_sum)
             .sum();
         Ok((sum / (batch * seq_len) as f64) as f32)
+    }
+
+    /// The optimizer update with the arena split over the workers in parts of whole 64-float
+    /// blocks (the same result as one serial update; see [`update_part`]).
+    fn parallel_update(&mut self, lr: f32) -> Result<(), TrainError> {
+        const BLOCK: usize = 64;
+        let opt = &mut self.optimizer;
+        opt.step += 1;
+        let (kind, step, layout) = (opt.kind, opt.step, &self.model.layout);
+        let total = layout.total;
+        let has_v = !opt.v.is_empty();
+        let arena = Arenas {
+            params: self.model.params.as_mut_ptr(),
+            grads: self.grads.output().as_ptr(),
+            m: opt.m.as_mut_ptr(),
+            v: opt.v.as_mut_ptr(),
+        };
+        let arena = &arena;
+        self.spheres.run(|ctx| {
+            let blocks = ctx.share(0..total.div_ceil(BLOCK));
+            let part = (blocks.start * BLOCK).min(total)..(blocks.end * BLOCK).min(total);
+            let len = part.len();
+            // SAFETY: the four arenas hold `total` floats each (`v` none for SGD, then unused)
+            // and stay borrowed by this call until the job ends; `share` gives the workers
+            // disjoint block ranges, so each element is reached through one slice only, and
+            // `grads` is only read.
+            let (params, grads, m, v) = unsafe {
+                (
+                    slice::from_raw_parts_mut(arena.params.add(part.start), len),
+                    slice::from_raw_parts(arena.grads.add(part.start), len),
+                    slice::from_raw_parts_mut(arena.m.add(part.start), len),
+                    if has_v {
+                        slice::from_raw_parts_mut(arena.v.add(part.start), len)
+                    } else {
+                        &mut []
+                    },
+                )
+            };
+            update_part(kind, step, layout, part, params, grads, m, v, lr);
+        })?;
+        Ok(())
     }
 
     fn worker(&self, i: usize) -> std::sync::MutexGuard<'_, WorkerState> {
