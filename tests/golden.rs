@@ -164,3 +164,60 @@ fn forward_backward_and_adamw_match_hugging_face() {
         );
     }
 }
+
+/// The same 10 AdamW steps through the data-parallel trainer: one worker on the (B, T) batch,
+/// and two workers on the batch written twice (the mean over 2B rows of duplicated data is the
+/// same loss and gradient), each loss within 1e-4 of PyTorch's.
+#[test]
+fn trainer_with_one_and_two_workers_matches_hugging_face() {
+    use cllm::engine::sphere_tree::SphereTree;
+    use cllm::engine::spheres::Spheres;
+    use cllm::engine::train::{Schedule, TrainConfig, Trainer};
+
+    let dir = golden_dir();
+    let expect = Expect::load();
+    let (x, shape) = expect.ids("x");
+    let (y, _) = expect.ids("y");
+    let (b, t) = (shape[0], shape[1]);
+    let opt = expect.optimizer();
+    let num = |k: &str| opt[k].as_f64().unwrap();
+    let cpus = cllm::engine::topology::allowed_cpus().unwrap();
+    for workers in [1, 2] {
+        let (model, _) = Gpt::from_hf_dir(&dir).unwrap();
+        let picked: Vec<usize> = (0..workers).map(|i| cpus[i % cpus.len()]).collect();
+        let spheres = Spheres::new(&SphereTree::flat(&picked)).unwrap();
+        let config = TrainConfig {
+            batch: b * workers,
+            seq_len: t,
+            grad_accum: 1,
+            optimizer: OptimizerKind::AdamW {
+                beta1: num("beta1"),
+                beta2: num("beta2"),
+                eps: num("eps"),
+                weight_decay: num("weight_decay"),
+            },
+            schedule: Schedule::Constant {
+                lr: num("lr") as f32,
+            },
+            clip: Some(num("clip") as f32),
+            seed: 0,
+        };
+        let mut trainer = Trainer::new(model, config, spheres).unwrap();
+        for (step, &want) in expect.f64s("step_losses").iter().enumerate() {
+            let stats = trainer
+                .step(|tokens: &mut [u32], targets: &mut [u32]| {
+                    for w in 0..workers {
+                        tokens[w * b * t..(w + 1) * b * t].copy_from_slice(&x);
+                        targets[w * b * t..(w + 1) * b * t].copy_from_slice(&y);
+                    }
+                    Ok::<_, std::convert::Infallible>(())
+                })
+                .unwrap();
+            assert!(
+                (stats.loss as f64 - want).abs() <= 1e-4,
+                "{workers} workers, step {step}: loss {} vs {want}",
+                stats.loss
+            );
+        }
+    }
+}

@@ -34,13 +34,24 @@ pub struct ActLayout {
     pub lnf: Range<usize>,      // (B, T, C)
     pub lnf_mean: Range<usize>, // (B, T)
     pub lnf_rstd: Range<usize>, // (B, T)
-    pub logits: Range<usize>,   // (B, T, Vp)  overwritten in place by dlogits in backward
-    pub losses: Range<usize>,   // (B, T)
+    /// (R, Vp) with R = `logit_rows`: all B*T rows for a full workspace (overwritten in place by
+    /// dlogits in backward), or one chunk of rows for a training workspace.
+    pub logits: Range<usize>,
+    /// R: the rows the logits buffer holds.
+    pub logit_rows: usize,
+    pub losses: Range<usize>, // (B, T)
     pub total: usize,
 }
 
 impl ActLayout {
+    /// The map with logits for every (B, T) position.
     pub fn new(config: &GptConfig, b: usize, t: usize) -> ActLayout {
+        ActLayout::with_logit_rows(config, b, t, b * t)
+    }
+
+    /// The map with a logits buffer of `logit_rows` rows (at most B*T).
+    pub fn with_logit_rows(config: &GptConfig, b: usize, t: usize, logit_rows: usize) -> ActLayout {
+        let logit_rows = logit_rows.min(b * t);
         let (c, nh, vp) = (config.n_embd, config.n_head, config.padded_vocab());
         let bt = b * t;
         let mut at = 0usize;
@@ -72,7 +83,7 @@ impl ActLayout {
         let lnf = take(bt * c);
         let lnf_mean = take(bt);
         let lnf_rstd = take(bt);
-        let logits = take(bt * vp);
+        let logits = take(logit_rows * vp);
         let losses = take(bt);
         ActLayout {
             b,
@@ -83,6 +94,7 @@ impl ActLayout {
             lnf_mean,
             lnf_rstd,
             logits,
+            logit_rows,
             losses,
             total: at,
         }

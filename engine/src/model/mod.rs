@@ -3,10 +3,12 @@
 mod acts;
 mod config;
 mod gpt;
+mod init;
 mod io;
 mod params;
 
 pub use acts::{ActLayout, LayerActs};
 pub use config::{GptConfig, VOCAB_PAD};
-pub use gpt::{Gpt, ModelError, Workspace, LN_EPS};
+pub use gpt::{Gpt, ModelError, Workspace, LN_EPS, LOGIT_CHUNK};
+pub use init::INIT_STD;
 pub use params::{LayerRanges, ParamLayout, TensorSpec};

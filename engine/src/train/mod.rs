@@ -1,7 +1,15 @@
-//! Training: optimizers, gradient clipping and learning-rate schedules.
+//! Training: the data-parallel [`Trainer`], optimizers, gradient clipping, learning-rate
+//! schedules, and checkpoints with the full training state.
 
+pub mod bench;
+mod checkpoint;
 mod optim;
+mod rng;
 mod schedule;
+mod trainer;
 
-pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind};
+pub use checkpoint::{Resumed, SaveOptions, Saved, OPTIMIZER_FILE, TRAINER_STATE_FILE};
+pub use optim::{clip_grad_norm, grad_norm, update_part, Optimizer, OptimizerKind};
+pub use rng::Rng;
 pub use schedule::Schedule;
+pub use trainer::{MemoryPlan, StepStats, TrainConfig, TrainError, Trainer};

@@ -4,6 +4,7 @@
 
 use crate::model::ParamLayout;
 use cllm_kernels::adamw::{self, AdamWHparams};
+use std::ops::Range;
 
 /// Which update rule, with its hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,55 +53,89 @@ impl Optimizer {
     /// Apply one update with learning rate `lr` to every named tensor.
     pub fn update(&mut self, layout: &ParamLayout, params: &mut [f32], grads: &[f32], lr: f32) {
         self.step += 1;
-        for t in &layout.tensors {
-            let r = t.range.clone();
-            match self.kind {
-                OptimizerKind::AdamW {
+        update_part(
+            self.kind,
+            self.step,
+            layout,
+            0..layout.total,
+            params,
+            grads,
+            &mut self.m,
+            &mut self.v,
+            lr,
+        );
+    }
+}
+
+/// Update `step` (1-based) of `kind` applied only to the arena elements `part`: `params`,
+/// `grads`, `m` and `v` are those elements (`v` empty for SGD). Every element's update depends
+/// only on its own values, so splitting the arena into parts (one per worker) changes nothing
+/// as long as the kernel treats an element alike wherever the part starts; parts starting on
+/// multiples of 64 floats keep even the SIMD lanes the same.
+#[allow(clippy::too_many_arguments)]
+pub fn update_part(
+    kind: OptimizerKind,
+    step: u64,
+    layout: &ParamLayout,
+    part: Range<usize>,
+    params: &mut [f32],
+    grads: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f32,
+) {
+    for t in &layout.tensors {
+        let (lo, hi) = (t.range.start.max(part.start), t.range.end.min(part.end));
+        if lo >= hi {
+            continue;
+        }
+        let r = lo - part.start..hi - part.start;
+        match kind {
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let h = AdamWHparams {
+                    lr: lr as f64,
                     beta1,
                     beta2,
                     eps,
-                    weight_decay,
-                } => {
-                    let h = AdamWHparams {
-                        lr: lr as f64,
-                        beta1,
-                        beta2,
-                        eps,
-                        weight_decay: if t.decay { weight_decay } else { 0.0 },
-                        step: self.step,
-                    };
-                    adamw::adamw_step_unchecked(
-                        &mut params[r.clone()],
-                        &grads[r.clone()],
-                        &mut self.m[r.clone()],
-                        &mut self.v[r],
-                        &h,
-                    );
-                }
-                OptimizerKind::Sgd {
-                    momentum,
-                    dampening,
-                    nesterov,
-                    weight_decay,
-                } => {
-                    let wd = if t.decay { weight_decay } else { 0.0 };
-                    let first = self.step == 1;
-                    for ((p, &g), buf) in params[r.clone()]
-                        .iter_mut()
-                        .zip(&grads[r.clone()])
-                        .zip(&mut self.m[r])
-                    {
-                        let mut d = g + wd * *p;
-                        if momentum != 0.0 {
-                            *buf = if first {
-                                d
-                            } else {
-                                momentum * *buf + (1.0 - dampening) * d
-                            };
-                            d = if nesterov { d + momentum * *buf } else { *buf };
-                        }
-                        *p -= lr * d;
+                    weight_decay: if t.decay { weight_decay } else { 0.0 },
+                    step,
+                };
+                adamw::adamw_step_unchecked(
+                    &mut params[r.clone()],
+                    &grads[r.clone()],
+                    &mut m[r.clone()],
+                    &mut v[r],
+                    &h,
+                );
+            }
+            OptimizerKind::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => {
+                let wd = if t.decay { weight_decay } else { 0.0 };
+                let first = step == 1;
+                for ((p, &g), buf) in params[r.clone()]
+                    .iter_mut()
+                    .zip(&grads[r.clone()])
+                    .zip(&mut m[r])
+                {
+                    let mut d = g + wd * *p;
+                    if momentum != 0.0 {
+                        *buf = if first {
+                            d
+                        } else {
+                            momentum * *buf + (1.0 - dampening) * d
+                        };
+                        d = if nesterov { d + momentum * *buf } else { *buf };
                     }
+                    *p -= lr * d;
                 }
             }
         }

@@ -1,0 +1,298 @@
+//! The data-parallel trainer: worker counts, accumulation, determinism, errors, and checkpoints
+//! that resume bit for bit.
+
+use cllm_engine::model::{Gpt, GptConfig, Workspace};
+use cllm_engine::sphere_tree::SphereTree;
+use cllm_engine::spheres::Spheres;
+use cllm_engine::topology::allowed_cpus;
+use cllm_engine::train::{
+    OptimizerKind, Rng, SaveOptions, Schedule, StepStats, TrainConfig, TrainError, Trainer,
+};
+use serde_json::json;
+use std::convert::Infallible;
+
+const CFG: GptConfig = GptConfig {
+    vocab_size: 70,
+    n_positions: 32,
+    n_embd: 32,
+    n_layer: 2,
+    n_head: 4,
+};
+
+fn spheres(workers: usize) -> Spheres {
+    let cpus = allowed_cpus().unwrap();
+    let picked: Vec<usize> = (0..workers).map(|i| cpus[i % cpus.len()]).collect();
+    Spheres::new(&SphereTree::flat(&picked)).unwrap()
+}
+
+fn config(batch: usize, grad_accum: usize) -> TrainConfig {
+    TrainConfig {
+        batch,
+        seq_len: 16,
+        grad_accum,
+        optimizer: OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+        schedule: Schedule::Cosine {
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup: 2,
+            total: 10,
+        },
+        clip: Some(1.0),
+        seed: 5,
+    }
+}
+
+fn trainer(workers: usize, batch: usize, grad_accum: usize) -> Trainer {
+    Trainer::new(
+        Gpt::init_random(CFG, 11),
+        config(batch, grad_accum),
+        spheres(workers),
+    )
+    .unwrap()
+}
+
+/// A data source: rows of a fixed random token stream, targets shifted by one.
+fn fill(rng: &mut Rng) -> impl FnMut(&mut [u32], &mut [u32]) -> Result<(), Infallible> + '_ {
+    move |tokens, targets| {
+        for (x, y) in tokens.iter_mut().zip(targets.iter_mut()) {
+            *x = rng.below(CFG.vocab_size as u64) as u32;
+            *y = (*x * 7 + 3) % CFG.vocab_size as u32;
+        }
+        Ok(())
+    }
+}
+
+fn run(t: &mut Trainer, rng: &mut Rng, steps: usize) -> Vec<StepStats> {
+    (0..steps).map(|_| t.step(fill(rng)).unwrap()).collect()
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn two_workers_match_one_worker_and_accumulation_matches_a_big_batch() {
+    let mut one = trainer(1, 4, 1);
+    let mut two = trainer(2, 4, 1);
+    let mut acc = trainer(2, 2, 2);
+    let (s1, s2, s3) = (
+        run(&mut one, &mut Rng::new(1), 3),
+        run(&mut two, &mut Rng::new(1), 3),
+        run(&mut acc, &mut Rng::new(1), 3),
+    );
+    // Only the order of float additions differs (per-worker sums, then the tree), so losses
+    // and norms agree to a few f32 ulps times the depth of the sums; 1e-5 leaves headroom.
+    for ((a, b), c) in s1.iter().zip(&s2).zip(&s3) {
+        for x in [b, c] {
+            assert!((a.loss - x.loss).abs() <= 1e-5 * a.loss, "{a:?} vs {x:?}");
+            assert!(
+                (a.grad_norm - x.grad_norm).abs() <= 1e-4 * a.grad_norm,
+                "{a:?} vs {x:?}"
+            );
+            assert_eq!((a.lr, a.tokens), (x.lr, x.tokens));
+        }
+    }
+    assert!(rel_l2(two.grads(), one.grads()) < 1e-5);
+    assert!(rel_l2(acc.grads(), one.grads()) < 1e-5);
+    assert!(rel_l2(&two.model.params, &one.model.params) < 1e-5);
+    assert!(s1[2].loss < s1[0].loss, "the loss falls: {s1:?}");
+}
+
+#[test]
+fn same_seed_and_workers_give_bit_identical_runs() {
+    let a = run(&mut trainer(2, 4, 2), &mut Rng::new(9), 3);
+    let b = run(&mut trainer(2, 4, 2), &mut Rng::new(9), 3);
+    let bits = |s: &[StepStats]| -> Vec<(u32, u32)> {
+        s.iter()
+            .map(|x| (x.loss.to_bits(), x.grad_norm.to_bits()))
+            .collect()
+    };
+    assert_eq!(bits(&a), bits(&b));
+}
+
+#[test]
+fn fused_head_matches_full_logits_backward() {
+    let model = Gpt::init_random(CFG, 2);
+    let (b, t) = (3, 16);
+    let mut rng = Rng::new(4);
+    let mut x = vec![0u32; b * t];
+    let mut y = vec![0u32; b * t];
+    fill(&mut rng)(&mut x, &mut y).unwrap();
+    let mut full = Workspace::new(&model, b, t);
+    let loss = model.forward(&mut full, &x, Some(&y)).unwrap().unwrap();
+    model.backward(&mut full).unwrap();
+    // 20-row chunks: 48 positions make two full chunks and a tail.
+    let mut fused = Workspace::for_training_with_chunk(&model, b, t, 20);
+    let mut grads = vec![0.0; model.layout.total];
+    let sum = model
+        .forward_backward(&mut fused, &mut grads, &x, &y, 1.0 / (b * t) as f32)
+        .unwrap();
+    assert!(((sum / (b * t) as f64) as f32 - loss).abs() <= 1e-6 * loss);
+    assert!(rel_l2(&grads, &full.grads) < 1e-6);
+    // The chunked forward gives the same loss without keeping every logit.
+    let chunked = model.forward(&mut fused, &x, Some(&y)).unwrap().unwrap();
+    assert!((chunked - loss).abs() <= 1e-6 * loss);
+    assert!(matches!(
+        model.backward_into(&mut fused, &mut grads),
+        Err(cllm_engine::model::ModelError::LogitsNotKept { .. })
+    ));
+}
+
+#[test]
+fn eval_loss_is_the_forward_mean() {
+    let mut t = trainer(2, 4, 1);
+    let mut rng = Rng::new(3);
+    let (mut x, mut y) = (vec![0u32; 64], vec![0u32; 64]);
+    fill(&mut rng)(&mut x, &mut y).unwrap();
+    let got = t.eval_loss(&x, &y).unwrap();
+    let mut ws = Workspace::new(&t.model, 4, 16);
+    let want = t.model.forward(&mut ws, &x, Some(&y)).unwrap().unwrap();
+    assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let err = Trainer::new(Gpt::init_random(CFG, 1), config(3, 1), spheres(2))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            TrainError::BatchNotDivisible {
+                batch: 3,
+                workers: 2
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("does not divide"));
+
+    let mut t = trainer(1, 2, 1);
+    let err = t
+        .step(|x: &mut [u32], y: &mut [u32]| {
+            x.fill(70);
+            y.fill(0);
+            Ok::<_, Infallible>(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+
+    let err = t
+        .step(|_: &mut [u32], _: &mut [u32]| Err("shard ended"))
+        .unwrap_err();
+    assert!(err.to_string().contains("shard ended"), "{err}");
+
+    // A NaN parameter: the step stops with a typed error and leaves the parameters alone.
+    t.model.params[t.model.layout.lnf_w.start] = f32::NAN;
+    let before = t.model.params.clone();
+    let err = t.step(fill(&mut Rng::new(1))).unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(before
+        .iter()
+        .zip(&t.model.params)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(t.step_count(), 0);
+}
+
+#[test]
+fn resume_continues_bit_for_bit_and_damage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut straight = trainer(2, 4, 1);
+    let want = run(&mut straight, &mut Rng::new(8), 6);
+
+    let mut first = trainer(2, 4, 1);
+    let mut data = Rng::new(8);
+    let mut got = run(&mut first, &mut data, 3);
+    let saved = first
+        .save(
+            dir.path(),
+            &SaveOptions {
+                data_position: json!({ "rng": data.state() }),
+                tokenizer: Some(("tokenizer.bin", b"bytes")),
+                val_loss: Some(got[2].loss),
+                keep: 2,
+            },
+        )
+        .unwrap();
+    drop(first);
+    assert_eq!(saved.best.as_deref(), Some("step-00000003"));
+
+    let resumed = Trainer::resume(dir.path(), spheres(2)).unwrap();
+    assert_eq!(resumed.dir, saved.dir);
+    assert_eq!(
+        resumed.tokenizer,
+        Some(("tokenizer.bin".to_owned(), b"bytes".to_vec()))
+    );
+    let mut t = resumed.trainer;
+    assert_eq!(t.step_count(), 3);
+    let mut data = Rng::from_state(resumed.data_position["rng"].as_u64().unwrap());
+    got.extend(run(&mut t, &mut data, 3));
+    let bits = |s: &[StepStats]| -> Vec<(u64, u32, u32, u32)> {
+        s.iter()
+            .map(|x| {
+                (
+                    x.step,
+                    x.loss.to_bits(),
+                    x.grad_norm.to_bits(),
+                    x.lr.to_bits(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(bits(&got), bits(&want));
+    assert!(t
+        .model
+        .params
+        .iter()
+        .zip(&straight.model.params)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    // The model half is a plain Hugging Face directory.
+    let (hf, _) = Gpt::from_hf_dir(&saved.dir).unwrap();
+    assert_eq!(hf.config(), &CFG);
+
+    // Damage one file: resume names it.
+    let opt = saved.dir.join("optimizer.safetensors");
+    let mut bytes = std::fs::read(&opt).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&opt, &bytes).unwrap();
+    let err = Trainer::resume(&saved.dir, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("optimizer.safetensors"), "{err}");
+    std::fs::write(&opt, &bytes[..n / 2]).unwrap();
+    let err = Trainer::resume(&saved.dir, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("optimizer.safetensors"), "{err}");
+}
+
+#[test]
+fn memory_plan_adds_up() {
+    let t = trainer(2, 4, 1);
+    let p = t.memory_plan();
+    let total = 4 * t.model.layout.total;
+    assert_eq!(p.params, total);
+    assert_eq!(p.grads, 2 * total);
+    assert_eq!(p.optimizer, 2 * total);
+    assert_eq!(p.workers, 2);
+    assert!(p.activations_per_worker > 0);
+    assert_eq!(
+        p.total,
+        p.params + p.grads + p.optimizer + 2 * p.activations_per_worker
+    );
+}
