@@ -27,7 +27,9 @@ fn expect_bytes() -> Vec<u8> {
 }
 
 fn ids(st: &SafeTensors<'_>, name: &str) -> Vec<u32> {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("expect: {name}: {e}"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("expect: {name}: {e}"));
     assert_eq!(t.dtype(), Dtype::I32, "{name}");
     t.data()
         .chunks_exact(4)
@@ -55,7 +57,9 @@ fn greedy_matches_hugging_face() {
     };
     let got = generate::generate(&model, None, &[&prompt], &cfg, |_, _| Control::Continue).unwrap();
     assert_eq!(got.tokens[0], want);
-    let conv = generate::sample_continuation(&model, &prompt, want.len(), &SampleConfig::greedy(), 1).unwrap();
+    let conv =
+        generate::sample_continuation(&model, &prompt, want.len(), &SampleConfig::greedy(), 1)
+            .unwrap();
     assert_eq!(conv, want);
 }
 

@@ -12,18 +12,19 @@ use crate::simd::Simd;
 /// The most activation rows one call takes.
 pub const GEMV_MAX_ROWS: usize = 8;
 
+/// `Ok` when `ok`; the message is only formatted on failure (the checks run every decode step).
 fn check(
     kernel: &'static str,
     what: &'static str,
     ok: bool,
-    detail: String,
+    detail: impl FnOnce() -> String,
 ) -> Result<(), ShapeError> {
     if ok {
         Ok(())
     } else {
         Err(ShapeError {
             kernel,
-            detail: format!("`{what}`: {detail}"),
+            detail: format!("`{what}`: {}", detail()),
         })
     }
 }
@@ -41,48 +42,30 @@ pub fn gemv_nn(
 ) -> Result<(), ShapeError> {
     const K: &str = "gemv_nn";
     let m = y.len();
-    check(
-        K,
-        "rows",
-        m == x.len() && m <= GEMV_MAX_ROWS,
-        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len()),
-    )?;
+    check(K, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
+        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
+    })?;
     let n = y.first().map_or(0, |r| r.len());
     let k = x.first().map_or(0, |r| r.len());
-    check(
-        K,
-        "y",
-        y.iter().all(|r| r.len() == n),
-        format!("rows differ in length (n = {n})"),
-    )?;
-    check(
-        K,
-        "x",
-        x.iter().all(|r| r.len() == k),
-        format!("rows differ in length (k = {k})"),
-    )?;
-    check(
-        K,
-        "ldw",
-        n <= ldw || k == 0,
-        format!("ldw {ldw} is below n {n}"),
-    )?;
-    check(
-        K,
-        "w",
-        k == 0 || w.len() >= (k - 1) * ldw + n,
+    check(K, "y", y.iter().all(|r| r.len() == n), || {
+        format!("rows differ in length (n = {n})")
+    })?;
+    check(K, "x", x.iter().all(|r| r.len() == k), || {
+        format!("rows differ in length (k = {k})")
+    })?;
+    check(K, "ldw", n <= ldw || k == 0, || {
+        format!("ldw {ldw} is below n {n}")
+    })?;
+    check(K, "w", k == 0 || w.len() >= (k - 1) * ldw + n, || {
         format!(
             "has {} elements, K={k} rows of stride {ldw} need {}",
             w.len(),
             (k.max(1) - 1) * ldw + n
-        ),
-    )?;
-    check(
-        K,
-        "bias",
-        bias.is_empty() || bias.len() == n,
-        format!("has {} elements, n = {n}", bias.len()),
-    )?;
+        )
+    })?;
+    check(K, "bias", bias.is_empty() || bias.len() == n, || {
+        format!("has {} elements, n = {n}", bias.len())
+    })?;
     if m > 0 {
         gemv_nn_unchecked(y, x, w, ldw, bias, accumulate);
     }
@@ -212,42 +195,27 @@ pub fn gemv_nt(
 ) -> Result<(), ShapeError> {
     const K: &str = "gemv_nt";
     let m = y.len();
-    check(
-        K,
-        "rows",
-        m == x.len() && m <= GEMV_MAX_ROWS,
-        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len()),
-    )?;
+    check(K, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
+        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
+    })?;
     let n = y.first().map_or(0, |r| r.len());
     let k = x.first().map_or(0, |r| r.len());
-    check(
-        K,
-        "y",
-        y.iter().all(|r| r.len() == n),
-        format!("rows differ in length (n = {n})"),
-    )?;
-    check(
-        K,
-        "x",
-        x.iter().all(|r| r.len() == k),
-        format!("rows differ in length (k = {k})"),
-    )?;
-    check(
-        K,
-        "ldw",
-        k <= ldw || n == 0,
-        format!("ldw {ldw} is below k {k}"),
-    )?;
-    check(
-        K,
-        "w",
-        n == 0 || w.len() >= (n - 1) * ldw + k,
+    check(K, "y", y.iter().all(|r| r.len() == n), || {
+        format!("rows differ in length (n = {n})")
+    })?;
+    check(K, "x", x.iter().all(|r| r.len() == k), || {
+        format!("rows differ in length (k = {k})")
+    })?;
+    check(K, "ldw", k <= ldw || n == 0, || {
+        format!("ldw {ldw} is below k {k}")
+    })?;
+    check(K, "w", n == 0 || w.len() >= (n - 1) * ldw + k, || {
         format!(
             "has {} elements, {n} rows of stride {ldw} need {}",
             w.len(),
             (n.max(1) - 1) * ldw + k
-        ),
-    )?;
+        )
+    })?;
     if m > 0 {
         gemv_nt_unchecked(y, x, w, ldw);
     }

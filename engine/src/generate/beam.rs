@@ -47,7 +47,9 @@ pub fn beam_search(
     check_prompt(model, prompt)?;
     let k = cfg.beams;
     if k == 0 {
-        return Err(GenerateError::Config("beam search needs at least one beam".into()));
+        return Err(GenerateError::Config(
+            "beam search needs at least one beam".into(),
+        ));
     }
     let ctx = prompt.len() + cfg.max_new_tokens;
     let max = model.config().n_positions;

@@ -137,7 +137,9 @@ impl<'m> Decoder<'m> {
     ) -> Result<Decoder<'m>, GenerateError> {
         let cfg = *model.config();
         if batch == 0 {
-            return Err(GenerateError::Config("the batch must have at least one row".into()));
+            return Err(GenerateError::Config(
+                "the batch must have at least one row".into(),
+            ));
         }
         if ctx == 0 || ctx > cfg.n_positions {
             return Err(GenerateError::Config(format!(
@@ -408,7 +410,9 @@ fn rows_of(buf: &[f32], ld: usize, rows: Range<usize>) -> [&[f32]; GEMV_MAX_ROWS
 
 impl Job<'_> {
     fn run(&self, w: usize, nw: usize, barrier: &dyn Fn()) {
-        let mut guard = self.workers[w].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.workers[w]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let scr = &mut *guard;
         let cfg = *self.model.config();
         let (c, m) = (cfg.n_embd, self.m);
@@ -421,20 +425,64 @@ impl Job<'_> {
             if narrow {
                 // SAFETY: resid is only read here; the last writes were before a barrier.
                 let resid = unsafe { self.resid.at(0..m * c) };
-                layernorm::layernorm_fwd(&mut scr.ln[..m * c], &mut scr.mean[..m], &mut scr.rstd[..m], resid, &p[lp.ln1_w.clone()], &p[lp.ln1_b.clone()], m, c, LN_EPS).expect(EXPECT);
+                layernorm::layernorm_fwd(
+                    &mut scr.ln[..m * c],
+                    &mut scr.mean[..m],
+                    &mut scr.rstd[..m],
+                    resid,
+                    &p[lp.ln1_w.clone()],
+                    &p[lp.ln1_b.clone()],
+                    m,
+                    c,
+                    LN_EPS,
+                )
+                .expect(EXPECT);
                 let cols = split_cols(3 * c, nw, w);
                 // SAFETY: each worker writes its own columns of qkv.
                 let mut y = unsafe { rows_mut(&self.qkv, 3 * c, 0..m, &cols) };
                 let x = rows_of(&scr.ln, c, 0..m);
-                gemv::gemv_nn(&mut y[..m], &x[..m], &p[lp.qkv_w.start + cols.start..lp.qkv_w.end], 3 * c, &p[lp.qkv_b.start + cols.start..lp.qkv_b.start + cols.end], false).expect(EXPECT);
+                gemv::gemv_nn(
+                    &mut y[..m],
+                    &x[..m],
+                    &p[lp.qkv_w.start + cols.start..lp.qkv_w.end],
+                    3 * c,
+                    &p[lp.qkv_b.start + cols.start..lp.qkv_b.start + cols.end],
+                    false,
+                )
+                .expect(EXPECT);
             } else {
                 let r = my_rows.clone();
                 // SAFETY: each worker reads its own rows of resid, which only it writes.
                 let resid = unsafe { self.resid.at(r.start * c..r.end * c) };
-                layernorm::layernorm_fwd(&mut scr.ln[..r.len() * c], &mut scr.mean[..r.len()], &mut scr.rstd[..r.len()], resid, &p[lp.ln1_w.clone()], &p[lp.ln1_b.clone()], r.len(), c, LN_EPS).expect(EXPECT);
+                layernorm::layernorm_fwd(
+                    &mut scr.ln[..r.len() * c],
+                    &mut scr.mean[..r.len()],
+                    &mut scr.rstd[..r.len()],
+                    resid,
+                    &p[lp.ln1_w.clone()],
+                    &p[lp.ln1_b.clone()],
+                    r.len(),
+                    c,
+                    LN_EPS,
+                )
+                .expect(EXPECT);
                 // SAFETY: each worker writes its own rows of qkv.
                 let qkv = unsafe { self.qkv.mut_at(r.start * 3 * c..r.end * 3 * c) };
-                gemm::sgemm(&mut scr.gemm, Layout::NN, r.len(), c, 3 * c, &scr.ln[..r.len() * c], c, &p[lp.qkv_w.clone()], 3 * c, qkv, 3 * c, false).expect(EXPECT);
+                gemm::sgemm(
+                    &mut scr.gemm,
+                    Layout::NN,
+                    r.len(),
+                    c,
+                    3 * c,
+                    &scr.ln[..r.len() * c],
+                    c,
+                    &p[lp.qkv_w.clone()],
+                    3 * c,
+                    qkv,
+                    3 * c,
+                    false,
+                )
+                .expect(EXPECT);
                 bias::bias_fwd(qkv, &p[lp.qkv_b.clone()], r.len(), 3 * c).expect(EXPECT);
             }
             barrier();
@@ -446,25 +494,59 @@ impl Job<'_> {
                 // columns of resid.
                 let atty = unsafe { self.atty.at(0..m * c) };
                 let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
-                gemv::gemv_nn(&mut y[..m], &rows_of(atty, c, 0..m)[..m], &p[lp.proj_w.start + cols.start..lp.proj_w.end], c, &p[lp.proj_b.start + cols.start..lp.proj_b.start + cols.end], true).expect(EXPECT);
+                gemv::gemv_nn(
+                    &mut y[..m],
+                    &rows_of(atty, c, 0..m)[..m],
+                    &p[lp.proj_w.start + cols.start..lp.proj_w.end],
+                    c,
+                    &p[lp.proj_b.start + cols.start..lp.proj_b.start + cols.end],
+                    true,
+                )
+                .expect(EXPECT);
                 drop(y);
                 barrier();
                 // SAFETY: resid is only read until the next barrier.
                 let resid = unsafe { self.resid.at(0..m * c) };
-                layernorm::layernorm_fwd(&mut scr.ln[..m * c], &mut scr.mean[..m], &mut scr.rstd[..m], resid, &p[lp.ln2_w.clone()], &p[lp.ln2_b.clone()], m, c, LN_EPS).expect(EXPECT);
+                layernorm::layernorm_fwd(
+                    &mut scr.ln[..m * c],
+                    &mut scr.mean[..m],
+                    &mut scr.rstd[..m],
+                    resid,
+                    &p[lp.ln2_w.clone()],
+                    &p[lp.ln2_b.clone()],
+                    m,
+                    c,
+                    LN_EPS,
+                )
+                .expect(EXPECT);
                 let cols = split_cols(4 * c, nw, w);
                 let nc = cols.len();
                 {
                     let mut h: [&mut [f32]; GEMV_MAX_ROWS] = Default::default();
-                    for (i, chunk) in scr.h[..m * nc].chunks_exact_mut(nc.max(1)).enumerate().take(m) {
+                    for (i, chunk) in scr.h[..m * nc]
+                        .chunks_exact_mut(nc.max(1))
+                        .enumerate()
+                        .take(m)
+                    {
                         h[i] = chunk;
                     }
                     let x = rows_of(&scr.ln, c, 0..m);
-                    gemv::gemv_nn(&mut h[..m], &x[..m], &p[lp.fc_w.start + cols.start..lp.fc_w.end], 4 * c, &p[lp.fc_b.start + cols.start..lp.fc_b.start + cols.end], false).expect(EXPECT);
+                    gemv::gemv_nn(
+                        &mut h[..m],
+                        &x[..m],
+                        &p[lp.fc_w.start + cols.start..lp.fc_w.end],
+                        4 * c,
+                        &p[lp.fc_b.start + cols.start..lp.fc_b.start + cols.end],
+                        false,
+                    )
+                    .expect(EXPECT);
                 }
                 for i in 0..m {
                     // SAFETY: each worker writes its own columns of fch.
-                    let out = unsafe { self.fch.mut_at(i * 4 * c + cols.start..i * 4 * c + cols.end) };
+                    let out = unsafe {
+                        self.fch
+                            .mut_at(i * 4 * c + cols.start..i * 4 * c + cols.end)
+                    };
                     gelu::gelu_fwd(out, &scr.h[i * nc..i * nc + nc], nc).expect(EXPECT);
                 }
                 barrier();
@@ -473,7 +555,15 @@ impl Job<'_> {
                 // columns of resid.
                 let fch = unsafe { self.fch.at(0..m * 4 * c) };
                 let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
-                gemv::gemv_nn(&mut y[..m], &rows_of(fch, 4 * c, 0..m)[..m], &p[lp.fcproj_w.start + cols.start..lp.fcproj_w.end], c, &p[lp.fcproj_b.start + cols.start..lp.fcproj_b.start + cols.end], true).expect(EXPECT);
+                gemv::gemv_nn(
+                    &mut y[..m],
+                    &rows_of(fch, 4 * c, 0..m)[..m],
+                    &p[lp.fcproj_w.start + cols.start..lp.fcproj_w.end],
+                    c,
+                    &p[lp.fcproj_b.start + cols.start..lp.fcproj_b.start + cols.end],
+                    true,
+                )
+                .expect(EXPECT);
                 drop(y);
                 barrier();
             } else {
@@ -483,14 +573,68 @@ impl Job<'_> {
                 // resid and fch.
                 let atty = unsafe { self.atty.at(r.start * c..r.end * c) };
                 let resid = unsafe { self.resid.mut_at(r.start * c..r.end * c) };
-                gemm::sgemm(&mut scr.gemm, Layout::NN, n, c, c, atty, c, &p[lp.proj_w.clone()], c, resid, c, true).expect(EXPECT);
+                gemm::sgemm(
+                    &mut scr.gemm,
+                    Layout::NN,
+                    n,
+                    c,
+                    c,
+                    atty,
+                    c,
+                    &p[lp.proj_w.clone()],
+                    c,
+                    resid,
+                    c,
+                    true,
+                )
+                .expect(EXPECT);
                 bias::bias_fwd(resid, &p[lp.proj_b.clone()], n, c).expect(EXPECT);
-                layernorm::layernorm_fwd(&mut scr.ln[..n * c], &mut scr.mean[..n], &mut scr.rstd[..n], resid, &p[lp.ln2_w.clone()], &p[lp.ln2_b.clone()], n, c, LN_EPS).expect(EXPECT);
-                gemm::sgemm(&mut scr.gemm, Layout::NN, n, c, 4 * c, &scr.ln[..n * c], c, &p[lp.fc_w.clone()], 4 * c, &mut scr.h[..n * 4 * c], 4 * c, false).expect(EXPECT);
-                bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c).expect(EXPECT);
+                layernorm::layernorm_fwd(
+                    &mut scr.ln[..n * c],
+                    &mut scr.mean[..n],
+                    &mut scr.rstd[..n],
+                    resid,
+                    &p[lp.ln2_w.clone()],
+                    &p[lp.ln2_b.clone()],
+                    n,
+                    c,
+                    LN_EPS,
+                )
+                .expect(EXPECT);
+                gemm::sgemm(
+                    &mut scr.gemm,
+                    Layout::NN,
+                    n,
+                    c,
+                    4 * c,
+                    &scr.ln[..n * c],
+                    c,
+                    &p[lp.fc_w.clone()],
+                    4 * c,
+                    &mut scr.h[..n * 4 * c],
+                    4 * c,
+                    false,
+                )
+                .expect(EXPECT);
+                bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c)
+                    .expect(EXPECT);
                 let fch = unsafe { self.fch.mut_at(r.start * 4 * c..r.end * 4 * c) };
                 gelu::gelu_fwd(fch, &scr.h[..n * 4 * c], n * 4 * c).expect(EXPECT);
-                gemm::sgemm(&mut scr.gemm, Layout::NN, n, 4 * c, c, fch, 4 * c, &p[lp.fcproj_w.clone()], c, resid, c, true).expect(EXPECT);
+                gemm::sgemm(
+                    &mut scr.gemm,
+                    Layout::NN,
+                    n,
+                    4 * c,
+                    c,
+                    fch,
+                    4 * c,
+                    &p[lp.fcproj_w.clone()],
+                    c,
+                    resid,
+                    c,
+                    true,
+                )
+                .expect(EXPECT);
                 bias::bias_fwd(resid, &p[lp.fcproj_b.clone()], n, c).expect(EXPECT);
             }
         }
@@ -504,7 +648,18 @@ impl Job<'_> {
         let resid = unsafe { self.resid.at(0..m * c) };
         for b in 0..bsz {
             let row = (b * tn + tn - 1) * c;
-            layernorm::layernorm_fwd(&mut scr.ln[b * c..b * c + c], &mut scr.mean[b..b + 1], &mut scr.rstd[b..b + 1], &resid[row..row + c], &p[pl.lnf_w.clone()], &p[pl.lnf_b.clone()], 1, c, LN_EPS).expect(EXPECT);
+            layernorm::layernorm_fwd(
+                &mut scr.ln[b * c..b * c + c],
+                &mut scr.mean[b..b + 1],
+                &mut scr.rstd[b..b + 1],
+                &resid[row..row + c],
+                &p[pl.lnf_w.clone()],
+                &p[pl.lnf_b.clone()],
+                1,
+                c,
+                LN_EPS,
+            )
+            .expect(EXPECT);
         }
         let vocab = split_cols(cfg.vocab_size, nw, w);
         let wte = &p[pl.wte.start + vocab.start * c..pl.wte.end];
@@ -536,8 +691,12 @@ impl Job<'_> {
                 // SAFETY: qkv is only read between these barriers; this task alone touches head
                 // h of row b in the caches and the attention output.
                 unsafe {
-                    self.k_cache.mut_at(at(slot)).copy_from_slice(self.qkv.at(row + c..row + c + hs));
-                    self.v_cache.mut_at(at(slot)).copy_from_slice(self.qkv.at(row + 2 * c..row + 2 * c + hs));
+                    self.k_cache
+                        .mut_at(at(slot))
+                        .copy_from_slice(self.qkv.at(row + c..row + c + hs));
+                    self.v_cache
+                        .mut_at(at(slot))
+                        .copy_from_slice(self.qkv.at(row + 2 * c..row + 2 * c + hs));
                 }
             }
             for i in 0..tn {
@@ -585,7 +744,12 @@ impl Job<'_> {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
             acc[k] += x[k] * y[k];

@@ -25,7 +25,11 @@ pub enum GenerateError {
     #[error("{len} tokens (prompt plus new tokens) do not fit the context of {ctx} positions")]
     TooLong { len: usize, ctx: usize },
     #[error("token {token} at position {pos} is outside the vocabulary (V = {vocab})")]
-    TokenOutOfRange { token: u32, pos: usize, vocab: usize },
+    TokenOutOfRange {
+        token: u32,
+        pos: usize,
+        vocab: usize,
+    },
     #[error("the prompt is empty: generation needs at least one token to start from")]
     EmptyPrompt,
     #[error("{0}")]
@@ -197,7 +201,10 @@ pub fn sample_continuation(
 ) -> Result<Vec<u32>, GenerateError> {
     let max = model.config().n_positions;
     if n >= max {
-        return Err(GenerateError::TooLong { len: n + 1, ctx: max });
+        return Err(GenerateError::TooLong {
+            len: n + 1,
+            ctx: max,
+        });
     }
     let prompt = &prompt[prompt.len().saturating_sub(max - n)..];
     let gen = GenerateConfig {

@@ -54,7 +54,10 @@ impl SampleConfig {
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |what: String| Err(GenerateError::Config(what));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if self.top_k == Some(0) {
             return bad("top-k must be at least 1".into());
@@ -134,7 +137,11 @@ impl Sampler {
             self.cand.sort_unstable_by(desc);
         }
         // Probabilities of the remaining candidates.
-        let max = self.cand.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+        let max = self
+            .cand
+            .iter()
+            .map(|c| c.0)
+            .fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0.0f64;
         for c in self.cand.iter_mut() {
             c.0 = (c.0 - max).exp();
@@ -188,7 +195,12 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// `out[i] = log softmax(logits)[i]`, in f64.
 pub fn log_softmax(logits: &[f32], out: &mut [f64]) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     for (o, &l) in out.iter_mut().zip(logits) {
         *o = l as f64 - lse;
     }
