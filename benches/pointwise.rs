@@ -74,7 +74,8 @@ fn bench_residual(c: &mut Criterion) {
     let mut g = group(c, "residual");
     g.throughput(Throughput::Bytes(3 * (N * C) as u64 * F));
     g.bench_function("fwd/4096x768", |bench| {
-        bench.iter(|| residual::residual_fwd(&mut out, black_box(&a), black_box(&b), N * C).unwrap())
+        bench
+            .iter(|| residual::residual_fwd(&mut out, black_box(&a), black_box(&b), N * C).unwrap())
     });
     g.finish();
 }

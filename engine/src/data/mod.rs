@@ -1,8 +1,10 @@
 //! Token data: llm.c shards written atomically and read through mmap ([`shard`]), train/val shard
 //! sets as cllm-prepare writes them ([`shard_set`]), a loader of
 //! shuffled (B, T) windows with resumable positions ([`loader`]), and padding with attention
-//! masks for variable-length batches ([`pad`]).
+//! masks for variable-length batches ([`pad`]), and tokenizing documents on the sphere workers
+//! ([`encode`]).
 
+pub mod encode;
 mod error;
 pub mod loader;
 pub mod pad;

@@ -302,11 +302,12 @@ fn check_shapes(
     c: (usize, usize),
 ) -> Result<(), ShapeError> {
     for (name, rows, cols, (len, ld)) in operands(layout, m, k, n, a, b, c) {
-        let context =
-            format!("layout {layout}, M×K×N = {m}×{k}×{n}, `{name}` stored {rows}×{cols}");
+        // Only a failing check formats anything: the checked entry point must not allocate.
         let fail = |detail: String| ShapeError {
             kernel: "sgemm",
-            detail: format!("{context}: {detail}"),
+            detail: format!(
+                "layout {layout}, M×K×N = {m}×{k}×{n}, `{name}` stored {rows}×{cols}: {detail}"
+            ),
         };
         if ld < cols {
             return Err(fail(format!(

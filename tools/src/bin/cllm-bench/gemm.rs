@@ -1,6 +1,8 @@
 //! `cllm-bench gemm`: sgemm GFLOP/s per shape and layout, against this core's measured FMA peak.
 
+use crate::pool::Pool;
 use anyhow::{bail, Context, Result};
+use cllm_engine::par_gemm::{par_sgemm, ParGemmScratch};
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use std::time::Instant;
 
@@ -51,11 +53,62 @@ pub struct GemmResult {
     pub threads: usize,
     pub median_s: f64,
     pub gflops: f64,
+    /// GFLOP per second of CPU time used by the whole process over the timed runs (every
+    /// thread's user + system time, from /proc): what the run did with the CPU it got, which
+    /// shows the parallel overhead even when a busy machine hands out less than whole cores.
+    pub gflops_per_cpu_s: Option<f64>,
+}
+
+/// What runs the GEMM: the single-threaded sgemm on this thread, or the parallel one on a pool.
+pub enum Runner<'p> {
+    Single(GemmScratch),
+    Pool(&'p Pool, ParGemmScratch),
+}
+
+impl Runner<'_> {
+    fn threads(&self) -> usize {
+        match self {
+            Runner::Single(_) => 1,
+            Runner::Pool(pool, _) => pool.count(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        layout: Layout,
+        (m, k, n): (usize, usize, usize),
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Runner::Single(ws) => gemm::sgemm(ws, layout, m, k, n, a, lda, b, ldb, c, n, false)?,
+            Runner::Pool(pool, ws) => par_sgemm(
+                &pool.spheres,
+                ws,
+                layout,
+                m,
+                k,
+                n,
+                a,
+                lda,
+                b,
+                ldb,
+                c,
+                n,
+                false,
+            )?,
+        }
+        Ok(())
+    }
 }
 
 /// Time `C = op(A)·op(B)` (overwrite) for `reps` runs after one warm-up; GFLOP/s from the median.
 pub fn measure(
-    ws: &mut GemmScratch,
+    runner: &mut Runner<'_>,
     (m, k, n): (usize, usize, usize),
     layout: Layout,
     reps: usize,
@@ -73,19 +126,37 @@ pub fn measure(
         .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
         .collect();
     let mut c = vec![0.0f32; m * n];
-    let mut run = |c: &mut [f32]| gemm::sgemm(ws, layout, m, k, n, &a, lda, &b, ldb, c, n, false);
-    run(&mut c)?;
+    runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
     let mut times: Vec<f64> = Vec::with_capacity(reps);
+    let cpu_before = process_cpu_s();
     for _ in 0..reps {
         let t = Instant::now();
-        run(&mut c)?;
+        runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
         times.push(t.elapsed().as_secs_f64());
     }
+    let flops = 2.0 * (m * k * n) as f64;
+    let gflops_per_cpu_s = match (cpu_before, process_cpu_s()) {
+        (Some(t0), Some(t1)) if t1 > t0 => Some(flops * reps as f64 / (t1 - t0) / 1e9),
+        _ => None,
+    };
     let median_s = crate::median(&mut times);
     Ok(GemmResult {
         shape: (m, k, n),
-        threads: 1,
+        threads: runner.threads(),
         median_s,
-        gflops: 2.0 * (m * k * n) as f64 / median_s / 1e9,
+        gflops: flops / median_s / 1e9,
+        gflops_per_cpu_s,
     })
+}
+
+/// User + system CPU seconds of this process so far, all threads (Linux: /proc/self/stat
+/// fields 14 and 15, in clock ticks of 1/100 s); `None` elsewhere.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces: count from its end.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -1,11 +1,15 @@
 //! cllm-bench: one-command benchmarks that measure the machine's own limits in the same run.
 
+mod data;
 mod gemm;
 mod machine;
+mod pool;
+mod spheres;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use cllm_engine::topology::Topology;
+use pool::Pool;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -28,13 +32,40 @@ enum Command {
         /// nn (A·B), nt (A·Bᵀ) or tn (Aᵀ·B), repeatable (default: nn).
         #[arg(long = "layout", value_name = "nn|nt|tn")]
         layouts: Vec<String>,
-        /// Worker threads.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
+        /// Worker threads: 1 runs the single-threaded sgemm on the calling thread; more run the
+        /// parallel sgemm on the first N sphere workers (default: CLLM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Timed runs per entry after one warm-up (0: as many as fit in about 2 s, 3 to 15).
         #[arg(long, default_value_t = 0)]
         reps: usize,
         /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// GB/s of the sphere workers' tree reduction (sum of every worker's buffer), checked bit for
+    /// bit across repeats.
+    Reduce {
+        /// Floats per worker buffer.
+        #[arg(long, default_value_t = 30_000_000)]
+        floats: usize,
+        /// Workers: the first N of the plan (default: CLLM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed reductions after one warm-up.
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Round-trip latency of the sphere workers' tree barrier.
+    Barrier {
+        /// Workers: the first N of the plan (default: CLLM_THREADS, else all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Barriers per timed run (the mean is reported; the median of 7 runs).
+        #[arg(long, default_value_t = 100_000)]
+        iters: u32,
         #[arg(long)]
         json: bool,
     },
@@ -51,6 +82,30 @@ enum Command {
         /// Print only the available paths, space-separated (for scripts).
         #[arg(long)]
         available: bool,
+    },
+    /// GPT-2 encoding MB/s over a corpus (one document per file), single thread or on N workers.
+    Tokenize {
+        /// A file, directory or glob of text.
+        #[arg(long, default_value = "../shared/corpora/shakespeare")]
+        input: String,
+        /// Encode on N sphere workers (default: one thread, no pool).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The loader's GB/s serving shuffled (B, T) windows from page-cache shards.
+    Loader {
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 20000)]
+        batches: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s).
     Peak {
@@ -69,9 +124,6 @@ fn main() -> Result<()> {
             reps,
             json,
         } => {
-            if threads != 1 {
-                bail!("--threads {threads}: the parallel GEMM is not built yet; only --threads 1 runs");
-            }
             let shapes = if shapes.is_empty() {
                 gemm::DEFAULT_SHAPES.to_vec()
             } else {
@@ -88,20 +140,51 @@ fn main() -> Result<()> {
                     .map(|s| gemm::parse_layout(s))
                     .collect::<Result<_>>()?
             };
+            let pool = match threads {
+                Some(1) => None,
+                _ => Some(Pool::start(threads)?).filter(|p| p.count() > 1),
+            };
+            let mut runner = match &pool {
+                None => gemm::Runner::Single(cllm_kernels::gemm::GemmScratch::new()),
+                Some(p) => {
+                    gemm::Runner::Pool(p, cllm_engine::par_gemm::ParGemmScratch::new(&p.spheres)?)
+                }
+            };
+            let threads = pool.as_ref().map_or(1, Pool::count);
             let peak = machine::fma_peak_gflops();
             if !json {
                 println!("isa {isa}, threads {threads}, FMA peak {peak:.1} GFLOP/s per core (measured now)");
+                match &pool {
+                    Some(p) => println!("{}", p.summary()),
+                    None => println!("single-threaded sgemm on the calling thread"),
+                }
+                println!("GF/cpu-s: GFLOP per second of CPU time the process got (all threads)");
                 println!(
-                    "{:>18} {:>6} {:>10} {:>10} {:>8}",
-                    "MxKxN", "layout", "median ms", "GFLOP/s", "% peak"
+                    "{:>18} {:>6} {:>10} {:>10} {:>8} {:>6} {:>9}",
+                    "MxKxN", "layout", "median ms", "GFLOP/s", "% peak", "grid", "GF/cpu-s"
                 );
             }
-            let mut ws = cllm_kernels::gemm::GemmScratch::new();
             for &shape in &shapes {
                 for &layout in &layouts {
-                    let reps = if reps > 0 { reps } else { auto_reps(shape) };
-                    let r = gemm::measure(&mut ws, shape, layout, reps)?;
+                    let reps = if reps > 0 {
+                        reps
+                    } else {
+                        auto_reps(shape, threads)
+                    };
+                    let r = gemm::measure(&mut runner, shape, layout, reps)?;
                     let (m, k, n) = r.shape;
+                    let grid = match &runner {
+                        gemm::Runner::Pool(p, ws) => {
+                            let g = cllm_engine::par_gemm::Grid::choose(
+                                shape,
+                                p.count(),
+                                ws.blocking(),
+                                cllm_engine::par_gemm::TILE_FLOATS,
+                            );
+                            format!("{}x{}", g.rows, g.cols)
+                        }
+                        gemm::Runner::Single(_) => "1x1".to_string(),
+                    };
                     let pct = 100.0 * r.gflops / (peak * r.threads as f64);
                     if json {
                         println!(
@@ -110,20 +193,90 @@ fn main() -> Result<()> {
                                 "bench": "gemm", "shape": format!("{m}x{k}x{n}"), "layout": gemm::layout_name(layout),
                                 "threads": r.threads, "isa": isa.name(), "gflops": round2(r.gflops),
                                 "peak_gflops": round2(peak * r.threads as f64), "pct_peak": round2(pct),
-                                "median_ms": round2(r.median_s * 1e3), "reps": reps,
+                                "median_ms": round2(r.median_s * 1e3), "reps": reps, "grid": grid,
+                                "cpus": pool.as_ref().map(Pool::cpus),
+                                "gflops_per_cpu_s": r.gflops_per_cpu_s.map(round2),
                             })
                         );
                     } else {
                         println!(
-                            "{:>18} {:>6} {:>10.2} {:>10.1} {:>7.1}%",
+                            "{:>18} {:>6} {:>10.2} {:>10.1} {:>7.1}% {:>6} {:>9}",
                             format!("{m}x{k}x{n}"),
                             gemm::layout_name(layout),
                             r.median_s * 1e3,
                             r.gflops,
-                            pct
+                            pct,
+                            grid,
+                            r.gflops_per_cpu_s
+                                .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"))
                         );
                     }
                 }
+            }
+        }
+        Command::Reduce {
+            floats,
+            threads,
+            reps,
+            json,
+        } => {
+            let pool = Pool::start(threads)?;
+            let r = spheres::measure_reduce(&pool, floats, reps.max(1))?;
+            let gbs = r.bytes as f64 / r.median_s / 1e9;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "reduce", "threads": pool.count(), "floats_per_worker": floats,
+                        "bytes_per_reduce": r.bytes, "median_ms": round2(r.median_s * 1e3),
+                        "gbs": round2(gbs), "bit_identical": r.bit_identical, "reps": reps.max(1),
+                        "cpus": pool.cpus(),
+                    })
+                );
+            } else if pool.count() == 1 {
+                println!("{}", pool.summary());
+                println!(
+                    "reduce: one worker, nothing to move ({:.2} ms for the job)",
+                    r.median_s * 1e3
+                );
+            } else {
+                println!("{}", pool.summary());
+                println!(
+                    "reduce {floats} floats x {} workers: {:.2} ms median of {}, {gbs:.1} GB/s \
+                     ({:.0} MB read + written per reduce: every group reads its children's sums and \
+                     writes its first child's buffer once); output bit-identical across repeats: {}",
+                    pool.count(),
+                    r.median_s * 1e3,
+                    reps.max(1),
+                    r.bytes as f64 / 1e6,
+                    if r.bit_identical { "yes" } else { "NO" }
+                );
+            }
+            if !r.bit_identical {
+                bail!("the tree reduction gave different bits on repeats");
+            }
+        }
+        Command::Barrier {
+            threads,
+            iters,
+            json,
+        } => {
+            let pool = Pool::start(threads)?;
+            let ns = spheres::measure_barrier(&pool, iters, 7)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "barrier", "threads": pool.count(), "iters": iters,
+                        "round_trip_ns": round2(ns), "cpus": pool.cpus(),
+                    })
+                );
+            } else {
+                println!("{}", pool.summary());
+                println!(
+                    "barrier round trip, {} workers: {ns:.0} ns (mean of {iters}, median of 7 runs)",
+                    pool.count()
+                );
             }
         }
         Command::Topology { smt, json } => {
@@ -152,6 +305,41 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Tokenize {
+            input,
+            threads,
+            passes,
+            json,
+        } => {
+            let pool = threads.map(|n| pool::Pool::start(Some(n))).transpose()?;
+            let r = data::tokenize(&input, pool.as_ref().map(|p| &p.spheres), passes)?;
+            let mbs = r.bytes as f64 / r.median_s / 1e6;
+            let threads = pool.as_ref().map_or(1, |p| p.spheres.count());
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "tokenize", "tokenizer": "gpt2", "threads": threads, "bytes": r.bytes, "tokens": r.tokens, "mb_per_s": round2(mbs)})
+                );
+            } else {
+                println!("gpt2 encoding, {threads} thread(s): {:.1} MB -> {} tokens in {:.3} s (median of {passes}): {mbs:.1} MB/s", r.bytes as f64 / 1e6, r.tokens, r.median_s);
+            }
+        }
+        Command::Loader {
+            batch,
+            seq,
+            batches,
+            json,
+        } => {
+            let (gbs, us) = data::loader(batch, seq, batches)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "loader", "batch": batch, "seq": seq, "gb_per_s": round2(gbs), "us_per_batch": round2(us)})
+                );
+            } else {
+                println!("loader B={batch} T={seq}: {us:.2} µs per batch, {gbs:.2} GB/s of input tokens (u32)");
+            }
+        }
         Command::Peak { json } => {
             let peak = machine::fma_peak_gflops();
             let bw = machine::read_bandwidth_gbs();
@@ -168,9 +356,10 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Enough timed runs for a stable median in about two seconds at ~100 GFLOP/s, within [3, 15].
-fn auto_reps((m, k, n): (usize, usize, usize)) -> usize {
-    let est_s = 2.0 * (m * k * n) as f64 / 100e9;
+/// Enough timed runs for a stable median in about two seconds at ~100 GFLOP/s per thread,
+/// within [3, 15].
+fn auto_reps((m, k, n): (usize, usize, usize), threads: usize) -> usize {
+    let est_s = 2.0 * (m * k * n) as f64 / (100e9 * threads as f64);
     ((2.0 / est_s) as usize).clamp(3, 15)
 }
 

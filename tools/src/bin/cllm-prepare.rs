@@ -1,0 +1,184 @@
+//! cllm-prepare: text in, token shards out.
+//!
+//! Inputs (files, directories, globs; plain text or JSONL) are cleaned into documents, tokenized
+//! (a BPE trained here with `--vocab-size`, or `--tokenizer gpt2|FILE`) on the sphere workers, and
+//! written as llm.c shards `train_NNNNNN.bin` / `val_NNNNNN.bin` with the end-of-text token before
+//! each document, the tokenizer file beside them. The output is the same whatever the thread count.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cllm_engine::clean::{clean_inputs, CleanOptions, InputFormat};
+use cllm_engine::data::encode::{count_words, encode_documents};
+use cllm_engine::data::{write_shard_set, ShardSetConfig};
+use cllm_engine::spheres::Spheres;
+use cllm_engine::tokenizer::Tokenizer;
+use cllm_engine::topology::Topology;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The tokenizer file written beside the shards.
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cllm-prepare",
+    about = "Clean and tokenize text into llm.c token shards"
+)]
+struct Args {
+    /// Text files, directories or glob patterns.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// Output directory for the shards and the tokenizer file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Train a byte-level BPE tokenizer of this many tokens on the cleaned input.
+    #[arg(long, conflicts_with = "tokenizer")]
+    vocab_size: Option<usize>,
+    /// Use GPT-2's tokenizer (`gpt2`) or a cllm tokenizer file.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    /// Extra special tokens for a trained tokenizer (after <|endoftext|>), e.g. --special '<pad>'.
+    #[arg(long = "special")]
+    specials: Vec<String>,
+    /// Inputs are JSONL; take each line's text from this field.
+    #[arg(long)]
+    jsonl_field: Option<String>,
+    /// No cleaning: each input file is exactly one document, as read.
+    #[arg(long)]
+    raw: bool,
+    /// NFKC instead of NFC normalisation.
+    #[arg(long)]
+    nfkc: bool,
+    /// Lowercase everything.
+    #[arg(long)]
+    lowercase: bool,
+    /// Invalid UTF-8 is an error (default: replaced with U+FFFD and counted).
+    #[arg(long)]
+    strict: bool,
+    /// Drop documents shorter than this many characters after cleaning.
+    #[arg(long, default_value_t = 16)]
+    min_chars: usize,
+    /// Fraction of the token stream (at its end) written as validation shards.
+    #[arg(long, default_value_t = 0.05)]
+    val_fraction: f64,
+    /// Tokens per shard.
+    #[arg(long, default_value_t = 100_000_000)]
+    shard_tokens: usize,
+    /// Worker threads (default: one per allowed core, or CLLM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    cllm_engine::kernels::isa::init()?;
+    let start = Instant::now();
+    if args.vocab_size.is_none() && args.tokenizer.is_none() {
+        bail!("say which tokenizer: --vocab-size N to train one, or --tokenizer gpt2|FILE");
+    }
+    let detected = Topology::detect();
+    let plan = match args.threads {
+        Some(n) => detected.topology.plan(Some(n), false),
+        None => detected.topology.plan_from_env(false),
+    };
+    for w in detected.warnings.iter().chain(&plan.warnings) {
+        eprintln!("warning: {w}");
+    }
+    let spheres = Spheres::new(&plan.tree).context("starting the sphere workers")?;
+
+    let opts = if args.raw {
+        CleanOptions::raw()
+    } else {
+        CleanOptions {
+            nfkc: args.nfkc,
+            lowercase: args.lowercase,
+            strict: args.strict,
+            min_chars: args.min_chars,
+            ..CleanOptions::default()
+        }
+    };
+    let format = match &args.jsonl_field {
+        Some(field) => InputFormat::Jsonl {
+            field: field.clone(),
+        },
+        None => InputFormat::Text,
+    };
+    let (docs, report) = clean_inputs(&args.inputs, &format, &opts)?;
+    eprintln!("{report}");
+    let texts: Vec<&str> = docs
+        .iter()
+        .map(|d| d.text.as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let total_bytes: usize = texts.iter().map(|t| t.len()).sum();
+
+    let tokenizer = match (&args.tokenizer, args.vocab_size) {
+        (Some(name), _) if name == "gpt2" => Tokenizer::gpt2_builtin(),
+        (Some(path), _) => Tokenizer::load(path.as_ref())?,
+        (None, Some(vocab)) => {
+            let t = Instant::now();
+            let specials: Vec<&str> = args.specials.iter().map(String::as_str).collect();
+            let tok = count_words(&spheres, &texts)?.train(vocab, &specials)?;
+            eprintln!(
+                "trained a {}-token BPE in {:.1} s",
+                tok.vocab_size(),
+                t.elapsed().as_secs_f64()
+            );
+            tok
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+
+    let bar = ProgressBar::new(total_bytes as u64);
+    bar.set_style(ProgressStyle::with_template("encoding {bar:30} {bytes}/{total_bytes} [{elapsed_precise} < {eta_precise}] {bytes_per_sec}").expect("a valid template"));
+    let t = Instant::now();
+    let encoded = encode_documents(&spheres, &tokenizer, &texts, &|done| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "encoded {} documents, {:.1} MB in {secs:.2} s ({:.1} MB/s) on {} workers",
+        texts.len(),
+        total_bytes as f64 / 1e6,
+        total_bytes as f64 / 1e6 / secs,
+        spheres.count()
+    );
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let cfg = ShardSetConfig {
+        vocab_size: tokenizer.vocab_size(),
+        shard_tokens: args.shard_tokens,
+        eot: tokenizer.eot_token(),
+        val_fraction: args.val_fraction,
+    };
+    let summary = write_shard_set(&args.out, &encoded, &cfg)?;
+    tokenizer.save(&args.out.join(TOKENIZER_FILE))?;
+    for (path, n) in summary.train.iter().chain(&summary.val) {
+        println!("{}: {n} tokens", path.display());
+    }
+    println!(
+        "{}: {} tokens, vocabulary {}, in {:.1} s",
+        args.out.display(),
+        summary
+            .train
+            .iter()
+            .chain(&summary.val)
+            .map(|(_, n)| n)
+            .sum::<usize>(),
+        tokenizer.vocab_size(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
