@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod clean;
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod model;
 pub mod par_gemm;
 pub mod sphere_tree;

@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod error;
 pub mod gelu;
 pub mod gemm;
+pub mod gemv;
 pub mod isa;
 pub mod layernorm;
 pub mod loss;

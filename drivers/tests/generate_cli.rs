@@ -1,0 +1,126 @@
+//! cllm-generate on the golden trained tiny model: token ids in, token ids out, as Hugging Face
+//! `generate` gave them; and clear errors on bad input.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn trained_dir() -> PathBuf {
+    match std::env::var_os("CLLM_GOLDEN_TRAINED") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/tiny/trained"),
+    }
+}
+
+fn generate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-generate"))
+        .arg("--model")
+        .arg(trained_dir())
+        .args(["--threads", "2"])
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("cllm-generate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// `greedy_prompt`, `greedy` and `beam` of ../shared/golden/tiny/expect.safetensors.
+const PROMPT: &str = "190,44,376,267,149,168";
+const GREEDY: &str = "197,197,197,197,197,98,98,98,98,98,98,98,98,98,78,78";
+const BEAM: &str = "197,197,197,197,124,98,98,98,98,98,98,98,198,198,198,198";
+
+#[test]
+fn greedy_and_beam_ids_match_hugging_face() {
+    let (ok, out, err) = generate(&[
+        "--prompt-ids",
+        PROMPT,
+        "--print-ids",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), GREEDY);
+    assert!(err.contains("tokens/s"), "{err}");
+    let (ok, out, err) = generate(&[
+        "--prompt-ids",
+        PROMPT,
+        "--print-ids",
+        "--beams",
+        "4",
+        "--length-penalty",
+        "0",
+        "--ignore-eos",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), BEAM);
+}
+
+#[test]
+fn batch_rows_match_single_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.txt");
+    std::fs::write(&file, format!("{PROMPT}\n5,6\n")).unwrap();
+    let (ok, out, err) = generate(&[
+        "--batch",
+        file.to_str().unwrap(),
+        "--batch-ids",
+        "--print-ids",
+        "--max-new-tokens",
+        "16",
+        "--top-k",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    for (row, prompt) in [PROMPT, "5,6"].iter().enumerate() {
+        let (ok, alone, err) = generate(&[
+            "--prompt-ids",
+            prompt,
+            "--print-ids",
+            "--max-new-tokens",
+            "16",
+            "--top-k",
+            "5",
+            "--seed",
+            "3",
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(rows[row], alone.trim(), "row {row}");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for (args, want) in [
+        (
+            vec!["--prompt-ids", "1,2,999", "--print-ids"],
+            "outside the vocabulary",
+        ),
+        (
+            vec!["--prompt-ids", "1,2", "--print-ids", "--top-p", "0"],
+            "top-p must be in (0, 1]",
+        ),
+        (
+            vec![
+                "--prompt-ids",
+                "1,2",
+                "--print-ids",
+                "--max-new-tokens",
+                "63",
+            ],
+            "exceeds the model's context",
+        ),
+        (vec!["some text"], "no tokenizer"),
+    ] {
+        let (ok, _, err) = generate(&args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    }
+}

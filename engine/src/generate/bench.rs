@@ -1,0 +1,149 @@
+//! Decoding speed: prefill and decode tokens/s on a random-weight model, against the
+//! memory-bandwidth bound measured in the same run (decode streams every weight once per step,
+//! so a step cannot take less than weight bytes / bandwidth).
+
+use super::{argmax, Decoder, GenerateError};
+use crate::data::SplitMix64;
+use crate::model::{Gpt, GptConfig};
+use crate::spheres::Spheres;
+use cllm_kernels::probe;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// GPT-2 124M's shape.
+pub fn gpt2_124m() -> GptConfig {
+    GptConfig {
+        vocab_size: 50257,
+        n_positions: 1024,
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+    }
+}
+
+/// A model of shape `cfg` with uniform random weights in [-0.05, 0.05) (vocabulary pad rows zero).
+pub fn random_model(cfg: GptConfig, seed: u64) -> Gpt {
+    let mut model = Gpt::zeros(cfg);
+    let mut rng = SplitMix64::new(seed);
+    for p in model.params.iter_mut() {
+        *p = ((rng.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32) - 0.5) * 0.1;
+    }
+    let (v, c) = (cfg.vocab_size, cfg.n_embd);
+    let wte = model.layout.wte.clone();
+    model.params[wte.start + v * c..wte.end].fill(0.0);
+    model
+}
+
+/// Bytes of weights one decode step reads: every block's matrices and vectors, the final
+/// LayerNorm and the (unpadded) LM head.
+pub fn weight_bytes_per_step(cfg: &GptConfig) -> usize {
+    let (p, c) = (cfg.n_positions, cfg.n_embd);
+    // Every parameter (the token table is the LM head) but the position table, of which a step
+    // reads one row.
+    (cfg.num_parameters() - p * c + c) * 4
+}
+
+/// Read bandwidth in bytes/s: the best of `passes` streaming reads of a `bytes` buffer, split
+/// across the pool's workers (or one thread).
+pub fn read_bandwidth(
+    pool: Option<&Spheres>,
+    bytes: usize,
+    passes: usize,
+) -> Result<f64, GenerateError> {
+    let data: Vec<f32> = (0..bytes / 4).map(|i| (i % 7) as f32).collect();
+    let sink = Mutex::new(0.0f32);
+    let mut best = f64::INFINITY;
+    for _ in 0..passes.max(1) {
+        let start = Instant::now();
+        match pool {
+            Some(pool) => pool.run(|ctx| {
+                let part = &data[ctx.share(0..data.len())];
+                let s = probe::stream_sum(part);
+                *sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) += s;
+            })?,
+            None => {
+                *sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) += probe::stream_sum(&data)
+            }
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink);
+    Ok((data.len() * 4) as f64 / best)
+}
+
+/// One decoding benchmark's numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeReport {
+    pub threads: usize,
+    pub batch: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    /// Prompt tokens (all rows) per second of prefill.
+    pub prefill_tokens_per_s: f64,
+    /// New tokens (all rows) per second of decode.
+    pub decode_tokens_per_s: f64,
+    /// Milliseconds per decode step (one token for every row).
+    pub decode_ms_per_step: f64,
+    pub weight_bytes_per_step: usize,
+    /// Read bandwidth measured in the same run, bytes/s.
+    pub bandwidth_bytes_per_s: f64,
+    /// Steps/s the bandwidth allows: bandwidth / weight bytes per step.
+    pub bound_steps_per_s: f64,
+    /// Achieved steps/s over the bound (≤ 1 up to measurement noise).
+    pub bandwidth_fraction: f64,
+}
+
+/// Prefill `prompt` random tokens in each of `batch` rows, then decode `new_tokens` greedy steps;
+/// the bandwidth is measured on a buffer of `bandwidth_bytes` first.
+pub fn decode(
+    model: &Gpt,
+    pool: Option<&Spheres>,
+    batch: usize,
+    prompt: usize,
+    new_tokens: usize,
+    bandwidth_bytes: usize,
+) -> Result<DecodeReport, GenerateError> {
+    let cfg = *model.config();
+    let bw = read_bandwidth(pool, bandwidth_bytes, 3)?;
+    let mut dec = Decoder::new(model, pool, batch, prompt + new_tokens)?;
+    let mut rng = SplitMix64::new(1);
+    let tokens: Vec<u32> = (0..batch * prompt)
+        .map(|_| rng.below(cfg.vocab_size as u64) as u32)
+        .collect();
+    let pads = vec![0; batch];
+    // Warm-up: page in the weights and let the workers spin up.
+    dec.prefill(&tokens[..batch], &pads)?;
+    dec.step(&tokens[..batch])?;
+    let start = Instant::now();
+    dec.prefill(&tokens, &pads)?;
+    let prefill = start.elapsed().as_secs_f64();
+    let mut next = vec![0u32; batch];
+    let start = Instant::now();
+    for _ in 0..new_tokens {
+        for (b, n) in next.iter_mut().enumerate() {
+            *n = argmax(dec.logits(b));
+        }
+        dec.step(&next)?;
+    }
+    let decode = start.elapsed().as_secs_f64();
+    let wb = weight_bytes_per_step(&cfg);
+    let steps_per_s = new_tokens as f64 / decode;
+    let bound = bw / wb as f64;
+    Ok(DecodeReport {
+        threads: pool.map_or(1, Spheres::count),
+        batch,
+        prompt_tokens: prompt,
+        new_tokens,
+        prefill_tokens_per_s: (batch * prompt) as f64 / prefill,
+        decode_tokens_per_s: steps_per_s * batch as f64,
+        decode_ms_per_step: 1e3 / steps_per_s,
+        weight_bytes_per_step: wb,
+        bandwidth_bytes_per_s: bw,
+        bound_steps_per_s: bound,
+        bandwidth_fraction: steps_per_s / bound,
+    })
+}

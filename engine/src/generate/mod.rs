@@ -1,0 +1,218 @@
+//! Text generation with a KV cache: greedy and sampled decoding (temperature, top-k, top-p,
+//! min-p, repetition penalty), stop tokens and sequences, batches of left-padded prompts, and
+//! beam search.
+//!
+//! [`Decoder`] holds the session (cache and buffers, allocated once); [`generate`] and
+//! [`beam_search`] drive it; [`sample_continuation`] is the one-call form.
+
+pub mod beam;
+pub mod bench;
+mod decoder;
+mod sample;
+
+pub use beam::{beam_search, BeamConfig, BeamHypothesis};
+pub use decoder::{Decoder, PREFILL_CHUNK};
+pub use sample::{argmax, log_softmax, SampleConfig, Sampler};
+
+use crate::model::Gpt;
+use crate::spheres::{Spheres, SpheresError};
+use cllm_kernels::ShapeError;
+use std::time::{Duration, Instant};
+
+/// Why generation refused its input or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("{len} tokens (prompt plus new tokens) do not fit the context of {ctx} positions")]
+    TooLong { len: usize, ctx: usize },
+    #[error("token {token} at position {pos} is outside the vocabulary (V = {vocab})")]
+    TokenOutOfRange {
+        token: u32,
+        pos: usize,
+        vocab: usize,
+    },
+    #[error("the prompt is empty: generation needs at least one token to start from")]
+    EmptyPrompt,
+    #[error("{0}")]
+    Config(String),
+    #[error("sphere workers: {0}")]
+    Spheres(#[from] SpheresError),
+    #[error(transparent)]
+    Kernel(#[from] ShapeError),
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateConfig {
+    pub sample: SampleConfig,
+    /// New tokens per row at most.
+    pub max_new_tokens: usize,
+    /// A row stops after producing one of these (it is kept in the output).
+    pub stop_tokens: Vec<u32>,
+    /// A row stops when its output ends with one of these (kept in the output).
+    pub stop_sequences: Vec<Vec<u32>>,
+    /// Every row's random stream starts from this seed, so a row gives the same text alone or in
+    /// a batch.
+    pub seed: u64,
+}
+
+impl Default for GenerateConfig {
+    fn default() -> Self {
+        GenerateConfig {
+            sample: SampleConfig::greedy(),
+            max_new_tokens: 32,
+            stop_tokens: Vec::new(),
+            stop_sequences: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// What a token callback tells the generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Stop this row (the token just produced is kept).
+    Stop,
+}
+
+/// The new tokens of every row, and how long the two phases took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// (B) each row's new tokens.
+    pub tokens: Vec<Vec<u32>>,
+    /// Prompt tokens run (padding included) and the time they took.
+    pub prefill_tokens: usize,
+    pub prefill_time: Duration,
+    /// Decode steps × rows, and the time the steps took.
+    pub decode_tokens: usize,
+    pub decode_time: Duration,
+}
+
+/// Check a prompt against the model: not empty, every id in the vocabulary.
+pub fn check_prompt(model: &Gpt, prompt: &[u32]) -> Result<(), GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let v = model.config().vocab_size;
+    match prompt.iter().position(|&t| t as usize >= v) {
+        Some(pos) => Err(GenerateError::TokenOutOfRange {
+            token: prompt[pos],
+            pos,
+            vocab: v,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Continue every prompt (left-padded into one batch) by up to `cfg.max_new_tokens` tokens,
+/// calling `on_token(row, token)` as each is produced. Each row's output is what generating its
+/// prompt alone gives.
+pub fn generate(
+    model: &Gpt,
+    pool: Option<&Spheres>,
+    prompts: &[&[u32]],
+    cfg: &GenerateConfig,
+    mut on_token: impl FnMut(usize, u32) -> Control,
+) -> Result<Generation, GenerateError> {
+    cfg.sample.validate()?;
+    if prompts.is_empty() {
+        return Err(GenerateError::Config("no prompts".into()));
+    }
+    for p in prompts {
+        check_prompt(model, p)?;
+    }
+    let b = prompts.len();
+    let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let ctx = t + cfg.max_new_tokens;
+    let max = model.config().n_positions;
+    if ctx > max {
+        return Err(GenerateError::TooLong { len: ctx, ctx: max });
+    }
+    let mut dec = Decoder::new(model, pool, b, ctx.max(1))?;
+    let v = model.config().vocab_size;
+    let mut samplers = (0..b)
+        .map(|_| Sampler::new(&cfg.sample, v, cfg.seed))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut history: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut h = Vec::with_capacity(p.len() + cfg.max_new_tokens);
+            h.extend_from_slice(p);
+            h
+        })
+        .collect();
+    let mut tokens = vec![0u32; b * t];
+    let mut pads = vec![0usize; b];
+    for (i, p) in prompts.iter().enumerate() {
+        pads[i] = t - p.len();
+        tokens[i * t + pads[i]..(i + 1) * t].copy_from_slice(p);
+    }
+    let mut out: Vec<Vec<u32>> = (0..b)
+        .map(|_| Vec::with_capacity(cfg.max_new_tokens))
+        .collect();
+    let mut done = vec![cfg.max_new_tokens == 0; b];
+    let start = Instant::now();
+    dec.prefill(&tokens, &pads)?;
+    let prefill_time = start.elapsed();
+    let start = Instant::now();
+    let mut steps = 0;
+    let mut next = vec![0u32; b];
+    loop {
+        for row in 0..b {
+            if done[row] {
+                continue;
+            }
+            let tok = samplers[row].next(dec.logits(row), &history[row]);
+            next[row] = tok;
+            history[row].push(tok);
+            out[row].push(tok);
+            let stop = cfg.stop_tokens.contains(&tok)
+                || cfg
+                    .stop_sequences
+                    .iter()
+                    .any(|s| !s.is_empty() && out[row].ends_with(s));
+            if on_token(row, tok) == Control::Stop || stop || out[row].len() >= cfg.max_new_tokens {
+                done[row] = true;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        dec.step(&next)?;
+        steps += 1;
+    }
+    Ok(Generation {
+        tokens: out,
+        prefill_tokens: b * t,
+        prefill_time,
+        decode_tokens: steps * b,
+        decode_time: start.elapsed(),
+    })
+}
+
+/// Continue `prompt` by `n` tokens on the calling thread (the trainer's samples). A prompt
+/// longer than the context allows keeps its last tokens.
+pub fn sample_continuation(
+    model: &Gpt,
+    prompt: &[u32],
+    n: usize,
+    cfg: &SampleConfig,
+    seed: u64,
+) -> Result<Vec<u32>, GenerateError> {
+    let max = model.config().n_positions;
+    if n >= max {
+        return Err(GenerateError::TooLong {
+            len: n + 1,
+            ctx: max,
+        });
+    }
+    let prompt = &prompt[prompt.len().saturating_sub(max - n)..];
+    let gen = GenerateConfig {
+        sample: cfg.clone(),
+        max_new_tokens: n,
+        seed,
+        ..GenerateConfig::default()
+    };
+    let mut g = generate(model, None, &[prompt], &gen, |_, _| Control::Continue)?;
+    Ok(g.tokens.swap_remove(0))
+}

@@ -1,0 +1,226 @@
+//! The KV-cache decoder against the full forward pass, batches against single prompts, the
+//! sphere workers against the calling thread, and the sampling settings.
+
+use cllm_engine::data::SplitMix64;
+use cllm_engine::generate::{
+    self, BeamConfig, Control, Decoder, GenerateConfig, GenerateError, SampleConfig,
+};
+use cllm_engine::model::{Gpt, GptConfig, Workspace};
+use cllm_engine::sphere_tree::SphereTree;
+use cllm_engine::spheres::Spheres;
+
+fn random_model(seed: u64) -> Gpt {
+    let cfg = GptConfig {
+        vocab_size: 100,
+        n_positions: 40,
+        n_embd: 32,
+        n_layer: 2,
+        n_head: 4,
+    };
+    let mut m = Gpt::zeros(cfg);
+    let mut rng = SplitMix64::new(seed);
+    for p in m.params.iter_mut() {
+        *p = ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6;
+    }
+    m
+}
+
+fn prompt(seed: u64, n: usize) -> Vec<u32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| rng.below(100) as u32).collect()
+}
+
+fn greedy(n: usize) -> GenerateConfig {
+    GenerateConfig {
+        sample: SampleConfig::greedy(),
+        max_new_tokens: n,
+        ..GenerateConfig::default()
+    }
+}
+
+fn run(
+    model: &Gpt,
+    pool: Option<&Spheres>,
+    prompts: &[&[u32]],
+    cfg: &GenerateConfig,
+) -> Vec<Vec<u32>> {
+    generate::generate(model, pool, prompts, cfg, |_, _| Control::Continue)
+        .unwrap()
+        .tokens
+}
+
+#[test]
+fn cached_logits_match_the_full_forward_pass() {
+    let model = random_model(1);
+    let tokens = prompt(2, 30);
+    let vp = model.config().padded_vocab();
+    let mut ws = Workspace::new(&model, 1, tokens.len());
+    model.forward(&mut ws, &tokens, None).unwrap();
+    let full = ws.logits().to_vec();
+    // Prefill 12 tokens (the GEMM path), then one at a time (the GEMV path).
+    let mut dec = Decoder::new(&model, None, 1, 30).unwrap();
+    dec.prefill(&tokens[..12], &[0]).unwrap();
+    for t in 11..30 {
+        if t > 11 {
+            dec.step(&tokens[t..t + 1]).unwrap();
+        }
+        let want = &full[t * vp..t * vp + 100];
+        for (i, (g, w)) in dec.logits(0).iter().zip(want).enumerate() {
+            // Same math in a different summation order (GEMV vs GEMM, per-head attention).
+            assert!((g - w).abs() < 1e-4, "position {t} token {i}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn left_padded_batches_give_each_row_its_own_output() {
+    let model = random_model(3);
+    let prompts: Vec<Vec<u32>> = [5usize, 11, 1, 8]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| prompt(10 + i as u64, n))
+        .collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    for cfg in [
+        greedy(12),
+        GenerateConfig {
+            sample: SampleConfig {
+                temperature: 0.9,
+                top_k: Some(20),
+                top_p: Some(0.9),
+                min_p: Some(0.01),
+                repetition_penalty: Some(1.3),
+            },
+            max_new_tokens: 12,
+            seed: 77,
+            ..GenerateConfig::default()
+        },
+    ] {
+        let batch = run(&model, None, &refs, &cfg);
+        for (row, p) in refs.iter().enumerate() {
+            assert_eq!(batch[row], run(&model, None, &[p], &cfg)[0], "row {row}");
+        }
+    }
+}
+
+#[test]
+fn sphere_workers_give_the_same_tokens() {
+    let model = random_model(4);
+    let spheres = Spheres::new(&SphereTree::flat(&[0, 1])).unwrap();
+    // One row (narrow GEMV path), and twelve rows (the row-split GEMM path in every pass).
+    let prompts: Vec<Vec<u32>> = (0..12).map(|i| prompt(20 + i, 3 + i as usize)).collect();
+    let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
+    for rows in [&refs[..1], &refs[..]] {
+        assert_eq!(
+            run(&model, Some(&spheres), rows, &greedy(10)),
+            run(&model, None, rows, &greedy(10))
+        );
+    }
+    let beam = BeamConfig {
+        beams: 3,
+        max_new_tokens: 8,
+        length_penalty: 1.0,
+        eos: Some(7),
+        early_stopping: false,
+    };
+    let a = generate::beam_search(&model, Some(&spheres), &prompts[2], &beam).unwrap();
+    let b = generate::beam_search(&model, None, &prompts[2], &beam).unwrap();
+    assert_eq!(a[0].tokens, b[0].tokens);
+}
+
+#[test]
+fn one_beam_is_greedy_and_beams_rank_by_summed_log_probability() {
+    let model = random_model(5);
+    let p = prompt(6, 7);
+    let one = BeamConfig {
+        beams: 1,
+        max_new_tokens: 10,
+        length_penalty: 0.0,
+        eos: None,
+        early_stopping: false,
+    };
+    let hyp = generate::beam_search(&model, None, &p, &one).unwrap();
+    assert_eq!(hyp[0].tokens, run(&model, None, &[&p], &greedy(10))[0]);
+    let four = BeamConfig { beams: 4, ..one };
+    let hyps = generate::beam_search(&model, None, &p, &four).unwrap();
+    assert_eq!(hyps.len(), 4);
+    assert!(hyps
+        .windows(2)
+        .all(|w| w[0].sum_logprob >= w[1].sum_logprob));
+    assert!(hyps[0].sum_logprob >= hyp[0].sum_logprob - 1e-9);
+}
+
+#[test]
+fn same_seed_same_text_and_stops() {
+    let model = random_model(7);
+    let p = prompt(8, 4);
+    let cfg = |seed| GenerateConfig {
+        sample: SampleConfig::default(),
+        max_new_tokens: 20,
+        seed,
+        ..GenerateConfig::default()
+    };
+    let a = run(&model, None, &[&p], &cfg(1));
+    assert_eq!(a, run(&model, None, &[&p], &cfg(1)));
+    assert_ne!(a, run(&model, None, &[&p], &cfg(2)));
+    let stop = GenerateConfig {
+        stop_tokens: vec![a[0][5]],
+        ..cfg(1)
+    };
+    let got = &run(&model, None, &[&p], &stop)[0];
+    let first = a[0].iter().position(|&t| t == a[0][5]).unwrap();
+    assert_eq!(got[..], a[0][..=first]);
+    let seq = GenerateConfig {
+        stop_sequences: vec![a[0][3..5].to_vec()],
+        ..cfg(1)
+    };
+    let got = &run(&model, None, &[&p], &seq)[0];
+    assert!(got.len() <= 5 && got.ends_with(&a[0][3..5]));
+    // top-k 1 is greedy.
+    let k1 = GenerateConfig {
+        sample: SampleConfig {
+            top_k: Some(1),
+            ..SampleConfig::default()
+        },
+        ..cfg(3)
+    };
+    assert_eq!(
+        run(&model, None, &[&p], &k1),
+        run(&model, None, &[&p], &greedy(20))
+    );
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let model = random_model(9);
+    let long = prompt(1, 35);
+    let err = generate::generate(&model, None, &[&long], &greedy(10), |_, _| {
+        Control::Continue
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, GenerateError::TooLong { len: 45, ctx: 40 }),
+        "{err}"
+    );
+    let err = generate::generate(&model, None, &[&[1, 100]], &greedy(1), |_, _| {
+        Control::Continue
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    for p in [0.0, 1.5, f32::NAN] {
+        let cfg = GenerateConfig {
+            sample: SampleConfig {
+                top_p: Some(p),
+                ..SampleConfig::default()
+            },
+            ..greedy(1)
+        };
+        let err =
+            generate::generate(&model, None, &[&[1]], &cfg, |_, _| Control::Continue).unwrap_err();
+        assert!(err.to_string().contains("top-p must be in (0, 1]"), "{err}");
+    }
+    assert!(matches!(
+        generate::generate(&model, None, &[&[]], &greedy(1), |_, _| Control::Continue),
+        Err(GenerateError::EmptyPrompt)
+    ));
+}

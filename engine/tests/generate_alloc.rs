@@ -1,0 +1,112 @@
+//! Decoding allocates nothing per token: after the session is built and warm, `Decoder::step`
+//! (on two sphere workers and on the calling thread) and `Sampler::next` make no allocation. A
+//! counting global allocator sees every thread, so this file holds a single test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+use cllm_engine::data::SplitMix64;
+use cllm_engine::generate::{Decoder, SampleConfig, Sampler};
+use cllm_engine::model::{Gpt, GptConfig};
+use cllm_engine::sphere_tree::SphereTree;
+use cllm_engine::spheres::Spheres;
+
+#[test]
+fn no_allocation_per_decoded_token() {
+    let cfg = GptConfig {
+        vocab_size: 300,
+        n_positions: 64,
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+    };
+    let mut model = Gpt::zeros(cfg);
+    let mut rng = SplitMix64::new(1);
+    for p in model.params.iter_mut() {
+        *p = ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
+    }
+    let spheres = Spheres::new(&SphereTree::flat(&[0, 1])).unwrap();
+    let sample = SampleConfig {
+        temperature: 0.8,
+        top_k: Some(50),
+        top_p: Some(0.9),
+        min_p: Some(0.02),
+        repetition_penalty: Some(1.2),
+    };
+    for pool in [None, Some(&spheres)] {
+        for batch in [1, 3] {
+            let mut dec = Decoder::new(&model, pool, batch, 60).unwrap();
+            let mut samplers: Vec<Sampler> = (0..batch)
+                .map(|_| Sampler::new(&sample, 300, 5).unwrap())
+                .collect();
+            let mut history = vec![7u32; 64];
+            let mut next = vec![0u32; batch];
+            dec.prefill(&vec![3u32; batch * 4], &vec![0; batch])
+                .unwrap();
+            for round in 0..2 {
+                if round == 1 {
+                    ALLOCATIONS.store(0, Ordering::SeqCst);
+                    COUNTING.store(true, Ordering::SeqCst);
+                }
+                for step in 0..20 {
+                    for (b, s) in samplers.iter_mut().enumerate() {
+                        next[b] = s.next(dec.logits(b), &history[..4 + step]);
+                    }
+                    history[4 + step] = next[0];
+                    dec.step(&next).unwrap();
+                }
+                COUNTING.store(false, Ordering::SeqCst);
+                if round == 0 {
+                    dec.prefill(&vec![3u32; batch * 4], &vec![0; batch])
+                        .unwrap();
+                }
+            }
+            assert_eq!(
+                ALLOCATIONS.load(Ordering::SeqCst),
+                0,
+                "batch {batch}, pool {}",
+                pool.is_some()
+            );
+        }
+    }
+}

@@ -1,0 +1,95 @@
+mod common;
+
+use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS};
+use common::*;
+
+/// The `m` rows of a contiguous (m, n) buffer (empty rows when n = 0).
+fn rows(buf: &mut [f32], n: usize, m: usize) -> Vec<&mut [f32]> {
+    let mut out = Vec::with_capacity(m);
+    let mut rest = buf;
+    for _ in 0..m {
+        let (row, tail) = rest.split_at_mut(n);
+        out.push(row);
+        rest = tail;
+    }
+    out
+}
+
+fn xrows(x: &[f32], k: usize, m: usize) -> Vec<&[f32]> {
+    (0..m).map(|i| &x[i * k..i * k + k]).collect()
+}
+
+#[test]
+fn gemv_nn_matches_oracle_on_odd_sizes() {
+    let mut rng = rng(7);
+    for m in [1, 3, GEMV_MAX_ROWS] {
+        for &k in &[0, 1, 3, 4, 7, 65] {
+            for &n in SIZES {
+                let ldw = n + 3;
+                let x = random_vec(&mut rng, m * k);
+                let w = unaligned(&mut rng, k * ldw, 1);
+                let bias = random_vec(&mut rng, n);
+                let init = random_vec(&mut rng, m * n);
+                for (acc, b) in [
+                    (false, &[][..]),
+                    (false, &bias[..]),
+                    (true, &bias[..]),
+                    (true, &[][..]),
+                ] {
+                    let xs = xrows(&x, k, m);
+                    let (mut got, mut want) = (init.clone(), init.clone());
+                    gemv::gemv_nn(&mut rows(&mut got, n, m), &xs, &w[1..], ldw, b, acc).unwrap();
+                    oracle::gemv_nn(&mut rows(&mut want, n, m), &xs, &w[1..], ldw, b, acc);
+                    // K ≤ 65 products of values in [-1, 1) summed in f32 against f64: well
+                    // under 1e-5 relative to the sum's scale (~sqrt(K)).
+                    assert_close(
+                        &format!("gemv_nn m={m} k={k} n={n} acc={acc}"),
+                        &got,
+                        &want,
+                        1e-4,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemv_nt_matches_oracle_on_odd_sizes() {
+    let mut rng = rng(8);
+    for m in [1, 2, GEMV_MAX_ROWS] {
+        for &k in SIZES {
+            for &n in &[0, 1, 5, 33] {
+                let ldw = k + 1;
+                let x = random_vec(&mut rng, m * k);
+                let w = unaligned(&mut rng, n * ldw, 3);
+                let xs = xrows(&x, k, m);
+                let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
+                gemv::gemv_nt(&mut rows(&mut got, n, m), &xs, &w[3..], ldw).unwrap();
+                oracle::gemv_nt(&mut rows(&mut want, n, m), &xs, &w[3..], ldw);
+                // K ≤ 200 products in f32 (vector partial sums) against f64.
+                assert_close(
+                    &format!("gemv_nt m={m} k={k} n={n}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemv_rejects_bad_shapes() {
+    let mut y = [0.0f32; 4];
+    let x = [1.0f32; 3];
+    let err = gemv::gemv_nn(&mut [&mut y[..]], &[&x[..]], &[0.0; 5], 4, &[], false).unwrap_err();
+    assert_eq!(err.kernel, "gemv_nn");
+    let err = gemv::gemv_nt(&mut [&mut y[..]], &[&x[..]], &[0.0; 5], 3).unwrap_err();
+    assert_eq!(err.kernel, "gemv_nt");
+    let mut rows9: Vec<&mut [f32]> = (0..GEMV_MAX_ROWS + 1).map(|_| &mut [][..]).collect();
+    let xs9: Vec<&[f32]> = (0..GEMV_MAX_ROWS + 1).map(|_| &[][..]).collect();
+    assert!(gemv::gemv_nn(&mut rows9, &xs9, &[], 0, &[], false).is_err());
+}
