@@ -1,0 +1,440 @@
+//! cllm-train: train a GPT-2-style model on the sphere workers, then sample from it.
+//!
+//! With no `--data` it trains on the embedded default corpus (eight public-domain plays, byte-level
+//! tokens); otherwise on llm.c token shards. Prints the plan at start, a progress bar while it runs,
+//! a few sampled lines at each evaluation, and a summary with the memory it planned and used.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use cllm_drivers::{byte_corpus, memory_report, progress, threads_plan};
+use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
+use cllm_engine::generate::{sample_continuation, SampleConfig};
+use cllm_engine::model::{Gpt, GptConfig};
+use cllm_engine::spheres::Spheres;
+use cllm_engine::train::{
+    OptimizerKind, Resumed, Rng, SaveOptions, Schedule, TrainConfig, Trainer,
+};
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimizerArg {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cllm-train",
+    about = "Train a GPT-2-style model on CPU cores, then sample from it"
+)]
+struct Args {
+    /// Token shards (llm.c format): a glob such as 'data/train_*.bin' or a directory holding
+    /// train_*.bin and val_*.bin. Without it, the embedded default corpus (byte-level tokens).
+    #[arg(long)]
+    data: Option<String>,
+    /// Vocabulary size of the shards' tokenizer (required with --data unless resuming).
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Transformer blocks (L).
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    /// Attention heads (NH).
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Model width (C).
+    #[arg(long, default_value_t = 256)]
+    embd: usize,
+    /// Sequence length (T); also the model's n_positions unless --init-from/--resume sets it.
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Rows per micro-batch over all workers (B); must divide by the worker count.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Optimizer steps (in all, counting the steps of a resumed run).
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    optimizer: OptimizerArg,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f32,
+    /// Final learning rate of the cosine or linear decay.
+    #[arg(long, default_value_t = 2e-4)]
+    min_lr: f32,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    schedule: ScheduleArg,
+    /// Weight decay (on tensors with two or more dimensions).
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f64,
+    /// AdamW betas.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    #[arg(long, default_value_t = 0.95)]
+    beta2: f64,
+    /// SGD momentum (0 for none).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Global gradient-norm clip (0 for none).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Worker threads (default: one per core of the allowed CPUs, or CLLM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Evaluate validation loss (and sample) every N steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 8)]
+    eval_batches: usize,
+    /// Fraction of the default corpus held out for validation.
+    #[arg(long, default_value_t = 0.05)]
+    val_fraction: f64,
+    /// Checkpoint directory (step-NNNNNNNN subdirectories, `latest` and `best` pointers).
+    #[arg(long)]
+    ckpt_dir: Option<PathBuf>,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    ckpt_every: usize,
+    /// Step checkpoints to keep (the best by validation loss is kept as well).
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Resume from --ckpt-dir's latest checkpoint (or this directory).
+    #[arg(long)]
+    resume: bool,
+    /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Seed of initialisation, data order and sampling.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Append JSON lines of metrics (step, loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Tokens sampled at each evaluation and at the end (0: no samples).
+    #[arg(long, default_value_t = 240)]
+    sample_tokens: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let isa = cllm_engine::kernels::isa::init()?;
+    let start = Instant::now();
+    let (tree, warnings, topology_text) = threads_plan(args.threads)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
+    for w in spheres.warnings() {
+        eprintln!("warning: {w}");
+    }
+
+    // The data: shards, or the embedded corpus as bytes with an end-of-text token between plays.
+    let (source, vocab) = match &args.data {
+        Some(pattern) => {
+            let vocab = args
+                .vocab
+                .context("--data needs --vocab (the shards' vocabulary size)")?;
+            (TokenSource::Glob(pattern.clone()), vocab)
+        }
+        None => (TokenSource::Memory(byte_corpus()), cllm_drivers::BYTE_VOCAB),
+    };
+    let (train_src, val_src) = source.train_val(args.val_fraction)?;
+
+    // The model and trainer: resumed, initialised from a Hugging Face directory, or fresh.
+    let schedule = match args.schedule {
+        ScheduleArg::Constant => Schedule::Constant { lr: args.lr },
+        ScheduleArg::Cosine => Schedule::Cosine {
+            lr: args.lr,
+            min_lr: args.min_lr,
+            warmup: args.warmup,
+            total: args.steps,
+        },
+        ScheduleArg::Linear => Schedule::Linear {
+            lr: args.lr,
+            min_lr: args.min_lr,
+            warmup: args.warmup,
+            total: args.steps,
+        },
+    };
+    let mut data_position = None;
+    let mut trainer = if args.resume {
+        let dir = args
+            .ckpt_dir
+            .as_ref()
+            .context("--resume needs --ckpt-dir")?;
+        let Resumed {
+            mut trainer,
+            dir,
+            data_position: pos,
+            ..
+        } = Trainer::resume(dir, spheres)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
+        trainer.set_schedule(schedule);
+        eprintln!(
+            "resumed from {} at step {}",
+            dir.display(),
+            trainer.step_count()
+        );
+        data_position = Some(DataPosition::from_json(&pos)?);
+        trainer
+    } else {
+        let model = match &args.init_from {
+            Some(dir) => {
+                Gpt::from_hf_dir(dir)
+                    .with_context(|| format!("loading {}", dir.display()))?
+                    .0
+            }
+            None => {
+                let cfg = GptConfig {
+                    vocab_size: vocab,
+                    n_positions: args.seq,
+                    n_embd: args.embd,
+                    n_layer: args.layers,
+                    n_head: args.heads,
+                };
+                cfg.validate()
+                    .map_err(anyhow::Error::msg)
+                    .context("the model shape")?;
+                Gpt::init_random(cfg, args.seed)
+            }
+        };
+        let optimizer = match args.optimizer {
+            OptimizerArg::Adamw => OptimizerKind::AdamW {
+                beta1: args.beta1,
+                beta2: args.beta2,
+                eps: 1e-8,
+                weight_decay: args.weight_decay,
+            },
+            OptimizerArg::Sgd => OptimizerKind::Sgd {
+                momentum: args.momentum,
+                dampening: 0.0,
+                nesterov: args.nesterov,
+                weight_decay: args.weight_decay as f32,
+            },
+        };
+        let config = TrainConfig {
+            batch: args.batch,
+            seq_len: args.seq,
+            grad_accum: args.grad_accum,
+            optimizer,
+            schedule,
+            clip: (args.clip > 0.0).then_some(args.clip),
+            seed: args.seed,
+        };
+        Trainer::new(model, config, spheres)?
+    };
+    let model_cfg = *trainer.model.config();
+    if model_cfg.vocab_size < vocab {
+        bail!("the data's vocabulary ({vocab}) is larger than the model's ({}); use --vocab or a matching model", model_cfg.vocab_size);
+    }
+    let cfg = *trainer.config();
+    let loader_cfg = |shuffle| LoaderConfig {
+        batch: cfg.batch,
+        seq: cfg.seq_len,
+        seed: args.seed,
+        shuffle,
+        vocab_size: Some(model_cfg.vocab_size),
+    };
+    let mut train =
+        Loader::new(train_src, loader_cfg(true)).context("opening the training data")?;
+    if let Some(pos) = data_position {
+        train.restore(pos)?;
+    }
+    let mut val = match val_src {
+        Some(src) => {
+            Some(Loader::new(src, loader_cfg(false)).context("opening the validation data")?)
+        }
+        None => None,
+    };
+
+    // The plan.
+    let plan = trainer.memory_plan();
+    println!(
+        "model: {} parameters (L={} NH={} C={} V={} maxT={}); batch {}x{} x{} accumulation; {} steps; isa {isa}",
+        model_cfg.num_parameters(), model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.vocab_size, model_cfg.n_positions,
+        cfg.batch, cfg.seq_len, cfg.grad_accum, args.steps,
+    );
+    println!(
+        "arenas: params {}, grads {}, optimizer {}, activations {} x {} workers = {} planned",
+        mib(plan.params),
+        mib(plan.grads),
+        mib(plan.optimizer),
+        mib(plan.activations_per_worker),
+        plan.workers,
+        mib(plan.total),
+    );
+    print!("{topology_text}");
+    println!(
+        "training data: {} tokens; validation: {}",
+        train.tokens(),
+        val.as_ref()
+            .map_or("none".to_string(), |v| format!("{} tokens", v.tokens()))
+    );
+
+    let mut metrics = match &args.metrics {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut rng = Rng::new(args.seed ^ 0x5eed);
+    let bar = progress(args.steps as u64, trainer.step_count());
+    let (mut tokens_buf, mut targets_buf) = (
+        vec![0u32; cfg.batch * cfg.seq_len],
+        vec![0u32; cfg.batch * cfg.seq_len],
+    );
+    let mut last_val = None;
+    let mut tok_per_s_sum = (0.0f64, 0usize);
+    while (trainer.step_count() as usize) < args.steps {
+        let t0 = Instant::now();
+        let stats = trainer.step(|tok, tgt| train.next_batch_into(tok, tgt))?;
+        let tok_s = stats.tokens as f64 / t0.elapsed().as_secs_f64();
+        if stats.step > 0 {
+            tok_per_s_sum = (tok_per_s_sum.0 + tok_s, tok_per_s_sum.1 + 1);
+        }
+        let step = stats.step as usize + 1;
+        bar.set_position(step as u64);
+        bar.set_message(format!(
+            "loss {:.4}  {:.0} tok/s  lr {:.2e}  |g| {:.3}",
+            stats.loss, tok_s, stats.lr, stats.grad_norm
+        ));
+        let last = step == args.steps;
+        let mut val_loss = None;
+        if let Some(val) = val.as_mut() {
+            if last || (args.eval_every > 0 && step % args.eval_every == 0) {
+                val.rewind();
+                let mut sum = 0.0f64;
+                for _ in 0..args.eval_batches.max(1) {
+                    val.next_batch_into(&mut tokens_buf, &mut targets_buf)?;
+                    sum += trainer.eval_loss(&tokens_buf, &targets_buf)? as f64;
+                }
+                let v = (sum / args.eval_batches.max(1) as f64) as f32;
+                bar.suspend(|| {
+                    println!(
+                        "step {step}: train loss {:.4}, val loss {v:.4} (ppl {:.2})",
+                        stats.loss,
+                        v.exp()
+                    )
+                });
+                val_loss = Some(v);
+                last_val = Some(v);
+                if args.sample_tokens > 0 && args.data.is_none() {
+                    let text = sample_text(
+                        &trainer.model,
+                        args.sample_tokens.min(120),
+                        args.temperature,
+                        &mut rng,
+                    )?;
+                    bar.suspend(|| println!("{}", indent(&text)));
+                }
+            }
+        }
+        if let Some(f) = metrics.as_mut() {
+            let line = json!({
+                "step": step, "loss": stats.loss, "val_loss": val_loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+                "tokens_per_s": tok_s, "elapsed_s": start.elapsed().as_secs_f64(),
+            });
+            writeln!(f, "{line}")?;
+        }
+        if let Some(dir) = &args.ckpt_dir {
+            if last || (args.ckpt_every > 0 && step % args.ckpt_every == 0) {
+                let opts = SaveOptions {
+                    data_position: train.position().to_json(),
+                    tokenizer: None,
+                    val_loss,
+                    keep: args.keep,
+                };
+                let saved = trainer
+                    .save(dir, &opts)
+                    .with_context(|| format!("saving a checkpoint in {}", dir.display()))?;
+                bar.suspend(|| println!("saved {}", saved.dir.display()));
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let elapsed = start.elapsed().as_secs_f64();
+    let mean_tok_s = if tok_per_s_sum.1 > 0 {
+        tok_per_s_sum.0 / tok_per_s_sum.1 as f64
+    } else {
+        0.0
+    };
+    println!(
+        "done: {} steps in {elapsed:.1} s, {mean_tok_s:.0} tokens/s (mean after the first step){}",
+        trainer.step_count(),
+        last_val.map_or(String::new(), |v| format!(", final val loss {v:.4}")),
+    );
+    println!("memory: planned {}, {}", mib(plan.total), memory_report());
+    if args.sample_tokens > 0 && args.data.is_none() {
+        println!("sample:");
+        println!(
+            "{}",
+            indent(&sample_text(
+                &trainer.model,
+                args.sample_tokens,
+                args.temperature,
+                &mut rng
+            )?)
+        );
+    }
+    Ok(())
+}
+
+/// A continuation of a newline (as long as the context allows), decoded from bytes.
+fn sample_text(model: &Gpt, n: usize, temperature: f32, rng: &mut Rng) -> Result<String> {
+    let n = n.min(model.config().n_positions - 1);
+    let cfg = SampleConfig {
+        temperature,
+        top_k: Some(40),
+        ..SampleConfig::default()
+    };
+    let ids = sample_continuation(model, &[b'\n' as u32], n, &cfg, rng.next_u64())?;
+    let bytes: Vec<u8> = ids.iter().filter(|&&t| t < 256).map(|&t| t as u8).collect();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
