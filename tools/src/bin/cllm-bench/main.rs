@@ -8,7 +8,9 @@ mod spheres;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use cllm_engine::model::GptConfig;
 use cllm_engine::topology::Topology;
+use cllm_engine::train::bench::{run_train_bench, TrainBench};
 use pool::Pool;
 use serde_json::json;
 
@@ -82,6 +84,29 @@ enum Command {
         /// Print only the available paths, space-separated (for scripts).
         #[arg(long)]
         available: bool,
+    },
+    /// Training tokens/s (median step after warm-up) and MFU against the FMA peak measured now.
+    Train {
+        #[arg(long, default_value_t = 65)]
+        vocab: usize,
+        #[arg(long, default_value_t = 6)]
+        layers: usize,
+        #[arg(long, default_value_t = 6)]
+        heads: usize,
+        #[arg(long, default_value_t = 384)]
+        embd: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Worker threads (default: CLLM_THREADS, else one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed steps after 2 warm-up steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// GPT-2 encoding MB/s over a corpus (one document per file), single thread or on N workers.
     Tokenize {
@@ -302,6 +327,67 @@ fn main() -> Result<()> {
                 println!(
                     "active: {isa} (CLLM_ISA forces one of: {})",
                     names.join(", ")
+                );
+            }
+        }
+        Command::Train {
+            vocab,
+            layers,
+            heads,
+            embd,
+            seq,
+            batch,
+            threads,
+            steps,
+            json,
+        } => {
+            let model = GptConfig {
+                vocab_size: vocab,
+                n_positions: seq,
+                n_embd: embd,
+                n_layer: layers,
+                n_head: heads,
+            };
+            model.validate().map_err(anyhow::Error::msg)?;
+            let peak = machine::fma_peak_gflops();
+            let pool = pool::Pool::start(threads)?;
+            let spec = TrainBench {
+                model,
+                batch,
+                seq_len: seq,
+                steps,
+                warmup: 2,
+            };
+            let r = run_train_bench(&spec, pool.spheres)?;
+            let mfu = r.mfu(peak);
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "train", "vocab": vocab, "layers": layers, "heads": heads, "embd": embd, "seq": seq,
+                        "batch": batch, "threads": r.threads, "isa": isa.name(), "params": r.params,
+                        "tokens_per_s": round2(r.tokens_per_s), "mfu": (mfu * 1e4).round() / 1e4,
+                        "peak_gflops_per_core": round2(peak), "planned_bytes": r.memory.total,
+                        "peak_rss_bytes": r.peak_rss_bytes, "last_loss": r.last_loss,
+                    })
+                );
+            } else {
+                println!(
+                    "train L={layers} H={heads} C={embd} V={vocab} T={seq} B={batch}, {} params, {} thread(s), isa {isa}",
+                    r.params, r.threads
+                );
+                println!(
+                    "  {:.0} tokens/s (median of {steps} steps), MFU {:.1}% of {:.1} GFLOP/s per core measured now",
+                    r.tokens_per_s,
+                    100.0 * mfu,
+                    peak
+                );
+                let mib = |b: f64| b / (1u64 << 20) as f64;
+                println!(
+                    "  memory: planned {:.1} MiB, peak RSS {}",
+                    mib(r.memory.total as f64),
+                    r.peak_rss_bytes
+                        .map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b as f64)))
                 );
             }
         }
