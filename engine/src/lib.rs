@@ -11,6 +11,7 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod par_gemm;
+pub mod rng;
 pub mod sphere_tree;
 pub mod spheres;
 pub mod tokenizer;

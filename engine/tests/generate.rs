@@ -1,11 +1,11 @@
 //! The KV-cache decoder against the full forward pass, batches against single prompts, the
 //! sphere workers against the calling thread, and the sampling settings.
 
-use cllm_engine::data::SplitMix64;
 use cllm_engine::generate::{
     self, BeamConfig, Control, Decoder, GenerateConfig, GenerateError, SampleConfig,
 };
 use cllm_engine::model::{Gpt, GptConfig, Workspace};
+use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::spheres::Spheres;
 
@@ -18,7 +18,7 @@ fn random_model(seed: u64) -> Gpt {
         n_head: 4,
     };
     let mut m = Gpt::zeros(cfg);
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     for p in m.params.iter_mut() {
         *p = ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.6;
     }
@@ -26,7 +26,7 @@ fn random_model(seed: u64) -> Gpt {
 }
 
 fn prompt(seed: u64, n: usize) -> Vec<u32> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     (0..n).map(|_| rng.below(100) as u32).collect()
 }
 

@@ -45,9 +45,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-use cllm_engine::data::SplitMix64;
 use cllm_engine::generate::{Decoder, SampleConfig, Sampler};
 use cllm_engine::model::{Gpt, GptConfig};
+use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::spheres::Spheres;
 
@@ -61,7 +61,7 @@ fn no_allocation_per_decoded_token() {
         n_head: 4,
     };
     let mut model = Gpt::zeros(cfg);
-    let mut rng = SplitMix64::new(1);
+    let mut rng = Rng::new(1);
     for p in model.params.iter_mut() {
         *p = ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2;
     }

@@ -2,11 +2,12 @@
 //! that resume bit for bit.
 
 use cllm_engine::model::{Gpt, GptConfig, Workspace};
+use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::topology::allowed_cpus;
 use cllm_engine::train::{
-    OptimizerKind, Rng, SaveOptions, Schedule, StepStats, TrainConfig, TrainError, Trainer,
+    OptimizerKind, SaveOptions, Schedule, StepStats, TrainConfig, TrainError, Trainer,
 };
 use serde_json::json;
 use std::convert::Infallible;

@@ -6,10 +6,11 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cllm_engine::model::{Gpt, GptConfig};
+use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::topology::allowed_cpus;
-use cllm_engine::train::{OptimizerKind, Rng, Schedule, TrainConfig, Trainer};
+use cllm_engine::train::{OptimizerKind, Schedule, TrainConfig, Trainer};
 
 struct Counting;
 

@@ -10,10 +10,9 @@ use cllm_drivers::{byte_corpus, memory_report, progress, threads_plan};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
 use cllm_engine::model::{Gpt, GptConfig};
+use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
-use cllm_engine::train::{
-    OptimizerKind, Resumed, Rng, SaveOptions, Schedule, TrainConfig, Trainer,
-};
+use cllm_engine::train::{OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::rng::SplitMix64;
 use super::shard::{Shard, Tokens};
 use super::DataError;
+use crate::rng::Rng;
 
 /// Name used in errors about an in-memory token source.
 const MEMORY_NAME: &str = "<memory>";
@@ -423,15 +423,15 @@ impl Loader {
         }
         self.order.clear();
         self.order.extend(0..self.windows as u32);
-        let mut rng = SplitMix64::new(epoch_seed(self.cfg.seed, self.epoch));
+        let mut rng = Rng::new(epoch_seed(self.cfg.seed, self.epoch));
         rng.shuffle(&mut self.order);
     }
 }
 
-/// The permutation seed of `epoch`: the epoch mixed into the seed through one SplitMix64 step so
+/// The permutation seed of `epoch`: the epoch mixed into the seed through one Rng step so
 /// that neighbouring (seed, epoch) pairs give unrelated streams.
 fn epoch_seed(seed: u64, epoch: u64) -> u64 {
-    SplitMix64::new(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+    Rng::new(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
 }
 
 /// Opens and checks every shard; returns the store and the window count.

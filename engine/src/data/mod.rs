@@ -8,13 +8,11 @@ pub mod encode;
 mod error;
 pub mod loader;
 pub mod pad;
-pub mod rng;
 pub mod shard;
 pub mod shard_set;
 
 pub use error::DataError;
 pub use loader::{shard_paths, DataPosition, Loader, LoaderConfig, TokenSource};
 pub use pad::{pad_batch, pad_batch_into, PaddedBatch};
-pub use rng::SplitMix64;
 pub use shard::{write_shard, Shard, ShardWriter, TokenWidth, Tokens};
 pub use shard_set::{shard_name, write_shard_set, ShardSetConfig, ShardSetSummary, ShardSetWriter};

@@ -3,8 +3,8 @@
 //! so a step cannot take less than weight bytes / bandwidth).
 
 use super::{argmax, Decoder, GenerateError};
-use crate::data::SplitMix64;
 use crate::model::{Gpt, GptConfig};
+use crate::rng::Rng;
 use crate::spheres::Spheres;
 use cllm_kernels::probe;
 use std::sync::Mutex;
@@ -24,7 +24,7 @@ pub fn gpt2_124m() -> GptConfig {
 /// A model of shape `cfg` with uniform random weights in [-0.05, 0.05) (vocabulary pad rows zero).
 pub fn random_model(cfg: GptConfig, seed: u64) -> Gpt {
     let mut model = Gpt::zeros(cfg);
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = Rng::new(seed);
     for p in model.params.iter_mut() {
         *p = ((rng.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32) - 0.5) * 0.1;
     }
@@ -110,7 +110,7 @@ pub fn decode(
     let cfg = *model.config();
     let bw = read_bandwidth(pool, bandwidth_bytes, 3)?;
     let mut dec = Decoder::new(model, pool, batch, prompt + new_tokens)?;
-    let mut rng = SplitMix64::new(1);
+    let mut rng = Rng::new(1);
     let tokens: Vec<u32> = (0..batch * prompt)
         .map(|_| rng.below(cfg.vocab_size as u64) as u32)
         .collect();

@@ -1,11 +1,11 @@
 //! Turning one row's logits into the next token: repetition penalty, temperature, top-k, top-p,
-//! min-p, then a draw from a seeded [`SplitMix64`]; greedy takes the argmax.
+//! min-p, then a draw from a seeded [`Rng`]; greedy takes the argmax.
 //!
 //! The order is Hugging Face's (penalty, temperature, top-k, top-p, min-p), and so are the
 //! definitions. A [`Sampler`] owns every buffer it needs: drawing a token allocates nothing.
 
 use super::GenerateError;
-use crate::data::SplitMix64;
+use crate::rng::Rng;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +84,7 @@ impl SampleConfig {
 /// One row's token chooser: its settings, its random stream and its buffers.
 pub struct Sampler {
     cfg: SampleConfig,
-    rng: SplitMix64,
+    rng: Rng,
     /// (V) the processed logits.
     work: Vec<f32>,
     /// (V) the candidates as (scaled logit, then probability; id).
@@ -97,7 +97,7 @@ impl Sampler {
         cfg.validate()?;
         Ok(Sampler {
             cfg: cfg.clone(),
-            rng: SplitMix64::new(seed),
+            rng: Rng::new(seed),
             work: Vec::with_capacity(vocab),
             cand: Vec::with_capacity(vocab),
         })
@@ -177,7 +177,7 @@ impl Sampler {
 }
 
 /// A uniform f64 in [0, 1) from 53 random bits.
-fn uniform(rng: &mut SplitMix64) -> f64 {
+fn uniform(rng: &mut Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 

@@ -1,7 +1,7 @@
 //! Random initialisation as Hugging Face's `GPT2PreTrainedModel._init_weights` does it.
 
 use super::{Gpt, GptConfig};
-use crate::train::Rng;
+use crate::rng::Rng;
 
 /// `initializer_range` of GPT-2's config: the standard deviation of weights and embeddings.
 pub const INIT_STD: f64 = 0.02;

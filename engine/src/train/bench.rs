@@ -4,8 +4,9 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use super::{MemoryPlan, OptimizerKind, Rng, Schedule, TrainConfig, TrainError, Trainer};
+use super::{MemoryPlan, OptimizerKind, Schedule, TrainConfig, TrainError, Trainer};
 use crate::model::{Gpt, GptConfig};
+use crate::rng::Rng;
 use crate::spheres::Spheres;
 
 /// What to measure.

@@ -23,13 +23,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::trainer::{TrainError, Trainer};
-use super::{OptimizerKind, Rng, Schedule, TrainConfig};
+use super::{OptimizerKind, Schedule, TrainConfig};
 use crate::checkpoint::{
     self as ckpt, read_pointer, read_tensors_into, rotate, step_dir_name, verify_checkpoint_dir,
     write_checkpoint_dir, write_pointer, FileSource, HfConfig, Rotation, SafetensorsWriter,
     TensorRef, TensorSink, WriteWith, BEST, LATEST,
 };
 use crate::model::{Gpt, GptConfig};
+use crate::rng::Rng;
 use crate::spheres::Spheres;
 
 /// The optimizer moments' file.

@@ -4,12 +4,10 @@
 pub mod bench;
 mod checkpoint;
 mod optim;
-mod rng;
 mod schedule;
 mod trainer;
 
 pub use checkpoint::{Resumed, SaveOptions, Saved, OPTIMIZER_FILE, TRAINER_STATE_FILE};
 pub use optim::{clip_grad_norm, grad_norm, update_part, Optimizer, OptimizerKind};
-pub use rng::Rng;
 pub use schedule::Schedule;
 pub use trainer::{MemoryPlan, StepStats, TrainConfig, TrainError, Trainer};

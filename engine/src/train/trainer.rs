@@ -19,9 +19,10 @@ use std::slice;
 use std::sync::{Mutex, PoisonError};
 
 use super::optim::update_part;
-use super::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind, Rng, Schedule};
+use super::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind, Schedule};
 use crate::checkpoint::CheckpointError;
 use crate::model::{Gpt, ModelError, Workspace};
+use crate::rng::Rng;
 use crate::spheres::{PerWorker, ReduceBuffers, Spheres, SpheresError};
 
 /// How to train: batch shape, optimizer, schedule, clipping, seed.

@@ -1,14 +1,16 @@
-//! A small deterministic random number generator (SplitMix64) whose whole state is one `u64`, so
-//! a checkpoint can store it exactly.
+//! The engine's one random number generator: SplitMix64 (Steele, Lea and Flood 2014; the seeding
+//! generator of xoshiro). Its whole state is one u64, so a position in a random stream is a plain
+//! number a checkpoint can store exactly. Initialisation, data order, benchmarks and sampling all
+//! draw from it.
 
-/// SplitMix64 (Steele, Lea and Flood 2014): passes BigCrush, one add and a mix per number.
+/// The SplitMix64 generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rng {
     state: u64,
 }
 
 impl Rng {
-    /// A generator seeded with `seed`.
+    /// A generator whose stream is fixed by `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng { state: seed }
     }
@@ -23,6 +25,8 @@ impl Rng {
         self.state
     }
 
+    /// The next 64 random bits.
+    #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -36,9 +40,17 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// Uniform in 0..n (n > 0), by Lemire's multiply-shift (bias below 2⁻⁶⁴·n).
+    /// A uniform integer in `0..n` (`n > 0`), without modulo bias (Lemire's multiply-and-reject).
+    #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+        debug_assert!(n > 0);
+        let threshold = n.wrapping_neg() % n;
+        loop {
+            let m = (self.next_u64() as u128) * (n as u128);
+            if (m as u64) >= threshold {
+                return (m >> 64) as u64;
+            }
+        }
     }
 
     /// A standard normal sample (Box–Muller, one of the pair).
@@ -46,6 +58,14 @@ impl Rng {
         let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
         let u2 = self.next_f64();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Shuffles `xs` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            xs.swap(i, j);
+        }
     }
 }
 
@@ -69,5 +89,15 @@ mod tests {
             "{mean} {var}"
         );
         assert!((0..1000).all(|_| a.below(10) < 10));
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut xs: Vec<u32> = (0..100).collect();
+        Rng::new(3).shuffle(&mut xs);
+        let mut sorted = xs.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
+        assert_ne!(xs, sorted);
     }
 }
