@@ -9,22 +9,6 @@ use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Byte-level tokens: 0..=255 are bytes, 256 separates documents.
-pub const BYTE_EOT: u32 = 256;
-/// The byte-level vocabulary size.
-pub const BYTE_VOCAB: usize = 257;
-
-/// The default corpus as byte-level tokens, each play preceded by the end-of-text token (as
-/// llm.c's data preparation puts EOT before each document).
-pub fn byte_corpus() -> Vec<u32> {
-    let mut tokens = Vec::with_capacity(corpus::PLAYS.iter().map(|(_, t)| t.len() + 1).sum());
-    for (_, text) in corpus::PLAYS {
-        tokens.push(BYTE_EOT);
-        tokens.extend(text.bytes().map(u32::from));
-    }
-    tokens
-}
-
 /// The sphere tree for `threads` workers (or `CLLM_THREADS`, or one per allowed core), the
 /// warnings met on the way, and the machine and tree rendered for the start-up print.
 pub fn threads_plan(threads: Option<usize>) -> Result<(SphereTree, Vec<TopologyWarning>, String)> {

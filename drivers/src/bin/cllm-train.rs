@@ -1,22 +1,26 @@
 //! cllm-train: train a GPT-2-style model on the sphere workers, then sample from it.
 //!
-//! With no `--data` it trains on the embedded default corpus (eight public-domain plays, byte-level
-//! tokens); otherwise on llm.c token shards. Prints the plan at start, a progress bar while it runs,
+//! With no `--data` it trains on the embedded default corpus (eight public-domain plays) through a
+//! BPE tokenizer trained on it; otherwise on llm.c token shards and their tokenizer. Prints the plan at start, a progress bar while it runs,
 //! a few sampled lines at each evaluation, and a summary with the memory it planned and used.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use cllm_drivers::{byte_corpus, memory_report, progress, threads_plan};
+use cllm_drivers::{corpus, memory_report, progress, threads_plan};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
 use cllm_engine::model::{Gpt, GptConfig};
 use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
+use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::train::{OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// The tokenizer file stored in checkpoints.
+const TOKENIZER_FILE: &str = "tokenizer.json";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ScheduleArg {
@@ -38,12 +42,16 @@ enum OptimizerArg {
 )]
 struct Args {
     /// Token shards (llm.c format): a glob such as 'data/train_*.bin' or a directory holding
-    /// train_*.bin and val_*.bin. Without it, the embedded default corpus (byte-level tokens).
+    /// train_*.bin and val_*.bin. Without it, the embedded default corpus through a BPE trained on it.
     #[arg(long)]
     data: Option<String>,
-    /// Vocabulary size of the shards' tokenizer (required with --data unless resuming).
+    /// The shards' tokenizer: a cllm tokenizer file (cllm-prepare writes tokenizer.json beside
+    /// the shards) or `gpt2`. Required with --data unless resuming.
     #[arg(long)]
-    vocab: Option<usize>,
+    tokenizer: Option<String>,
+    /// Vocabulary of the BPE tokenizer trained on the default corpus.
+    #[arg(long, default_value_t = 1024)]
+    bpe_vocab: usize,
     /// Transformer blocks (L).
     #[arg(long, default_value_t = 4)]
     layers: usize,
@@ -158,18 +166,6 @@ fn run(args: Args) -> Result<()> {
         eprintln!("warning: {w}");
     }
 
-    // The data: shards, or the embedded corpus as bytes with an end-of-text token between plays.
-    let (source, vocab) = match &args.data {
-        Some(pattern) => {
-            let vocab = args
-                .vocab
-                .context("--data needs --vocab (the shards' vocabulary size)")?;
-            (TokenSource::Glob(pattern.clone()), vocab)
-        }
-        None => (TokenSource::Memory(byte_corpus()), cllm_drivers::BYTE_VOCAB),
-    };
-    let (train_src, val_src) = source.train_val(args.val_fraction)?;
-
     // The model and trainer: resumed, initialised from a Hugging Face directory, or fresh.
     let schedule = match args.schedule {
         ScheduleArg::Constant => Schedule::Constant { lr: args.lr },
@@ -186,7 +182,17 @@ fn run(args: Args) -> Result<()> {
             total: args.steps,
         },
     };
+    // The tokenizer: from --tokenizer, or trained on the default corpus (a resumed run takes
+    // the one its checkpoint stored instead, below).
+    let tokenizer = match (&args.tokenizer, &args.data) {
+        (Some(name), _) => load_tokenizer(name)?,
+        (None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
+        (None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
+        (None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
+        (None, Some(_)) => bail!("--data needs --tokenizer (the tokenizer.json cllm-prepare wrote beside the shards, or gpt2)"),
+    };
     let mut data_position = None;
+    let mut resumed_tokenizer = None;
     let mut trainer = if args.resume {
         let dir = args
             .ckpt_dir
@@ -196,7 +202,7 @@ fn run(args: Args) -> Result<()> {
             mut trainer,
             dir,
             data_position: pos,
-            ..
+            tokenizer,
         } = Trainer::resume(dir, spheres)
             .with_context(|| format!("resuming from {}", dir.display()))?;
         trainer.set_schedule(schedule);
@@ -206,6 +212,7 @@ fn run(args: Args) -> Result<()> {
             trainer.step_count()
         );
         data_position = Some(DataPosition::from_json(&pos)?);
+        resumed_tokenizer = tokenizer;
         trainer
     } else {
         let model = match &args.init_from {
@@ -216,7 +223,7 @@ fn run(args: Args) -> Result<()> {
             }
             None => {
                 let cfg = GptConfig {
-                    vocab_size: vocab,
+                    vocab_size: tokenizer.vocab_size(),
                     n_positions: args.seq,
                     n_embd: args.embd,
                     n_layer: args.layers,
@@ -253,10 +260,34 @@ fn run(args: Args) -> Result<()> {
         };
         Trainer::new(model, config, spheres)?
     };
+    let tokenizer = match resumed_tokenizer {
+        Some((name, bytes)) => {
+            Tokenizer::from_json(&bytes, name.as_ref()).context("the checkpoint's tokenizer")?
+        }
+        None => tokenizer,
+    };
+    let tokenizer_json = tokenizer.to_json();
     let model_cfg = *trainer.model.config();
-    if model_cfg.vocab_size < vocab {
-        bail!("the data's vocabulary ({vocab}) is larger than the model's ({}); use --vocab or a matching model", model_cfg.vocab_size);
+    if model_cfg.vocab_size < tokenizer.vocab_size() {
+        bail!(
+            "the tokenizer has {} tokens but the model only {}; use a matching model or tokenizer",
+            tokenizer.vocab_size(),
+            model_cfg.vocab_size
+        );
     }
+    // The data: shards, or the embedded corpus encoded with an end-of-text token before each play.
+    let source = match &args.data {
+        Some(pattern) => TokenSource::Glob(pattern.clone()),
+        None => {
+            let mut tokens = Vec::new();
+            for (_, text) in corpus::PLAYS {
+                tokens.push(tokenizer.eot_token());
+                tokenizer.encode_ordinary_into(text, &mut tokens);
+            }
+            TokenSource::Memory(tokens)
+        }
+    };
+    let (train_src, val_src) = source.train_val(args.val_fraction)?;
     let cfg = *trainer.config();
     let loader_cfg = |shuffle| LoaderConfig {
         batch: cfg.batch,
@@ -352,9 +383,10 @@ fn run(args: Args) -> Result<()> {
                 });
                 val_loss = Some(v);
                 last_val = Some(v);
-                if args.sample_tokens > 0 && args.data.is_none() {
+                if args.sample_tokens > 0 {
                     let text = sample_text(
                         &trainer.model,
+                        &tokenizer,
                         args.sample_tokens.min(120),
                         args.temperature,
                         &mut rng,
@@ -374,7 +406,7 @@ fn run(args: Args) -> Result<()> {
             if last || (args.ckpt_every > 0 && step % args.ckpt_every == 0) {
                 let opts = SaveOptions {
                     data_position: train.position().to_json(),
-                    tokenizer: None,
+                    tokenizer: Some((TOKENIZER_FILE, tokenizer_json.as_bytes())),
                     val_loss,
                     keep: args.keep,
                 };
@@ -399,12 +431,13 @@ fn run(args: Args) -> Result<()> {
         last_val.map_or(String::new(), |v| format!(", final val loss {v:.4}")),
     );
     println!("memory: planned {}, {}", mib(plan.total), memory_report());
-    if args.sample_tokens > 0 && args.data.is_none() {
+    if args.sample_tokens > 0 {
         println!("sample:");
         println!(
             "{}",
             indent(&sample_text(
                 &trainer.model,
+                &tokenizer,
                 args.sample_tokens,
                 args.temperature,
                 &mut rng
@@ -414,17 +447,31 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A continuation of a newline (as long as the context allows), decoded from bytes.
-fn sample_text(model: &Gpt, n: usize, temperature: f32, rng: &mut Rng) -> Result<String> {
+/// A continuation of a newline (as long as the context allows), decoded.
+fn sample_text(
+    model: &Gpt,
+    tokenizer: &Tokenizer,
+    n: usize,
+    temperature: f32,
+    rng: &mut Rng,
+) -> Result<String> {
     let n = n.min(model.config().n_positions - 1);
     let cfg = SampleConfig {
         temperature,
         top_k: Some(40),
         ..SampleConfig::default()
     };
-    let ids = sample_continuation(model, &[b'\n' as u32], n, &cfg, rng.next_u64())?;
-    let bytes: Vec<u8> = ids.iter().filter(|&&t| t < 256).map(|&t| t as u8).collect();
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let prompt = tokenizer.encode_ordinary("\n");
+    let ids = sample_continuation(model, &prompt, n, &cfg, rng.next_u64())?;
+    Ok(tokenizer.decode_to_string_lossy(&ids)?)
+}
+
+/// `gpt2` (the built-in GPT-2 vocabulary) or a cllm tokenizer file.
+fn load_tokenizer(name: &str) -> Result<Tokenizer> {
+    if name == "gpt2" {
+        return Ok(Tokenizer::gpt2_builtin());
+    }
+    Tokenizer::load(name.as_ref()).with_context(|| format!("loading the tokenizer {name}"))
 }
 
 fn indent(text: &str) -> String {
