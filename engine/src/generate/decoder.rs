@@ -219,7 +219,7 @@ impl<'m> Decoder<'m> {
     /// row's next-token logits in [`Decoder::logits`].
     pub fn prefill(&mut self, tokens: &[u32], pads: &[usize]) -> Result<(), GenerateError> {
         let b = self.batch;
-        if pads.len() != b || tokens.len() % b != 0 || tokens.is_empty() {
+        if pads.len() != b || !tokens.len().is_multiple_of(b) || tokens.is_empty() {
             return Err(GenerateError::Config(format!(
                 "prefill takes B = {b} rows of equal length and B pads; got {} tokens and {} pads",
                 tokens.len(),
@@ -385,6 +385,7 @@ struct Job<'a> {
 ///
 /// # Safety
 /// As [`Shared::mut_at`], for every row's range.
+#[allow(clippy::mut_from_ref)]
 unsafe fn rows_mut<'b>(
     buf: &'b Shared,
     ld: usize,
@@ -503,7 +504,6 @@ impl Job<'_> {
                     true,
                 )
                 .expect(EXPECT);
-                drop(y);
                 barrier();
                 // SAFETY: resid is only read until the next barrier.
                 let resid = unsafe { self.resid.at(0..m * c) };
@@ -565,7 +565,6 @@ impl Job<'_> {
                     true,
                 )
                 .expect(EXPECT);
-                drop(y);
                 barrier();
             } else {
                 let r = my_rows.clone();
