@@ -110,7 +110,39 @@ fn gemv_nn_generic<S: Simd>(
         *p = row.as_mut_ptr();
     }
     let wp = w.as_ptr();
-    // Four weight rows per sweep: y is read and written once per four rows of w.
+    // Columns in tiles small enough that the tile of y (m rows, ≤ 16 KiB) stays in L1 while the
+    // rows of w stream past it; y is read and written once per four rows of w.
+    let tile = ((4096 / m) / S::LANES).max(1) * S::LANES;
+    let mut j0 = 0;
+    while j0 < n {
+        let nt = (n - j0).min(tile);
+        let mut ys = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
+        for i in 0..m {
+            // SAFETY: j0 < n, inside every y row.
+            ys[i] = unsafe { yp[i].add(j0) };
+        }
+        // SAFETY: columns j0..j0+nt ≤ n of every y row and of rows 0..k of w (asserted above).
+        unsafe { nn_tile(s, &ys[..m], x, wp.add(j0), ldw, k, nt) };
+        j0 += nt;
+    }
+}
+
+/// `y[i][0..n] += Σ_p x[i][p] · w[p*ldw..][..n]`, four rows of w per sweep over y.
+///
+/// # Safety
+/// Each `yp[i]` must be valid for reads and writes of `n` floats, `wp` for reads of `n` floats at
+/// each row start `p*ldw` for `p < k`, and every `x[i]` must have `k` elements.
+#[inline(always)]
+unsafe fn nn_tile<S: Simd>(
+    s: S,
+    yp: &[*mut f32],
+    x: &[&[f32]],
+    wp: *const f32,
+    ldw: usize,
+    k: usize,
+    n: usize,
+) {
+    let m = yp.len();
     let mut p = 0;
     while p + 4 <= k {
         let mut xs = [[s.zero(); 4]; GEMV_MAX_ROWS];
@@ -119,8 +151,8 @@ fn gemv_nn_generic<S: Simd>(
                 xs[i][q] = s.splat(x[i][p + q]);
             }
         }
-        // SAFETY: rows p..p+4 < k of w hold columns 0..n (asserted above), and each y row has n
-        // elements; every access below is at a column j < n.
+        // SAFETY: rows p..p+4 < k of w hold columns 0..n and each y row has n elements (the
+        // caller's promise); every access below is at a column j < n.
         unsafe {
             let w0 = wp.add(p * ldw);
             let (w1, w2, w3) = (w0.add(ldw), w0.add(2 * ldw), w0.add(3 * ldw));
@@ -243,31 +275,37 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
         *p = row.as_ptr();
     }
     for r in 0..n {
-        // Two accumulators per x row, so consecutive FMAs do not wait on each other.
-        let mut acc = [[s.zero(); 2]; GEMV_MAX_ROWS];
-        // SAFETY: row r < n of w has k elements from r*ldw (asserted above); x rows have k.
-        unsafe {
-            let wr = w.as_ptr().add(r * ldw);
-            let mut p = 0;
-            while p + 2 * S::LANES <= k {
-                let (a, b) = (s.load(wr.add(p)), s.load(wr.add(p + S::LANES)));
-                for i in 0..m {
-                    acc[i][0] = s.fma(a, s.load(xp[i].add(p)), acc[i][0]);
-                    acc[i][1] = s.fma(b, s.load(xp[i].add(p + S::LANES)), acc[i][1]);
+        // Rows of x in groups of four with two accumulators each (eight registers, no spills);
+        // a second group re-reads the weight row from L1.
+        let mut i0 = 0;
+        while i0 < m {
+            let i1 = (i0 + 4).min(m);
+            let mut acc = [[s.zero(); 2]; 4];
+            // SAFETY: row r < n of w has k elements from r*ldw (asserted above); x rows have k.
+            unsafe {
+                let wr = w.as_ptr().add(r * ldw);
+                let mut p = 0;
+                while p + 2 * S::LANES <= k {
+                    let (a, b) = (s.load(wr.add(p)), s.load(wr.add(p + S::LANES)));
+                    for (i, acc) in (i0..i1).zip(acc.iter_mut()) {
+                        acc[0] = s.fma(a, s.load(xp[i].add(p)), acc[0]);
+                        acc[1] = s.fma(b, s.load(xp[i].add(p + S::LANES)), acc[1]);
+                    }
+                    p += 2 * S::LANES;
                 }
-                p += 2 * S::LANES;
-            }
-            while p < k {
-                let rest = (k - p).min(S::LANES);
-                let a = s.load_partial(wr.add(p), rest, 0.0);
-                for i in 0..m {
-                    acc[i][0] = s.fma(a, s.load_partial(xp[i].add(p), rest, 0.0), acc[i][0]);
+                while p < k {
+                    let rest = (k - p).min(S::LANES);
+                    let a = s.load_partial(wr.add(p), rest, 0.0);
+                    for (i, acc) in (i0..i1).zip(acc.iter_mut()) {
+                        acc[0] = s.fma(a, s.load_partial(xp[i].add(p), rest, 0.0), acc[0]);
+                    }
+                    p += rest;
                 }
-                p += rest;
             }
-        }
-        for i in 0..m {
-            y[i][r] = s.reduce_add(s.add(acc[i][0], acc[i][1]));
+            for (i, acc) in (i0..i1).zip(acc.iter()) {
+                y[i][r] = s.reduce_add(s.add(acc[0], acc[1]));
+            }
+            i0 = i1;
         }
     }
 }

@@ -88,7 +88,7 @@ struct Cli {
 
 /// How token ids become text and back.
 enum Codec {
-    Bpe(Tokenizer),
+    Bpe(Box<Tokenizer>),
     /// Ids below 256 are bytes.
     Bytes,
     /// No tokenizer: ids only.
@@ -139,7 +139,7 @@ fn codec(cli: &Cli, vocab: usize) -> Result<Codec> {
             "the tokenizer has {} tokens but the model's vocabulary is {vocab}: they do not belong together",
             t.vocab_size()
         ),
-        Some(t) => Ok(Codec::Bpe(t)),
+        Some(t) => Ok(Codec::Bpe(Box::new(t))),
         None if vocab <= 257 => Ok(Codec::Bytes),
         None => Ok(Codec::None),
     }

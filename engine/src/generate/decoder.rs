@@ -114,8 +114,7 @@ impl Shared {
 
 /// Part `i` of `parts` of `range` (contiguous, sizes differ by at most one).
 fn split(range: Range<usize>, parts: usize, i: usize) -> Range<usize> {
-    let (n, q, r) = (range.len(), range.len() / parts, range.len() % parts);
-    let _ = n;
+    let (q, r) = (range.len() / parts, range.len() % parts);
     let start = range.start + i * q + i.min(r);
     start..start + q + usize::from(i < r)
 }
@@ -220,7 +219,7 @@ impl<'m> Decoder<'m> {
     /// row's next-token logits in [`Decoder::logits`].
     pub fn prefill(&mut self, tokens: &[u32], pads: &[usize]) -> Result<(), GenerateError> {
         let b = self.batch;
-        if pads.len() != b || tokens.len() % b != 0 || tokens.is_empty() {
+        if pads.len() != b || !tokens.len().is_multiple_of(b) || tokens.is_empty() {
             return Err(GenerateError::Config(format!(
                 "prefill takes B = {b} rows of equal length and B pads; got {} tokens and {} pads",
                 tokens.len(),
@@ -386,6 +385,7 @@ struct Job<'a> {
 ///
 /// # Safety
 /// As [`Shared::mut_at`], for every row's range.
+#[allow(clippy::mut_from_ref)]
 unsafe fn rows_mut<'b>(
     buf: &'b Shared,
     ld: usize,
@@ -493,6 +493,7 @@ impl Job<'_> {
                 // SAFETY: atty is only read after the barrier; each worker writes its own
                 // columns of resid.
                 let atty = unsafe { self.atty.at(0..m * c) };
+                // SAFETY: as above (disjoint ranges between barriers).
                 let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
                 gemv::gemv_nn(
                     &mut y[..m],
@@ -503,7 +504,6 @@ impl Job<'_> {
                     true,
                 )
                 .expect(EXPECT);
-                drop(y);
                 barrier();
                 // SAFETY: resid is only read until the next barrier.
                 let resid = unsafe { self.resid.at(0..m * c) };
@@ -554,6 +554,7 @@ impl Job<'_> {
                 // SAFETY: fch is only read after the barrier; each worker writes its own
                 // columns of resid.
                 let fch = unsafe { self.fch.at(0..m * 4 * c) };
+                // SAFETY: as above (disjoint ranges between barriers).
                 let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
                 gemv::gemv_nn(
                     &mut y[..m],
@@ -564,7 +565,6 @@ impl Job<'_> {
                     true,
                 )
                 .expect(EXPECT);
-                drop(y);
                 barrier();
             } else {
                 let r = my_rows.clone();
@@ -572,6 +572,7 @@ impl Job<'_> {
                 // SAFETY: atty is only read after the barrier; each worker writes its own rows of
                 // resid and fch.
                 let atty = unsafe { self.atty.at(r.start * c..r.end * c) };
+                // SAFETY: as above (disjoint ranges between barriers).
                 let resid = unsafe { self.resid.mut_at(r.start * c..r.end * c) };
                 gemm::sgemm(
                     &mut scr.gemm,
@@ -618,6 +619,7 @@ impl Job<'_> {
                 .expect(EXPECT);
                 bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c)
                     .expect(EXPECT);
+                // SAFETY: as above (disjoint ranges between barriers).
                 let fch = unsafe { self.fch.mut_at(r.start * 4 * c..r.end * 4 * c) };
                 gelu::gelu_fwd(fch, &scr.h[..n * 4 * c], n * 4 * c).expect(EXPECT);
                 gemm::sgemm(
