@@ -8,6 +8,7 @@ mod spheres;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use cllm_engine::generate;
 use cllm_engine::model::GptConfig;
 use cllm_engine::topology::Topology;
 use cllm_engine::train::bench::{run_train_bench, TrainBench};
@@ -105,6 +106,23 @@ enum Command {
         /// Timed steps after 2 warm-up steps.
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prefill and decode tokens/s of a random-weight model, and the fraction of the memory-bandwidth
+    /// bound (weight bytes per step over the read bandwidth measured in the same run).
+    Decode {
+        /// Model shape: gpt2-124m (V=50257, C=768, L=12, NH=12, maxT=1024).
+        #[arg(long, default_value = "gpt2-124m")]
+        preset: String,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt: usize,
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
         #[arg(long)]
         json: bool,
     },
@@ -388,6 +406,53 @@ fn main() -> Result<()> {
                     mib(r.memory.total as f64),
                     r.peak_rss_bytes
                         .map_or("unknown".into(), |b| format!("{:.1} MiB", mib(b as f64)))
+                );
+            }
+        }
+        Command::Decode {
+            preset,
+            threads,
+            batch,
+            prompt,
+            new_tokens,
+            json,
+        } => {
+            if preset != "gpt2-124m" {
+                bail!("--preset {preset}: the presets are gpt2-124m");
+            }
+            let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
+            let pool = pool::Pool::start(threads)?;
+            let spheres = (pool.spheres.count() > 1).then_some(&pool.spheres);
+            let r = generate::bench::decode(&model, spheres, batch, prompt, new_tokens, 512 << 20)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "bench": "decode", "preset": preset, "threads": r.threads, "batch": r.batch, "isa": isa.name(),
+                        "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens,
+                        "prefill_tokens_per_s": round2(r.prefill_tokens_per_s), "decode_tokens_per_s": round2(r.decode_tokens_per_s),
+                        "bandwidth_fraction": (r.bandwidth_fraction * 1e4).round() / 1e4,
+                        "bandwidth_gbs": round2(r.bandwidth_bytes_per_s / 1e9), "weight_bytes_per_step": r.weight_bytes_per_step,
+                    })
+                );
+            } else {
+                println!(
+                    "decode {preset}, batch {batch}, {} thread(s), isa {isa}",
+                    r.threads
+                );
+                println!(
+                    "  prefill {} tokens: {:.1} tokens/s",
+                    r.prompt_tokens * batch,
+                    r.prefill_tokens_per_s
+                );
+                println!(
+                    "  decode {} steps: {:.1} tokens/s ({:.1} ms/step); bound {:.1} steps/s at {:.1} GB/s read -> {:.1}% of the bound",
+                    r.new_tokens,
+                    r.decode_tokens_per_s,
+                    r.decode_ms_per_step,
+                    r.bound_steps_per_s,
+                    r.bandwidth_bytes_per_s / 1e9,
+                    100.0 * r.bandwidth_fraction
                 );
             }
         }
