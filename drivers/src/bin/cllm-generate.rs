@@ -2,8 +2,8 @@
 //!
 //! Prompts come from an argument, `--prompt-file`, `--prompt-ids`, `--batch FILE` (one per line)
 //! or stdin; on a terminal with none of these it asks for prompts interactively. Text goes through
-//! the tokenizer (`--tokenizer FILE|gpt2`, the directory's `vocab.json` + `merges.txt`, or bytes
-//! for byte-level models of at most 257 tokens); `--print-ids` prints token ids instead. A single
+//! the tokenizer (`--tokenizer FILE|gpt2`, the `tokenizer.json` a cllm checkpoint stores, the
+//! directory's `vocab.json` + `merges.txt`, or bytes for byte-level models of at most 257 tokens); `--print-ids` prints token ids instead. A single
 //! prompt streams its text as it is produced. Prefill and decode speeds go to stderr.
 
 use std::io::{IsTerminal, Read, Write};
@@ -17,6 +17,9 @@ use cllm_engine::generate::{self, BeamConfig, Control, GenerateConfig, SampleCon
 use cllm_engine::model::Gpt;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
+
+/// The tokenizer file cllm-train stores in its checkpoints.
+const CHECKPOINT_TOKENIZER: &str = "tokenizer.json";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -116,24 +119,28 @@ impl Codec {
 }
 
 fn codec(cli: &Cli, vocab: usize) -> Result<Codec> {
-    let tok =
-        match cli.tokenizer.as_deref() {
-            Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
-            Some(file) => Some(
-                Tokenizer::load(Path::new(file))
-                    .with_context(|| format!("loading the tokenizer {file}"))?,
-            ),
-            None => {
-                let (enc, merges) = (cli.model.join("vocab.json"), cli.model.join("merges.txt"));
-                if enc.is_file() && merges.is_file() {
-                    Some(Tokenizer::gpt2(&enc, &merges).with_context(|| {
+    let tok = match cli.tokenizer.as_deref() {
+        Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
+        Some(file) => Some(
+            Tokenizer::load(Path::new(file))
+                .with_context(|| format!("loading the tokenizer {file}"))?,
+        ),
+        None => {
+            let (enc, merges) = (cli.model.join("vocab.json"), cli.model.join("merges.txt"));
+            let own = cli.model.join(CHECKPOINT_TOKENIZER);
+            if own.is_file() {
+                Some(Tokenizer::load(&own).with_context(|| format!("loading {}", own.display()))?)
+            } else if enc.is_file() && merges.is_file() {
+                Some(
+                    Tokenizer::gpt2(&enc, &merges).with_context(|| {
                         format!("loading the tokenizer of {}", cli.model.display())
-                    })?)
-                } else {
-                    None
-                }
+                    })?,
+                )
+            } else {
+                None
             }
-        };
+        }
+    };
     match tok {
         Some(t) if t.vocab_size() != vocab => bail!(
             "the tokenizer has {} tokens but the model's vocabulary is {vocab}: they do not belong together",

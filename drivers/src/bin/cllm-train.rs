@@ -71,7 +71,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
     /// Optimizer steps (in all, counting the steps of a resumed run).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 300)]
     steps: usize,
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
     optimizer: OptimizerArg,

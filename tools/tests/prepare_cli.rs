@@ -1,0 +1,79 @@
+//! cllm-prepare end to end: GPT-2 shards hold exactly the tokenizer's ids with EOT before each
+//! document, and the shards do not depend on the thread count.
+
+use cllm_engine::data::Shard;
+use cllm_engine::tokenizer::Tokenizer;
+use std::path::Path;
+use std::process::Command;
+
+const TEXT: &str = "Hello, world! It's 2026 — naïve café, 東京, emoji 👍🏽 and   spaces.\r\nSecond line\twith a tab.\n\n  DON'T stop 1234567890.\n";
+
+fn prepare(input: &Path, out: &Path, threads: &str, extra: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_cllm-prepare"))
+        .arg(input)
+        .args(["--out", out.to_str().unwrap(), "--threads", threads])
+        .args(extra)
+        .status()
+        .expect("cllm-prepare runs");
+    assert!(status.success(), "cllm-prepare failed");
+}
+
+fn tokens(path: &Path) -> Vec<u32> {
+    let shard = Shard::open(path).unwrap();
+    let mut out = vec![0u32; shard.len()];
+    shard.tokens().copy_to(0, &mut out);
+    out
+}
+
+#[test]
+fn gpt2_raw_shards_hold_the_tokenizer_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("doc.txt");
+    std::fs::write(&input, TEXT).unwrap();
+    let out = dir.path().join("out");
+    prepare(
+        &input,
+        &out,
+        "1",
+        &["--tokenizer", "gpt2", "--raw", "--val-fraction", "0"],
+    );
+    let gpt2 = Tokenizer::gpt2_builtin();
+    let mut want = vec![gpt2.eot_token()];
+    want.extend(gpt2.encode_ordinary(TEXT));
+    assert_eq!(tokens(&out.join("train_000000.bin")), want);
+    assert!(!out.join("val_000000.bin").exists());
+    assert!(out.join("tokenizer.json").is_file());
+}
+
+#[test]
+fn trained_bpe_shards_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    for i in 0..7 {
+        let doc: String = (0..200)
+            .map(|j| format!("line {j} of document {i}: the quick brown fox {}\n", i * j))
+            .collect();
+        std::fs::write(corpus.join(format!("doc{i}.txt")), doc).unwrap();
+    }
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    prepare(
+        &corpus,
+        &one,
+        "1",
+        &["--vocab-size", "400", "--val-fraction", "0.1"],
+    );
+    prepare(
+        &corpus,
+        &two,
+        "2",
+        &["--vocab-size", "400", "--val-fraction", "0.1"],
+    );
+    for file in ["train_000000.bin", "val_000000.bin", "tokenizer.json"] {
+        let (a, b) = (
+            std::fs::read(one.join(file)).unwrap(),
+            std::fs::read(two.join(file)).unwrap(),
+        );
+        assert!(a == b, "{file} differs between 1 and 2 threads");
+    }
+}
