@@ -359,7 +359,7 @@ pub fn par_sgemm(
     ldc: usize,
     accumulate: bool,
 ) -> Result<(), ParGemmError> {
-    check_shapes(
+    gemm::check_shapes(
         layout,
         m,
         k,
@@ -524,52 +524,6 @@ impl Job<'_> {
             continue 'cols;
         }
     }
-}
-
-/// Elements a `rows × cols` row-major matrix with row stride `ld` spans, or `None` on overflow.
-fn span(rows: usize, cols: usize, ld: usize) -> Option<usize> {
-    if rows == 0 || cols == 0 {
-        Some(0)
-    } else {
-        (rows - 1).checked_mul(ld)?.checked_add(cols)
-    }
-}
-
-/// `sgemm`'s shape checks, with its messages; allocates only to report a failure.
-fn check_shapes(
-    layout: Layout,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: (usize, usize),
-    b: (usize, usize),
-    c: (usize, usize),
-) -> Result<(), ShapeError> {
-    let (ar, ac) = layout.a_dims(m, k);
-    let (br, bc) = layout.b_dims(k, n);
-    for (name, rows, cols, (len, ld)) in [("a", ar, ac, a), ("b", br, bc, b), ("c", m, n, c)] {
-        let fail = |detail: String| ShapeError {
-            kernel: "sgemm",
-            detail: format!(
-                "layout {layout}, M×K×N = {m}×{k}×{n}, `{name}` stored {rows}×{cols}: {detail}"
-            ),
-        };
-        if ld < cols {
-            return Err(fail(format!(
-                "ld{name} = {ld} is below its row width {cols}"
-            )));
-        }
-        match span(rows, cols, ld) {
-            None => return Err(fail(format!("ld{name} = {ld} overflows the address range"))),
-            Some(need) if len < need => {
-                return Err(fail(format!(
-                    "`{name}` has {len} elements but (rows-1)·ld{name} + cols = {need} are needed"
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

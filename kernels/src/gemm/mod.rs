@@ -292,7 +292,10 @@ fn shapes_fit(
         })
 }
 
-fn check_shapes(
+/// The checks [`sgemm`] makes: every operand's stride covers its row width and its slice holds
+/// `(rows-1)·ld + cols` elements. Each pair is (slice length, row stride). Allocates only to report
+/// a failure, so callers that split one GEMM into many (the parallel GEMM) can check once.
+pub fn check_shapes(
     layout: Layout,
     m: usize,
     k: usize,
