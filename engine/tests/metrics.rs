@@ -333,3 +333,74 @@ fn corpus_bleu_rejects_bad_shapes() {
         Err(EvalError::NoSegments)
     );
 }
+
+mod perplexity {
+    use cllm_engine::eval::perplexity::PerplexityMeter;
+    use cllm_engine::model::{Gpt, GptConfig, Workspace};
+
+    fn model() -> Gpt {
+        let cfg = GptConfig {
+            vocab_size: 61,
+            n_positions: 24,
+            n_embd: 32,
+            n_layer: 2,
+            n_head: 4,
+        };
+        Gpt::init_random(cfg, 3)
+    }
+
+    fn stream(n: usize) -> Vec<u32> {
+        (0..n as u32).map(|i| (i * 7 + i / 3) % 61).collect()
+    }
+
+    #[test]
+    fn non_overlapping_windows_equal_the_mean_loss_of_each_window() {
+        let m = model();
+        let s = stream(24 * 3 + 1);
+        let mut meter = PerplexityMeter::new(&m, 24, 24).unwrap();
+        meter.add(&s, |_, _| {}).unwrap();
+        let got = meter.result();
+        let mut ws = Workspace::new(&m, 1, 24);
+        let mut sum = 0.0f64;
+        for w in 0..3 {
+            let (x, y) = (&s[w * 24..w * 24 + 24], &s[w * 24 + 1..w * 24 + 25]);
+            sum += m.forward(&mut ws, x, Some(y)).unwrap().unwrap() as f64 * 24.0;
+        }
+        assert_eq!(got.tokens, 72);
+        assert!(
+            (got.nll - sum / 72.0).abs() < 1e-6,
+            "{} vs {}",
+            got.nll,
+            sum / 72.0
+        );
+        assert!((got.ppl - got.nll.exp()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn strided_windows_score_every_target_once() {
+        let m = model();
+        for (n, seq, stride) in [(100, 24, 10), (50, 24, 24), (10, 24, 5), (25, 24, 1)] {
+            let s = stream(n);
+            let mut meter = PerplexityMeter::new(&m, seq, stride).unwrap();
+            let mut seen = vec![0u32; n];
+            meter
+                .add(&s, |first, count| {
+                    seen[first..first + count].iter_mut().for_each(|c| *c += 1)
+                })
+                .unwrap();
+            assert_eq!(
+                meter.result().tokens,
+                n - 1,
+                "n={n} seq={seq} stride={stride}"
+            );
+            assert!(
+                seen[1..].iter().all(|&c| c == 1) && seen[0] == 0,
+                "n={n} seq={seq} stride={stride}"
+            );
+        }
+        assert!(
+            PerplexityMeter::new(&m, 25, 1).is_err(),
+            "longer than n_positions"
+        );
+    }
+}

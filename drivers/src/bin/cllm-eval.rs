@@ -28,6 +28,30 @@ enum Command {
     Bleu(BleuArgs),
     /// ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum as rouge-score 0.1.2 computes them, averaged over lines.
     Rouge(RougeArgs),
+    /// Perplexity of a model over token shards: mean next-token NLL over every predicted token.
+    Ppl(PplArgs),
+}
+
+#[derive(Args, Debug)]
+struct PplArgs {
+    /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Token shards (llm.c format): a glob such as 'data/val_*.bin'. Each shard is one stream.
+    #[arg(long)]
+    data: String,
+    /// Window length T (default: the model's n_positions).
+    #[arg(long)]
+    seq: Option<usize>,
+    /// Window stride (default: T, non-overlapping); smaller gives each target more context.
+    #[arg(long)]
+    stride: Option<usize>,
+    /// The shards' tokenizer (a cllm tokenizer file or `gpt2`), for bits per byte; default: the
+    /// model directory's tokenizer.json when it has one.
+    #[arg(long)]
+    tokenizer: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +103,7 @@ fn run(cli: Cli) -> Result<()> {
     let out = match cli.command {
         Command::Bleu(args) => run_bleu(&args)?,
         Command::Rouge(args) => run_rouge(&args)?,
+        Command::Ppl(args) => run_ppl(&args)?,
     };
     print!("{out}");
     Ok(())
@@ -282,4 +307,60 @@ fn run_rouge(args: &RougeArgs) -> Result<String> {
         if args.stem { "on" } else { "off" }
     )?;
     Ok(out)
+}
+
+fn run_ppl(args: &PplArgs) -> Result<String> {
+    use cllm_engine::data::{shard_paths, Shard};
+    use cllm_engine::eval::perplexity::PerplexityMeter;
+    use cllm_engine::model::Gpt;
+    use cllm_engine::tokenizer::Tokenizer;
+
+    cllm_engine::kernels::isa::init()?;
+    let (model, _) = Gpt::from_hf_dir(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let vocab = model.config().vocab_size;
+    let tokenizer = match args.tokenizer.as_deref() {
+        Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
+        Some(file) => {
+            Some(Tokenizer::load(file.as_ref()).with_context(|| format!("loading {file}"))?)
+        }
+        None => {
+            let own = args.model.join("tokenizer.json");
+            own.is_file()
+                .then(|| Tokenizer::load(&own))
+                .transpose()
+                .with_context(|| format!("loading {}", own.display()))?
+        }
+    };
+    let seq = args.seq.unwrap_or(model.config().n_positions);
+    let mut meter = PerplexityMeter::new(&model, seq, args.stride.unwrap_or(seq))?;
+    let mut bytes = 0usize;
+    for path in shard_paths(&args.data)? {
+        let shard = Shard::open(&path)?;
+        shard
+            .check_vocab(vocab)
+            .with_context(|| format!("{}: the model's vocabulary is {vocab}", path.display()))?;
+        let mut stream = vec![0u32; shard.len()];
+        shard.tokens().copy_to(0, &mut stream);
+        meter.add(&stream, |first, count| {
+            if let Some(t) = &tokenizer {
+                bytes += stream[first..first + count]
+                    .iter()
+                    .map(|&id| t.token_bytes(id).map_or(0, <[u8]>::len))
+                    .sum::<usize>();
+            }
+        })?;
+    }
+    let r = meter.result();
+    let bpb = (tokenizer.is_some() && bytes > 0)
+        .then(|| r.total_nll / std::f64::consts::LN_2 / bytes as f64);
+    Ok(if args.json {
+        format!(
+            "{}\n",
+            json!({"ppl": r.ppl, "nll": r.nll, "tokens": r.tokens, "bits_per_byte": bpb, "seq": seq})
+        )
+    } else {
+        let bpb = bpb.map_or(String::new(), |b| format!(", {b:.4} bits per byte"));
+        format!("perplexity {:.4} (mean NLL {:.6} nats over {} predicted tokens, windows of {seq}){bpb}\n", r.ppl, r.nll, r.tokens)
+    })
 }

@@ -1,8 +1,10 @@
 //! Evaluation metrics that reproduce the reference implementations to the last bit that matters:
 //! BLEU as sacrebleu 2.6.0 computes it by default ([`bleu`]), ROUGE as rouge-score 0.1.2 does
-//! ([`rouge`], with NLTK's Porter stemmer in [`porter`]).
+//! ([`rouge`], with NLTK's Porter stemmer in [`porter`]); and a model's perplexity over token
+//! streams ([`perplexity`]).
 
 pub mod bleu;
+pub mod perplexity;
 pub mod porter;
 pub mod rouge;
 
