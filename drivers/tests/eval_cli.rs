@@ -309,3 +309,58 @@ fn crlf_and_missing_final_newline_read_as_plain_lines() {
         "corpus BLEU with CRLF references",
     );
 }
+
+/// `cllm-eval ppl` on the golden model (a Hugging Face directory) and a shard of 3 windows of 64
+/// tokens: the mean NLL equals the mean of the model's own per-window losses.
+#[test]
+fn ppl_matches_the_model_loss_over_non_overlapping_windows() {
+    use cllm_engine::data::write_shard;
+    use cllm_engine::model::{Gpt, Workspace};
+
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/tiny");
+    let (model, _) =
+        Gpt::from_hf_dir(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+    let stream: Vec<u32> = (0..3 * 64 + 1)
+        .map(|i: u32| (i * 37 + i / 5) % 389)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let shard = dir.path().join("val_000000.bin");
+    write_shard(&shard, &stream, 389).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-eval"))
+        .args([
+            "ppl",
+            "--model",
+            golden.to_str().unwrap(),
+            "--data",
+            shard.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ws = Workspace::new(&model, 1, 64);
+    let want: f64 = (0..3)
+        .map(|w| {
+            model
+                .forward(
+                    &mut ws,
+                    &stream[w * 64..w * 64 + 64],
+                    Some(&stream[w * 64 + 1..w * 64 + 65]),
+                )
+                .unwrap()
+                .unwrap() as f64
+        })
+        .sum::<f64>()
+        / 3.0;
+    assert_eq!(v["tokens"], 192);
+    assert!(
+        (v["nll"].as_f64().unwrap() - want).abs() < 1e-6,
+        "{v} vs {want}"
+    );
+    assert!((v["ppl"].as_f64().unwrap() - want.exp()).abs() < 1e-4 * want.exp());
+}
