@@ -13,10 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// warnings met on the way, and the machine and tree rendered for the start-up print.
 pub fn threads_plan(threads: Option<usize>) -> Result<(SphereTree, Vec<TopologyWarning>, String)> {
     let detected = Topology::detect();
-    let plan = match threads {
-        Some(n) => detected.topology.plan(Some(n), false),
-        None => detected.topology.plan_from_env(false),
-    };
+    let plan = detected.topology.plan_for(threads, false);
     let text = detected.topology.render(&plan.tree);
     let mut warnings = detected.warnings;
     warnings.extend(plan.warnings);

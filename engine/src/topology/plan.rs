@@ -94,6 +94,15 @@ impl Topology {
         self.plan_with_threads_value(value.as_deref(), use_smt)
     }
 
+    /// The plan for a `--threads` flag: an explicit count wins, else `CLLM_THREADS`, else one
+    /// worker per allowed core (or hardware thread with `use_smt`).
+    pub fn plan_for(&self, threads: Option<usize>, use_smt: bool) -> Plan {
+        match threads {
+            Some(n) => self.plan(Some(n), use_smt),
+            None => self.plan_from_env(use_smt),
+        }
+    }
+
     /// [`Topology::plan_from_env`] with the variable's value given (`None` when unset).
     pub fn plan_with_threads_value(&self, value: Option<&str>, use_smt: bool) -> Plan {
         match parse_threads(value) {

@@ -87,10 +87,7 @@ fn run(args: Args) -> Result<()> {
         bail!("say which tokenizer: --vocab-size N to train one, or --tokenizer gpt2|FILE");
     }
     let detected = Topology::detect();
-    let plan = match args.threads {
-        Some(n) => detected.topology.plan(Some(n), false),
-        None => detected.topology.plan_from_env(false),
-    };
+    let plan = detected.topology.plan_for(args.threads, false);
     for w in detected.warnings.iter().chain(&plan.warnings) {
         eprintln!("warning: {w}");
     }

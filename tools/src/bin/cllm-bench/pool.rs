@@ -19,10 +19,7 @@ impl Pool {
             bail!("--threads 0: at least one worker is needed");
         }
         let detected = Topology::detect();
-        let plan = match threads {
-            Some(n) => detected.topology.plan(Some(n), false),
-            None => detected.topology.plan_from_env(false),
-        };
+        let plan = detected.topology.plan_for(threads, false);
         for w in detected.warnings.iter().chain(&plan.warnings) {
             eprintln!("warning: {w}");
         }
