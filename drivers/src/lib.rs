@@ -33,17 +33,10 @@ pub fn progress(total: u64, done: u64) -> ProgressBar {
     bar
 }
 
-/// Peak and current resident memory of this process, from /proc/self/status.
+/// Peak resident memory of this process (VmHWM), for the end-of-run summary.
 pub fn memory_report() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| format!("{:.1} MiB", kb / 1024.0))
-            .unwrap_or_else(|| "unknown".into())
-    };
-    format!("peak RSS {} (now {})", field("VmHWM:"), field("VmRSS:"))
+    match cllm_engine::train::bench::peak_rss_bytes() {
+        Some(bytes) => format!("peak RSS {:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
+        None => "peak RSS unknown (no /proc/self/status)".to_string(),
+    }
 }
