@@ -3,6 +3,7 @@
 //! arguments and call the engine.
 
 pub mod corpus;
+pub mod generation;
 
 use anyhow::Result;
 use cllm_engine::sphere_tree::SphereTree;

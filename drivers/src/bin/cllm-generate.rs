@@ -7,19 +7,15 @@
 //! prompt streams its text as it is produced. Prefill and decode speeds go to stderr.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
 use cllm_drivers::threads_plan;
-use cllm_engine::generate::{self, BeamConfig, Control, GenerateConfig, SampleConfig};
+use cllm_engine::generate::SampleConfig;
 use cllm_engine::model::Gpt;
 use cllm_engine::spheres::Spheres;
-use cllm_engine::tokenizer::Tokenizer;
-
-/// The tokenizer file cllm-train stores in its checkpoints.
-const CHECKPOINT_TOKENIZER: &str = "tokenizer.json";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,106 +46,11 @@ struct Cli {
     /// A tokenizer file saved by cllm, or `gpt2` for GPT-2's own.
     #[arg(long)]
     tokenizer: Option<String>,
-    /// Always take the most likely token (the default when no sampling option is given).
-    #[arg(long)]
-    greedy: bool,
-    #[arg(long)]
-    temperature: Option<f32>,
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling mass, in (0, 1].
-    #[arg(long)]
-    top_p: Option<f32>,
-    #[arg(long)]
-    min_p: Option<f32>,
-    /// Hugging Face's repetition penalty (1 = none).
-    #[arg(long)]
-    repetition_penalty: Option<f32>,
-    /// Beam search with this many beams (greedy scoring, no sampling).
-    #[arg(long)]
-    beams: Option<usize>,
-    /// Beam search ranks by summed log-probability / length^this.
-    #[arg(long, default_value_t = 1.0)]
-    length_penalty: f64,
-    #[arg(long, default_value_t = 64)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Stop a row when its text contains this string (repeatable).
-    #[arg(long)]
-    stop: Vec<String>,
-    /// Stop a row after this token id (repeatable); the model's EOS is one unless --ignore-eos.
-    #[arg(long)]
-    stop_id: Vec<u32>,
-    /// Do not stop at the model's end-of-sequence token.
-    #[arg(long)]
-    ignore_eos: bool,
+    #[command(flatten)]
+    gen: GenOptions,
     /// Worker threads (default: CLLM_THREADS, or one per allowed core).
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// How token ids become text and back.
-enum Codec {
-    Bpe(Box<Tokenizer>),
-    /// Ids below 256 are bytes.
-    Bytes,
-    /// No tokenizer: ids only.
-    None,
-}
-
-impl Codec {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        match self {
-            Codec::Bpe(t) => Ok(t.encode_ordinary(text)),
-            Codec::Bytes => Ok(text.bytes().map(u32::from).collect()),
-            Codec::None => bail!(
-                "this model has no tokenizer: pass --tokenizer FILE|gpt2, or use --prompt-ids and --print-ids"
-            ),
-        }
-    }
-
-    fn bytes(&self, id: u32, out: &mut Vec<u8>) {
-        match self {
-            Codec::Bpe(t) => out.extend_from_slice(t.token_bytes(id).unwrap_or(b"\xEF\xBF\xBD")),
-            Codec::Bytes if id < 256 => out.push(id as u8),
-            _ => out.extend_from_slice(format!("<|{id}|>").as_bytes()),
-        }
-    }
-}
-
-fn codec(cli: &Cli, vocab: usize) -> Result<Codec> {
-    let tok = match cli.tokenizer.as_deref() {
-        Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
-        Some(file) => Some(
-            Tokenizer::load(Path::new(file))
-                .with_context(|| format!("loading the tokenizer {file}"))?,
-        ),
-        None => {
-            let (enc, merges) = (cli.model.join("vocab.json"), cli.model.join("merges.txt"));
-            let own = cli.model.join(CHECKPOINT_TOKENIZER);
-            if own.is_file() {
-                Some(Tokenizer::load(&own).with_context(|| format!("loading {}", own.display()))?)
-            } else if enc.is_file() && merges.is_file() {
-                Some(
-                    Tokenizer::gpt2(&enc, &merges).with_context(|| {
-                        format!("loading the tokenizer of {}", cli.model.display())
-                    })?,
-                )
-            } else {
-                None
-            }
-        }
-    };
-    match tok {
-        Some(t) if t.vocab_size() != vocab => bail!(
-            "the tokenizer has {} tokens but the model's vocabulary is {vocab}: they do not belong together",
-            t.vocab_size()
-        ),
-        Some(t) => Ok(Codec::Bpe(Box::new(t))),
-        None if vocab <= 257 => Ok(Codec::Bytes),
-        None => Ok(Codec::None),
-    }
 }
 
 fn parse_ids(line: &str) -> Result<Vec<u32>> {
@@ -167,33 +68,11 @@ fn main() -> Result<()> {
     let (model, hf) = Gpt::from_hf_dir(&cli.model)
         .with_context(|| format!("loading the model {}", cli.model.display()))?;
     let cfg = *model.config();
-    let codec = codec(&cli, cfg.vocab_size)?;
+    let codec = Codec::for_model(&cli.model, cli.tokenizer.as_deref(), cfg.vocab_size)?;
     let (tree, _, _) = threads_plan(cli.threads)?;
     let pool = Spheres::new(&tree).context("starting the worker threads")?;
-
-    let sampling = cli.temperature.is_some()
-        || cli.top_k.is_some()
-        || cli.top_p.is_some()
-        || cli.min_p.is_some();
-    if cli.greedy && sampling {
-        bail!("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p");
-    }
-    let sample = SampleConfig {
-        temperature: if sampling {
-            cli.temperature.unwrap_or(1.0)
-        } else {
-            0.0
-        },
-        top_k: cli.top_k,
-        top_p: cli.top_p,
-        min_p: cli.min_p,
-        repetition_penalty: cli.repetition_penalty,
-    };
-    sample.validate()?;
-    let mut stop_tokens = cli.stop_id.clone();
-    if let (Some(eos), false) = (hf.eos_token_id, cli.ignore_eos) {
-        stop_tokens.push(eos as u32);
-    }
+    let sample = cli.gen.sample_config()?;
+    let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id);
 
     let interactive = cli.prompt.is_none()
         && cli.prompt_file.is_none()
@@ -273,35 +152,20 @@ fn run(
     stop_tokens: &[u32],
     prompts: &[Vec<u32>],
 ) -> Result<()> {
-    let cfg = model.config();
-    for (i, p) in prompts.iter().enumerate() {
-        generate::check_prompt(model, p).with_context(|| format!("prompt {}", i + 1))?;
-        if p.len() + cli.max_new_tokens > cfg.n_positions {
-            bail!(
-                "prompt {} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {} positions",
-                i + 1,
-                p.len(),
-                cli.max_new_tokens,
-                cfg.n_positions
-            );
-        }
-    }
+    let gen = &cli.gen;
+    gen.check_prompts(model, prompts, |i| format!("prompt {}", i + 1))?;
     let mut stdout = std::io::stdout().lock();
-    if let Some(beams) = cli.beams {
+    if let Some(beams) = gen.beams {
         if prompts.len() != 1 {
             bail!("--beams takes a single prompt");
         }
-        let bc = BeamConfig {
-            beams,
-            max_new_tokens: cli.max_new_tokens,
-            length_penalty: cli.length_penalty,
-            eos: stop_tokens.first().copied(),
-            early_stopping: false,
-        };
-        let start = Instant::now();
-        let hyps = generate::beam_search(model, Some(pool), &prompts[0], &bc)?;
-        let secs = start.elapsed().as_secs_f64();
-        let best = hyps.first().context("beam search returned no hypothesis")?;
+        let (best, time) = beam_best(
+            model,
+            pool,
+            &prompts[0],
+            &gen.beam_config(beams, stop_tokens),
+        )?;
+        let secs = time.as_secs_f64();
         print_row(&mut stdout, cli, codec, &best.tokens)?;
         eprintln!(
             "beam search: {beams} beams, {} new tokens, summed log-probability {:.6}, score {:.6}, {:.2} s ({:.1} beam tokens/s)",
@@ -313,48 +177,23 @@ fn run(
         );
         return Ok(());
     }
-    let stop_strings: Vec<&[u8]> = cli
-        .stop
-        .iter()
-        .map(|s| s.as_bytes())
-        .filter(|s| !s.is_empty())
-        .collect();
     let stream = prompts.len() == 1 && !cli.print_ids;
-    let mut text: Vec<Vec<u8>> = vec![Vec::new(); prompts.len()];
-    let gcfg = GenerateConfig {
-        sample: sample.clone(),
-        max_new_tokens: cli.max_new_tokens,
-        stop_tokens: stop_tokens.to_vec(),
-        stop_sequences: Vec::new(),
-        seed: cli.seed,
-    };
-    let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
-    let mut io_err = None;
-    let g = generate::generate(model, Some(pool), &refs, &gcfg, |row, tok| {
-        let before = text[row].len();
-        codec.bytes(tok, &mut text[row]);
-        if stream {
-            if let Err(e) = stdout
-                .write_all(&text[row][before..])
-                .and_then(|_| stdout.flush())
-            {
-                io_err = Some(e);
-                return Control::Stop;
+    let gcfg = gen.generate_config(sample, stop_tokens);
+    let g = generate_text(
+        model,
+        pool,
+        codec,
+        &gcfg,
+        &gen.stop_strings(),
+        prompts,
+        |_, bytes| {
+            if stream {
+                stdout.write_all(bytes)?;
+                stdout.flush()?;
             }
-        }
-        let window = before.saturating_sub(stop_strings.iter().map(|s| s.len()).max().unwrap_or(0));
-        let hit = stop_strings
-            .iter()
-            .any(|s| text[row][window..].windows(s.len()).any(|w| w == *s));
-        if hit {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    })?;
-    if let Some(e) = io_err {
-        return Err(e).context("writing to stdout");
-    }
+            Ok(())
+        },
+    )?;
     if stream {
         writeln!(stdout)?;
     } else {

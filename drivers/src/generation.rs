@@ -1,0 +1,278 @@
+//! What cllm-generate and `cllm-eval generate-and-score` share: the generation options (one clap
+//! definition flattened into both), how token ids become text and back, and the batched text
+//! generation loop with its stop strings.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use cllm_engine::generate::{
+    self, BeamConfig, BeamHypothesis, Control, GenerateConfig, Generation, SampleConfig,
+};
+use cllm_engine::model::Gpt;
+use cllm_engine::spheres::Spheres;
+use cllm_engine::tokenizer::Tokenizer;
+
+/// The tokenizer file cllm-train stores in its checkpoints.
+pub const CHECKPOINT_TOKENIZER: &str = "tokenizer.json";
+
+/// How to continue a prompt: decoding, length, seed and where to stop.
+#[derive(Args, Debug, Clone)]
+pub struct GenOptions {
+    /// Always take the most likely token (the default when no sampling option is given).
+    #[arg(long)]
+    pub greedy: bool,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass, in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Hugging Face's repetition penalty (1 = none).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// Beam search with this many beams (greedy scoring, no sampling).
+    #[arg(long)]
+    pub beams: Option<usize>,
+    /// Beam search ranks by summed log-probability / length^this.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f64,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop a row when its text contains this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Stop a row after this token id (repeatable); the model's EOS is one unless --ignore-eos.
+    #[arg(long)]
+    pub stop_id: Vec<u32>,
+    /// Do not stop at the model's end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl GenOptions {
+    /// The sampler's settings: greedy unless a sampling option is given (temperature 1 then).
+    pub fn sample_config(&self) -> Result<SampleConfig> {
+        let sampling = self.temperature.is_some()
+            || self.top_k.is_some()
+            || self.top_p.is_some()
+            || self.min_p.is_some();
+        if self.greedy && sampling {
+            bail!("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p");
+        }
+        let sample = SampleConfig {
+            temperature: if sampling {
+                self.temperature.unwrap_or(1.0)
+            } else {
+                0.0
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        };
+        sample.validate()?;
+        Ok(sample)
+    }
+
+    /// The stop tokens: every --stop-id, then the model's EOS unless --ignore-eos.
+    pub fn stop_tokens(&self, eos: Option<u64>) -> Vec<u32> {
+        let mut stop = self.stop_id.clone();
+        if let (Some(eos), false) = (eos, self.ignore_eos) {
+            stop.push(eos as u32);
+        }
+        stop
+    }
+
+    /// The --stop strings that can match (empty ones never stop a row).
+    pub fn stop_strings(&self) -> Vec<Vec<u8>> {
+        self.stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    }
+
+    /// Checks every prompt against the model: ids in the vocabulary, and room in the context for
+    /// --max-new-tokens. `name(i)` says which prompt `i` is in an error.
+    pub fn check_prompts(
+        &self,
+        model: &Gpt,
+        prompts: &[Vec<u32>],
+        name: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        let ctx = model.config().n_positions;
+        for (i, p) in prompts.iter().enumerate() {
+            generate::check_prompt(model, p).with_context(|| name(i))?;
+            if p.len() + self.max_new_tokens > ctx {
+                bail!(
+                    "{} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {ctx} positions",
+                    name(i),
+                    p.len(),
+                    self.max_new_tokens,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Beam search with `beams` beams; the first stop token ends a beam.
+    pub fn beam_config(&self, beams: usize, stop_tokens: &[u32]) -> BeamConfig {
+        BeamConfig {
+            beams,
+            max_new_tokens: self.max_new_tokens,
+            length_penalty: self.length_penalty,
+            eos: stop_tokens.first().copied(),
+            early_stopping: false,
+        }
+    }
+
+    /// Sampled or greedy generation (stop strings are matched on text, by [`generate_text`]).
+    pub fn generate_config(&self, sample: &SampleConfig, stop_tokens: &[u32]) -> GenerateConfig {
+        GenerateConfig {
+            sample: sample.clone(),
+            max_new_tokens: self.max_new_tokens,
+            stop_tokens: stop_tokens.to_vec(),
+            stop_sequences: Vec::new(),
+            seed: self.seed,
+        }
+    }
+}
+
+/// How token ids become text and back.
+pub enum Codec {
+    Bpe(Box<Tokenizer>),
+    /// Ids below 256 are bytes.
+    Bytes,
+    /// No tokenizer: ids only.
+    None,
+}
+
+impl Codec {
+    /// The tokenizer for a model of `vocab` tokens: `tokenizer` (a cllm tokenizer file or `gpt2`),
+    /// else the `tokenizer.json` a cllm checkpoint stores in `model_dir`, else the directory's
+    /// `vocab.json` + `merges.txt`, else bytes for models of at most 257 tokens.
+    pub fn for_model(model_dir: &Path, tokenizer: Option<&str>, vocab: usize) -> Result<Codec> {
+        let tok = match tokenizer {
+            Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
+            Some(file) => Some(
+                Tokenizer::load(Path::new(file))
+                    .with_context(|| format!("loading the tokenizer {file}"))?,
+            ),
+            None => {
+                let (enc, merges) = (model_dir.join("vocab.json"), model_dir.join("merges.txt"));
+                let own = model_dir.join(CHECKPOINT_TOKENIZER);
+                if own.is_file() {
+                    Some(
+                        Tokenizer::load(&own)
+                            .with_context(|| format!("loading {}", own.display()))?,
+                    )
+                } else if enc.is_file() && merges.is_file() {
+                    Some(Tokenizer::gpt2(&enc, &merges).with_context(|| {
+                        format!("loading the tokenizer of {}", model_dir.display())
+                    })?)
+                } else {
+                    None
+                }
+            }
+        };
+        match tok {
+            Some(t) if t.vocab_size() != vocab => bail!(
+                "the tokenizer has {} tokens but the model's vocabulary is {vocab}: they do not belong together",
+                t.vocab_size()
+            ),
+            Some(t) => Ok(Codec::Bpe(Box::new(t))),
+            None if vocab <= 257 => Ok(Codec::Bytes),
+            None => Ok(Codec::None),
+        }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Codec::Bpe(t) => Ok(t.encode_ordinary(text)),
+            Codec::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            Codec::None => bail!(
+                "this model has no tokenizer: pass --tokenizer FILE|gpt2, or use --prompt-ids and --print-ids"
+            ),
+        }
+    }
+
+    /// Appends the bytes of token `id` (`<|id|>` for an id the codec cannot spell).
+    pub fn bytes(&self, id: u32, out: &mut Vec<u8>) {
+        match self {
+            Codec::Bpe(t) => out.extend_from_slice(t.token_bytes(id).unwrap_or(b"\xEF\xBF\xBD")),
+            Codec::Bytes if id < 256 => out.push(id as u8),
+            _ => out.extend_from_slice(format!("<|{id}|>").as_bytes()),
+        }
+    }
+
+    /// The text of `ids`, invalid UTF-8 replaced by U+FFFD.
+    pub fn text(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            self.bytes(id, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Continues every prompt as one left-padded batch. Each new token's bytes go to `on_bytes(row,
+/// bytes)` as it is produced (an error stops generation and is returned); a row stops at a stop
+/// token, at --max-new-tokens, or once its text contains one of `stop_strings`.
+pub fn generate_text(
+    model: &Gpt,
+    pool: &Spheres,
+    codec: &Codec,
+    cfg: &GenerateConfig,
+    stop_strings: &[Vec<u8>],
+    prompts: &[Vec<u32>],
+    mut on_bytes: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> Result<Generation> {
+    let longest = stop_strings.iter().map(Vec::len).max().unwrap_or(0);
+    let mut text: Vec<Vec<u8>> = vec![Vec::new(); prompts.len()];
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let mut io_err = None;
+    let g = generate::generate(model, Some(pool), &refs, cfg, |row, tok| {
+        let before = text[row].len();
+        codec.bytes(tok, &mut text[row]);
+        if let Err(e) = on_bytes(row, &text[row][before..]) {
+            io_err = Some(e);
+            return Control::Stop;
+        }
+        let window = &text[row][before.saturating_sub(longest)..];
+        let hit = stop_strings
+            .iter()
+            .any(|s| window.windows(s.len()).any(|w| w == s.as_slice()));
+        if hit {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e).context("writing the generated text");
+    }
+    Ok(g)
+}
+
+/// The best hypothesis of a beam search from `prompt`, and the time it took.
+pub fn beam_best(
+    model: &Gpt,
+    pool: &Spheres,
+    prompt: &[u32],
+    cfg: &BeamConfig,
+) -> Result<(BeamHypothesis, Duration)> {
+    let start = Instant::now();
+    let mut hyps = generate::beam_search(model, Some(pool), prompt, cfg)?;
+    let secs = start.elapsed();
+    if hyps.is_empty() {
+        bail!("beam search returned no hypothesis");
+    }
+    Ok((hyps.swap_remove(0), secs))
+}
