@@ -5,7 +5,11 @@
 pub mod corpus;
 pub mod generation;
 
-use anyhow::Result;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,4 +44,36 @@ pub fn memory_report() -> String {
         Some(bytes) => format!("peak RSS {:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
         None => "peak RSS unknown (no /proc/self/status)".to_string(),
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename over `path`,
+/// fsync of the directory. A crash leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let write = || -> Result<()> {
+        let mut f =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot fsync {}", dir.display()))
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod common;
+
 const HYP: &str =
     "The cat sat on the mat.\nA quick brown fox jumps over the lazy dog!\nNothing matches here\n";
 const REF: &str = "The cat sat on a mat.\nThe quick brown fox jumped over the lazy dog.\nCompletely different words\n";
@@ -317,7 +319,7 @@ fn ppl_matches_the_model_loss_over_non_overlapping_windows() {
     use cllm_engine::data::write_shard;
     use cllm_engine::model::{Gpt, Workspace};
 
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/tiny");
+    let golden = common::golden("tiny");
     let (model, _) =
         Gpt::from_hf_dir(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
     let stream: Vec<u32> = (0..3 * 64 + 1)

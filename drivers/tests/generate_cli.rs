@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+mod common;
+
 fn trained_dir() -> PathBuf {
     match std::env::var_os("CLLM_GOLDEN_TRAINED") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/tiny/trained"),
+        None => common::golden("tiny/trained"),
     }
 }
 

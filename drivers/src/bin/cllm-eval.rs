@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
+use cllm_drivers::{threads_plan, write_atomic};
 use cllm_engine::eval::{bleu, rouge};
 use serde_json::{json, Value};
 
@@ -30,6 +32,52 @@ enum Command {
     Rouge(RougeArgs),
     /// Perplexity of a model over token shards: mean next-token NLL over every predicted token.
     Ppl(PplArgs),
+    /// Continue each prompt of a file (cllm-generate's options), then score the continuations
+    /// against references with BLEU and ROUGE.
+    GenerateAndScore(GenScoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct GenScoreArgs {
+    /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Prompts, one per line (text, encoded with the model's tokenizer).
+    #[arg(long)]
+    prompts: PathBuf,
+    /// References, one per prompt line; repeat for several references per prompt (BLEU uses them
+    /// all; ROUGE takes, per kind, the one of highest F, as rouge-score's score_multi).
+    #[arg(long = "ref", required = true)]
+    refs: Vec<PathBuf>,
+    /// A tokenizer file saved by cllm, or `gpt2` for GPT-2's own (default: the checkpoint's
+    /// tokenizer.json, or the directory's vocab.json + merges.txt).
+    #[arg(long)]
+    tokenizer: Option<String>,
+    #[command(flatten)]
+    gen: GenOptions,
+    /// Let a continuation run past a newline (newlines then become spaces); by default a row
+    /// stops at its first newline, since continuations and references are one per line.
+    #[arg(long)]
+    multiline: bool,
+    /// Prompts generated together as one left-padded batch (a row's text does not depend on it).
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Porter-stem tokens longer than 3 characters for ROUGE (rouge-score's use_stemmer=True).
+    #[arg(long)]
+    stem: bool,
+    /// Write the continuations to this file, one per line (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also report sentence BLEU and ROUGE of every line.
+    #[arg(long)]
+    per_line: bool,
+    /// Print one JSON object instead of a table: `bleu` and `rouge` (the keys of the `bleu` and
+    /// `rouge` commands), `continuations` and `generation`.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: CLLM_THREADS, or one per allowed core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bleu(args) => run_bleu(&args)?,
         Command::Rouge(args) => run_rouge(&args)?,
         Command::Ppl(args) => run_ppl(&args)?,
+        Command::GenerateAndScore(args) => run_generate_and_score(&args)?,
     };
     print!("{out}");
     Ok(())
@@ -152,24 +201,35 @@ fn read_paired(path: &Path, hyp_path: &Path, hyp_lines: usize) -> Result<Vec<Str
     Ok(lines)
 }
 
-fn run_bleu(args: &BleuArgs) -> Result<String> {
-    let hyps = read_segments(&args.hyp)?;
-    let streams = args
-        .refs
-        .iter()
-        .map(|r| read_paired(r, &args.hyp, hyps.len()))
-        .collect::<Result<Vec<_>>>()?;
-    let score = bleu::corpus_bleu(&hyps, &streams).context("computing corpus BLEU")?;
-    let lines: Option<Vec<f64>> = args.per_line.then(|| {
-        (0..hyps.len())
-            .map(|i| {
-                let refs: Vec<&str> = streams.iter().map(|s| s[i].as_str()).collect();
-                bleu::sentence_bleu(&hyps[i], &refs).score
-            })
-            .collect()
-    });
+/// Corpus BLEU of `hyps` against the reference streams, and sentence BLEU per line when asked.
+struct Bleu {
+    score: bleu::BleuScore,
+    lines: Option<Vec<f64>>,
+    segments: usize,
+    references: usize,
+}
 
-    if args.json {
+impl Bleu {
+    fn new(hyps: &[String], streams: &[Vec<String>], per_line: bool) -> Result<Bleu> {
+        let score = bleu::corpus_bleu(hyps, streams).context("computing corpus BLEU")?;
+        let lines = per_line.then(|| {
+            (0..hyps.len())
+                .map(|i| {
+                    let refs: Vec<&str> = streams.iter().map(|s| s[i].as_str()).collect();
+                    bleu::sentence_bleu(&hyps[i], &refs).score
+                })
+                .collect()
+        });
+        Ok(Bleu {
+            score,
+            lines,
+            segments: hyps.len(),
+            references: streams.len(),
+        })
+    }
+
+    fn json(&self) -> Value {
+        let score = &self.score;
         let mut doc = json!({
             "score": score.score,
             "bp": score.bp,
@@ -179,39 +239,56 @@ fn run_bleu(args: &BleuArgs) -> Result<String> {
             "sys_len": score.sys_len,
             "ref_len": score.ref_len,
             "ratio": score.ratio(),
-            "segments": hyps.len(),
-            "references": streams.len(),
+            "segments": self.segments,
+            "references": self.references,
         });
-        if let Some(lines) = lines {
+        if let Some(lines) = &self.lines {
             doc["lines"] = json!(lines);
         }
-        return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
+        doc
     }
 
-    let mut out = String::new();
-    if let Some(lines) = lines {
-        writeln!(out, "{:>6}  {:>6}", "line", "BLEU")?;
-        for (i, s) in lines.iter().enumerate() {
-            writeln!(out, "{:>6}  {:>6.2}", i + 1, s)?;
+    fn table(&self) -> Result<String> {
+        let score = &self.score;
+        let mut out = String::new();
+        if let Some(lines) = &self.lines {
+            writeln!(out, "{:>6}  {:>6}", "line", "BLEU")?;
+            for (i, s) in lines.iter().enumerate() {
+                writeln!(out, "{:>6}  {:>6.2}", i + 1, s)?;
+            }
+            writeln!(out)?;
         }
-        writeln!(out)?;
+        let p = score.precisions;
+        writeln!(
+            out,
+            "BLEU = {:.2} {:.1}/{:.1}/{:.1}/{:.1} (BP = {:.3} ratio = {:.3} hyp_len = {} ref_len = {})",
+            score.score,
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            score.bp,
+            score.ratio(),
+            score.sys_len,
+            score.ref_len
+        )?;
+        writeln!(out, "{} segments, {} reference(s) each; sacrebleu 2.6.0 defaults (13a, mixed case, exp smoothing)", self.segments, self.references)?;
+        Ok(out)
     }
-    let p = score.precisions;
-    writeln!(
-        out,
-        "BLEU = {:.2} {:.1}/{:.1}/{:.1}/{:.1} (BP = {:.3} ratio = {:.3} hyp_len = {} ref_len = {})",
-        score.score,
-        p[0],
-        p[1],
-        p[2],
-        p[3],
-        score.bp,
-        score.ratio(),
-        score.sys_len,
-        score.ref_len
-    )?;
-    writeln!(out, "{} segments, {} reference(s) each; sacrebleu 2.6.0 defaults (13a, mixed case, exp smoothing)", hyps.len(), streams.len())?;
-    Ok(out)
+}
+
+fn run_bleu(args: &BleuArgs) -> Result<String> {
+    let hyps = read_segments(&args.hyp)?;
+    let streams = args
+        .refs
+        .iter()
+        .map(|r| read_paired(r, &args.hyp, hyps.len()))
+        .collect::<Result<Vec<_>>>()?;
+    let bleu = Bleu::new(&hyps, &streams, args.per_line)?;
+    if args.json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&bleu.json())?));
+    }
+    bleu.table()
 }
 
 /// The JSON of one score: `p`, `r`, `f`.
@@ -219,94 +296,146 @@ fn prf(s: &rouge::RougeScore) -> Value {
     json!({ "p": s.precision, "r": s.recall, "f": s.fmeasure })
 }
 
-fn run_rouge(args: &RougeArgs) -> Result<String> {
-    let hyps = read_segments(&args.hyp)?;
-    let refs = read_paired(&args.reference, &args.hyp, hyps.len())?;
-    let scores: Vec<rouge::RougeScores> = hyps
-        .iter()
-        .zip(&refs)
-        .map(|(h, r)| rouge::score(h, r, args.stem))
-        .collect();
+type Pick = fn(&rouge::RougeScores) -> rouge::RougeScore;
 
-    type Pick = fn(&rouge::RougeScores) -> rouge::RougeScore;
-    let kinds: [(&str, Pick); 4] = [
-        ("rouge1", |s| s.rouge1),
-        ("rouge2", |s| s.rouge2),
-        ("rougeL", |s| s.rouge_l),
-        ("rougeLsum", |s| s.rouge_lsum),
-    ];
-    let n = scores.len() as f64;
-    let means: Vec<(&str, rouge::RougeScore)> = kinds
-        .iter()
-        .map(|&(name, pick)| {
-            let mut sum = rouge::RougeScore::default();
-            for s in &scores {
-                let s = pick(s);
-                sum.precision += s.precision;
-                sum.recall += s.recall;
-                sum.fmeasure += s.fmeasure;
-            }
-            let mean = rouge::RougeScore {
-                precision: sum.precision / n,
-                recall: sum.recall / n,
-                fmeasure: sum.fmeasure / n,
-            };
-            (name, mean)
-        })
-        .collect();
+/// The four ROUGE kinds: their JSON names and where each lives in a [`rouge::RougeScores`].
+const ROUGE_KINDS: [(&str, Pick); 4] = [
+    ("rouge1", |s| s.rouge1),
+    ("rouge2", |s| s.rouge2),
+    ("rougeL", |s| s.rouge_l),
+    ("rougeLsum", |s| s.rouge_lsum),
+];
 
-    if args.json {
+/// ROUGE of every line and the means over lines.
+struct Rouge {
+    lines: Vec<rouge::RougeScores>,
+    stem: bool,
+    per_line: bool,
+}
+
+impl Rouge {
+    /// Scores line i of `hyps` against line i of every reference stream; with several streams each
+    /// kind takes the reference of highest F (the first on a tie), as rouge-score's `score_multi`.
+    fn new(hyps: &[String], streams: &[Vec<String>], stem: bool, per_line: bool) -> Rouge {
+        let lines = hyps
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let each: Vec<rouge::RougeScores> = streams
+                    .iter()
+                    .map(|s| rouge::score(h, &s[i], stem))
+                    .collect();
+                let best = |pick: Pick| {
+                    each.iter()
+                        .map(pick)
+                        .fold(None, |best: Option<rouge::RougeScore>, s| match best {
+                            Some(b) if b.fmeasure >= s.fmeasure => Some(b),
+                            _ => Some(s),
+                        })
+                        .unwrap_or_default()
+                };
+                rouge::RougeScores {
+                    rouge1: best(|s| s.rouge1),
+                    rouge2: best(|s| s.rouge2),
+                    rouge_l: best(|s| s.rouge_l),
+                    rouge_lsum: best(|s| s.rouge_lsum),
+                }
+            })
+            .collect();
+        Rouge {
+            lines,
+            stem,
+            per_line,
+        }
+    }
+
+    /// The mean P, R and F of each kind over the lines.
+    fn means(&self) -> Vec<(&'static str, rouge::RougeScore)> {
+        let n = self.lines.len() as f64;
+        ROUGE_KINDS
+            .iter()
+            .map(|&(name, pick)| {
+                let mut sum = rouge::RougeScore::default();
+                for s in &self.lines {
+                    let s = pick(s);
+                    sum.precision += s.precision;
+                    sum.recall += s.recall;
+                    sum.fmeasure += s.fmeasure;
+                }
+                let mean = rouge::RougeScore {
+                    precision: sum.precision / n,
+                    recall: sum.recall / n,
+                    fmeasure: sum.fmeasure / n,
+                };
+                (name, mean)
+            })
+            .collect()
+    }
+
+    fn json(&self) -> Value {
         let mut doc = serde_json::Map::new();
-        for (&(name, pick), (_, mean)) in kinds.iter().zip(&means) {
-            let mut entry = prf(mean);
-            if args.per_line {
-                entry["lines"] = Value::Array(scores.iter().map(|s| prf(&pick(s))).collect());
+        for (&(name, pick), (_, mean)) in ROUGE_KINDS.iter().zip(self.means()) {
+            let mut entry = prf(&mean);
+            if self.per_line {
+                entry["lines"] = Value::Array(self.lines.iter().map(|s| prf(&pick(s))).collect());
             }
             doc.insert(name.to_string(), entry);
         }
-        doc.insert("segments".into(), json!(scores.len()));
-        doc.insert("stem".into(), json!(args.stem));
-        return Ok(format!(
-            "{}\n",
-            serde_json::to_string_pretty(&Value::Object(doc))?
-        ));
+        doc.insert("segments".into(), json!(self.lines.len()));
+        doc.insert("stem".into(), json!(self.stem));
+        Value::Object(doc)
     }
 
-    let mut out = String::new();
-    if args.per_line {
-        writeln!(
-            out,
-            "{:>6}  {:>8}  {:>8}  {:>8}  {:>9}",
-            "line", "rouge1 F", "rouge2 F", "rougeL F", "rougeLsum F"
-        )?;
-        for (i, s) in scores.iter().enumerate() {
+    fn table(&self) -> Result<String> {
+        let mut out = String::new();
+        if self.per_line {
             writeln!(
                 out,
-                "{:>6}  {:>8.4}  {:>8.4}  {:>8.4}  {:>11.4}",
-                i + 1,
-                s.rouge1.fmeasure,
-                s.rouge2.fmeasure,
-                s.rouge_l.fmeasure,
-                s.rouge_lsum.fmeasure
+                "{:>6}  {:>8}  {:>8}  {:>8}  {:>9}",
+                "line", "rouge1 F", "rouge2 F", "rougeL F", "rougeLsum F"
+            )?;
+            for (i, s) in self.lines.iter().enumerate() {
+                writeln!(
+                    out,
+                    "{:>6}  {:>8.4}  {:>8.4}  {:>8.4}  {:>11.4}",
+                    i + 1,
+                    s.rouge1.fmeasure,
+                    s.rouge2.fmeasure,
+                    s.rouge_l.fmeasure,
+                    s.rouge_lsum.fmeasure
+                )?;
+            }
+            writeln!(out)?;
+        }
+        writeln!(out, "{:<10}  {:>7}  {:>7}  {:>7}", "", "P", "R", "F")?;
+        for (name, m) in self.means() {
+            writeln!(
+                out,
+                "{:<10}  {:>7.4}  {:>7.4}  {:>7.4}",
+                name, m.precision, m.recall, m.fmeasure
             )?;
         }
-        writeln!(out)?;
-    }
-    writeln!(out, "{:<10}  {:>7}  {:>7}  {:>7}", "", "P", "R", "F")?;
-    for (name, m) in &means {
         writeln!(
             out,
-            "{:<10}  {:>7.4}  {:>7.4}  {:>7.4}",
-            name, m.precision, m.recall, m.fmeasure
+            "means over {} lines; rouge-score 0.1.2 tokens, Porter stemmer {}",
+            self.lines.len(),
+            if self.stem { "on" } else { "off" }
         )?;
+        Ok(out)
     }
-    writeln!(
-        out,
-        "means over {} lines; rouge-score 0.1.2 tokens, Porter stemmer {}",
-        scores.len(),
-        if args.stem { "on" } else { "off" }
-    )?;
-    Ok(out)
+}
+
+fn run_rouge(args: &RougeArgs) -> Result<String> {
+    let hyps = read_segments(&args.hyp)?;
+    let refs = read_paired(&args.reference, &args.hyp, hyps.len())?;
+    let rouge = Rouge::new(&hyps, &[refs], args.stem, args.per_line);
+    if args.json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rouge.json())?
+        ));
+    }
+    rouge.table()
 }
 
 fn run_ppl(args: &PplArgs) -> Result<String> {
@@ -363,4 +492,138 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
         let bpb = bpb.map_or(String::new(), |b| format!(", {b:.4} bits per byte"));
         format!("perplexity {:.4} (mean NLL {:.6} nats over {} predicted tokens, windows of {seq}){bpb}\n", r.ppl, r.nll, r.tokens)
     })
+}
+
+/// The text a row generated, for scoring: without its final stop token, cut before the first
+/// stop string, invalid UTF-8 replaced, newlines turned into spaces, and trimmed.
+fn continuation(codec: &Codec, tokens: &[u32], stop_tokens: &[u32], stops: &[Vec<u8>]) -> String {
+    let tokens = match tokens.split_last() {
+        Some((last, head)) if stop_tokens.contains(last) => head,
+        _ => tokens,
+    };
+    let mut bytes = Vec::new();
+    for &id in tokens {
+        codec.bytes(id, &mut bytes);
+    }
+    let cut = stops
+        .iter()
+        .filter_map(|s| bytes.windows(s.len()).position(|w| w == s.as_slice()))
+        .min()
+        .unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..cut])
+        .replace(['\r', '\n'], " ")
+        .trim()
+        .to_string()
+}
+
+fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
+    use cllm_engine::model::Gpt;
+    use cllm_engine::spheres::Spheres;
+    use std::time::Duration;
+
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let lines = read_segments(&args.prompts)?;
+    let streams = args
+        .refs
+        .iter()
+        .map(|r| read_paired(r, &args.prompts, lines.len()))
+        .collect::<Result<Vec<_>>>()?;
+    let gen = &args.gen;
+    let sample = gen.sample_config()?;
+
+    cllm_engine::kernels::isa::init()?;
+    let (model, hf) = Gpt::from_hf_dir(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let codec = Codec::for_model(
+        &args.model,
+        args.tokenizer.as_deref(),
+        model.config().vocab_size,
+    )?;
+    if matches!(codec, Codec::None) {
+        bail!(
+            "{} has no tokenizer and its vocabulary is too large for bytes: pass --tokenizer FILE|gpt2",
+            args.model.display()
+        );
+    }
+    let line_name = |i: usize| format!("{}:{}", args.prompts.display(), i + 1);
+    let prompts = lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let ids = codec.encode(line)?;
+            if ids.is_empty() {
+                bail!(
+                    "{}: empty prompt; every line needs text to continue",
+                    line_name(i)
+                );
+            }
+            Ok(ids)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    gen.check_prompts(&model, &prompts, |i| format!("{}: prompt", line_name(i)))?;
+    let stop_tokens = gen.stop_tokens(hf.eos_token_id);
+    let mut stops = gen.stop_strings();
+    if !args.multiline {
+        stops.push(b"\n".to_vec());
+    }
+
+    let (tree, _, _) = threads_plan(args.threads)?;
+    let pool = Spheres::new(&tree).context("starting the worker threads")?;
+    let mut rows: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
+    let mut time = Duration::ZERO;
+    if let Some(beams) = gen.beams {
+        let cfg = gen.beam_config(beams, &stop_tokens);
+        for p in &prompts {
+            let (best, t) = beam_best(&model, &pool, p, &cfg)?;
+            rows.push(best.tokens);
+            time += t;
+        }
+    } else {
+        let cfg = gen.generate_config(&sample, &stop_tokens);
+        for chunk in prompts.chunks(args.batch_size) {
+            let g = generate_text(&model, &pool, &codec, &cfg, &stops, chunk, |_, _| Ok(()))?;
+            time += g.prefill_time + g.decode_time;
+            rows.extend(g.tokens);
+        }
+    }
+    let new_tokens: usize = rows.iter().map(Vec::len).sum();
+    eprintln!(
+        "generated {new_tokens} tokens for {} prompts in {:.3} s ({:.1} tokens/s)",
+        rows.len(),
+        time.as_secs_f64(),
+        new_tokens as f64 / time.as_secs_f64().max(1e-9)
+    );
+    let hyps: Vec<String> = rows
+        .iter()
+        .map(|r| continuation(&codec, r, &stop_tokens, &stops))
+        .collect();
+    if let Some(out) = &args.out {
+        let mut text = hyps.join("\n");
+        text.push('\n');
+        write_atomic(out, text.as_bytes())?;
+    }
+
+    let bleu = Bleu::new(&hyps, &streams, args.per_line)?;
+    let rouge = Rouge::new(&hyps, &streams, args.stem, args.per_line);
+    if args.json {
+        let doc = json!({
+            "bleu": bleu.json(),
+            "rouge": rouge.json(),
+            "continuations": hyps,
+            "generation": {
+                "prompts": rows.len(),
+                "new_tokens": new_tokens,
+                "seconds": time.as_secs_f64(),
+                "max_new_tokens": gen.max_new_tokens,
+                "seed": gen.seed,
+            },
+        });
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
+    }
+    let mut out = bleu.table()?;
+    writeln!(out)?;
+    out.push_str(&rouge.table()?);
+    Ok(out)
 }
