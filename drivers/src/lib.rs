@@ -4,6 +4,7 @@
 
 pub mod corpus;
 pub mod generation;
+pub mod report;
 
 use std::fs::{self, File};
 use std::io::Write;

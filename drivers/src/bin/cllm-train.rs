@@ -2,10 +2,13 @@
 //!
 //! With no `--data` it trains on the embedded default corpus (eight public-domain plays) through a
 //! BPE tokenizer trained on it; otherwise on llm.c token shards and their tokenizer. Prints the plan at start, a progress bar while it runs,
-//! a few sampled lines at each evaluation, and a summary with the memory it planned and used.
+//! a few sampled lines at each evaluation, and a summary with the memory it planned and used. The run
+//! ends with a report (`report.json`, `report.md`: configuration, loss curve, best validation
+//! perplexity, throughput, memory) in `--report DIR`.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, threads_plan};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
@@ -14,7 +17,7 @@ use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::train::{OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -106,7 +109,7 @@ struct Args {
     /// Worker threads (default: one per core of the allowed CPUs, or CLLM_THREADS).
     #[arg(long)]
     threads: Option<usize>,
-    /// Evaluate validation loss (and sample) every N steps (0: only at the end).
+    /// Evaluate validation loss and perplexity (and sample) every N steps (0: only at the end).
     #[arg(long, default_value_t = 100)]
     eval_every: usize,
     /// Validation batches per evaluation.
@@ -133,7 +136,8 @@ struct Args {
     /// Seed of initialisation, data order and sampling.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// Append JSON lines of metrics (step, loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s).
+    /// Append JSON lines of metrics (step, loss, val_loss, val_ppl, lr, grad_norm, tokens_per_s,
+    /// elapsed_s); val_loss and val_ppl are null between evaluations.
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Tokens sampled at each evaluation and at the end (0: no samples).
@@ -142,6 +146,10 @@ struct Args {
     /// Sampling temperature.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
+    /// Where the end-of-run report goes: report.json and report.md in this directory (default:
+    /// --ckpt-dir when given, else ./cllm-report); `none` writes no report.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn main() {
@@ -350,6 +358,10 @@ fn run(args: Args) -> Result<()> {
     );
     let mut last_val = None;
     let mut tok_per_s_sum = (0.0f64, 0usize);
+    let first_step = trainer.step_count() as usize;
+    let mut curve = Curve::default();
+    let mut evals = Vec::new();
+    let mut tokens_trained = 0u64;
     while (trainer.step_count() as usize) < args.steps {
         let t0 = Instant::now();
         let stats = trainer.step(|tok, tgt| train.next_batch_into(tok, tgt))?;
@@ -358,6 +370,15 @@ fn run(args: Args) -> Result<()> {
             tok_per_s_sum = (tok_per_s_sum.0 + tok_s, tok_per_s_sum.1 + 1);
         }
         let step = stats.step as usize + 1;
+        tokens_trained += stats.tokens as u64;
+        let point = StepPoint {
+            step,
+            train_loss: stats.loss,
+            lr: stats.lr,
+            tokens_per_s: tok_s,
+            elapsed_s: start.elapsed().as_secs_f64(),
+        };
+        curve.push(point);
         bar.set_position(step as u64);
         bar.set_message(format!(
             "loss {:.4}  {:.0} tok/s  lr {:.2e}  |g| {:.3}",
@@ -366,7 +387,7 @@ fn run(args: Args) -> Result<()> {
         let last = step == args.steps;
         let mut val_loss = None;
         if let Some(val) = val.as_mut() {
-            if last || (args.eval_every > 0 && step % args.eval_every == 0) {
+            if last || (args.eval_every > 0 && step.is_multiple_of(args.eval_every)) {
                 val.rewind();
                 let mut sum = 0.0f64;
                 for _ in 0..args.eval_batches.max(1) {
@@ -383,6 +404,10 @@ fn run(args: Args) -> Result<()> {
                 });
                 val_loss = Some(v);
                 last_val = Some(v);
+                evals.push(EvalPoint {
+                    at: point,
+                    val_loss: v,
+                });
                 if args.sample_tokens > 0 {
                     let text = sample_text(
                         &trainer.model,
@@ -397,13 +422,14 @@ fn run(args: Args) -> Result<()> {
         }
         if let Some(f) = metrics.as_mut() {
             let line = json!({
-                "step": step, "loss": stats.loss, "val_loss": val_loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                "tokens_per_s": tok_s, "elapsed_s": start.elapsed().as_secs_f64(),
+                "step": step, "loss": stats.loss, "val_loss": val_loss,
+                "val_ppl": val_loss.map(|v| (v as f64).exp()), "lr": stats.lr, "grad_norm": stats.grad_norm,
+                "tokens_per_s": tok_s, "elapsed_s": point.elapsed_s,
             });
             writeln!(f, "{line}")?;
         }
         if let Some(dir) = &args.ckpt_dir {
-            if last || (args.ckpt_every > 0 && step % args.ckpt_every == 0) {
+            if last || (args.ckpt_every > 0 && step.is_multiple_of(args.ckpt_every)) {
                 let opts = SaveOptions {
                     data_position: train.position().to_json(),
                     tokenizer: Some((TOKENIZER_FILE, tokenizer_json.as_bytes())),
@@ -431,6 +457,36 @@ fn run(args: Args) -> Result<()> {
         last_val.map_or(String::new(), |v| format!(", final val loss {v:.4}")),
     );
     println!("memory: planned {}, {}", mib(plan.total), memory_report());
+    let report_dir = match (&args.report, &args.ckpt_dir) {
+        (Some(dir), _) if dir.as_os_str() == "none" => None,
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(dir)) => Some(dir.clone()),
+        (None, None) => Some(PathBuf::from("cllm-report")),
+    };
+    if let Some(dir) = report_dir {
+        let report = TrainReport {
+            config: run_config(
+                &args,
+                &model_cfg,
+                &cfg,
+                isa.to_string(),
+                plan.workers,
+                first_step,
+            ),
+            first_step,
+            curve,
+            evals,
+            tokens: tokens_trained,
+            wall_s: elapsed,
+            mean_tokens_per_s: mean_tok_s,
+            memory: plan,
+            peak_rss_bytes: cllm_engine::train::bench::peak_rss_bytes(),
+        };
+        let [json_path, md_path] = report
+            .write(&dir)
+            .with_context(|| format!("writing the report in {}", dir.display()))?;
+        println!("report: {} and {}", json_path.display(), md_path.display());
+    }
     if args.sample_tokens > 0 {
         println!("sample:");
         println!(
@@ -445,6 +501,105 @@ fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The settings the report lists: model shape, batch, optimizer, schedule, data and machine.
+fn run_config(
+    args: &Args,
+    model: &GptConfig,
+    train: &TrainConfig,
+    isa: String,
+    workers: usize,
+    first_step: usize,
+) -> Vec<(String, Value)> {
+    let optimizer = match train.optimizer {
+        OptimizerKind::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } => {
+            json!({"name": "adamw", "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay})
+        }
+        OptimizerKind::Sgd {
+            momentum,
+            dampening,
+            nesterov,
+            weight_decay,
+        } => {
+            json!({"name": "sgd", "momentum": f32_value(momentum), "dampening": f32_value(dampening), "nesterov": nesterov, "weight_decay": f32_value(weight_decay)})
+        }
+    };
+    let schedule = match train.schedule {
+        Schedule::Constant { lr } => json!({"name": "constant", "lr": f32_value(lr)}),
+        Schedule::Cosine {
+            lr,
+            min_lr,
+            warmup,
+            total,
+        } => {
+            json!({"name": "cosine", "lr": f32_value(lr), "min_lr": f32_value(min_lr), "warmup": warmup, "total": total})
+        }
+        Schedule::Linear {
+            lr,
+            min_lr,
+            warmup,
+            total,
+        } => {
+            json!({"name": "linear", "lr": f32_value(lr), "min_lr": f32_value(min_lr), "warmup": warmup, "total": total})
+        }
+    };
+    let data = match &args.data {
+        Some(glob) => json!(glob),
+        None => json!(format!(
+            "embedded corpus ({} plays), validation fraction {}",
+            corpus::PLAYS.len(),
+            args.val_fraction
+        )),
+    };
+    let tokenizer = match (&args.tokenizer, args.resume) {
+        (Some(t), _) => json!(t),
+        (None, true) => json!("the checkpoint's"),
+        (None, false) => json!(format!(
+            "BPE of {} tokens trained on the corpus",
+            args.bpe_vocab
+        )),
+    };
+    [
+        ("parameters", json!(model.num_parameters())),
+        ("layers", json!(model.n_layer)),
+        ("heads", json!(model.n_head)),
+        ("embd", json!(model.n_embd)),
+        ("vocab", json!(model.vocab_size)),
+        ("n_positions", json!(model.n_positions)),
+        ("batch", json!(train.batch)),
+        ("seq", json!(train.seq_len)),
+        ("grad_accum", json!(train.grad_accum)),
+        ("steps", json!(args.steps)),
+        ("first_step", json!(first_step)),
+        ("optimizer", optimizer),
+        ("schedule", schedule),
+        ("lr", f32_value(args.lr)),
+        ("clip", train.clip.map_or(Value::Null, f32_value)),
+        ("seed", json!(train.seed)),
+        ("eval_every", json!(args.eval_every)),
+        ("eval_batches", json!(args.eval_batches)),
+        ("threads", json!(workers)),
+        ("isa", json!(isa)),
+        ("data", data),
+        ("tokenizer", tokenizer),
+        (
+            "init_from",
+            json!(args.init_from.as_ref().map(|p| p.display().to_string())),
+        ),
+        (
+            "ckpt_dir",
+            json!(args.ckpt_dir.as_ref().map(|p| p.display().to_string())),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A continuation of a newline (as long as the context allows), decoded.

@@ -1,0 +1,165 @@
+//! cllm-train's end-of-run report and validation perplexity, from a tiny training on the embedded
+//! corpus: report.json and report.md hold the configuration, every evaluation point (as the
+//! --metrics lines give them), the best point, throughput and memory; the report goes to --report,
+//! else --ckpt-dir, else ./cllm-report, and `--report none` writes none.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// A model small enough for a debug build: six steps, evaluated at 3 and 6.
+const TINY: [&str; 20] = [
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--embd",
+    "32",
+    "--seq",
+    "32",
+    "--batch",
+    "2",
+    "--eval-every",
+    "3",
+    "--eval-batches",
+    "2",
+    "--bpe-vocab",
+    "300",
+    "--sample-tokens",
+    "0",
+    "--threads",
+    "2",
+];
+
+fn train(dir: &Path, steps: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+        .args(TINY)
+        .args(["--steps", steps])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cllm-train runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn f64_of(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn report_holds_config_evals_best_throughput_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = train(
+        dir.path(),
+        "6",
+        &["--report", "out", "--metrics", "metrics.jsonl"],
+    );
+    assert!(stdout.contains("report: out/report.json"), "{stdout}");
+
+    // The metrics lines: val_loss and val_ppl at steps 3 and 6 only.
+    let metrics: Vec<Value> = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 6);
+    for m in &metrics {
+        let evaluated = m["step"] == 3 || m["step"] == 6;
+        assert_eq!(m["val_ppl"].is_number(), evaluated, "{m}");
+        if evaluated {
+            let (loss, ppl) = (f64_of(&m["val_loss"]), f64_of(&m["val_ppl"]));
+            assert!((ppl - loss.exp()).abs() <= 1e-12 * ppl, "{m}");
+        }
+    }
+
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
+            .unwrap();
+    let c = &v["config"];
+    for (key, want) in [
+        ("layers", 1),
+        ("heads", 2),
+        ("embd", 32),
+        ("vocab", 300),
+        ("batch", 2),
+        ("seq", 32),
+        ("steps", 6),
+        ("threads", 2),
+        ("seed", 1337),
+    ] {
+        assert_eq!(c[key], want, "config.{key}");
+    }
+    assert_eq!(c["optimizer"]["name"], "adamw");
+    assert_eq!(c["schedule"]["name"], "cosine");
+    assert_eq!(c["lr"], 0.002);
+    assert!(c["isa"].is_string() && c["data"].as_str().unwrap().contains("embedded corpus"));
+
+    let evals = v["eval_points"].as_array().unwrap();
+    assert_eq!(evals.len(), 2);
+    for (e, m) in evals.iter().zip([&metrics[2], &metrics[5]]) {
+        assert_eq!(e["step"], m["step"]);
+        for key in ["val_loss", "val_ppl", "lr", "tokens_per_s"] {
+            let (a, b) = (f64_of(&e[key]), f64_of(&m[key]));
+            assert!((a - b).abs() <= 1e-6 * b.abs(), "{key}: {a} vs {b}");
+        }
+        assert!((f64_of(&e["train_loss"]) - f64_of(&m["loss"])).abs() < 1e-6);
+    }
+    let best = if f64_of(&evals[1]["val_loss"]) < f64_of(&evals[0]["val_loss"]) {
+        &evals[1]
+    } else {
+        &evals[0]
+    };
+    assert_eq!(v["best"]["step"], best["step"]);
+    assert_eq!(v["best"]["val_ppl"], best["val_ppl"]);
+    assert_eq!(v["final"]["step"], 6);
+    assert_eq!(v["train_curve"].as_array().unwrap().len(), 6);
+    assert_eq!(v["steps"]["last"], 6);
+    assert_eq!(v["throughput"]["tokens"], 6 * 2 * 32);
+    assert!(f64_of(&v["throughput"]["mean_tokens_per_s"]) > 0.0);
+    assert!(f64_of(&v["throughput"]["wall_s"]) > 0.0);
+    assert!(f64_of(&v["memory"]["planned_bytes"]) > 0.0);
+    assert!(f64_of(&v["memory"]["peak_rss_bytes"]) > f64_of(&v["memory"]["params_bytes"]));
+
+    let md = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    let step3 = format!(
+        "| 3 | {:.4} | {:.4} | {:.2} |",
+        f64_of(&evals[0]["train_loss"]),
+        f64_of(&evals[0]["val_loss"]),
+        f64_of(&evals[0]["val_ppl"])
+    );
+    for needle in [
+        "# Training report",
+        "Best validation loss",
+        "| layers | 1 |",
+        step3.as_str(),
+        "| 6 | ",
+        "peak RSS",
+    ] {
+        assert!(md.contains(needle), "{needle} missing from\n{md}");
+    }
+}
+
+#[test]
+fn report_goes_to_the_checkpoint_dir_the_default_dir_or_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("a")).unwrap();
+    train(&d.join("a"), "3", &["--ckpt-dir", "ck"]);
+    assert!(d.join("a/ck/report.json").is_file() && d.join("a/ck/report.md").is_file());
+    assert!(!d.join("a/cllm-report").exists());
+
+    std::fs::create_dir_all(d.join("b")).unwrap();
+    train(&d.join("b"), "3", &[]);
+    assert!(d.join("b/cllm-report/report.json").is_file());
+
+    std::fs::create_dir_all(d.join("c")).unwrap();
+    let stdout = train(&d.join("c"), "3", &["--report", "none"]);
+    assert!(!stdout.contains("report:"), "{stdout}");
+    assert_eq!(std::fs::read_dir(d.join("c")).unwrap().count(), 0);
+}
