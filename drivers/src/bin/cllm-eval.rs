@@ -1,8 +1,10 @@
-//! cllm-eval: score hypotheses against references, one segment per line.
+//! cllm-eval: score hypotheses against references, one segment per line, and models on text.
 //!
 //! `bleu` is sacrebleu 2.6.0 with its defaults (`sacrebleu REF... -i HYP`); `rouge` is rouge-score
 //! 0.1.2's ROUGE-1/2/L/Lsum, averaged over lines. Both read UTF-8 text, split on `\n` (a `\r` before
-//! it is dropped), and pair hypothesis line i with reference line i.
+//! it is dropped), and pair hypothesis line i with reference line i. `generate-and-score` makes the
+//! hypotheses: it continues each line of a prompt file with cllm-generate's options and scores the
+//! continuations with both. `ppl` is a model's perplexity over token shards.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
