@@ -196,30 +196,28 @@ impl Spread {
     /// `entry` judged `by` (falling back to the value where it has no ratio and reference), and
     /// which scale was used.
     fn of(entry: &DocEntry, by: By) -> (Spread, By) {
-        let scale = match (by, entry.ratio, entry.ref_value) {
-            // The samples in ratio units: each over (or, for times, times) the same reference.
-            (By::Ratio, Some(ratio), Some(r)) => Some((ratio, r)),
-            _ => None,
+        let (median, samples, used) = match (by, entry.ratio, entry.ref_value) {
+            (By::Ratio, Some(ratio), Some(r)) => {
+                // The ratio is made of the per-CPU-second samples where the run recorded them:
+                // each over (or, for times, times) the same reference.
+                let raw = if entry.cpu_samples.is_empty() {
+                    &entry.samples
+                } else {
+                    &entry.cpu_samples
+                };
+                let scaled = raw
+                    .iter()
+                    .map(|&x| if entry.higher_is_better { x / r } else { x * r })
+                    .collect();
+                (ratio, scaled, By::Ratio)
+            }
+            _ => (entry.value, entry.samples.clone(), By::Value),
         };
-        // The ratio is made of the per-CPU-second samples where the run recorded them.
-        let ratio_samples = if entry.cpu_samples.is_empty() {
-            &entry.samples
-        } else {
-            &entry.cpu_samples
-        };
-        let (median, samples, to_scale, used): (f64, &[f64], Box<dyn Fn(f64) -> f64>, By) =
-            match scale {
-                Some((ratio, r)) if entry.higher_is_better => {
-                    (ratio, ratio_samples, Box::new(move |x| x / r), By::Ratio)
-                }
-                Some((ratio, r)) => (ratio, ratio_samples, Box::new(move |x| x * r), By::Ratio),
-                None => (entry.value, &entry.samples, Box::new(|x| x), By::Value),
-            };
         let up = |x: f64| if entry.higher_is_better { x } else { 1.0 / x };
         let mut worst = up(median);
         let mut best = up(median);
-        for &s in samples {
-            let g = up(to_scale(s));
+        for &s in &samples {
+            let g = up(s);
             worst = worst.min(g);
             best = best.max(g);
         }
