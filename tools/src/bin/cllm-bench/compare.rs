@@ -4,9 +4,11 @@
 //! The rule, per entry, on the ratio (the median per CPU-second over the reference measured around
 //! the entry in the same run) by default, or `--by value` on the wall-clock medians themselves,
 //! with every figure turned so that higher is better:
-//! - REGRESSED: the new median is worse than the base median by more than the tolerance AND worse
-//!   than the base's worst sample (outside the base's spread);
-//! - faster: better by more than the tolerance AND better than the base's best sample;
+//! - REGRESSED: the new median is worse than the base median by more than the tolerance AND even
+//!   the new run's best sample is worse than the base's worst (the two runs' samples do not
+//!   overlap);
+//! - faster: better by more than the tolerance AND the new run's worst sample better than the
+//!   base's best;
 //! - ok: anything else;
 //! - missing: in the base, not in the new run (added: the other way round).
 
@@ -256,12 +258,13 @@ impl Verdict {
     }
 }
 
-/// The rule of the module documentation: `change` is new / base − 1 on the higher-is-better scale.
-pub fn judge(base: Spread, new_median: f64, tolerance: f64) -> Verdict {
-    let change = new_median / base.median - 1.0;
-    if change < -tolerance && new_median < base.worst {
+/// The rule of the module documentation: `change` is new / base − 1 of the medians on the
+/// higher-is-better scale.
+pub fn judge(base: Spread, new: Spread, tolerance: f64) -> Verdict {
+    let change = new.median / base.median - 1.0;
+    if change < -tolerance && new.best < base.worst {
         Verdict::Regressed
-    } else if change > tolerance && new_median > base.best {
+    } else if change > tolerance && new.worst > base.best {
         Verdict::Faster
     } else {
         Verdict::Ok
@@ -336,7 +339,7 @@ pub fn compare(base: &Doc, new: &Doc, tolerance: f64, by: By) -> Result<Vec<Row>
             value_change,
             ratio_change,
             judged,
-            verdict: judge(bs, ns.median, tolerance),
+            verdict: judge(bs, ns, tolerance),
         });
     }
     for n in &new.entries {
@@ -434,8 +437,8 @@ pub fn render(base: &Doc, new: &Doc, rows: &[Row], tolerance: f64, by: By) -> St
     let _ = writeln!(out, "new:  {}", describe(new));
     let _ = writeln!(
         out,
-        "judged on the {} (marked *), tolerance {:.1}%: REGRESSED = worse by more than the \
-         tolerance and below every base sample",
+        "judged on the {} (marked *), tolerance {:.1}%: REGRESSED = the median worse by more \
+         than the tolerance and every new sample below every base sample",
         match by {
             By::Ratio => "ratio to the reference measured in the same run",
             By::Value => "median value",
@@ -519,27 +522,38 @@ mod tests {
     }
 
     #[test]
-    fn judge_needs_both_the_tolerance_and_the_spread() {
-        let base = Spread {
-            median: 100.0,
-            worst: 90.0,
-            best: 105.0,
+    fn judge_needs_both_the_tolerance_and_separate_samples() {
+        let spread = |median: f64, worst: f64, best: f64| Spread {
+            median,
+            worst,
+            best,
         };
+        let base = spread(100.0, 90.0, 105.0);
         // 8 % slower but inside the base's spread: noise, not a regression.
-        assert_eq!(judge(base, 92.0, 0.05), Verdict::Ok);
-        // Below every base sample and beyond the tolerance.
-        assert_eq!(judge(base, 85.0, 0.05), Verdict::Regressed);
-        // Below every sample but within the tolerance of the median.
-        let tight = Spread {
-            median: 100.0,
-            worst: 99.0,
-            best: 101.0,
-        };
-        assert_eq!(judge(tight, 97.0, 0.05), Verdict::Ok);
-        assert_eq!(judge(tight, 94.0, 0.05), Verdict::Regressed);
-        assert_eq!(judge(tight, 110.0, 0.05), Verdict::Faster);
-        assert_eq!(judge(base, 108.0, 0.05), Verdict::Faster);
-        assert_eq!(judge(base, 104.0, 0.05), Verdict::Ok);
+        assert_eq!(judge(base, spread(92.0, 91.0, 93.0), 0.05), Verdict::Ok);
+        // Every new sample below every base sample, and beyond the tolerance.
+        assert_eq!(
+            judge(base, spread(85.0, 84.0, 86.0), 0.05),
+            Verdict::Regressed
+        );
+        // A median beyond the tolerance, but one new sample reaches the base's range.
+        assert_eq!(judge(base, spread(85.0, 80.0, 95.0), 0.05), Verdict::Ok);
+        // Separate samples but within the tolerance of the median.
+        let tight = spread(100.0, 99.0, 101.0);
+        assert_eq!(judge(tight, spread(97.0, 96.5, 97.5), 0.05), Verdict::Ok);
+        assert_eq!(
+            judge(tight, spread(94.0, 93.0, 95.0), 0.05),
+            Verdict::Regressed
+        );
+        assert_eq!(
+            judge(tight, spread(110.0, 109.0, 111.0), 0.05),
+            Verdict::Faster
+        );
+        assert_eq!(
+            judge(base, spread(108.0, 106.0, 110.0), 0.05),
+            Verdict::Faster
+        );
+        assert_eq!(judge(base, spread(108.0, 104.0, 110.0), 0.05), Verdict::Ok);
     }
 
     #[test]

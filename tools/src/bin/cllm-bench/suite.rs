@@ -523,7 +523,7 @@ fn run_train(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
 /// GPT-2 124M (random weights), batch 1: prefill tokens/s (compute-bound, against the FMA rate)
 /// and decode tokens/s (bandwidth-bound, against the read bandwidth), one sample per run.
 fn run_decode(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
-    let (prompt, new_tokens) = if opts.quick { (16, 8) } else { (128, 64) };
+    let (prompt, new_tokens) = if opts.quick { (32, 16) } else { (128, 64) };
     let cfg = format!("gpt2-124m_B1_P{prompt}_N{new_tokens}");
     let specs = vec![
         spec(
@@ -638,25 +638,15 @@ fn load_avg() -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The commit of the checkout this binary was built from, and whether tracked files differ from
-/// it (nulls where git or the checkout is not there).
+/// The commit this binary was built from and whether tracked files differed from it, as
+/// tools/build.rs recorded them (nulls where git or the checkout was missing).
 fn git_info() -> Value {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let commit = Some(env!("CLLM_GIT_COMMIT")).filter(|c| !c.is_empty());
+    let dirty = match env!("CLLM_GIT_DIRTY") {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
     };
-    let commit = git(&["rev-parse", "HEAD"]);
-    let dirty = commit
-        .as_ref()
-        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
-        .map(|s| !s.is_empty());
     json!({ "commit": commit, "dirty": dirty })
 }
 
