@@ -251,7 +251,7 @@ fn a_small_suite_run_is_a_document_compare_reads() {
         .collect();
     assert_eq!(
         names,
-        ["tokenize/gpt2/plays8", "loader/B8_T256_shards4x1Mi"]
+        ["tokenize/gpt2/plays8", "loader/B8_T256_shards4x4Mi"]
     );
     for e in doc["entries"].as_array().unwrap() {
         assert_eq!(e["samples"].as_array().unwrap().len(), 1);

@@ -386,7 +386,8 @@ pub fn warnings(base: &Doc, new: &Doc) -> Vec<String> {
     }
     if base.isa != new.isa {
         w.push(format!(
-            "the kernel paths differ: {} in {}, {} in {}",
+            "the kernel paths differ: {} in {}, {} in {}; the FMA reference runs on the path in \
+             use, so the ratios hide part of the difference (--by value shows it)",
             show(&base.isa),
             base.path,
             show(&new.isa),

@@ -171,9 +171,9 @@ enum Command {
         /// Also write the JSON document to FILE (for `cllm-bench compare`).
         #[arg(long, value_name = "FILE")]
         out: Option<String>,
-        /// Samples per entry (default: 5, quick 3).
-        #[arg(long)]
-        repeats: Option<usize>,
+        /// Samples per entry.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
         /// Sphere workers for GEMM, training, decoding and encoding (default 1: the measurement a
         /// shared machine disturbs least; attention and the loader always run on one thread).
         #[arg(long, default_value_t = 1)]
@@ -563,7 +563,7 @@ fn main() -> Result<ExitCode> {
         } => {
             let opts = suite::Options {
                 quick,
-                repeats: repeats.unwrap_or(if quick { 3 } else { 5 }),
+                repeats,
                 threads,
                 only,
                 note,

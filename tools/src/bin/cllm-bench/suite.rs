@@ -586,7 +586,7 @@ fn run_tokenize(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
 /// The loader serving shuffled B=8 T=256 windows from four page-cache shards, GB/s of each run.
 fn run_loader(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let (shard, batches) = if opts.quick {
-        (1 << 20, 5_000)
+        (4 << 20, 20_000)
     } else {
         (data::LOADER_SHARD_TOKENS, 20_000)
     };
