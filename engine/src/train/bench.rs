@@ -31,6 +31,9 @@ pub struct TrainBenchReport {
     pub tokens_per_s: f64,
     /// Seconds of every timed step.
     pub step_seconds: Vec<f64>,
+    /// CPU seconds the process used during every timed step (all threads; empty where
+    /// [`process_cpu_seconds`] is unavailable).
+    pub step_cpu_seconds: Vec<f64>,
     /// [`flops_per_token`] of the shape.
     pub flops_per_token: f64,
     /// Trainable parameters (V, not Vp).
@@ -66,6 +69,20 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU seconds (user + system, every thread) this process has used so far, from
+/// `CLOCK_PROCESS_CPUTIME_ID` (nanosecond resolution); `None` where the clock is unavailable.
+/// Throughput per CPU-second does not change when a shared machine hands the process less than
+/// whole cores, which makes it the steadier figure to compare runs by.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
 }
 
 /// Trains a randomly initialised model on random tokens with AdamW (lr 3e-4, weight decay 0.1,
@@ -104,10 +121,15 @@ pub fn run_train_bench(
         last_loss = trainer.step(&mut fill)?.loss;
     }
     let mut step_seconds = Vec::with_capacity(spec.steps);
+    let mut step_cpu_seconds = Vec::with_capacity(spec.steps);
     for _ in 0..spec.steps {
+        let cpu0 = process_cpu_seconds();
         let t0 = Instant::now();
         last_loss = trainer.step(&mut fill)?.loss;
         step_seconds.push(t0.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (cpu0, process_cpu_seconds()) {
+            step_cpu_seconds.push(c1 - c0);
+        }
     }
     let mut sorted = step_seconds.clone();
     sorted.sort_by(f64::total_cmp);
@@ -122,6 +144,7 @@ pub fn run_train_bench(
         threads,
         tokens_per_s: (spec.batch * spec.seq_len) as f64 / median,
         step_seconds,
+        step_cpu_seconds,
         flops_per_token: flops_per_token(&spec.model, spec.seq_len),
         params: spec.model.num_parameters(),
         memory: trainer.memory_plan(),

@@ -3,6 +3,7 @@
 use crate::pool::Pool;
 use anyhow::{bail, Context, Result};
 use cllm_engine::par_gemm::{par_sgemm, ParGemmScratch};
+use cllm_engine::train::bench::process_cpu_seconds;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use std::time::Instant;
 
@@ -52,9 +53,13 @@ pub struct GemmResult {
     pub shape: (usize, usize, usize),
     pub threads: usize,
     pub median_s: f64,
+    /// Seconds of every timed run, in order.
+    pub run_s: Vec<f64>,
+    /// CPU seconds the process used in every timed run (empty where the clock is unavailable).
+    pub run_cpu_s: Vec<f64>,
     pub gflops: f64,
     /// GFLOP per second of CPU time used by the whole process over the timed runs (every
-    /// thread's user + system time, from /proc): what the run did with the CPU it got, which
+    /// thread's user + system time): what the run did with the CPU it got, which
     /// shows the parallel overhead even when a busy machine hands out less than whole cores.
     pub gflops_per_cpu_s: Option<f64>,
 }
@@ -128,35 +133,29 @@ pub fn measure(
     let mut c = vec![0.0f32; m * n];
     runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
     let mut times: Vec<f64> = Vec::with_capacity(reps);
-    let cpu_before = process_cpu_s();
+    let mut run_cpu_s: Vec<f64> = Vec::with_capacity(reps);
     for _ in 0..reps {
+        let cpu = process_cpu_seconds();
         let t = Instant::now();
         runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
         times.push(t.elapsed().as_secs_f64());
+        if let (Some(c0), Some(c1)) = (cpu, process_cpu_seconds()) {
+            run_cpu_s.push(c1 - c0);
+        }
     }
     let flops = 2.0 * (m * k * n) as f64;
-    let gflops_per_cpu_s = match (cpu_before, process_cpu_s()) {
-        (Some(t0), Some(t1)) if t1 > t0 => Some(flops * reps as f64 / (t1 - t0) / 1e9),
-        _ => None,
-    };
+    let cpu_total: f64 = run_cpu_s.iter().sum();
+    let gflops_per_cpu_s =
+        (run_cpu_s.len() == reps && cpu_total > 0.0).then(|| flops * reps as f64 / cpu_total / 1e9);
+    let run_s = times.clone();
     let median_s = crate::median(&mut times);
     Ok(GemmResult {
         shape: (m, k, n),
         threads: runner.threads(),
         median_s,
+        run_s,
+        run_cpu_s,
         gflops: flops / median_s / 1e9,
         gflops_per_cpu_s,
     })
-}
-
-/// User + system CPU seconds of this process so far, all threads (Linux: /proc/self/stat
-/// fields 14 and 15, in clock ticks of 1/100 s); `None` elsewhere.
-fn process_cpu_s() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) is parenthesised and may hold spaces: count from its end.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
-    // `rest` starts at field 3, so fields 14 and 15 are at 11 and 12.
-    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

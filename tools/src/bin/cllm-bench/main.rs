@@ -1,12 +1,14 @@
 //! cllm-bench: one-command benchmarks that measure the machine's own limits in the same run.
 
+mod compare;
 mod data;
 mod gemm;
 mod machine;
 mod pool;
 mod spheres;
+mod suite;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use cllm_engine::generate;
 use cllm_engine::model::GptConfig;
@@ -14,6 +16,7 @@ use cllm_engine::topology::Topology;
 use cllm_engine::train::bench::{run_train_bench, TrainBench};
 use pool::Pool;
 use serde_json::json;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -155,9 +158,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The regression suite: GEMM, attention, training steps, decoding, encoding and the loader,
+    /// each a median of samples and a ratio to a reference measured around it in the same run
+    /// (docs/REGRESSIONS.md).
+    Suite {
+        /// Smaller shapes and fewer tokens (about a minute on two cores).
+        #[arg(long)]
+        quick: bool,
+        /// Print the JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the JSON document to FILE (for `cllm-bench compare`).
+        #[arg(long, value_name = "FILE")]
+        out: Option<String>,
+        /// Samples per entry.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Sphere workers for GEMM, training, decoding and encoding (default 1: the measurement a
+        /// shared machine disturbs least; attention and the loader always run on one thread).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Run only these groups (comma-separated): gemm, attention, train, decode, tokenize, loader.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Free text kept in the document's machine block (e.g. what else ran at the time).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Compare two suite documents: a table, and exit status 1 when an entry regressed beyond the
+    /// tolerance (2 for unreadable input).
+    Compare {
+        /// The suite document of the base (e.g. a committed baseline or the base commit's run).
+        base: String,
+        /// The suite document of the change.
+        new: String,
+        /// How much worse an entry's median may be (a percentage).
+        #[arg(long, default_value = "5%")]
+        tolerance: String,
+        /// Judge on the ratio to the same-run reference or on the median value.
+        #[arg(long, default_value = "ratio", value_name = "ratio|value")]
+        by: String,
+        /// Print the table but exit 0 even when something regressed.
+        #[arg(long)]
+        no_fail: bool,
+    },
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let isa = cllm_kernels::isa::init()?;
     match Cli::parse().command {
         Command::Gemm {
@@ -481,7 +528,9 @@ fn main() -> Result<()> {
             batches,
             json,
         } => {
-            let (gbs, us) = data::loader(batch, seq, batches)?;
+            let run = data::loader(batch, seq, batches, data::LOADER_SHARD_TOKENS, 1)?[0];
+            let gbs = (batches * batch * seq * 4) as f64 / run.wall_s / 1e9;
+            let us = run.wall_s / batches as f64 * 1e6;
             if json {
                 println!(
                     "{}",
@@ -503,8 +552,68 @@ fn main() -> Result<()> {
                 println!("isa {isa}: FMA peak {peak:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
             }
         }
+        Command::Suite {
+            quick,
+            json,
+            out,
+            repeats,
+            threads,
+            only,
+            note,
+        } => {
+            let opts = suite::Options {
+                quick,
+                repeats,
+                threads,
+                only,
+                note,
+            };
+            let doc = suite::run(&opts, &mut |line| eprintln!("suite: {line}"))?;
+            let text = serde_json::to_string_pretty(&doc)?;
+            if let Some(path) = &out {
+                std::fs::write(path, format!("{text}\n"))
+                    .with_context(|| format!("writing {path}"))?;
+                eprintln!("suite: wrote {path}");
+            }
+            if json {
+                println!("{text}");
+            } else {
+                print!("{}", suite::render(&doc));
+            }
+        }
+        Command::Compare {
+            base,
+            new,
+            tolerance,
+            by,
+            no_fail,
+        } => {
+            return Ok(match run_compare(&base, &new, &tolerance, &by) {
+                Ok(_) if no_fail => ExitCode::SUCCESS,
+                Ok(regressed) => ExitCode::from(u8::from(regressed)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            });
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print the comparison of two suite documents; whether an entry regressed.
+fn run_compare(base: &str, new: &str, tolerance: &str, by: &str) -> Result<bool> {
+    let tolerance = compare::parse_tolerance(tolerance)?;
+    let by = compare::By::parse(by)?;
+    let (base, new) = (compare::load(base)?, compare::load(new)?);
+    for w in compare::warnings(&base, &new) {
+        eprintln!("warning: {w}");
+    }
+    let rows = compare::compare(&base, &new, tolerance, by)?;
+    print!("{}", compare::render(&base, &new, &rows, tolerance, by));
+    Ok(rows
+        .iter()
+        .any(|r| r.verdict == compare::Verdict::Regressed))
 }
 
 /// Enough timed runs for a stable median in about two seconds at ~100 GFLOP/s per thread,
@@ -516,6 +625,27 @@ fn auto_reps((m, k, n): (usize, usize, usize), threads: usize) -> usize {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// Wall-clock and process CPU seconds of one timed run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub wall_s: f64,
+    /// User + system seconds of every thread of the process (`None` where the clock is missing).
+    pub cpu_s: Option<f64>,
+}
+
+/// Run `f` and time it on the wall clock and the process's CPU clock.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Timing) {
+    let cpu = cllm_engine::train::bench::process_cpu_seconds();
+    let t = std::time::Instant::now();
+    let out = f();
+    let wall_s = t.elapsed().as_secs_f64();
+    let cpu_s = match (cpu, cllm_engine::train::bench::process_cpu_seconds()) {
+        (Some(c0), Some(c1)) => Some(c1 - c0),
+        _ => None,
+    };
+    (out, Timing { wall_s, cpu_s })
 }
 
 /// The median of `xs` (sorted in place); NaN for an empty slice.
