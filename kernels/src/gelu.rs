@@ -7,9 +7,10 @@
 //! there. `e` is computed as `2^z` with `z = -2u log2(e) = x (Z1 + Z3 x^2)`: the `log2 e` is folded
 //! into the cubic's coefficients, so [`crate::math::exp2`] needs no reduction by ln 2.
 //!
-//! Both loops take two vectors per iteration: one vector's exp and division are a long chain of
-//! dependent operations that a second, independent one overlaps (more than two measured no
-//! faster on an AVX2 core).
+//! Both loops take two vectors per iteration and advance them in lockstep, one step of the chain
+//! for both before the next: one vector's exp and division are a long chain of dependent
+//! operations, and a core with a small scheduler overlaps two chains only when their operations
+//! come interleaved (one, three or four vectors per iteration measured slower on an AVX2 core).
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
