@@ -13,9 +13,11 @@ fn preact(rng: &mut StdRng, n: usize, off: usize) -> Vec<f32> {
     v
 }
 
-/// Inputs where the formula could break: zero, signed zero, tails, huge values, subnormals.
+/// Inputs where the formula could break: zero, signed zero, tails, huge values, tiny values, and
+/// both sides of |x| ~ 10.5, where the exponent z = -2u log2(e) reaches exp2's clamp at 126/127.
 const EDGES: &[f32] = &[
-    0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 3.0, -3.0, 9.5, -9.5, 20.0, -20.0, 1e4, -1e4,
+    0.0, -0.0, 1e-30, -1e-30, 1e-3, -1e-3, 3.0, -3.0, 9.5, -9.5, 10.4, -10.4, 10.6, -10.6, 20.0,
+    -20.0, 1e4, -1e4,
 ];
 
 // Tolerance (forward and backward): the kernel forms z = -2u log2(e) = x (Z1 + Z3 x^2) (three
