@@ -61,19 +61,13 @@ pub fn exp<S: Simd>(s: S, x: S::V) -> S::V {
 /// `2^x` lane-wise.
 #[inline(always)]
 pub fn exp2<S: Simd>(s: S, x: S::V) -> S::V {
-    let (p, scale) = exp2_parts(s, x);
+    let ([p], [scale]) = exp2_parts_k(s, [x]);
     s.mul(p, scale)
 }
 
-/// `2^x` as two factors `(p, 2^n)` with `2^x = p * 2^n`, p in [0.7, 1.42]: for callers that fuse
-/// the final product into their next operation (`1 + 2^x` as one `fma(p, 2^n, 1)`).
-#[inline(always)]
-pub fn exp2_parts<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
-    let ([p], [scale]) = exp2_parts_k(s, [x]);
-    (p, scale)
-}
-
-/// [`exp2_parts`] of K independent vectors, evaluated step by step across all K (each step's K
+/// `2^x` of K independent vectors, each as two factors `(p, 2^n)` with `2^x = p * 2^n`, p in
+/// [0.7, 1.42], for callers that fuse the final product into their next operation (`1 + 2^x` as
+/// one `fma(p, 2^n, 1)`). Evaluated step by step across all K (each step's K
 /// operations are independent, so a core with a small scheduler still overlaps the K dependency
 /// chains; one vector after the other, it can run out of window before the second starts).
 #[inline(always)]
@@ -148,7 +142,7 @@ mod tests {
                 ((got - want) / want).abs() < 2.5e-7,
                 "exp2({x}) = {got}, want {want}"
             );
-            let (p, scale) = exp2_parts(Scalar, x);
+            let ([p], [scale]) = exp2_parts_k(Scalar, [x]);
             assert_eq!(p * scale, got as f32);
             x += 0.00191;
         }
