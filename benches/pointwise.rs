@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the element-wise, normalization, embedding and optimizer kernels on
-//! GPT-2 small training shapes (N = B*T = 4096 rows, C = 768, GELU on 4096 x 3072, V = 50257).
+//! GPT-2 small training shapes (N = B*T = 4096 rows, C = 768, GELU on 4096 x 3072, V = 50257;
+//! GELU and the encoder also at C = 384 with B*T = 8192).
 //! Every kernel streams memory, so throughput is in bytes: each buffer the kernel reads counted
 //! once and each it writes counted once (a read-modify-write buffer twice). The `stream` group
 //! measures what this machine's memory gives a plain read and a plain copy, the yardstick the
@@ -129,44 +130,54 @@ fn bench_layernorm(c: &mut Criterion) {
     g.finish();
 }
 
+/// GELU and the encoder also run on the C = 384 model's widest training batch (B*T = 8 * 1024).
+const SMALL_C: usize = 384;
+
 fn bench_gelu(c: &mut Criterion) {
-    let n = N * H;
-    let inp: Vec<f32> = random(n, 8).iter().map(|x| 4.0 * x).collect();
-    let dout = random(n, 9);
-    let mut out = vec![0.0f32; n];
-    let mut dinp = vec![0.0f32; n];
     let mut g = group(c, "gelu");
-    g.throughput(Throughput::Bytes(2 * n as u64 * F));
-    g.bench_function("fwd/4096x3072", |b| {
-        b.iter(|| gelu::gelu_fwd(&mut out, &inp, n).unwrap())
-    });
-    g.throughput(Throughput::Bytes(4 * n as u64 * F));
-    g.bench_function("bwd/4096x3072", |b| {
-        b.iter(|| gelu::gelu_bwd(&mut dinp, &inp, &dout, n).unwrap())
-    });
+    // (B*T, 4*C) for C = 768 and C = 384: 50 MB per buffer, out of every cache.
+    for (rows, cols) in [(N, H), (8 * T, 4 * SMALL_C)] {
+        let n = rows * cols;
+        let inp: Vec<f32> = random(n, 8).iter().map(|x| 4.0 * x).collect();
+        let dout = random(n, 9);
+        let mut out = vec![0.0f32; n];
+        let mut dinp = vec![0.0f32; n];
+        g.throughput(Throughput::Bytes(2 * n as u64 * F));
+        g.bench_function(format!("fwd/{rows}x{cols}"), |b| {
+            b.iter(|| gelu::gelu_fwd(&mut out, &inp, n).unwrap())
+        });
+        g.throughput(Throughput::Bytes(4 * n as u64 * F));
+        g.bench_function(format!("bwd/{rows}x{cols}"), |b| {
+            b.iter(|| gelu::gelu_bwd(&mut dinp, &inp, &dout, n).unwrap())
+        });
+    }
     g.finish();
 }
 
 fn bench_encoder(c: &mut Criterion) {
-    let (nc, tc, n) = ((N * C) as u64, (T * C) as u64, N as u64);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-    let tokens: Vec<u32> = (0..B * T).map(|_| rng.gen_range(0..V as u32)).collect();
-    let wte = random(V * C, 11);
-    let wpe = random(T * C, 12);
-    let mut out = vec![0.0f32; N * C];
-    let mut dwte = vec![0.0f32; V * C];
-    let mut dwpe = vec![0.0f32; T * C];
     let mut g = group(c, "encoder");
-    // tokens; the B*T rows of wte gathered; wpe; out.
-    g.throughput(Throughput::Bytes((n + nc + tc + nc) * F));
-    g.bench_function("fwd/4x1024x768", |b| {
-        b.iter(|| embedding::encoder_fwd(&mut out, &tokens, &wte, &wpe, B, T, C, V).unwrap())
-    });
-    // tokens; dout; the B*T rows of dwte twice; dwpe twice.
-    g.throughput(Throughput::Bytes((n + nc + 2 * nc + 2 * tc) * F));
-    g.bench_function("bwd/4x1024x768", |b| {
-        b.iter(|| embedding::encoder_bwd(&mut dwte, &mut dwpe, &out, &tokens, B, T, C, V).unwrap())
-    });
+    for (bb, cc) in [(B, C), (8, SMALL_C)] {
+        let (nc, tc, n) = ((bb * T * cc) as u64, (T * cc) as u64, (bb * T) as u64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        let tokens: Vec<u32> = (0..bb * T).map(|_| rng.gen_range(0..V as u32)).collect();
+        let wte = random(V * cc, 11);
+        let wpe = random(T * cc, 12);
+        let mut out = vec![0.0f32; bb * T * cc];
+        let mut dwte = vec![0.0f32; V * cc];
+        let mut dwpe = vec![0.0f32; T * cc];
+        // tokens; the B*T rows of wte gathered; wpe; out.
+        g.throughput(Throughput::Bytes((n + nc + tc + nc) * F));
+        g.bench_function(format!("fwd/{bb}x{T}x{cc}"), |b| {
+            b.iter(|| embedding::encoder_fwd(&mut out, &tokens, &wte, &wpe, bb, T, cc, V).unwrap())
+        });
+        // tokens; dout; the B*T rows of dwte twice; dwpe twice.
+        g.throughput(Throughput::Bytes((n + nc + 2 * nc + 2 * tc) * F));
+        g.bench_function(format!("bwd/{bb}x{T}x{cc}"), |b| {
+            b.iter(|| {
+                embedding::encoder_bwd(&mut dwte, &mut dwpe, &out, &tokens, bb, T, cc, V).unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

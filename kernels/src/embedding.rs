@@ -76,9 +76,9 @@ dispatch! {
     ) = encoder_fwd_generic;
 }
 
-/// `out[j] = a[j] + b[j]` over one row.
+/// `out[j] = a[j] + b[j]` over one row, prefetching the row at `next` line by line as it goes.
 #[inline(always)]
-fn add_rows<S: Simd>(s: S, out: &mut [f32], a: &[f32], b: &[f32]) {
+fn add_rows<S: Simd>(s: S, out: &mut [f32], a: &[f32], b: &[f32], next: *const f32) {
     let c = out.len();
     assert!(a.len() == c && b.len() == c);
     let (o, a, b) = (out.as_mut_ptr(), a.as_ptr(), b.as_ptr());
@@ -86,6 +86,9 @@ fn add_rows<S: Simd>(s: S, out: &mut [f32], a: &[f32], b: &[f32]) {
     // SAFETY: every access is below `c`, the common length asserted above.
     unsafe {
         while j + S::LANES <= c {
+            if j % 16 == 0 {
+                prefetch(next.wrapping_add(j));
+            }
             s.store(o.add(j), s.add(s.load(a.add(j)), s.load(b.add(j))));
             j += S::LANES;
         }
@@ -100,9 +103,9 @@ fn add_rows<S: Simd>(s: S, out: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
-/// `acc[j] += x[j]` over one row.
+/// `acc[j] += x[j]` over one row, prefetching the row at `next` line by line as it goes.
 #[inline(always)]
-fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32]) {
+fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32], next: *const f32) {
     let c = acc.len();
     assert!(x.len() == c);
     let (a, x) = (acc.as_mut_ptr(), x.as_ptr());
@@ -110,6 +113,9 @@ fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32]) {
     // SAFETY: every access is below `c`, the common length asserted above.
     unsafe {
         while j + S::LANES <= c {
+            if j % 16 == 0 {
+                prefetch(next.wrapping_add(j));
+            }
             s.store(a.add(j), s.add(s.load(a.add(j)), s.load(x.add(j))));
             j += S::LANES;
         }
@@ -122,6 +128,34 @@ fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32]) {
             s.store_partial(a.add(j), rest, v);
         }
     }
+}
+
+/// How many rows ahead the row loops prefetch. A row of wte (or dwte) sits at a random place in a
+/// table far larger than the caches and the TLB's reach, and the hardware prefetchers cannot guess
+/// where the next one is: without a hint every row starts with a miss and a page walk that nothing
+/// overlaps. Each row's lines are requested while the row two ahead is processed, one per line
+/// (not all at once, which would overflow the core's miss buffers).
+const AHEAD: usize = 2;
+
+/// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever
+    // the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The row index `b * T + t` of the `k`-th row in position-major order (t = 0 for every b, then
+/// t = 1, ...), for B sequences of T tokens.
+#[inline(always)]
+fn pos_major(k: usize, b: usize, t: usize) -> usize {
+    (k % b) * t + k / b
 }
 
 #[inline(always)]
@@ -139,19 +173,20 @@ fn encoder_fwd_generic<S: Simd>(
         return;
     }
     // Position-major: the B rows that share wpe[pos] are done together, so it is read from
-    // memory once rather than B times.
+    // memory once rather than B times. Row k prefetches the wte row of row k + AHEAD.
     let b = tokens.len() / t;
-    for pos in 0..t {
-        let pe = &wpe[pos * c..pos * c + c];
-        for i in (0..b).map(|bi| bi * t + pos) {
-            let tok = tokens[i] as usize;
-            add_rows(
-                s,
-                &mut out[i * c..i * c + c],
-                &wte[tok * c..tok * c + c],
-                pe,
-            );
-        }
+    let n = b * t;
+    for k in 0..n {
+        let ahead = tokens[pos_major((k + AHEAD).min(n - 1), b, t)] as usize;
+        let (i, pos) = (pos_major(k, b, t), k / b);
+        let tok = tokens[i] as usize;
+        add_rows(
+            s,
+            &mut out[i * c..i * c + c],
+            &wte[tok * c..tok * c + c],
+            &wpe[pos * c..pos * c + c],
+            wte[ahead * c..].as_ptr(),
+        );
     }
 }
 
@@ -216,12 +251,20 @@ fn encoder_bwd_generic<S: Simd>(
         return;
     }
     let b = tokens.len() / t;
-    for pos in 0..t {
-        for i in (0..b).map(|bi| bi * t + pos) {
-            let (tok, row) = (tokens[i] as usize, &dout[i * c..i * c + c]);
-            acc_row(s, &mut dwte[tok * c..tok * c + c], row);
-            acc_row(s, &mut dwpe[pos * c..pos * c + c], row);
-        }
+    let n = b * t;
+    for k in 0..n {
+        let ahead = pos_major((k + AHEAD).min(n - 1), b, t);
+        let (i, pos) = (pos_major(k, b, t), k / b);
+        let (tok, row) = (tokens[i] as usize, &dout[i * c..i * c + c]);
+        // The first pass prefetches the dwte row AHEAD rows on, the second the dout row.
+        let next_dwte = dwte[tokens[ahead] as usize * c..].as_ptr();
+        acc_row(s, &mut dwte[tok * c..tok * c + c], row, next_dwte);
+        acc_row(
+            s,
+            &mut dwpe[pos * c..pos * c + c],
+            row,
+            dout[ahead * c..].as_ptr(),
+        );
     }
 }
 

@@ -1,25 +1,34 @@
 //! GELU in GPT-2's tanh form, forward and backward (llm.c's `gelu_forward`, `gelu_backward`):
 //! `gelu(x) = 0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
 //!
-//! Both directions evaluate it through one `e = exp(2u)` ([`crate::math::exp`], the same
-//! exponential [`crate::math::tanh`] is built on), using
-//! `0.5 (1 + tanh u) = e / (e + 1)` and `sech^2 u = 4 e / (e + 1)^2`. This is the same function as
-//! `tanh(u) = 1 - 2 / (e + 1)` but without its cancellation: for negative x, where `1 + tanh u` is
-//! tiny, the result keeps its relative precision.
+//! Both directions go through one `e = e^(-2u)`, so that `0.5 (1 + tanh u) = 1 / (1 + e)` (the
+//! logistic of 2u) and `gelu(x) = x / (1 + e)`: one exponential and one division, and no
+//! cancellation where `1 + tanh u` is tiny (negative x), so the result keeps its relative precision
+//! there. `e` is computed as `2^z` with `z = -2u log2(e) = x (Z1 + Z3 x^2)`: the `log2 e` is folded
+//! into the cubic's coefficients, so [`crate::math::exp2`] needs no reduction by ln 2.
 //!
-//! Both loops take four vectors per iteration: one vector's exp and division are a long chain of
-//! dependent operations, and four independent chains keep the FMA pipes busy (GELU is the one
-//! kernel here whose arithmetic, not memory, sets the pace on an AVX2 core).
+//! Both loops take four vectors per iteration and compute their exponentials in lockstep, one
+//! step of the chain for all four before the next: one vector's exp is a long chain of dependent
+//! operations, and a core with a small scheduler overlaps several chains only when their
+//! operations come interleaved. Only three values per vector stay live across the exponential
+//! (`x` is loaded again afterwards for the division and the derivative), so four vectors fit
+//! AVX2's sixteen registers. Measured on an AVX2 core (Zen): two, three or eight vectors per
+//! iteration, or keeping `x` in registers, were slower (the backward by a fifth).
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
-use crate::math::exp;
+use crate::math::exp2_parts_k;
 use crate::simd::Simd;
 
-/// sqrt(2 / pi).
-const SCALE: f32 = 0.797_884_6;
-/// The cubic coefficient.
-const CUBE: f32 = 0.044_715;
+// With S = sqrt(2 / pi) and the cubic coefficient K = 0.044715, u = S (x + K x^3):
+/// `-2 S log2(e)`: `z = x (Z1 + Z3 x^2) = -2u log2(e)`.
+const Z1: f32 = -2.302_208_2;
+/// `-2 S K log2(e)`.
+const Z3: f32 = -0.102_943_24;
+/// `2 S`: `d(2u)/dx = Q1 + Q3 x^2`.
+const Q1: f32 = 1.595_769_2;
+/// `6 S K`.
+const Q3: f32 = 0.214_064_45;
 
 /// `out[i] = gelu(inp[i])` for `i < n`.
 ///
@@ -37,53 +46,43 @@ dispatch! {
     pub fn gelu_fwd_unchecked(out: &mut [f32], inp: &[f32]) = gelu_fwd_generic;
 }
 
-/// `e^(2u)` for GELU's tanh argument `u`.
-#[inline(always)]
-fn exp_2u<S: Simd>(s: S, x: S::V) -> S::V {
-    let x2 = s.mul(x, x);
-    let u2 = s.mul(
-        s.mul(x, s.splat(2.0 * SCALE)),
-        s.fma(x2, s.splat(CUBE), s.splat(1.0)),
-    );
-    exp(s, u2)
-}
-
-/// `gelu(x) = x * e / (e + 1)`.
-#[inline(always)]
-fn gelu_v<S: Simd>(s: S, x: S::V) -> S::V {
-    let e = exp_2u(s, x);
-    s.mul(x, s.div(e, s.add(e, s.splat(1.0))))
-}
+/// Vectors per iteration of the main loops.
+const STEP: usize = 4;
 
 #[inline(always)]
 fn gelu_fwd_generic<S: Simd>(s: S, out: &mut [f32], inp: &[f32]) {
     let n = out.len();
     assert!(inp.len() == n);
-    let (o, x) = (out.as_mut_ptr(), inp.as_ptr());
+    let (o, x, l) = (out.as_mut_ptr(), inp.as_ptr(), S::LANES);
     let mut i = 0;
     // SAFETY: every access is below `n`, the common length asserted above.
     unsafe {
-        while i + 4 * S::LANES <= n {
-            let l = S::LANES;
-            let (a, b) = (s.load(x.add(i)), s.load(x.add(i + l)));
-            let (c, d) = (s.load(x.add(i + 2 * l)), s.load(x.add(i + 3 * l)));
-            let y = [gelu_v(s, a), gelu_v(s, b), gelu_v(s, c), gelu_v(s, d)];
-            for (k, y) in y.into_iter().enumerate() {
-                s.store(o.add(i + k * l), y);
+        while i + STEP * l <= n {
+            let mut v = [s.zero(); STEP];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = s.load(x.add(i + k * l));
             }
-            i += 4 * l;
+            // `x` is loaded again for the division rather than kept in a register across the
+            // exponential.
+            let (p, scale) = exp_m2u_k(s, v);
+            for k in 0..STEP {
+                let j = i + k * l;
+                let d = s.fma(p[k], scale[k], s.splat(1.0));
+                s.store(o.add(j), s.div(s.load(x.add(j)), d));
+            }
+            i += STEP * l;
         }
-        while i + S::LANES <= n {
-            s.store(o.add(i), gelu_v(s, s.load(x.add(i))));
-            i += S::LANES;
+        while i + l <= n {
+            let v = s.load(x.add(i));
+            let ([p], [scale]) = exp_m2u_k(s, [v]);
+            s.store(o.add(i), s.div(v, s.fma(p, scale, s.splat(1.0))));
+            i += l;
         }
         if i < n {
             let rest = n - i;
-            s.store_partial(
-                o.add(i),
-                rest,
-                gelu_v(s, s.load_partial(x.add(i), rest, 0.0)),
-            );
+            let v = s.load_partial(x.add(i), rest, 0.0);
+            let ([p], [scale]) = exp_m2u_k(s, [v]);
+            s.store_partial(o.add(i), rest, s.div(v, s.fma(p, scale, s.splat(1.0))));
         }
     }
 }
@@ -106,17 +105,26 @@ dispatch! {
     pub fn gelu_bwd_unchecked(dinp: &mut [f32], inp: &[f32], dout: &[f32]) = gelu_bwd_generic;
 }
 
-/// `gelu'(x)`. With r = 1 / (e + 1): 0.5 (1 + tanh u) = e r, and the second term is
-/// 0.5 x * 4 e r^2 * SCALE (1 + 3 CUBE x^2) = e r * (2 SCALE x r (1 + 3 CUBE x^2)).
+/// `e^(-2u)` for K vectors as the two factors of [`exp2_parts_k`], step by step across them.
 #[inline(always)]
-fn gelu_grad_v<S: Simd>(s: S, x: S::V) -> S::V {
-    let one = s.splat(1.0);
-    let e = exp_2u(s, x);
-    let r = s.div(one, s.add(e, one));
-    let sig = s.mul(e, r);
-    let poly = s.fma(s.mul(x, x), s.splat(3.0 * CUBE), one);
-    let t = s.mul(s.mul(s.mul(x, s.splat(2.0 * SCALE)), r), poly);
-    s.fma(sig, t, sig)
+fn exp_m2u_k<S: Simd, const K: usize>(s: S, x: [S::V; K]) -> ([S::V; K], [S::V; K]) {
+    let mut z = x;
+    for k in 0..K {
+        let x2 = s.mul(x[k], x[k]);
+        z[k] = s.mul(x[k], s.fma(x2, s.splat(Z3), s.splat(Z1)));
+    }
+    exp2_parts_k(s, z)
+}
+
+/// `gelu'(x)` given `e^(-2u) = p * scale`. With r = 1 / (1 + e) (the logistic of 2u, whose
+/// derivative is r (1 - r) = r (e r)): gelu'(x) = r + x r (e r) d(2u)/dx. The product is taken as
+/// (r x q) (e r) so that no factor overflows: e r <= 1 even where e is huge (x << 0).
+#[inline(always)]
+fn gelu_grad<S: Simd>(s: S, x: S::V, p: S::V, scale: S::V) -> S::V {
+    let e = s.mul(p, scale);
+    let r = s.div(s.splat(1.0), s.add(e, s.splat(1.0)));
+    let xq = s.mul(x, s.fma(s.mul(x, x), s.splat(Q3), s.splat(Q1)));
+    s.fma(s.mul(r, xq), s.mul(e, r), r)
 }
 
 // The per-vector helpers here and in the other kernels are `#[inline(always)]` functions, not
@@ -126,39 +134,38 @@ fn gelu_grad_v<S: Simd>(s: S, x: S::V) -> S::V {
 fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     let n = dinp.len();
     assert!(inp.len() == n && dout.len() == n);
-    let (dx, x, dy) = (dinp.as_mut_ptr(), inp.as_ptr(), dout.as_ptr());
+    let (dx, x, dy, l) = (dinp.as_mut_ptr(), inp.as_ptr(), dout.as_ptr(), S::LANES);
     let mut i = 0;
     // SAFETY: every access is below `n`, the common length asserted above.
     unsafe {
-        while i + 4 * S::LANES <= n {
-            let l = S::LANES;
-            let (a, b) = (s.load(x.add(i)), s.load(x.add(i + l)));
-            let (c, d) = (s.load(x.add(i + 2 * l)), s.load(x.add(i + 3 * l)));
-            let g = [
-                gelu_grad_v(s, a),
-                gelu_grad_v(s, b),
-                gelu_grad_v(s, c),
-                gelu_grad_v(s, d),
-            ];
-            for (k, g) in g.into_iter().enumerate() {
+        while i + STEP * l <= n {
+            let mut v = [s.zero(); STEP];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = s.load(x.add(i + k * l));
+            }
+            // As in the forward, `x` is loaded again after the exponential.
+            let (p, scale) = exp_m2u_k(s, v);
+            for k in 0..STEP {
                 let j = i + k * l;
+                let g = gelu_grad(s, s.load(x.add(j)), p[k], scale[k]);
                 s.store(dx.add(j), s.fma(g, s.load(dy.add(j)), s.load(dx.add(j))));
             }
-            i += 4 * l;
+            i += STEP * l;
         }
-        while i + S::LANES <= n {
-            let d = s.fma(
-                gelu_grad_v(s, s.load(x.add(i))),
-                s.load(dy.add(i)),
-                s.load(dx.add(i)),
-            );
-            s.store(dx.add(i), d);
-            i += S::LANES;
+        while i + l <= n {
+            let v = s.load(x.add(i));
+            let ([p], [scale]) = exp_m2u_k(s, [v]);
+            let g = gelu_grad(s, v, p, scale);
+            s.store(dx.add(i), s.fma(g, s.load(dy.add(i)), s.load(dx.add(i))));
+            i += l;
         }
         if i < n {
             let rest = n - i;
+            let v = s.load_partial(x.add(i), rest, 0.0);
+            let ([p], [scale]) = exp_m2u_k(s, [v]);
+            let g = gelu_grad(s, v, p, scale);
             let d = s.fma(
-                gelu_grad_v(s, s.load_partial(x.add(i), rest, 0.0)),
+                g,
                 s.load_partial(dy.add(i), rest, 0.0),
                 s.load_partial(dx.add(i), rest, 0.0),
             );
