@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The figures of docs/PERFORMANCE.md, each beside its peer, back to back in one run.
-# Needs: numpy (pip), and PyTorch in the Python named by TORCH_PYTHON (see ../shared/peers/README.md).
+# Needs: numpy (pip), PyTorch in the Python named by TORCH_PYTHON (see ../shared/peers/README.md), and
+# llama.cpp's llama-bench with GPT-2 GGUFs built by scripts/peers/llama_cpp_bench.sh in LLAMA_DIR
+# (skipped when absent).
 #   cargo build --release -p cllm-tools && TORCH_PYTHON=/tmp/torchenv/bin/python scripts/measure.sh | tee measure.log
 set -u
 cd "$(dirname "$0")/.."
@@ -35,4 +37,7 @@ $B decode --threads 1
 $B decode --threads 2
 $B decode --threads 2 --batch 8
 $P $PEER gen 2
+if [ -x "${LLAMA_DIR:-/tmp/llama}/build/bin/llama-bench" ]; then
+    SKIP_BUILD=1 LLAMA_DIR=${LLAMA_DIR:-/tmp/llama} scripts/peers/llama_cpp_bench.sh
+fi
 stamp end
