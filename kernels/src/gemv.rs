@@ -178,7 +178,7 @@ unsafe fn nn_sweep<S: Simd>(
     let m = yp.len();
     let step = NN_VECS * S::LANES;
     let mut j = 0;
-    // SAFETY (every call below): columns j..j+width ≤ n, rows i0..i0+R < m; the caller's
+    // SAFETY: for every call below, columns j..j+width ≤ n, rows i0..i0+R < m; the caller's
     // promise covers them.
     unsafe {
         while j + step <= n {
@@ -338,7 +338,7 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
     let (yp, xp) = (&yp[..m], &xp[..m]);
     let wp = w.as_ptr();
     let mut r = 0;
-    // SAFETY (every call below): rows r..r+B ≤ n of w have k floats from r*ldw (asserted
+    // SAFETY: for every call below, rows r..r+B ≤ n of w have k floats from r*ldw (asserted
     // above), x rows have k floats and y rows n.
     unsafe {
         while r + NT_RB <= n {
