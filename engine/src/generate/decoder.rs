@@ -87,7 +87,8 @@ struct WorkerScratch {
     /// (B*chunk) LayerNorm statistics (unused beyond the call).
     mean: Vec<f32>,
     rstd: Vec<f32>,
-    /// (B*chunk, 4C) the MLP's hidden layer before GELU.
+    /// (B*chunk, 4C) the MLP's hidden layer before GELU; in the narrow path, one row of summed
+    /// partial products at a time.
     h: Vec<f32>,
     /// (ctx) attention scores.
     scores: Vec<f32>,
