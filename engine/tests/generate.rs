@@ -72,6 +72,51 @@ fn cached_logits_match_the_full_forward_pass() {
     }
 }
 
+/// The narrow path splits every weight by rows over the workers and the heads over them too:
+/// worker counts that do not divide the heads (3), or exceed them (5, 4 heads), must still give
+/// the full forward pass's logits, one row or three.
+#[test]
+fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
+    let model = random_model(7);
+    let vp = model.config().padded_vocab();
+    for nw in [2, 3, 5] {
+        let cpus: Vec<usize> = (0..nw).map(|i| i % 2).collect();
+        let spheres = Spheres::new(&SphereTree::flat(&cpus)).unwrap();
+        for batch in [1, 3] {
+            let rows: Vec<Vec<u32>> = (0..batch).map(|b| prompt(30 + b as u64, 20)).collect();
+            // Causal: one forward pass per row gives the logits at every position.
+            let full: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|row| {
+                    let mut ws = Workspace::new(&model, 1, row.len());
+                    model.forward(&mut ws, row, None).unwrap();
+                    ws.logits().to_vec()
+                })
+                .collect();
+            let mut dec = Decoder::new(&model, Some(&spheres), batch, 20).unwrap();
+            // Two prompt tokens per row: the narrow path for prefill as well.
+            let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
+            dec.prefill(&first, &vec![0; batch]).unwrap();
+            for t in 1..20 {
+                if t > 1 {
+                    let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
+                    dec.step(&next).unwrap();
+                }
+                for (b, logits) in full.iter().enumerate() {
+                    let want = &logits[t * vp..t * vp + 100];
+                    for (i, (g, w)) in dec.logits(b).iter().zip(want).enumerate() {
+                        // Same math, partial sums over the workers' row blocks added in order.
+                        assert!(
+                            (g - w).abs() < 1e-4,
+                            "{nw} workers, row {b}, position {t}, token {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn left_padded_batches_give_each_row_its_own_output() {
     let model = random_model(3);

@@ -2,8 +2,21 @@
 //!
 //! Decoding one token per row is memory-bound: every weight byte is read once per step and used
 //! for only `m` (≤ [`GEMV_MAX_ROWS`]) multiply-adds. These kernels stream the weights once for all
-//! `m` rows, with no packing. The caller splits the output columns (or, for [`gemv_nt`], the
-//! weight rows) across threads, so each thread streams its own part of the matrix.
+//! `m` rows, with no packing, and keep their partial sums in registers:
+//!
+//! - [`gemv_nn`] sweeps [`NN_KC`] rows of `w` at a time across all columns (that many concurrent
+//!   streams, each read front to back). A register tile of up to [`TILE_ROWS`] rows of x times
+//!   [`NN_VECS`] vectors of columns is loaded from y once per sweep, takes `NN_KC` multiply-adds
+//!   per element, and is stored back.
+//! - [`gemv_nt`] takes [`NT_RB`] rows of `w` (vocabulary rows of a tied LM head) at a time; they
+//!   stay in L1 while each group of x rows is dotted with them, one accumulator per pair.
+//!
+//! Every output element is computed by the same sequence of operations whatever `m`, the tile it
+//! falls in or the group its row is in, so a row's result does not depend on which other rows
+//! share the call (a batch row equals the same row alone, bit for bit).
+//!
+//! The caller splits the work across threads: by rows of `w` (each thread streams a contiguous
+//! block and produces a partial sum), by output columns, or, for [`gemv_nt`], by rows of `w`.
 
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
@@ -11,6 +24,19 @@ use crate::simd::Simd;
 
 /// The most activation rows one call takes.
 pub const GEMV_MAX_ROWS: usize = 8;
+
+/// Rows of `w` one sweep of [`gemv_nn`] streams together.
+pub const NN_KC: usize = 8;
+
+/// Vectors of columns in one register tile of [`gemv_nn`].
+pub const NN_VECS: usize = 3;
+
+/// Rows of x in one register tile (both kernels): 4 rows × 3 vectors of accumulators, plus the
+/// vectors of `w` they share, fill the 16 registers of AVX2.
+pub const TILE_ROWS: usize = 4;
+
+/// Rows of `w` in one block of [`gemv_nt`].
+pub const NT_RB: usize = 6;
 
 /// `Ok` when `ok`; the message is only formatted on failure (the checks run every decode step).
 fn check(
@@ -106,113 +132,146 @@ fn gemv_nn_generic<S: Simd>(
         }
     }
     let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
-    for (p, row) in yp.iter_mut().zip(y.iter_mut()) {
-        *p = row.as_mut_ptr();
+    let mut xp = [core::ptr::null::<f32>(); GEMV_MAX_ROWS];
+    for ((p, q), (yr, xr)) in yp.iter_mut().zip(xp.iter_mut()).zip(y.iter_mut().zip(x)) {
+        *p = yr.as_mut_ptr();
+        *q = xr.as_ptr();
     }
-    let wp = w.as_ptr();
-    // Columns in tiles small enough that the tile of y (m rows, ≤ 16 KiB) stays in L1 while the
-    // rows of w stream past it; y is read and written once per four rows of w.
-    let tile = ((4096 / m) / S::LANES).max(1) * S::LANES;
-    let mut j0 = 0;
-    while j0 < n {
-        let nt = (n - j0).min(tile);
-        let mut ys = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
-        for i in 0..m {
-            // SAFETY: j0 < n, inside every y row.
-            ys[i] = unsafe { yp[i].add(j0) };
-        }
-        // SAFETY: columns j0..j0+nt ≤ n of every y row and of rows 0..k of w (asserted above).
-        unsafe { nn_tile(s, &ys[..m], x, wp.add(j0), ldw, k, nt) };
-        j0 += nt;
+    let mut p0 = 0;
+    while p0 < k {
+        let kc = (k - p0).min(NN_KC);
+        // SAFETY: rows p0..p0+kc < k of w hold columns 0..n (asserted above), every y row has n
+        // elements and every x row k.
+        unsafe {
+            nn_sweep(
+                s,
+                &yp[..m],
+                &xp[..m],
+                p0,
+                kc,
+                w.as_ptr().add(p0 * ldw),
+                ldw,
+                n,
+            )
+        };
+        p0 += kc;
     }
 }
 
-/// `y[i][0..n] += Σ_p x[i][p] · w[p*ldw..][..n]`, four rows of w per sweep over y.
+/// `y[i][0..n] += Σ_{q<kc} x[i][p0 + q] · w[q*ldw..][..n]`: one sweep over the columns.
 ///
 /// # Safety
-/// Each `yp[i]` must be valid for reads and writes of `n` floats, `wp` for reads of `n` floats at
-/// each row start `p*ldw` for `p < k`, and every `x[i]` must have `k` elements.
+/// Each `yp[i]` must be valid for reads and writes of `n` floats, each `xp[i]` for reads of
+/// `p0 + kc` floats, and `w` for reads of `n` floats at each row start `q*ldw`, `q < kc`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn nn_tile<S: Simd>(
+unsafe fn nn_sweep<S: Simd>(
     s: S,
     yp: &[*mut f32],
-    x: &[&[f32]],
-    wp: *const f32,
+    xp: &[*const f32],
+    p0: usize,
+    kc: usize,
+    w: *const f32,
     ldw: usize,
-    k: usize,
     n: usize,
 ) {
     let m = yp.len();
-    let mut p = 0;
-    while p + 4 <= k {
-        let mut xs = [[s.zero(); 4]; GEMV_MAX_ROWS];
-        for i in 0..m {
-            for q in 0..4 {
-                xs[i][q] = s.splat(x[i][p + q]);
-            }
-        }
-        // SAFETY: rows p..p+4 < k of w hold columns 0..n and each y row has n elements (the
-        // caller's promise); every access below is at a column j < n.
-        unsafe {
-            let w0 = wp.add(p * ldw);
-            let (w1, w2, w3) = (w0.add(ldw), w0.add(2 * ldw), w0.add(3 * ldw));
-            let mut j = 0;
-            while j + S::LANES <= n {
-                let (a, b, c, d) = (
-                    s.load(w0.add(j)),
-                    s.load(w1.add(j)),
-                    s.load(w2.add(j)),
-                    s.load(w3.add(j)),
-                );
-                for i in 0..m {
-                    let o = yp[i].add(j);
-                    let mut acc = s.load(o);
-                    acc = s.fma(a, xs[i][0], acc);
-                    acc = s.fma(b, xs[i][1], acc);
-                    acc = s.fma(c, xs[i][2], acc);
-                    acc = s.fma(d, xs[i][3], acc);
-                    s.store(o, acc);
-                }
-                j += S::LANES;
-            }
-            if j < n {
-                let r = n - j;
-                let (a, b, c, d) = (
-                    s.load_partial(w0.add(j), r, 0.0),
-                    s.load_partial(w1.add(j), r, 0.0),
-                    s.load_partial(w2.add(j), r, 0.0),
-                    s.load_partial(w3.add(j), r, 0.0),
-                );
-                for i in 0..m {
-                    let o = yp[i].add(j);
-                    let mut acc = s.load_partial(o, r, 0.0);
-                    acc = s.fma(a, xs[i][0], acc);
-                    acc = s.fma(b, xs[i][1], acc);
-                    acc = s.fma(c, xs[i][2], acc);
-                    acc = s.fma(d, xs[i][3], acc);
-                    s.store_partial(o, r, acc);
+    let step = NN_VECS * S::LANES;
+    let mut j = 0;
+    // SAFETY: for every call below, columns j..j+width ≤ n, rows i0..i0+R < m; the caller's
+    // promise covers them.
+    unsafe {
+        while j + step <= n {
+            for i0 in (0..m).step_by(TILE_ROWS) {
+                let (y, x) = (&yp[i0..], &xp[i0..]);
+                match m - i0 {
+                    1 => nn_tile::<S, 1, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    2 => nn_tile::<S, 2, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    3 => nn_tile::<S, 3, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    _ => nn_tile::<S, TILE_ROWS, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
                 }
             }
+            j += step;
         }
-        p += 4;
+        while j < n {
+            let width = (n - j).min(S::LANES);
+            for i0 in (0..m).step_by(TILE_ROWS) {
+                let (y, x) = (&yp[i0..], &xp[i0..]);
+                match m - i0 {
+                    1 => nn_tile::<S, 1, 1>(s, y, x, p0, kc, w, ldw, j, width),
+                    2 => nn_tile::<S, 2, 1>(s, y, x, p0, kc, w, ldw, j, width),
+                    3 => nn_tile::<S, 3, 1>(s, y, x, p0, kc, w, ldw, j, width),
+                    _ => nn_tile::<S, TILE_ROWS, 1>(s, y, x, p0, kc, w, ldw, j, width),
+                }
+            }
+            j += width;
+        }
     }
-    while p < k {
-        // SAFETY: as above, for the single row p < k.
+}
+
+/// One register tile: rows 0..R of y, columns `j..j + V*LANES` (or, with `V = 1`, `j..j+width`
+/// for `width ≤ LANES`), plus `Σ_{q<kc} x[i][p0+q] · w[q*ldw + col]`.
+///
+/// # Safety
+/// As [`nn_sweep`], for the tile's rows and columns.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    yp: &[*mut f32],
+    xp: &[*const f32],
+    p0: usize,
+    kc: usize,
+    w: *const f32,
+    ldw: usize,
+    j: usize,
+    width: usize,
+) {
+    let full = width == S::LANES;
+    let load = |p: *const f32| {
+        // SAFETY: `p` is inside the tile (the caller's promise); a partial vector reads only
+        // `width` floats.
         unsafe {
-            let w0 = wp.add(p * ldw);
-            let mut j = 0;
-            while j < n {
-                let r = (n - j).min(S::LANES);
-                let a = s.load_partial(w0.add(j), r, 0.0);
-                for i in 0..m {
-                    let o = yp[i].add(j);
-                    let acc = s.fma(a, s.splat(x[i][p]), s.load_partial(o, r, 0.0));
-                    s.store_partial(o, r, acc);
-                }
-                j += r;
+            if full {
+                s.load(p)
+            } else {
+                s.load_partial(p, width, 0.0)
             }
         }
-        p += 1;
+    };
+    let mut acc = [[s.zero(); V]; R];
+    for (i, row) in acc.iter_mut().enumerate() {
+        for (v, a) in row.iter_mut().enumerate() {
+            // SAFETY: row i < R of the tile, column j + v*LANES inside it.
+            *a = load(unsafe { yp[i].add(j + v * S::LANES) });
+        }
+    }
+    for q in 0..kc {
+        let mut wv = [s.zero(); V];
+        for (v, wv) in wv.iter_mut().enumerate() {
+            // SAFETY: row q < kc of w, columns inside the tile.
+            *wv = load(unsafe { w.add(q * ldw + j + v * S::LANES) });
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: x rows hold p0 + kc floats.
+            let xb = s.splat(unsafe { *xp[i].add(p0 + q) });
+            for (a, &wv) in row.iter_mut().zip(&wv) {
+                *a = s.fma(wv, xb, *a);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &a) in row.iter().enumerate() {
+            // SAFETY: as for the loads.
+            unsafe {
+                let p = yp[i].add(j + v * S::LANES);
+                if full {
+                    s.store(p, a)
+                } else {
+                    s.store_partial(p, width, a)
+                }
+            }
+        }
     }
 }
 
@@ -270,42 +329,104 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
     let k = x[0].len();
     assert!(y.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() == k));
     assert!(n == 0 || (k <= ldw && w.len() >= (n - 1) * ldw + k));
+    let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
     let mut xp = [core::ptr::null::<f32>(); GEMV_MAX_ROWS];
-    for (p, row) in xp.iter_mut().zip(x) {
-        *p = row.as_ptr();
+    for ((p, q), (yr, xr)) in yp.iter_mut().zip(xp.iter_mut()).zip(y.iter_mut().zip(x)) {
+        *p = yr.as_mut_ptr();
+        *q = xr.as_ptr();
     }
-    for r in 0..n {
-        // Rows of x in groups of four with two accumulators each (eight registers, no spills);
-        // a second group re-reads the weight row from L1.
-        let mut i0 = 0;
-        while i0 < m {
-            let i1 = (i0 + 4).min(m);
-            let mut acc = [[s.zero(); 2]; 4];
-            // SAFETY: row r < n of w has k elements from r*ldw (asserted above); x rows have k.
+    let (yp, xp) = (&yp[..m], &xp[..m]);
+    let wp = w.as_ptr();
+    let mut r = 0;
+    // SAFETY: for every call below, rows r..r+B ≤ n of w have k floats from r*ldw (asserted
+    // above), x rows have k floats and y rows n.
+    unsafe {
+        while r + NT_RB <= n {
+            // Each group of x rows passes over the block's NT_RB rows of w while they are in L1.
+            for i0 in (0..m).step_by(TILE_ROWS) {
+                let (y, x) = (&yp[i0..], &xp[i0..]);
+                match m - i0 {
+                    1 => nt_tile::<S, 1, NT_RB>(s, y, x, wp, ldw, k, r),
+                    2 => {
+                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
+                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                    }
+                    3 => {
+                        nt_tile::<S, 3, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
+                        nt_tile::<S, 3, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                    }
+                    _ => {
+                        nt_tile::<S, TILE_ROWS, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
+                        nt_tile::<S, TILE_ROWS, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                    }
+                }
+            }
+            r += NT_RB;
+        }
+        while r < n {
+            for i0 in (0..m).step_by(TILE_ROWS) {
+                let (y, x) = (&yp[i0..], &xp[i0..]);
+                match m - i0 {
+                    1 => nt_tile::<S, 1, 1>(s, y, x, wp, ldw, k, r),
+                    2 => nt_tile::<S, 2, 1>(s, y, x, wp, ldw, k, r),
+                    3 => nt_tile::<S, 3, 1>(s, y, x, wp, ldw, k, r),
+                    _ => nt_tile::<S, TILE_ROWS, 1>(s, y, x, wp, ldw, k, r),
+                }
+            }
+            r += 1;
+        }
+    }
+}
+
+/// `y[i][r + b] = Σ_p x[i][p] · w[(r + b)*ldw + p]` for x rows `i < R` and `b < B`: one
+/// accumulator per pair over whole vectors of p, then the zero-filled tail, then a lane sum.
+///
+/// # Safety
+/// `yp[i]` valid for writes at `r..r+B`, `xp[i]` for reads of `k` floats (`i < R`), and `w` for
+/// reads of `k` floats at each row start `(r + b)*ldw`.
+#[inline(always)]
+unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
+    s: S,
+    yp: &[*mut f32],
+    xp: &[*const f32],
+    w: *const f32,
+    ldw: usize,
+    k: usize,
+    r: usize,
+) {
+    let mut acc = [[s.zero(); B]; R];
+    let mut p = 0;
+    while p < k {
+        let width = (k - p).min(S::LANES);
+        let load = |q: *const f32| {
+            // SAFETY: `q` points at column p of a row of k floats (the caller's promise), with
+            // `width` floats left in it.
             unsafe {
-                let wr = w.as_ptr().add(r * ldw);
-                let mut p = 0;
-                while p + 2 * S::LANES <= k {
-                    let (a, b) = (s.load(wr.add(p)), s.load(wr.add(p + S::LANES)));
-                    for (i, acc) in (i0..i1).zip(acc.iter_mut()) {
-                        acc[0] = s.fma(a, s.load(xp[i].add(p)), acc[0]);
-                        acc[1] = s.fma(b, s.load(xp[i].add(p + S::LANES)), acc[1]);
-                    }
-                    p += 2 * S::LANES;
-                }
-                while p < k {
-                    let rest = (k - p).min(S::LANES);
-                    let a = s.load_partial(wr.add(p), rest, 0.0);
-                    for (i, acc) in (i0..i1).zip(acc.iter_mut()) {
-                        acc[0] = s.fma(a, s.load_partial(xp[i].add(p), rest, 0.0), acc[0]);
-                    }
-                    p += rest;
+                if width == S::LANES {
+                    s.load(q)
+                } else {
+                    s.load_partial(q, width, 0.0)
                 }
             }
-            for (i, acc) in (i0..i1).zip(acc.iter()) {
-                y[i][r] = s.reduce_add(s.add(acc[0], acc[1]));
+        };
+        let mut wv = [s.zero(); B];
+        for (b, wv) in wv.iter_mut().enumerate() {
+            // SAFETY: row r + b of w.
+            *wv = load(unsafe { w.add((r + b) * ldw + p) });
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: row i of x.
+            let xv = load(unsafe { xp[i].add(p) });
+            for (a, &wv) in row.iter_mut().zip(&wv) {
+                *a = s.fma(wv, xv, *a);
             }
-            i0 = i1;
+        }
+        p += width;
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (b, &a) in row.iter().enumerate() {
+            // SAFETY: y row i, column r + b (the caller's promise).
+            unsafe { *yp[i].add(r + b) = s.reduce_add(a) };
         }
     }
 }

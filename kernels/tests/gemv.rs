@@ -93,3 +93,39 @@ fn gemv_rejects_bad_shapes() {
     let xs9: Vec<&[f32]> = (0..GEMV_MAX_ROWS + 1).map(|_| &[][..]).collect();
     assert!(gemv::gemv_nn(&mut rows9, &xs9, &[], 0, &[], false).is_err());
 }
+
+/// A row's result must not depend on the rows sharing the call (a batch row equals the same
+/// prompt decoded alone): every m gives row i exactly what m = 1 gives it.
+#[test]
+fn gemv_rows_do_not_depend_on_their_neighbours() {
+    let mut rng = rng(9);
+    let (k, n) = (67, 61);
+    let x = random_vec(&mut rng, GEMV_MAX_ROWS * k);
+    let w = random_vec(&mut rng, k * n);
+    let bias = random_vec(&mut rng, n);
+    let mut alone = vec![0.0; GEMV_MAX_ROWS * n];
+    let mut alone_nt = vec![0.0; GEMV_MAX_ROWS * n];
+    for i in 0..GEMV_MAX_ROWS {
+        let xs = [&x[i * k..i * k + k]];
+        gemv::gemv_nn(
+            &mut [&mut alone[i * n..i * n + n]],
+            &xs,
+            &w,
+            n,
+            &bias,
+            false,
+        )
+        .unwrap();
+        // The same k*n floats read as an (n, k) matrix.
+        gemv::gemv_nt(&mut [&mut alone_nt[i * n..i * n + n]], &xs, &w, k).unwrap();
+    }
+    for m in 2..=GEMV_MAX_ROWS {
+        let xs = xrows(&x, k, m);
+        let mut got = vec![0.0; m * n];
+        gemv::gemv_nn(&mut rows(&mut got, n, m), &xs, &w, n, &bias, false).unwrap();
+        assert_eq!(got, alone[..m * n], "gemv_nn m={m}");
+        let mut got = vec![0.0; m * n];
+        gemv::gemv_nt(&mut rows(&mut got, n, m), &xs, &w, k).unwrap();
+        assert_eq!(got, alone_nt[..m * n], "gemv_nt m={m}");
+    }
+}

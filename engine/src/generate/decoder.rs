@@ -5,10 +5,28 @@
 //! attends to, and the token in slot s has position `s - pad[b]`, so each row computes exactly
 //! what it would compute alone.
 //!
-//! One step is one job on the sphere workers. With at most [`GEMV_MAX_ROWS`] token rows (decode)
-//! every matrix is split by output columns, so each worker streams its own part of every weight
-//! once per step, and the layer runs between barriers; with more rows (prefill) each worker runs
-//! the GEMMs of its own rows and the workers meet only around attention.
+//! One pass is one job on the sphere workers.
+//!
+//! With at most [`GEMV_MAX_ROWS`] token rows (decode) the pass is memory-bound: every weight is
+//! split by its rows (the K dimension), so each worker streams one contiguous block of every
+//! matrix, once, and writes a partial product into its own slot of a partial-sum buffer. After a
+//! barrier, whoever needs a sum adds the slots in worker order (bias first), so the result depends
+//! only on the worker count, never on timing. Each worker keeps its own copy of the residual
+//! stream (a few rows), updated identically by every worker, so a layer needs four barriers:
+//!
+//! ```text
+//! LN1 (own copy) → qkv rows K_w           → barrier → q, k, v of own heads = Σ slots; attention
+//!   → proj rows of own heads' columns     → barrier → resid += Σ slots; LN2
+//!   → fc rows K_w                         → barrier → GELU(Σ slots) of own fc columns F_w
+//!   → fcproj rows F_w                     → barrier → resid += Σ slots
+//! ```
+//!
+//! Then every worker runs the final LayerNorm and its share of the vocabulary (the LM head's
+//! rows, contiguous too). With more rows (prefill) each worker runs the GEMMs of its own rows and
+//! the workers meet only around attention.
+//!
+//! The cache keeps each head's keys (and values) contiguous, (L, B, NH, ctx, HS), so attention
+//! streams them.
 
 use super::GenerateError;
 use crate::model::{Gpt, LN_EPS};
@@ -33,7 +51,7 @@ pub struct Decoder<'m> {
     ctx: usize,
     /// Most new tokens per row in one pass.
     chunk: usize,
-    /// (L, B, ctx, C) keys and values of every cached position.
+    /// (L, B, NH, ctx, HS) keys and values of every cached position.
     k_cache: Vec<f32>,
     v_cache: Vec<f32>,
     /// (B) left padding of each row.
@@ -50,10 +68,15 @@ pub struct Decoder<'m> {
     fch: Vec<f32>,
     /// (B, Vp) logits of each row's last position.
     logits: Vec<f32>,
-    /// (B, ctx, C) one layer's cache, for reordering beams.
+    /// (B, NH, ctx, HS) one layer's cache, for reordering beams.
     reorder_tmp: Vec<f32>,
     /// (B) source rows of a reorder.
     reorder_src: Vec<usize>,
+    /// (NW, MR, 3C), (NW, MR, C), (NW, MR, 4C): each worker's partial products in the narrow
+    /// path (MR = min(B*chunk, GEMV_MAX_ROWS)).
+    part_qkv: Vec<f32>,
+    part_c: Vec<f32>,
+    part_fc: Vec<f32>,
     workers: Vec<Mutex<WorkerScratch>>,
 }
 
@@ -64,10 +87,13 @@ struct WorkerScratch {
     /// (B*chunk) LayerNorm statistics (unused beyond the call).
     mean: Vec<f32>,
     rstd: Vec<f32>,
-    /// (B*chunk, 4C) the MLP's hidden layer before GELU.
+    /// (B*chunk, 4C) the MLP's hidden layer before GELU; in the narrow path, one row of summed
+    /// partial products at a time.
     h: Vec<f32>,
     /// (ctx) attention scores.
     scores: Vec<f32>,
+    /// (MR, C) this worker's copy of the residual stream in the narrow path.
+    resid: Vec<f32>,
     gemm: GemmScratch,
 }
 
@@ -149,6 +175,7 @@ impl<'m> Decoder<'m> {
         let (c, l, vp) = (cfg.n_embd, cfg.n_layer, cfg.padded_vocab());
         let chunk = ctx.min(PREFILL_CHUNK);
         let m = batch * chunk;
+        let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
         let workers = (0..nw)
             .map(|_| {
@@ -158,6 +185,7 @@ impl<'m> Decoder<'m> {
                     rstd: vec![0.0; m],
                     h: vec![0.0; m * 4 * c],
                     scores: vec![0.0; ctx],
+                    resid: vec![0.0; mr * c],
                     gemm: GemmScratch::new(),
                 })
             })
@@ -179,6 +207,9 @@ impl<'m> Decoder<'m> {
             logits: vec![0.0; batch * vp],
             reorder_tmp: Vec::new(),
             reorder_src: vec![0; batch],
+            part_qkv: vec![0.0; nw * mr * 3 * c],
+            part_c: vec![0.0; nw * mr * c],
+            part_fc: vec![0.0; nw * mr * 4 * c],
             workers,
         })
     }
@@ -269,16 +300,22 @@ impl<'m> Decoder<'m> {
         if self.reorder_tmp.is_empty() {
             self.reorder_tmp = vec![0.0; b * ctx * c];
         }
-        let used = self.len * c;
+        // Each row's block is (NH, ctx, HS); its heads hold `len` slots each.
+        let (nh, used) = (cfg.n_head, self.len * (c / cfg.n_head));
+        let head = ctx * (c / cfg.n_head);
         for cache in [&mut self.k_cache, &mut self.v_cache] {
             for layer in cache.chunks_exact_mut(b * ctx * c) {
                 for (i, &s) in src.iter().enumerate() {
-                    self.reorder_tmp[i * ctx * c..i * ctx * c + used]
-                        .copy_from_slice(&layer[s * ctx * c..s * ctx * c + used]);
+                    for h in 0..nh {
+                        let (to, from) = (i * ctx * c + h * head, s * ctx * c + h * head);
+                        self.reorder_tmp[to..to + used].copy_from_slice(&layer[from..from + used]);
+                    }
                 }
                 for i in 0..b {
-                    layer[i * ctx * c..i * ctx * c + used]
-                        .copy_from_slice(&self.reorder_tmp[i * ctx * c..i * ctx * c + used]);
+                    for h in 0..nh {
+                        let at = i * ctx * c + h * head;
+                        layer[at..at + used].copy_from_slice(&self.reorder_tmp[at..at + used]);
+                    }
                 }
             }
         }
@@ -334,6 +371,7 @@ impl<'m> Decoder<'m> {
             bsz,
             tn,
             m,
+            mr: m.min(GEMV_MAX_ROWS),
             len: self.len,
             ctx: self.ctx,
             pad: &self.pad,
@@ -344,6 +382,9 @@ impl<'m> Decoder<'m> {
             logits: Shared::new(&mut self.logits),
             k_cache: Shared::new(&mut self.k_cache),
             v_cache: Shared::new(&mut self.v_cache),
+            part_qkv: Shared::new(&mut self.part_qkv),
+            part_c: Shared::new(&mut self.part_c),
+            part_fc: Shared::new(&mut self.part_fc),
             workers: &self.workers,
             nh,
             vp,
@@ -365,6 +406,8 @@ struct Job<'a> {
     tn: usize,
     /// Token rows: bsz * tn.
     m: usize,
+    /// Rows of one worker's slot in the partial-sum buffers.
+    mr: usize,
     /// Cache slots filled before this pass.
     len: usize,
     ctx: usize,
@@ -376,6 +419,9 @@ struct Job<'a> {
     logits: Shared,
     k_cache: Shared,
     v_cache: Shared,
+    part_qkv: Shared,
+    part_c: Shared,
+    part_fc: Shared,
     workers: &'a [Mutex<WorkerScratch>],
     nh: usize,
     vp: usize,
@@ -400,12 +446,63 @@ unsafe fn rows_mut<'b>(
     out
 }
 
-fn rows_of(buf: &[f32], ld: usize, rows: Range<usize>) -> [&[f32]; GEMV_MAX_ROWS] {
+/// Up to [`GEMV_MAX_ROWS`] row slices of a (rows, ld) buffer, columns `cols`, rows `rows`.
+fn rows_of<'b>(
+    buf: &'b [f32],
+    ld: usize,
+    rows: Range<usize>,
+    cols: &Range<usize>,
+) -> [&'b [f32]; GEMV_MAX_ROWS] {
     let mut out: [&[f32]; GEMV_MAX_ROWS] = Default::default();
     for (o, r) in out.iter_mut().zip(rows) {
-        *o = &buf[r * ld..r * ld + ld];
+        *o = &buf[r * ld + cols.start..r * ld + cols.end];
     }
     out
+}
+
+/// As [`rows_of`], on a shared buffer.
+///
+/// # Safety
+/// As [`Shared::at`], for every row's range.
+unsafe fn rows_at<'b>(
+    buf: &'b Shared,
+    ld: usize,
+    rows: Range<usize>,
+    cols: &Range<usize>,
+) -> [&'b [f32]; GEMV_MAX_ROWS] {
+    let mut out: [&[f32]; GEMV_MAX_ROWS] = Default::default();
+    for (o, r) in out.iter_mut().zip(rows) {
+        // SAFETY: passed on to the caller.
+        *o = unsafe { buf.at(r * ld + cols.start..r * ld + cols.end) };
+    }
+    out
+}
+
+/// `out[j] = bias[j] + Σ_v parts[v][row][cols.start + j]` over the `nw` slots of a partial-sum
+/// buffer (slot v: `mr` rows of `ld` floats), in slot order.
+///
+/// # Safety
+/// No worker may be writing the slots' `cols` of `row` (they were written before a barrier).
+#[allow(clippy::too_many_arguments)]
+unsafe fn sum_parts(
+    out: &mut [f32],
+    bias: &[f32],
+    parts: &Shared,
+    nw: usize,
+    mr: usize,
+    ld: usize,
+    row: usize,
+    cols: &Range<usize>,
+) {
+    out.copy_from_slice(bias);
+    for v in 0..nw {
+        let at = (v * mr + row) * ld;
+        // SAFETY: the caller's promise.
+        let part = unsafe { parts.at(at + cols.start..at + cols.end) };
+        for (o, &x) in out.iter_mut().zip(part) {
+            *o += x;
+        }
+    }
 }
 
 impl Job<'_> {
@@ -414,246 +511,376 @@ impl Job<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let scr = &mut *guard;
+        let narrow = self.m <= GEMV_MAX_ROWS;
+        if narrow {
+            self.narrow(scr, w, nw, barrier);
+        } else {
+            self.wide(scr, w, nw, barrier);
+            barrier();
+        }
+        self.lm_head(scr, w, nw, narrow);
+    }
+
+    /// The layers for at most [`GEMV_MAX_ROWS`] token rows: every matrix split by its rows
+    /// (see the module docs), each worker on its own copy of the residual stream.
+    fn narrow(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
         let cfg = *self.model.config();
-        let (c, m) = (cfg.n_embd, self.m);
+        let (c, m, mr, nh) = (cfg.n_embd, self.m, self.mr, self.nh);
+        let hs = c / nh;
         let p = &self.model.params;
         let pl = &self.model.layout;
-        let narrow = m <= GEMV_MAX_ROWS;
-        let my_rows = split(0..m, nw, w);
+        let heads = split(0..nh, nw, w);
+        // Columns of the attention output (and rows of proj_w) of this worker's heads.
+        let hcols = heads.start * hs..heads.end * hs;
+        // Rows of qkv_w and fc_w this worker streams.
+        let kc = split_cols(c, nw, w);
+        // Columns of the MLP's hidden layer this worker finishes (and rows of fcproj_w).
+        let fcols = split_cols(4 * c, nw, w);
+        let nf = fcols.len();
+        let all = |n: usize| 0..n;
+        let WorkerScratch {
+            ln,
+            mean,
+            rstd,
+            h,
+            scores,
+            resid,
+            ..
+        } = scr;
+        let resid = &mut resid[..m * c];
+        // SAFETY: the embedding was written before the job; no worker writes the shared
+        // residual stream in the narrow path.
+        resid.copy_from_slice(unsafe { self.resid.at(0..m * c) });
+        let slot = w * mr..w * mr + m;
         const EXPECT: &str = "the decoder's buffers are sized for its model";
         for (l, lp) in pl.layers.iter().enumerate() {
-            if narrow {
-                // SAFETY: resid is only read here; the last writes were before a barrier.
-                let resid = unsafe { self.resid.at(0..m * c) };
-                layernorm::layernorm_fwd(
-                    &mut scr.ln[..m * c],
-                    &mut scr.mean[..m],
-                    &mut scr.rstd[..m],
-                    resid,
-                    &p[lp.ln1_w.clone()],
-                    &p[lp.ln1_b.clone()],
-                    m,
-                    c,
-                    LN_EPS,
+            layernorm::layernorm_fwd(
+                &mut ln[..m * c],
+                &mut mean[..m],
+                &mut rstd[..m],
+                resid,
+                &p[lp.ln1_w.clone()],
+                &p[lp.ln1_b.clone()],
+                m,
+                c,
+                LN_EPS,
+            )
+            .expect(EXPECT);
+            {
+                // SAFETY: slot w of each partial-sum buffer is written only by worker w, and
+                // read by the others only after the next barrier and before the one after it.
+                let mut y = unsafe { rows_mut(&self.part_qkv, 3 * c, slot.clone(), &all(3 * c)) };
+                gemv::gemv_nn(
+                    &mut y[..m],
+                    &rows_of(ln, c, 0..m, &kc)[..m],
+                    &p[lp.qkv_w.start + kc.start * 3 * c..lp.qkv_w.end],
+                    3 * c,
+                    &[],
+                    false,
                 )
                 .expect(EXPECT);
-                let cols = split_cols(3 * c, nw, w);
-                // SAFETY: each worker writes its own columns of qkv.
-                let mut y = unsafe { rows_mut(&self.qkv, 3 * c, 0..m, &cols) };
-                let x = rows_of(&scr.ln, c, 0..m);
+            }
+            barrier();
+            for r in 0..m {
+                for sec in 0..3 {
+                    let cols = sec * c + hcols.start..sec * c + hcols.end;
+                    // SAFETY: these columns of qkv belong to this worker's heads; the slots
+                    // are complete (barrier above).
+                    unsafe {
+                        sum_parts(
+                            self.qkv
+                                .mut_at(r * 3 * c + cols.start..r * 3 * c + cols.end),
+                            &p[lp.qkv_b.start + cols.start..lp.qkv_b.start + cols.end],
+                            &self.part_qkv,
+                            nw,
+                            mr,
+                            3 * c,
+                            r,
+                            &cols,
+                        )
+                    };
+                }
+            }
+            let bsz = self.bsz;
+            self.attention(
+                l,
+                (0..bsz).flat_map(|b| heads.clone().map(move |h| (b, h))),
+                scores,
+            );
+            {
+                // SAFETY: as above; the attention output's columns of this worker's heads
+                // were written by this worker alone.
+                let (mut y, x) = unsafe {
+                    (
+                        rows_mut(&self.part_c, c, slot.clone(), &all(c)),
+                        rows_at(&self.atty, c, 0..m, &hcols),
+                    )
+                };
                 gemv::gemv_nn(
                     &mut y[..m],
                     &x[..m],
-                    &p[lp.qkv_w.start + cols.start..lp.qkv_w.end],
-                    3 * c,
-                    &p[lp.qkv_b.start + cols.start..lp.qkv_b.start + cols.end],
+                    &p[lp.proj_w.start + hcols.start * c..lp.proj_w.end],
+                    c,
+                    &[],
                     false,
                 )
                 .expect(EXPECT);
-            } else {
-                let r = my_rows.clone();
-                // SAFETY: each worker reads its own rows of resid, which only it writes.
-                let resid = unsafe { self.resid.at(r.start * c..r.end * c) };
-                layernorm::layernorm_fwd(
-                    &mut scr.ln[..r.len() * c],
-                    &mut scr.mean[..r.len()],
-                    &mut scr.rstd[..r.len()],
-                    resid,
-                    &p[lp.ln1_w.clone()],
-                    &p[lp.ln1_b.clone()],
-                    r.len(),
-                    c,
-                    LN_EPS,
-                )
-                .expect(EXPECT);
-                // SAFETY: each worker writes its own rows of qkv.
-                let qkv = unsafe { self.qkv.mut_at(r.start * 3 * c..r.end * 3 * c) };
-                gemm::sgemm(
-                    &mut scr.gemm,
-                    Layout::NN,
-                    r.len(),
-                    c,
-                    3 * c,
-                    &scr.ln[..r.len() * c],
-                    c,
-                    &p[lp.qkv_w.clone()],
-                    3 * c,
-                    qkv,
-                    3 * c,
-                    false,
-                )
-                .expect(EXPECT);
-                bias::bias_fwd(qkv, &p[lp.qkv_b.clone()], r.len(), 3 * c).expect(EXPECT);
             }
             barrier();
-            self.attention(l, w, nw, &mut scr.scores);
-            barrier();
-            if narrow {
-                let cols = split_cols(c, nw, w);
-                // SAFETY: atty is only read after the barrier; each worker writes its own
-                // columns of resid.
-                let atty = unsafe { self.atty.at(0..m * c) };
-                // SAFETY: as above (disjoint ranges between barriers).
-                let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
-                gemv::gemv_nn(
-                    &mut y[..m],
-                    &rows_of(atty, c, 0..m)[..m],
-                    &p[lp.proj_w.start + cols.start..lp.proj_w.end],
-                    c,
-                    &p[lp.proj_b.start + cols.start..lp.proj_b.start + cols.end],
-                    true,
-                )
-                .expect(EXPECT);
-                barrier();
-                // SAFETY: resid is only read until the next barrier.
-                let resid = unsafe { self.resid.at(0..m * c) };
-                layernorm::layernorm_fwd(
-                    &mut scr.ln[..m * c],
-                    &mut scr.mean[..m],
-                    &mut scr.rstd[..m],
-                    resid,
-                    &p[lp.ln2_w.clone()],
-                    &p[lp.ln2_b.clone()],
-                    m,
-                    c,
-                    LN_EPS,
-                )
-                .expect(EXPECT);
-                let cols = split_cols(4 * c, nw, w);
-                let nc = cols.len();
-                {
-                    let mut h: [&mut [f32]; GEMV_MAX_ROWS] = Default::default();
-                    for (i, chunk) in scr.h[..m * nc]
-                        .chunks_exact_mut(nc.max(1))
-                        .enumerate()
-                        .take(m)
-                    {
-                        h[i] = chunk;
-                    }
-                    let x = rows_of(&scr.ln, c, 0..m);
-                    gemv::gemv_nn(
-                        &mut h[..m],
-                        &x[..m],
-                        &p[lp.fc_w.start + cols.start..lp.fc_w.end],
-                        4 * c,
-                        &p[lp.fc_b.start + cols.start..lp.fc_b.start + cols.end],
-                        false,
+            for r in 0..m {
+                let t = &mut h[..c];
+                // SAFETY: the slots are complete (barrier above) and rewritten only after the
+                // next barrier.
+                unsafe {
+                    sum_parts(
+                        t,
+                        &p[lp.proj_b.clone()],
+                        &self.part_c,
+                        nw,
+                        mr,
+                        c,
+                        r,
+                        &all(c),
                     )
-                    .expect(EXPECT);
+                };
+                for (o, &x) in resid[r * c..r * c + c].iter_mut().zip(t.iter()) {
+                    *o += x;
                 }
-                for i in 0..m {
-                    // SAFETY: each worker writes its own columns of fch.
-                    let out = unsafe {
-                        self.fch
-                            .mut_at(i * 4 * c + cols.start..i * 4 * c + cols.end)
-                    };
-                    gelu::gelu_fwd(out, &scr.h[i * nc..i * nc + nc], nc).expect(EXPECT);
-                }
-                barrier();
-                let cols = split_cols(c, nw, w);
-                // SAFETY: fch is only read after the barrier; each worker writes its own
-                // columns of resid.
-                let fch = unsafe { self.fch.at(0..m * 4 * c) };
-                // SAFETY: as above (disjoint ranges between barriers).
-                let mut y = unsafe { rows_mut(&self.resid, c, 0..m, &cols) };
+            }
+            layernorm::layernorm_fwd(
+                &mut ln[..m * c],
+                &mut mean[..m],
+                &mut rstd[..m],
+                resid,
+                &p[lp.ln2_w.clone()],
+                &p[lp.ln2_b.clone()],
+                m,
+                c,
+                LN_EPS,
+            )
+            .expect(EXPECT);
+            {
+                // SAFETY: as for qkv.
+                let mut y = unsafe { rows_mut(&self.part_fc, 4 * c, slot.clone(), &all(4 * c)) };
                 gemv::gemv_nn(
                     &mut y[..m],
-                    &rows_of(fch, 4 * c, 0..m)[..m],
-                    &p[lp.fcproj_w.start + cols.start..lp.fcproj_w.end],
-                    c,
-                    &p[lp.fcproj_b.start + cols.start..lp.fcproj_b.start + cols.end],
-                    true,
-                )
-                .expect(EXPECT);
-                barrier();
-            } else {
-                let r = my_rows.clone();
-                let n = r.len();
-                // SAFETY: atty is only read after the barrier; each worker writes its own rows of
-                // resid and fch.
-                let atty = unsafe { self.atty.at(r.start * c..r.end * c) };
-                // SAFETY: as above (disjoint ranges between barriers).
-                let resid = unsafe { self.resid.mut_at(r.start * c..r.end * c) };
-                gemm::sgemm(
-                    &mut scr.gemm,
-                    Layout::NN,
-                    n,
-                    c,
-                    c,
-                    atty,
-                    c,
-                    &p[lp.proj_w.clone()],
-                    c,
-                    resid,
-                    c,
-                    true,
-                )
-                .expect(EXPECT);
-                bias::bias_fwd(resid, &p[lp.proj_b.clone()], n, c).expect(EXPECT);
-                layernorm::layernorm_fwd(
-                    &mut scr.ln[..n * c],
-                    &mut scr.mean[..n],
-                    &mut scr.rstd[..n],
-                    resid,
-                    &p[lp.ln2_w.clone()],
-                    &p[lp.ln2_b.clone()],
-                    n,
-                    c,
-                    LN_EPS,
-                )
-                .expect(EXPECT);
-                gemm::sgemm(
-                    &mut scr.gemm,
-                    Layout::NN,
-                    n,
-                    c,
+                    &rows_of(ln, c, 0..m, &kc)[..m],
+                    &p[lp.fc_w.start + kc.start * 4 * c..lp.fc_w.end],
                     4 * c,
-                    &scr.ln[..n * c],
-                    c,
-                    &p[lp.fc_w.clone()],
-                    4 * c,
-                    &mut scr.h[..n * 4 * c],
-                    4 * c,
+                    &[],
                     false,
                 )
                 .expect(EXPECT);
-                bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c)
-                    .expect(EXPECT);
-                // SAFETY: as above (disjoint ranges between barriers).
-                let fch = unsafe { self.fch.mut_at(r.start * 4 * c..r.end * 4 * c) };
-                gelu::gelu_fwd(fch, &scr.h[..n * 4 * c], n * 4 * c).expect(EXPECT);
-                gemm::sgemm(
-                    &mut scr.gemm,
-                    Layout::NN,
-                    n,
-                    4 * c,
+            }
+            barrier();
+            for r in 0..m {
+                let t = &mut h[..nf];
+                // SAFETY: the slots are complete (barrier above); this worker alone writes
+                // these columns of fch.
+                unsafe {
+                    sum_parts(
+                        t,
+                        &p[lp.fc_b.start + fcols.start..lp.fc_b.start + fcols.end],
+                        &self.part_fc,
+                        nw,
+                        mr,
+                        4 * c,
+                        r,
+                        &fcols,
+                    );
+                    let out = self
+                        .fch
+                        .mut_at(r * 4 * c + fcols.start..r * 4 * c + fcols.end);
+                    gelu::gelu_fwd(out, t, nf).expect(EXPECT);
+                }
+            }
+            {
+                // SAFETY: slot w of part_c was last read by the others before the barrier
+                // above; fch's columns `fcols` are this worker's.
+                let (mut y, x) = unsafe {
+                    (
+                        rows_mut(&self.part_c, c, slot.clone(), &all(c)),
+                        rows_at(&self.fch, 4 * c, 0..m, &fcols),
+                    )
+                };
+                gemv::gemv_nn(
+                    &mut y[..m],
+                    &x[..m],
+                    &p[lp.fcproj_w.start + fcols.start * c..lp.fcproj_w.end],
                     c,
-                    fch,
-                    4 * c,
-                    &p[lp.fcproj_w.clone()],
-                    c,
-                    resid,
-                    c,
-                    true,
+                    &[],
+                    false,
                 )
                 .expect(EXPECT);
-                bias::bias_fwd(resid, &p[lp.fcproj_b.clone()], n, c).expect(EXPECT);
+            }
+            barrier();
+            for r in 0..m {
+                let t = &mut h[..c];
+                // SAFETY: as after proj.
+                unsafe {
+                    sum_parts(
+                        t,
+                        &p[lp.fcproj_b.clone()],
+                        &self.part_c,
+                        nw,
+                        mr,
+                        c,
+                        r,
+                        &all(c),
+                    )
+                };
+                for (o, &x) in resid[r * c..r * c + c].iter_mut().zip(t.iter()) {
+                    *o += x;
+                }
             }
         }
-        if !narrow {
+    }
+
+    /// The layers for more rows: each worker runs the GEMMs of its own rows.
+    fn wide(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
+        let cfg = *self.model.config();
+        let (c, m, nh) = (cfg.n_embd, self.m, self.nh);
+        let p = &self.model.params;
+        let pl = &self.model.layout;
+        let r = split(0..m, nw, w);
+        let n = r.len();
+        const EXPECT: &str = "the decoder's buffers are sized for its model";
+        for (l, lp) in pl.layers.iter().enumerate() {
+            // SAFETY: each worker reads and writes its own rows of resid, which only it writes.
+            let resid = unsafe { self.resid.mut_at(r.start * c..r.end * c) };
+            layernorm::layernorm_fwd(
+                &mut scr.ln[..n * c],
+                &mut scr.mean[..n],
+                &mut scr.rstd[..n],
+                resid,
+                &p[lp.ln1_w.clone()],
+                &p[lp.ln1_b.clone()],
+                n,
+                c,
+                LN_EPS,
+            )
+            .expect(EXPECT);
+            // SAFETY: each worker writes its own rows of qkv.
+            let qkv = unsafe { self.qkv.mut_at(r.start * 3 * c..r.end * 3 * c) };
+            gemm::sgemm(
+                &mut scr.gemm,
+                Layout::NN,
+                n,
+                c,
+                3 * c,
+                &scr.ln[..n * c],
+                c,
+                &p[lp.qkv_w.clone()],
+                3 * c,
+                qkv,
+                3 * c,
+                false,
+            )
+            .expect(EXPECT);
+            bias::bias_fwd(qkv, &p[lp.qkv_b.clone()], n, 3 * c).expect(EXPECT);
             barrier();
+            self.attention(
+                l,
+                split(0..self.bsz * nh, nw, w).map(|t| (t / nh, t % nh)),
+                &mut scr.scores,
+            );
+            barrier();
+            // SAFETY: atty is only read after the barrier; each worker writes its own rows of
+            // resid and fch.
+            let atty = unsafe { self.atty.at(r.start * c..r.end * c) };
+            gemm::sgemm(
+                &mut scr.gemm,
+                Layout::NN,
+                n,
+                c,
+                c,
+                atty,
+                c,
+                &p[lp.proj_w.clone()],
+                c,
+                resid,
+                c,
+                true,
+            )
+            .expect(EXPECT);
+            bias::bias_fwd(resid, &p[lp.proj_b.clone()], n, c).expect(EXPECT);
+            layernorm::layernorm_fwd(
+                &mut scr.ln[..n * c],
+                &mut scr.mean[..n],
+                &mut scr.rstd[..n],
+                resid,
+                &p[lp.ln2_w.clone()],
+                &p[lp.ln2_b.clone()],
+                n,
+                c,
+                LN_EPS,
+            )
+            .expect(EXPECT);
+            gemm::sgemm(
+                &mut scr.gemm,
+                Layout::NN,
+                n,
+                c,
+                4 * c,
+                &scr.ln[..n * c],
+                c,
+                &p[lp.fc_w.clone()],
+                4 * c,
+                &mut scr.h[..n * 4 * c],
+                4 * c,
+                false,
+            )
+            .expect(EXPECT);
+            bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c).expect(EXPECT);
+            // SAFETY: as above (disjoint rows).
+            let fch = unsafe { self.fch.mut_at(r.start * 4 * c..r.end * 4 * c) };
+            gelu::gelu_fwd(fch, &scr.h[..n * 4 * c], n * 4 * c).expect(EXPECT);
+            gemm::sgemm(
+                &mut scr.gemm,
+                Layout::NN,
+                n,
+                4 * c,
+                c,
+                fch,
+                4 * c,
+                &p[lp.fcproj_w.clone()],
+                c,
+                resid,
+                c,
+                true,
+            )
+            .expect(EXPECT);
+            bias::bias_fwd(resid, &p[lp.fcproj_b.clone()], n, c).expect(EXPECT);
         }
-        // Final LayerNorm of each row's last position (every worker, into its own buffer), then
-        // this worker's share of the vocabulary.
-        let (bsz, tn) = (self.bsz, self.tn);
-        // SAFETY: resid is complete (barrier above) and only read from here on.
-        let resid = unsafe { self.resid.at(0..m * c) };
+    }
+
+    /// Final LayerNorm of each row's last position (every worker, into its own buffer), then
+    /// this worker's share of the vocabulary.
+    fn lm_head(&self, scr: &mut WorkerScratch, w: usize, nw: usize, narrow: bool) {
+        let cfg = *self.model.config();
+        let (c, m, bsz, tn) = (cfg.n_embd, self.m, self.bsz, self.tn);
+        let p = &self.model.params;
+        let pl = &self.model.layout;
+        const EXPECT: &str = "the decoder's buffers are sized for its model";
+        let WorkerScratch {
+            ln,
+            mean,
+            rstd,
+            resid: own,
+            ..
+        } = scr;
+        let resid: &[f32] = if narrow {
+            &own[..m * c]
+        } else {
+            // SAFETY: resid is complete (barrier before) and only read from here on.
+            unsafe { self.resid.at(0..m * c) }
+        };
         for b in 0..bsz {
             let row = (b * tn + tn - 1) * c;
             layernorm::layernorm_fwd(
-                &mut scr.ln[b * c..b * c + c],
-                &mut scr.mean[b..b + 1],
-                &mut scr.rstd[b..b + 1],
+                &mut ln[b * c..b * c + c],
+                &mut mean[b..b + 1],
+                &mut rstd[b..b + 1],
                 &resid[row..row + c],
                 &p[pl.lnf_w.clone()],
                 &p[pl.lnf_b.clone()],
@@ -670,28 +897,29 @@ impl Job<'_> {
             let b1 = (b0 + GEMV_MAX_ROWS).min(bsz);
             // SAFETY: each worker writes its own vocabulary columns of the logits.
             let mut y = unsafe { rows_mut(&self.logits, self.vp, b0..b1, &vocab) };
-            let x = rows_of(&scr.ln, c, b0..b1);
+            let x = rows_of(ln, c, b0..b1, &(0..c));
             gemv::gemv_nt(&mut y[..b1 - b0], &x[..b1 - b0], wte, c).expect(EXPECT);
             b0 = b1;
         }
     }
 
-    /// Causal attention of the new positions over the cache, for this worker's (row, head)
-    /// pairs; writes the new keys and values into the cache first.
-    fn attention(&self, l: usize, w: usize, nw: usize, scores: &mut [f32]) {
+    /// Causal attention of the new positions over the cache for the (row, head) pairs `tasks`;
+    /// writes the new keys and values into the cache first. No other worker may have a task
+    /// with the same pair.
+    fn attention(&self, l: usize, tasks: impl Iterator<Item = (usize, usize)>, scores: &mut [f32]) {
         let cfg = *self.model.config();
         let (c, nh, tn) = (cfg.n_embd, self.nh, self.tn);
         let hs = c / nh;
         let scale = 1.0 / (hs as f32).sqrt();
-        for task in split(0..self.bsz * nh, nw, w) {
-            let (b, h) = (task / nh, task % nh);
-            let base = (l * self.bsz + b) * self.ctx * c + h * hs;
-            let at = |slot: usize| base + slot * c..base + slot * c + hs;
+        for (b, h) in tasks {
+            // Head h of row b in layer l: ctx slots of HS floats.
+            let base = ((l * self.bsz + b) * nh + h) * self.ctx * hs;
+            let at = |slot: usize| base + slot * hs..base + slot * hs + hs;
             for i in 0..tn {
                 let row = (b * tn + i) * 3 * c + h * hs;
                 let slot = self.len + i;
-                // SAFETY: qkv is only read between these barriers; this task alone touches head
-                // h of row b in the caches and the attention output.
+                // SAFETY: qkv's columns of head h are complete and not written until the next
+                // barrier; this task alone touches head h of row b in the caches.
                 unsafe {
                     self.k_cache
                         .mut_at(at(slot))
@@ -704,7 +932,7 @@ impl Job<'_> {
             for i in 0..tn {
                 let slot = self.len + i;
                 let row = b * tn + i;
-                // SAFETY: as above.
+                // SAFETY: as above; this task alone writes head h of row `row` of atty.
                 let (q, out) = unsafe {
                     (
                         self.qkv.at(row * 3 * c + h * hs..row * 3 * c + h * hs + hs),
@@ -718,9 +946,10 @@ impl Job<'_> {
                 }
                 let s = &mut scores[..slot + 1 - lo];
                 let mut max = f32::NEG_INFINITY;
-                for (j, sj) in (lo..=slot).zip(s.iter_mut()) {
-                    // SAFETY: as above.
-                    *sj = dot(q, unsafe { self.k_cache.at(at(j)) }) * scale;
+                // SAFETY: as above.
+                let keys = unsafe { self.k_cache.at(base + lo * hs..base + (slot + 1) * hs) };
+                for (sj, k) in s.iter_mut().zip(keys.chunks_exact(hs)) {
+                    *sj = dot(q, k) * scale;
                     max = max.max(*sj);
                 }
                 let mut sum = 0.0f32;
@@ -729,9 +958,9 @@ impl Job<'_> {
                     sum += *sj;
                 }
                 let inv = 1.0 / sum;
-                for (j, &sj) in (lo..=slot).zip(s.iter()) {
-                    // SAFETY: as above.
-                    let vj = unsafe { self.v_cache.at(at(j)) };
+                // SAFETY: as above.
+                let values = unsafe { self.v_cache.at(base + lo * hs..base + (slot + 1) * hs) };
+                for (&sj, vj) in s.iter().zip(values.chunks_exact(hs)) {
                     let wgt = sj * inv;
                     for (o, &x) in out.iter_mut().zip(vj) {
                         *o += wgt * x;
