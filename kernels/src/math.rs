@@ -131,7 +131,8 @@ mod tests {
     }
 
     // Relative error within 2.2e-7 (the degree-5 polynomial's 7.5e-8 plus its rounding); the
-    // reduction x - round(x) is exact, so the error does not grow with |x|.
+    // reduction x - round(x) is exact, so the error does not grow with |x|. The unfused scalar
+    // token rounds each multiply-add twice, which measures 2.34e-7, hence 2.5e-7.
     #[test]
     fn exp2_is_within_two_ulp_over_its_range() {
         let mut x = -126.0f32;
