@@ -1,6 +1,7 @@
 //! cllm-drivers: the thin binaries (cllm-train, cllm-generate, cllm-eval) and the few helpers they
-//! share: the embedded corpus, the worker plan, the progress bar and the memory report. They parse
-//! arguments and call the engine.
+//! share: the embedded corpus, the generation options and text loop ([`generation`]), the training
+//! report ([`report`]), the worker plan, the progress bar, the memory report and atomic file
+//! writes. They parse arguments and call the engine.
 
 pub mod corpus;
 pub mod generation;
