@@ -3,9 +3,7 @@
 use crate::pool::Pool;
 use anyhow::{bail, Context, Result};
 use cllm_engine::par_gemm::{par_sgemm, ParGemmScratch};
-use cllm_engine::train::bench::process_cpu_seconds;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
-use std::time::Instant;
 
 /// The GPT shapes M×K×N of a GPT-2-small training step (B·T = 4096 rows), a square reference, and
 /// the LM head (V = 50304, padded to a multiple of 128).
@@ -135,13 +133,10 @@ pub fn measure(
     let mut times: Vec<f64> = Vec::with_capacity(reps);
     let mut run_cpu_s: Vec<f64> = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let cpu = process_cpu_seconds();
-        let t = Instant::now();
-        runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
-        times.push(t.elapsed().as_secs_f64());
-        if let (Some(c0), Some(c1)) = (cpu, process_cpu_seconds()) {
-            run_cpu_s.push(c1 - c0);
-        }
+        let (ran, t) = crate::timed(|| runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c));
+        ran?;
+        times.push(t.wall_s);
+        run_cpu_s.extend(t.cpu_s);
     }
     let flops = 2.0 * (m * k * n) as f64;
     let cpu_total: f64 = run_cpu_s.iter().sum();
