@@ -133,8 +133,8 @@ fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32], next: *const f32) {
 /// How many rows ahead the row loops prefetch. A row of wte (or dwte) sits at a random place in a
 /// table far larger than the caches and the TLB's reach, and the hardware prefetchers cannot guess
 /// where the next one is: without a hint every row starts with a miss and a page walk that nothing
-/// overlaps. Each row's lines are requested while the row two ahead is processed, one per line
-/// (not all at once, which would overflow the core's miss buffers).
+/// overlaps. Each row's lines are requested while the row `AHEAD` places before it is processed,
+/// one per line (not all at once, which would overflow the core's miss buffers).
 const AHEAD: usize = 2;
 
 /// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
