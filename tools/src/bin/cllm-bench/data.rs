@@ -79,8 +79,9 @@ pub fn tokenize_texts(
 pub const LOADER_SHARD_TOKENS: usize = 8 << 20;
 
 /// The loader serving shuffled (B, T) windows from page-cache u16 shards: the time of each of
-/// `runs` timed runs of `batches` batches (after 100 untimed ones). Four shards of `shard_tokens` tokens are written to a temporary directory and
-/// removed afterwards.
+/// `runs` (at least one) timed runs of `batches` batches, after `min(batches, 100)` untimed ones.
+/// Four shards of `shard_tokens` tokens are written to a temporary directory and removed
+/// afterwards.
 pub fn loader(
     batch: usize,
     seq: usize,
