@@ -81,11 +81,12 @@ impl GenOptions {
         Ok(sample)
     }
 
-    /// The stop tokens: every --stop-id, then the model's EOS unless --ignore-eos.
+    /// The stop tokens: every --stop-id, then the model's EOS unless --ignore-eos (an EOS id
+    /// beyond u32 names no token and is left out).
     pub fn stop_tokens(&self, eos: Option<u64>) -> Vec<u32> {
         let mut stop = self.stop_id.clone();
         if let (Some(eos), false) = (eos, self.ignore_eos) {
-            stop.push(eos as u32);
+            stop.extend(u32::try_from(eos).ok());
         }
         stop
     }

@@ -28,7 +28,7 @@ impl Simd for Avx2 {
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m256 {
-        // SAFETY (this and every block below): the token proves AVX2+FMA are present.
+        // SAFETY: the token proves AVX2+FMA are present (so for every block below).
         unsafe { _mm256_set1_ps(x) }
     }
     #[inline(always)]
@@ -135,7 +135,7 @@ impl Simd for Avx512 {
 
     #[inline(always)]
     fn splat(self, x: f32) -> __m512 {
-        // SAFETY (this and every block below): the token proves AVX-512F is present.
+        // SAFETY: the token proves AVX-512F is present (so for every block below).
         unsafe { _mm512_set1_ps(x) }
     }
     #[inline(always)]
