@@ -1,8 +1,8 @@
 //! `cllm-bench compare BASE.json NEW.json`: entry by entry, whether the new suite run is slower
 //! than the base beyond a tolerance (docs/REGRESSIONS.md explains the method).
 //!
-//! The rule, per entry, on the ratio (the median per CPU-second over the reference measured around
-//! the entry in the same run) by default, or `--by value` on the wall-clock medians themselves,
+//! The rule, per entry, on the ratio (the median per CPU-second over the reference probe's median
+//! in the same run) by default, or `--by value` on the wall-clock medians themselves,
 //! with every figure turned so that higher is better:
 //! - REGRESSED: the new median is worse than the base median by more than the tolerance AND even
 //!   the new run's best sample is worse than the base's worst (the two runs' samples do not
@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 /// What an entry is judged on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
-    /// The median over the reference measured around it in the same run (the default).
+    /// The median over the reference measured in the same run (the default).
     Ratio,
     /// The median itself.
     Value,
@@ -67,7 +67,7 @@ pub struct DocEntry {
     /// The samples per CPU-second, which the ratio is made of (empty where not recorded).
     pub cpu_samples: Vec<f64>,
     pub higher_is_better: bool,
-    /// The reference's key and its value around this entry, and the ratio, where recorded.
+    /// The reference's key and the run's median of it, and the ratio, where recorded.
     pub reference: Option<String>,
     pub ref_value: Option<f64>,
     pub ratio: Option<f64>,

@@ -159,7 +159,7 @@ enum Command {
         json: bool,
     },
     /// The regression suite: GEMM, attention, training steps, decoding, encoding and the loader,
-    /// each a median of samples and a ratio to a reference measured around it in the same run
+    /// each a median of samples and a ratio to a reference probe measured in the same run
     /// (docs/REGRESSIONS.md).
     Suite {
         /// Smaller shapes and fewer tokens (about a minute on two cores).

@@ -8,8 +8,10 @@
 //! slices of cores does not change). The CPU figure is also expressed as a ratio to a reference
 //! measured the same way in the same run around it: one core's FMA rate for compute-bound entries,
 //! one thread's read bandwidth for memory-bound ones. The probes run before every entry and once at
-//! the end; an entry's reference is the mean of the probes on either side of it, so a slower clock
-//! or a hypervisor taking time from the VM lowers both and cancels out.
+//! the end; an entry's reference is the run's median of its probe, so a slower clock, a hypervisor
+//! taking time from the VM or another machine of the same kind moves both and cancels out. (The
+//! mean of the two probes around each entry was tried first: one probe is ~60 ms, and its own
+//! noise, a few %, then showed up as false regressions between idle runs of the same code.)
 
 use crate::pool::Pool;
 use crate::{data, gemm, machine, timed, Timing};
@@ -96,7 +98,7 @@ pub struct Entry {
     pub samples: Samples,
     pub higher_is_better: bool,
     pub reference: Reference,
-    /// The reference around this entry (mean of the probes before and after it).
+    /// The run's median of this entry's reference probe (set when the run ends).
     pub ref_value: f64,
 }
 
@@ -203,25 +205,22 @@ fn pick(r: Reference, probe: [f64; 2]) -> f64 {
 /// Runs entries between reference probes and collects them.
 struct Recorder<'a> {
     probes: Probes,
-    last: [f64; 2],
     entries: Vec<Entry>,
     progress: &'a mut dyn FnMut(&str),
 }
 
 impl Recorder<'_> {
-    /// Run `f`, which returns the samples of each spec (all higher-is-better), and record the
-    /// entries with the mean of the probes before and after.
+    /// Run `f`, which returns the samples of each spec (all higher-is-better), record the entries
+    /// and probe the references again.
     fn record(&mut self, specs: Vec<Spec>, f: impl FnOnce() -> Result<Vec<Samples>>) -> Result<()> {
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         (self.progress)(&format!("running {}", names.join(", ")));
-        let before = self.last;
         let samples = f().with_context(|| format!("benchmark {}", names.join(", ")))?;
         let after = self.probes.measure();
-        self.last = after;
         assert_eq!(samples.len(), specs.len(), "one sample list per entry");
         for (s, samples) in specs.into_iter().zip(samples) {
             let entry = Entry {
-                ref_value: 0.5 * (pick(s.reference, before) + pick(s.reference, after)),
+                ref_value: pick(s.reference, after),
                 name: s.name,
                 unit: s.unit,
                 threads: s.threads,
@@ -230,12 +229,12 @@ impl Recorder<'_> {
                 reference: s.reference,
             };
             (self.progress)(&format!(
-                "  {} {:.2} {} ({:.2} per CPU-second, ratio {:.4})",
+                "  {} {:.2} {} ({:.2} per CPU-second; probe after it {:.2})",
                 entry.name,
                 entry.value(),
                 entry.unit,
                 entry.cpu_value().unwrap_or(f64::NAN),
-                entry.ratio()
+                entry.ref_value
             ));
             self.entries.push(entry);
         }
@@ -262,10 +261,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Value> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut probes = Probes::new();
-    let last = probes.measure();
+    probes.measure();
     let mut rec = Recorder {
         probes,
-        last,
         entries: Vec::new(),
         progress,
     };
@@ -289,6 +287,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Value> {
     }
     let fma_ref = crate::median(&mut rec.probes.fma.clone());
     let bw_ref = crate::median(&mut rec.probes.bw.clone());
+    for e in rec.entries.iter_mut() {
+        e.ref_value = pick(e.reference, [fma_ref, bw_ref]);
+    }
     let entries: Vec<Value> = rec
         .entries
         .iter()
