@@ -177,6 +177,7 @@ pub fn attention_bwd(
 dispatch! {
     /// [`attention_fwd`] without the `Result`: panics if a slice is shorter than its shape or
     /// `C` is not a multiple of `NH`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_fwd_unchecked(
         out: &mut [f32],
         lse: &mut [f32],
@@ -192,6 +193,7 @@ dispatch! {
 dispatch! {
     /// [`attention_bwd`] without the `Result`: panics if a slice is shorter than its shape or
     /// `C` is not a multiple of `NH`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_bwd_unchecked(
         dqkv: &mut [f32],
         dout: &[f32],
