@@ -22,8 +22,9 @@
 //! ```
 //!
 //! Then every worker runs the final LayerNorm and its share of the vocabulary (the LM head's
-//! rows, contiguous too). With more rows (prefill) each worker runs the GEMMs of its own rows and
-//! the workers meet only around attention.
+//! rows, contiguous too). With more rows (prefill) each worker runs its share of every GEMM's
+//! output columns over all rows (its own columns of each weight matrix, packed once) and the
+//! LayerNorms of its own rows, with a barrier wherever the next step reads what all wrote.
 //!
 //! The cache keeps each head's keys (and values) contiguous, (L, B, NH, ctx, HS), so attention
 //! streams them.
@@ -149,6 +150,17 @@ fn split(range: Range<usize>, parts: usize, i: usize) -> Range<usize> {
 fn split_cols(n: usize, parts: usize, i: usize) -> Range<usize> {
     let u = split(0..n.div_ceil(COL_ALIGN), parts, i);
     (u.start * COL_ALIGN).min(n)..(u.end * COL_ALIGN).min(n)
+}
+
+/// What [`Job::gemm_cols`] does with its product (bias added).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// dst = product.
+    Store,
+    /// dst += product (the residual stream).
+    Add,
+    /// dst = GELU(product).
+    Gelu,
 }
 
 impl<'m> Decoder<'m> {
@@ -736,48 +748,55 @@ impl Job<'_> {
         }
     }
 
-    /// The layers for more rows: each worker runs the GEMMs of its own rows.
+    /// The layers for more rows (prefill): each worker runs the LayerNorms of its own rows and,
+    /// over every row, its share of each GEMM's output columns, so it packs only its columns of
+    /// a weight matrix. The workers meet whenever the next step reads what all of them wrote.
     fn wide(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
         let cfg = *self.model.config();
         let (c, m, nh) = (cfg.n_embd, self.m, self.nh);
         let p = &self.model.params;
         let pl = &self.model.layout;
         let r = split(0..m, nw, w);
-        let n = r.len();
         const EXPECT: &str = "the decoder's buffers are sized for its model";
-        for (l, lp) in pl.layers.iter().enumerate() {
-            // SAFETY: each worker reads and writes its own rows of resid, which only it writes.
-            let resid = unsafe { self.resid.mut_at(r.start * c..r.end * c) };
+        // LayerNorm of this worker's rows of resid into the same rows of atty, which is free
+        // outside attention and the projection that reads it.
+        let ln_rows = |scr: &mut WorkerScratch, wt: &[f32], bs: &[f32]| {
+            let n = r.len();
+            // SAFETY: between two barriers only this worker touches rows `r` of resid and atty.
+            let (x, out) = unsafe {
+                (
+                    self.resid.at(r.start * c..r.end * c),
+                    self.atty.mut_at(r.start * c..r.end * c),
+                )
+            };
             layernorm::layernorm_fwd(
-                &mut scr.ln[..n * c],
+                out,
                 &mut scr.mean[..n],
                 &mut scr.rstd[..n],
-                resid,
-                &p[lp.ln1_w.clone()],
-                &p[lp.ln1_b.clone()],
+                x,
+                wt,
+                bs,
                 n,
                 c,
                 LN_EPS,
             )
             .expect(EXPECT);
-            // SAFETY: each worker writes its own rows of qkv.
-            let qkv = unsafe { self.qkv.mut_at(r.start * 3 * c..r.end * 3 * c) };
-            gemm::sgemm(
-                &mut scr.gemm,
-                Layout::NN,
-                n,
-                c,
-                3 * c,
-                &scr.ln[..n * c],
+        };
+        for (l, lp) in pl.layers.iter().enumerate() {
+            ln_rows(scr, &p[lp.ln1_w.clone()], &p[lp.ln1_b.clone()]);
+            barrier();
+            // SAFETY: atty is complete (barrier before) and only read until the next barrier.
+            let x = unsafe { self.atty.at(0..m * c) };
+            self.gemm_cols(
+                scr,
+                (w, nw),
+                x,
                 c,
                 &p[lp.qkv_w.clone()],
-                3 * c,
-                qkv,
-                3 * c,
-                false,
-            )
-            .expect(EXPECT);
-            bias::bias_fwd(qkv, &p[lp.qkv_b.clone()], n, 3 * c).expect(EXPECT);
+                &p[lp.qkv_b.clone()],
+                self.qkv,
+                Epilogue::Store,
+            );
             barrier();
             self.attention(
                 l,
@@ -785,72 +804,104 @@ impl Job<'_> {
                 &mut scr.scores,
             );
             barrier();
-            // SAFETY: atty is only read after the barrier; each worker writes its own rows of
-            // resid and fch.
-            let atty = unsafe { self.atty.at(r.start * c..r.end * c) };
-            gemm::sgemm(
-                &mut scr.gemm,
-                Layout::NN,
-                n,
-                c,
-                c,
-                atty,
+            // SAFETY: as above.
+            let x = unsafe { self.atty.at(0..m * c) };
+            self.gemm_cols(
+                scr,
+                (w, nw),
+                x,
                 c,
                 &p[lp.proj_w.clone()],
-                c,
-                resid,
-                c,
-                true,
-            )
-            .expect(EXPECT);
-            bias::bias_fwd(resid, &p[lp.proj_b.clone()], n, c).expect(EXPECT);
-            layernorm::layernorm_fwd(
-                &mut scr.ln[..n * c],
-                &mut scr.mean[..n],
-                &mut scr.rstd[..n],
-                resid,
-                &p[lp.ln2_w.clone()],
-                &p[lp.ln2_b.clone()],
-                n,
-                c,
-                LN_EPS,
-            )
-            .expect(EXPECT);
-            gemm::sgemm(
-                &mut scr.gemm,
-                Layout::NN,
-                n,
-                c,
-                4 * c,
-                &scr.ln[..n * c],
+                &p[lp.proj_b.clone()],
+                self.resid,
+                Epilogue::Add,
+            );
+            barrier();
+            ln_rows(scr, &p[lp.ln2_w.clone()], &p[lp.ln2_b.clone()]);
+            barrier();
+            // SAFETY: as above.
+            let x = unsafe { self.atty.at(0..m * c) };
+            self.gemm_cols(
+                scr,
+                (w, nw),
+                x,
                 c,
                 &p[lp.fc_w.clone()],
-                4 * c,
-                &mut scr.h[..n * 4 * c],
-                4 * c,
-                false,
-            )
-            .expect(EXPECT);
-            bias::bias_fwd(&mut scr.h[..n * 4 * c], &p[lp.fc_b.clone()], n, 4 * c).expect(EXPECT);
-            // SAFETY: as above (disjoint rows).
-            let fch = unsafe { self.fch.mut_at(r.start * 4 * c..r.end * 4 * c) };
-            gelu::gelu_fwd(fch, &scr.h[..n * 4 * c], n * 4 * c).expect(EXPECT);
-            gemm::sgemm(
-                &mut scr.gemm,
-                Layout::NN,
-                n,
-                4 * c,
-                c,
-                fch,
+                &p[lp.fc_b.clone()],
+                self.fch,
+                Epilogue::Gelu,
+            );
+            barrier();
+            // SAFETY: fch is complete (barrier before) and only read until the next barrier.
+            let x = unsafe { self.fch.at(0..m * 4 * c) };
+            self.gemm_cols(
+                scr,
+                (w, nw),
+                x,
                 4 * c,
                 &p[lp.fcproj_w.clone()],
-                c,
-                resid,
-                c,
-                true,
-            )
-            .expect(EXPECT);
-            bias::bias_fwd(resid, &p[lp.fcproj_b.clone()], n, c).expect(EXPECT);
+                &p[lp.fcproj_b.clone()],
+                self.resid,
+                Epilogue::Add,
+            );
+            barrier();
+        }
+    }
+
+    /// This worker's share of the columns of `dst (m, N) ← epilogue(x (m, K) · wt (K, N) + bias)`,
+    /// computed in its scratch (m, share) and then written to its columns of `dst`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_cols(
+        &self,
+        scr: &mut WorkerScratch,
+        (w, nw): (usize, usize),
+        x: &[f32],
+        k: usize,
+        wt: &[f32],
+        bs: &[f32],
+        dst: Shared,
+        epilogue: Epilogue,
+    ) {
+        const EXPECT: &str = "the decoder's buffers are sized for its model";
+        let (m, n) = (self.m, bs.len());
+        let cols = split_cols(n, nw, w);
+        let nc = cols.len();
+        if nc == 0 {
+            return;
+        }
+        // (m, nc) this worker's columns.
+        let h = &mut scr.h[..m * nc];
+        let at = |i: usize| i * n + cols.start..i * n + cols.end;
+        let accumulate = epilogue == Epilogue::Add;
+        if accumulate {
+            for (i, hr) in h.chunks_exact_mut(nc).enumerate() {
+                // SAFETY: columns `cols` of dst are this worker's alone until the next barrier.
+                hr.copy_from_slice(unsafe { dst.at(at(i)) });
+            }
+        }
+        gemm::sgemm(
+            &mut scr.gemm,
+            Layout::NN,
+            m,
+            k,
+            nc,
+            x,
+            k,
+            &wt[cols.start..],
+            n,
+            h,
+            nc,
+            accumulate,
+        )
+        .expect(EXPECT);
+        bias::bias_fwd(h, &bs[cols.clone()], m, nc).expect(EXPECT);
+        for (i, hr) in h.chunks_exact(nc).enumerate() {
+            // SAFETY: as above.
+            let out = unsafe { dst.mut_at(at(i)) };
+            match epilogue {
+                Epilogue::Gelu => gelu::gelu_fwd(out, hr, nc).expect(EXPECT),
+                Epilogue::Store | Epilogue::Add => out.copy_from_slice(hr),
+            }
         }
     }
 
