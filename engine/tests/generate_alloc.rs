@@ -2,48 +2,7 @@
 //! (on two sphere workers and on the calling thread) and `Sampler::next` make no allocation. A
 //! counting global allocator sees every thread, so this file holds a single test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 use cllm_engine::generate::{Decoder, SampleConfig, Sampler};
 use cllm_engine::model::{Gpt, GptConfig};
@@ -85,8 +44,7 @@ fn no_allocation_per_decoded_token() {
                 .unwrap();
             for round in 0..2 {
                 if round == 1 {
-                    ALLOCATIONS.store(0, Ordering::SeqCst);
-                    COUNTING.store(true, Ordering::SeqCst);
+                    counting::start();
                 }
                 for step in 0..20 {
                     for (b, s) in samplers.iter_mut().enumerate() {
@@ -95,14 +53,14 @@ fn no_allocation_per_decoded_token() {
                     history[4 + step] = next[0];
                     dec.step(&next).unwrap();
                 }
-                COUNTING.store(false, Ordering::SeqCst);
+                counting::stop();
                 if round == 0 {
                     dec.prefill(&vec![3u32; batch * 4], &vec![0; batch])
                         .unwrap();
                 }
             }
             assert_eq!(
-                ALLOCATIONS.load(Ordering::SeqCst),
+                counting::allocations(),
                 0,
                 "batch {batch}, pool {}",
                 pool.is_some()

@@ -1,9 +1,7 @@
 //! No heap allocation in a training step once warm (after the first step). A counting global
 //! allocator sees every thread, so this file holds a single test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cllm_engine::model::{Gpt, GptConfig};
 use cllm_engine::rng::Rng;
@@ -12,45 +10,7 @@ use cllm_engine::spheres::Spheres;
 use cllm_engine::topology::allowed_cpus;
 use cllm_engine::train::{OptimizerKind, Schedule, TrainConfig, Trainer};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 #[test]
 fn training_steps_allocate_nothing_after_the_first() {
@@ -96,15 +56,11 @@ fn training_steps_allocate_nothing_after_the_first() {
     let eval = vec![7u32; 4 * 64];
     trainer.eval_loss(&eval, &eval).unwrap();
 
-    COUNTING.store(true, Ordering::SeqCst);
+    counting::start();
     for _ in 0..3 {
         trainer.step(&mut fill).unwrap();
     }
     trainer.eval_loss(&eval, &eval).unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
-    assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
-        0,
-        "allocations in 3 warm steps"
-    );
+    counting::stop();
+    assert_eq!(counting::allocations(), 0, "allocations in 3 warm steps");
 }
