@@ -518,6 +518,22 @@ unsafe fn sum_parts(
 }
 
 impl Job<'_> {
+    /// `resid[r] += bias + Σ_v part_c[v][r]` for every row r of a worker's residual copy
+    /// (m, C), each sum made in `t` (C) in slot order.
+    ///
+    /// # Safety
+    /// As [`sum_parts`]: no worker may be writing `part_c`'s first `m` rows of any slot.
+    unsafe fn add_part_c(&self, resid: &mut [f32], t: &mut [f32], bias: &[f32], nw: usize) {
+        let c = bias.len();
+        for (r, row) in resid.chunks_exact_mut(c).enumerate() {
+            // SAFETY: the caller's promise.
+            unsafe { sum_parts(t, bias, &self.part_c, nw, self.mr, c, r, &(0..c)) };
+            for (o, &x) in row.iter_mut().zip(t.iter()) {
+                *o += x;
+            }
+        }
+    }
+
     fn run(&self, w: usize, nw: usize, barrier: &dyn Fn()) {
         let mut guard = self.workers[w]
             .lock()
@@ -639,26 +655,9 @@ impl Job<'_> {
                 .expect(EXPECT);
             }
             barrier();
-            for r in 0..m {
-                let t = &mut h[..c];
-                // SAFETY: the slots are complete (barrier above) and rewritten only after the
-                // next barrier.
-                unsafe {
-                    sum_parts(
-                        t,
-                        &p[lp.proj_b.clone()],
-                        &self.part_c,
-                        nw,
-                        mr,
-                        c,
-                        r,
-                        &all(c),
-                    )
-                };
-                for (o, &x) in resid[r * c..r * c + c].iter_mut().zip(t.iter()) {
-                    *o += x;
-                }
-            }
+            // SAFETY: the slots are complete (barrier above) and rewritten only after the next
+            // barrier.
+            unsafe { self.add_part_c(resid, &mut h[..c], &p[lp.proj_b.clone()], nw) };
             layernorm::layernorm_fwd(
                 &mut ln[..m * c],
                 &mut mean[..m],
@@ -726,25 +725,8 @@ impl Job<'_> {
                 .expect(EXPECT);
             }
             barrier();
-            for r in 0..m {
-                let t = &mut h[..c];
-                // SAFETY: as after proj.
-                unsafe {
-                    sum_parts(
-                        t,
-                        &p[lp.fcproj_b.clone()],
-                        &self.part_c,
-                        nw,
-                        mr,
-                        c,
-                        r,
-                        &all(c),
-                    )
-                };
-                for (o, &x) in resid[r * c..r * c + c].iter_mut().zip(t.iter()) {
-                    *o += x;
-                }
-            }
+            // SAFETY: as after proj.
+            unsafe { self.add_part_c(resid, &mut h[..c], &p[lp.fcproj_b.clone()], nw) };
         }
     }
 
