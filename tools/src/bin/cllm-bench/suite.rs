@@ -18,6 +18,7 @@ use crate::{data, gemm, machine, timed, Timing};
 use anyhow::{bail, Context, Result};
 use cllm_engine::generate;
 use cllm_engine::model::GptConfig;
+use cllm_engine::rng::Rng;
 use cllm_engine::train::bench::{run_train_bench, TrainBench};
 use cllm_kernels::attention::{self, attention_scratch_len};
 use cllm_kernels::gemm::Layout;
@@ -384,16 +385,11 @@ fn per_call(min_s: f64, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
     })
 }
 
-/// A deterministic pseudo-random fill in [-amp, amp) (xorshift).
-fn pseudo_random(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+/// `n` uniform floats in [-1, 1) from the engine's seeded generator.
+fn uniform(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            amp * ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-        })
+        .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
         .collect()
 }
 
@@ -410,8 +406,8 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let min_s = if opts.quick { 0.05 } else { 0.2 };
     for &(b, t, nh, hs) in shapes {
         let c = nh * hs;
-        let qkv = pseudo_random(b * t * 3 * c, 1, 1.0); // (B, T, 3C)
-        let dout = pseudo_random(b * t * c, 2, 1.0); // (B, T, C)
+        let qkv = uniform(b * t * 3 * c, 1); // (B, T, 3C)
+        let dout = uniform(b * t * c, 2); // (B, T, C)
         let mut out = vec![0.0f32; b * t * c]; // (B, T, C)
         let mut lse = vec![0.0f32; b * nh * t]; // (B, NH, T)
         let mut dqkv = vec![0.0f32; b * t * 3 * c]; // (B, T, 3C)
