@@ -7,7 +7,13 @@
 //! - [`gemv_nn`] sweeps [`NN_KC`] rows of `w` at a time across all columns (that many concurrent
 //!   streams, each read front to back). A register tile of up to [`TILE_ROWS`] rows of x times
 //!   [`NN_VECS`] vectors of columns is loaded from y once per sweep, takes `NN_KC` multiply-adds
-//!   per element, and is stored back.
+//!   per element, and is stored back. With several rows of x the kernel is compute-bound rather
+//!   than memory-bound, and it changes three things: sweeps are [`NN_KC_BATCH`] rows deep (the
+//!   y tile's loads and stores are spread over more multiply-adds), the columns are taken in
+//!   blocks of [`NN_NB`] (so the y rows of a block stay in L1 across the sweeps), and each tile
+//!   prefetches its columns of the next sweep's rows (the hardware prefetcher does not follow
+//!   that many streams while the core is busy computing). Tiles are [`NN_VECS_BATCH`] vectors
+//!   wide there, which leaves registers free for the loads in flight.
 //! - [`gemv_nt`] takes [`NT_RB`] rows of `w` (vocabulary rows of a tied LM head) at a time; they
 //!   stay in L1 while each group of x rows is dotted with them, one accumulator per pair.
 //!
@@ -20,7 +26,7 @@
 
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
-use crate::simd::Simd;
+use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 
 /// The most activation rows one call takes.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -28,8 +34,17 @@ pub const GEMV_MAX_ROWS: usize = 8;
 /// Rows of `w` one sweep of [`gemv_nn`] streams together.
 pub const NN_KC: usize = 8;
 
-/// Vectors of columns in one register tile of [`gemv_nn`].
+/// Vectors of columns in one register tile of [`gemv_nn`] with one row of x.
 pub const NN_VECS: usize = 3;
+
+/// Rows of `w` one sweep of [`gemv_nn`] takes with several rows of x.
+pub const NN_KC_BATCH: usize = 16;
+
+/// Vectors of columns in one register tile of [`gemv_nn`] with several rows of x.
+pub const NN_VECS_BATCH: usize = 2;
+
+/// Columns per block of [`gemv_nn`] with several rows of x: 8 rows of y of one block take 24 KiB.
+pub const NN_NB: usize = 768;
 
 /// Rows of x in one register tile (both kernels): 4 rows × 3 vectors of accumulators, plus the
 /// vectors of `w` they share, fill the 16 registers of AVX2.
@@ -137,64 +152,79 @@ fn gemv_nn_generic<S: Simd>(
         *p = yr.as_mut_ptr();
         *q = xr.as_ptr();
     }
-    let mut p0 = 0;
-    while p0 < k {
-        let kc = (k - p0).min(NN_KC);
-        // SAFETY: rows p0..p0+kc < k of w hold columns 0..n (asserted above), every y row has n
-        // elements and every x row k.
-        unsafe {
-            nn_sweep(
-                s,
-                &yp[..m],
-                &xp[..m],
-                p0,
-                kc,
-                w.as_ptr().add(p0 * ldw),
-                ldw,
-                n,
-            )
-        };
-        p0 += kc;
+    let (yp, xp, wp) = (&yp[..m], &xp[..m], w.as_ptr());
+    let (kc_max, nb) = if m == 1 {
+        (NN_KC, n.max(1))
+    } else {
+        (NN_KC_BATCH, NN_NB)
+    };
+    for j0 in (0..n).step_by(nb) {
+        let j1 = (j0 + nb).min(n);
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = (k - p0).min(kc_max);
+            let wq = wp.wrapping_add(p0 * ldw);
+            // SAFETY: rows p0..p0+kc < k of w hold columns j0..j1 ≤ n (asserted above), every
+            // y row has n elements and every x row k; the prefetched rows p0+kc.. are below k.
+            unsafe {
+                if m == 1 {
+                    nn_sweep::<S, NN_VECS>(s, yp, xp, p0, kc, 0, wq, ldw, j0, j1)
+                } else {
+                    let next = (k - p0 - kc).min(kc);
+                    nn_sweep::<S, NN_VECS_BATCH>(s, yp, xp, p0, kc, next, wq, ldw, j0, j1)
+                }
+            };
+            p0 += kc;
+        }
     }
 }
 
-/// `y[i][0..n] += Σ_{q<kc} x[i][p0 + q] · w[q*ldw..][..n]`: one sweep over the columns.
+/// `y[i][j0..j1] += Σ_{q<kc} x[i][p0 + q] · w[q*ldw..][j0..j1]`: one sweep over a block of
+/// columns, each full tile `V` vectors wide; each tile first prefetches its columns of the `next`
+/// rows that follow the sweep's `kc`.
 ///
 /// # Safety
-/// Each `yp[i]` must be valid for reads and writes of `n` floats, each `xp[i]` for reads of
-/// `p0 + kc` floats, and `w` for reads of `n` floats at each row start `q*ldw`, `q < kc`.
+/// Each `yp[i]` must be valid for reads and writes of `j1` floats, each `xp[i]` for reads of
+/// `p0 + kc` floats, and `w` for reads of `j1` floats at each row start `q*ldw`, `q < kc + next`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn nn_sweep<S: Simd>(
+unsafe fn nn_sweep<S: Simd, const V: usize>(
     s: S,
     yp: &[*mut f32],
     xp: &[*const f32],
     p0: usize,
     kc: usize,
+    next: usize,
     w: *const f32,
     ldw: usize,
-    n: usize,
+    j0: usize,
+    j1: usize,
 ) {
     let m = yp.len();
-    let step = NN_VECS * S::LANES;
-    let mut j = 0;
-    // SAFETY: for every call below, columns j..j+width ≤ n, rows i0..i0+R < m; the caller's
+    let step = V * S::LANES;
+    let mut j = j0;
+    // SAFETY: for every call below, columns j..j+width ≤ j1, rows i0..i0+R < m; the caller's
     // promise covers them.
     unsafe {
-        while j + step <= n {
+        while j + step <= j1 {
+            for q in kc..kc + next {
+                for c in (0..step).step_by(LINE_FLOATS) {
+                    prefetch_read(w.add(q * ldw + j + c));
+                }
+            }
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
                 match m - i0 {
-                    1 => nn_tile::<S, 1, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    2 => nn_tile::<S, 2, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    3 => nn_tile::<S, 3, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    _ => nn_tile::<S, TILE_ROWS, NN_VECS>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    1 => nn_tile::<S, 1, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    2 => nn_tile::<S, 2, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    3 => nn_tile::<S, 3, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    _ => nn_tile::<S, TILE_ROWS, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
                 }
             }
             j += step;
         }
-        while j < n {
-            let width = (n - j).min(S::LANES);
+        while j < j1 {
+            let width = (j1 - j).min(S::LANES);
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
                 match m - i0 {
@@ -246,7 +276,10 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
             *a = load(unsafe { yp[i].add(j + v * S::LANES) });
         }
     }
-    for q in 0..kc {
+    // `kc` goes through `black_box`: with a trip count the compiler can bound, it unrolls the
+    // loop fully and hoists every load of w to the top, and the tile's accumulators no longer fit
+    // the registers (measured: spills in every iteration and a fifth slower with 8 rows of x).
+    for q in 0..core::hint::black_box(kc) {
         let mut wv = [s.zero(); V];
         for (v, wv) in wv.iter_mut().enumerate() {
             // SAFETY: row q < kc of w, columns inside the tile.

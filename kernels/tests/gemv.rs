@@ -1,6 +1,6 @@
 mod common;
 
-use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS};
+use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS, NN_NB};
 use common::*;
 
 /// The `m` rows of a contiguous (m, n) buffer (empty rows when n = 0).
@@ -98,8 +98,14 @@ fn gemv_rejects_bad_shapes() {
 /// prompt decoded alone): every m gives row i exactly what m = 1 gives it.
 #[test]
 fn gemv_rows_do_not_depend_on_their_neighbours() {
+    // The second shape spans two column blocks and several deep sweeps of the batched path.
+    for (k, n) in [(67, 61), (40, NN_NB + 41)] {
+        rows_alone_and_batched_agree(k, n);
+    }
+}
+
+fn rows_alone_and_batched_agree(k: usize, n: usize) {
     let mut rng = rng(9);
-    let (k, n) = (67, 61);
     let x = random_vec(&mut rng, GEMV_MAX_ROWS * k);
     let w = random_vec(&mut rng, k * n);
     let bias = random_vec(&mut rng, n);

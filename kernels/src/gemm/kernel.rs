@@ -13,9 +13,9 @@
 //! | portable | 6 × 8   | 6 f32x8 (12 xmm)    | 12 + 2 B + 1 A of 16  |
 //! | scalar   | 4 × 4   | 16 f32              | (whatever LLVM makes) |
 
+use crate::simd::{prefetch_read, Portable, Scalar, Simd};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
-use crate::simd::{Portable, Scalar, Simd};
 
 /// The largest `MR · NR` of any path (sizes the stack tile for edge tiles).
 pub(crate) const MAX_TILE: usize = 14 * 32;
@@ -186,19 +186,6 @@ unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize)
         w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
         w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
     }
-}
-
-/// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
-#[inline(always)]
-fn prefetch_read(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The microkernel for an `MR × (NV · LANES)` tile.

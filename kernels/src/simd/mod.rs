@@ -16,6 +16,22 @@ pub use scalar::Scalar;
 #[cfg(target_arch = "x86_64")]
 pub use x86::{Avx2, Avx512};
 
+/// Floats in one 64-byte cache line.
+pub const LINE_FLOATS: usize = 16;
+
+/// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
+#[inline(always)]
+pub fn prefetch_read(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The widest vector any token has, in f32 lanes (used to size stack tails).
 pub const MAX_LANES: usize = 16;
 
