@@ -837,6 +837,8 @@ fn rotation_keeps_the_newest_the_best_and_latest() {
     ] {
         fs::create_dir(p.join(debris)).unwrap();
     }
+    // A dead process's interrupted pointer write (an `AtomicFile` temporary).
+    fs::write(p.join(".latest.tmp-4194305-3"), "step-00000").unwrap();
     fs::write(p.join("notes.txt"), "not a checkpoint").unwrap();
     write_pointer(p, LATEST, &step_dir_name(600)).unwrap();
     assert_eq!(
