@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
-use cllm_drivers::{threads_plan, write_atomic};
+use cllm_drivers::threads_plan;
 use cllm_engine::eval::{bleu, rouge};
 use serde_json::{json, Value};
 
@@ -604,7 +604,8 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     if let Some(out) = &args.out {
         let mut text = hyps.join("\n");
         text.push('\n');
-        write_atomic(out, text.as_bytes())?;
+        cllm_engine::atomic_file::write_atomic(out, text.as_bytes())
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
 
     let bleu = Bleu::new(&hyps, &streams, args.per_line)?;
