@@ -97,7 +97,7 @@ struct PplArgs {
     #[arg(long)]
     stride: Option<usize>,
     /// The shards' tokenizer (a cllm tokenizer file or `gpt2`), for bits per byte; default: the
-    /// model directory's tokenizer.json when it has one.
+    /// checkpoint's tokenizer.json, or the directory's vocab.json + merges.txt, when it has one.
     #[arg(long)]
     tokenizer: Option<String>,
     #[arg(long)]
@@ -444,24 +444,16 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
     use cllm_engine::data::{shard_paths, Shard};
     use cllm_engine::eval::perplexity::PerplexityMeter;
     use cllm_engine::model::Gpt;
-    use cllm_engine::tokenizer::Tokenizer;
 
     cllm_engine::kernels::isa::init()?;
     let (model, _) = Gpt::from_hf_dir(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = model.config().vocab_size;
-    let tokenizer = match args.tokenizer.as_deref() {
-        Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
-        Some(file) => {
-            Some(Tokenizer::load(file.as_ref()).with_context(|| format!("loading {file}"))?)
-        }
-        None => {
-            let own = args.model.join("tokenizer.json");
-            own.is_file()
-                .then(|| Tokenizer::load(&own))
-                .transpose()
-                .with_context(|| format!("loading {}", own.display()))?
-        }
+    // Bits per byte need each token's text: only a BPE tokenizer gives it here.
+    let codec = Codec::for_model(&args.model, args.tokenizer.as_deref(), vocab)?;
+    let tokenizer = match &codec {
+        Codec::Bpe(t) => Some(t),
+        Codec::Bytes | Codec::None => None,
     };
     let seq = args.seq.unwrap_or(model.config().n_positions);
     let mut meter = PerplexityMeter::new(&model, seq, args.stride.unwrap_or(seq))?;
