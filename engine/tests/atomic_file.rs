@@ -3,24 +3,36 @@
 
 use std::fs;
 use std::io::{self, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cllm_engine::atomic_file::{sync_dir, write_atomic, AtomicFile};
+use listing::entries;
 
-/// The names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+mod listing;
+
+/// A new empty directory and the path `name` in it.
+fn fresh(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(name);
+    (dir, target)
+}
+
+/// Asserts that `target` is all its directory holds, and holds `bytes`.
+fn assert_only(target: &Path, bytes: &[u8]) {
+    let name = target.file_name().unwrap().to_string_lossy();
+    assert_eq!(entries(target.parent().unwrap()), [name]);
+    assert_eq!(fs::read(target).unwrap(), bytes);
+}
+
+/// Starts replacing `target` with `bytes` and gives up: the `AtomicFile` is dropped uncommitted.
+fn abandon(target: &Path, bytes: &[u8]) {
+    let mut f = AtomicFile::create(target).unwrap();
+    f.write_all(bytes).unwrap();
 }
 
 #[test]
 fn commit_leaves_only_the_target() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("report.json");
+    let (dir, target) = fresh("report.json");
     let mut f = AtomicFile::create(&target).unwrap();
     assert_eq!(f.target(), target);
     f.write_all(b"{\"loss\": 1.5}\n").unwrap();
@@ -29,39 +41,28 @@ fn commit_leaves_only_the_target() {
     assert_eq!(during.len(), 1);
     assert!(during[0].starts_with(".report.json.tmp-"), "{during:?}");
     f.commit().unwrap();
-    assert_eq!(entries(dir.path()), ["report.json"]);
-    assert_eq!(fs::read(&target).unwrap(), b"{\"loss\": 1.5}\n");
+    assert_only(&target, b"{\"loss\": 1.5}\n");
 }
 
 #[test]
 fn drop_without_commit_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("shard.bin");
-    {
-        let mut f = AtomicFile::create(&target).unwrap();
-        // More than the buffer, so some of it reached the temporary file.
-        f.write_all(&vec![7u8; 100_000]).unwrap();
-    }
+    let (dir, target) = fresh("shard.bin");
+    // More than the buffer, so some of it reached the temporary file.
+    abandon(&target, &[7u8; 100_000]);
     assert!(entries(dir.path()).is_empty());
 
     // An existing target is untouched by an abandoned replacement.
     fs::write(&target, b"old").unwrap();
-    {
-        let mut f = AtomicFile::create(&target).unwrap();
-        f.write_all(b"new").unwrap();
-    }
-    assert_eq!(entries(dir.path()), ["shard.bin"]);
-    assert_eq!(fs::read(&target).unwrap(), b"old");
+    abandon(&target, b"new");
+    assert_only(&target, b"old");
 }
 
 #[test]
 fn overwriting_replaces_the_target_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("latest");
+    let (_dir, target) = fresh("latest");
     write_atomic(&target, b"step-00000100 and a long tail\n").unwrap();
     write_atomic(&target, b"step-00000200\n").unwrap();
-    assert_eq!(fs::read(&target).unwrap(), b"step-00000200\n");
-    assert_eq!(entries(dir.path()), ["latest"]);
+    assert_only(&target, b"step-00000200\n");
 }
 
 #[test]
@@ -91,9 +92,8 @@ fn a_path_without_a_file_name_is_refused() {
 
 #[test]
 fn a_failed_rename_leaves_the_target_and_no_temporary() {
-    let dir = tempfile::tempdir().unwrap();
     // A non-empty directory cannot be replaced by a file.
-    let target = dir.path().join("out");
+    let (dir, target) = fresh("out");
     fs::create_dir(&target).unwrap();
     fs::write(target.join("keep"), b"x").unwrap();
     let e = write_atomic(&target, b"data").unwrap_err();
@@ -104,8 +104,7 @@ fn a_failed_rename_leaves_the_target_and_no_temporary() {
 
 #[test]
 fn concurrent_writers_of_one_target_use_distinct_temporaries() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("best");
+    let (dir, target) = fresh("best");
     let mut a = AtomicFile::create(&target).unwrap();
     let mut b = AtomicFile::create(&target).unwrap();
     assert_eq!(entries(dir.path()).len(), 2);
@@ -113,19 +112,17 @@ fn concurrent_writers_of_one_target_use_distinct_temporaries() {
     b.write_all(b"b").unwrap();
     a.commit().unwrap();
     b.commit().unwrap();
-    assert_eq!(fs::read(&target).unwrap(), b"b");
-    assert_eq!(entries(dir.path()), ["best"]);
+    assert_only(&target, b"b");
 }
 
 #[test]
 fn seek_patches_what_was_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("s.bin");
+    let (_dir, target) = fresh("s.bin");
     let mut f = AtomicFile::with_capacity(4, &target).unwrap();
     f.write_all(&[0; 4]).unwrap();
     f.write_all(b"tokens").unwrap();
     f.seek(SeekFrom::Start(0)).unwrap();
     f.write_all(&6u32.to_le_bytes()).unwrap();
     f.commit().unwrap();
-    assert_eq!(fs::read(&target).unwrap(), b"\x06\0\0\0tokens");
+    assert_only(&target, b"\x06\0\0\0tokens");
 }

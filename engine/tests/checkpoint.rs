@@ -18,6 +18,10 @@ use cllm_engine::model::GptConfig;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use listing::entries;
+
+mod listing;
+
 /// The golden directory: `CLLM_GOLDEN`, else `<workspace>/../shared/golden/tiny`. Missing is a
 /// failure, not a skip.
 fn golden_dir() -> PathBuf {
@@ -740,15 +744,6 @@ fn dir_snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             )
         })
         .collect()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
