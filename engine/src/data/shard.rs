@@ -14,8 +14,8 @@
 //!
 //! [`ShardWriter`] streams tokens into an [`AtomicFile`] and patches the token count into the
 //! header before committing it: a crash or an error never leaves a half-written shard under the
-//! final name. [`Shard::open`] maps a file, checks
-//! magic, version and size, and serves [`Tokens`], a view into the mapping without a copy.
+//! final name. [`Shard::open`] maps a file, checks magic, version and size, and serves
+//! [`Tokens`], a view into the mapping without a copy.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
