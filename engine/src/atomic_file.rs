@@ -12,9 +12,10 @@
 //!
 //! Errors are `io::Error`s of the operating system's kind. Writing and fsyncing the data return
 //! the OS error itself (the caller names the target, and a full disk stays recognisable by its
-//! code); creating the temporary file, renaming it and syncing the directory concern other paths
-//! than the target, so those errors say which path and step failed, with the OS error as their
-//! [`source`](std::error::Error::source).
+//! code); creating the temporary file, renaming it and the directory fsync of `commit` concern
+//! other paths than the target, so those errors say which path and step failed, with the OS error
+//! as their [`source`](std::error::Error::source). [`sync_dir`] returns the OS error of the
+//! directory its caller named.
 
 use std::error::Error;
 use std::fmt;
@@ -50,7 +51,8 @@ impl AtomicFile {
     }
 
     /// Starts replacing `target`, buffering writes in `capacity` bytes. The target's directory
-    /// must exist; the target itself need not.
+    /// must exist; the target itself need not. A path without a file name (`/`, `..`) is refused
+    /// with [`io::ErrorKind::InvalidInput`].
     pub fn with_capacity(capacity: usize, target: impl AsRef<Path>) -> io::Result<AtomicFile> {
         let target = target.as_ref().to_path_buf();
         let Some(name) = target.file_name() else {
