@@ -1,17 +1,13 @@
 //! cllm-drivers: the thin binaries (cllm-train, cllm-generate, cllm-eval) and the few helpers they
 //! share: the embedded corpus, the generation options and text loop ([`generation`]), the training
-//! report ([`report`]), the worker plan, the progress bar, the memory report and atomic file
-//! writes. They parse arguments and call the engine.
+//! report ([`report`]), the worker plan, the progress bar and the memory report. They parse
+//! arguments and call the engine.
 
 pub mod corpus;
 pub mod generation;
 pub mod report;
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,36 +42,4 @@ pub fn memory_report() -> String {
         Some(bytes) => format!("peak RSS {:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
         None => "peak RSS unknown (no /proc/self/status)".to_string(),
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename over `path`,
-/// fsync of the directory. A crash leaves the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> Result<()> {
-        let mut f =
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot fsync {}", dir.display()))
-    };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }

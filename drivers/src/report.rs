@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use cllm_engine::atomic_file::write_atomic;
 use cllm_engine::train::MemoryPlan;
 use serde_json::{json, Map, Value};
-
-use crate::write_atomic;
 
 /// The JSON report's file name.
 pub const REPORT_JSON: &str = "report.json";
@@ -269,8 +268,11 @@ impl TrainReport {
         let md_path = dir.join(REPORT_MD);
         let mut text = serde_json::to_string_pretty(&self.to_json())?;
         text.push('\n');
-        write_atomic(&json_path, text.as_bytes())?;
-        write_atomic(&md_path, self.to_markdown().as_bytes())?;
+        let md = self.to_markdown();
+        for (path, bytes) in [(&json_path, text.as_bytes()), (&md_path, md.as_bytes())] {
+            write_atomic(path, bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         Ok([json_path, md_path])
     }
 }

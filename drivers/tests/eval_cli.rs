@@ -312,22 +312,28 @@ fn crlf_and_missing_final_newline_read_as_plain_lines() {
     );
 }
 
+/// A token stream of 3 windows of 64 tokens (and the last target) for the golden tiny model
+/// (V = 389), written as the shard `val_000000.bin` in `dir`.
+fn ppl_shard(dir: &Path) -> (PathBuf, Vec<u32>) {
+    let stream: Vec<u32> = (0..3 * 64 + 1)
+        .map(|i: u32| (i * 37 + i / 5) % 389)
+        .collect();
+    let shard = dir.join("val_000000.bin");
+    cllm_engine::data::write_shard(&shard, &stream, 389).unwrap();
+    (shard, stream)
+}
+
 /// `cllm-eval ppl` on the golden model (a Hugging Face directory) and a shard of 3 windows of 64
 /// tokens: the mean NLL equals the mean of the model's own per-window losses.
 #[test]
 fn ppl_matches_the_model_loss_over_non_overlapping_windows() {
-    use cllm_engine::data::write_shard;
     use cllm_engine::model::{Gpt, Workspace};
 
     let golden = common::golden("tiny");
     let (model, _) =
         Gpt::from_hf_dir(&golden).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
-    let stream: Vec<u32> = (0..3 * 64 + 1)
-        .map(|i: u32| (i * 37 + i / 5) % 389)
-        .collect();
     let dir = tempfile::tempdir().unwrap();
-    let shard = dir.path().join("val_000000.bin");
-    write_shard(&shard, &stream, 389).unwrap();
+    let (shard, stream) = ppl_shard(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_cllm-eval"))
         .args([
             "ppl",
@@ -365,4 +371,49 @@ fn ppl_matches_the_model_loss_over_non_overlapping_windows() {
         "{v} vs {want}"
     );
     assert!((v["ppl"].as_f64().unwrap() - want.exp()).abs() < 1e-4 * want.exp());
+}
+
+/// `cllm-eval ppl` finds the tokenizer the way cllm-generate does (`Codec::for_model`): one of the
+/// model's vocabulary gives bits per byte over the scored targets' bytes; one of another
+/// vocabulary is refused.
+#[test]
+fn ppl_bits_per_byte_use_the_models_tokenizer() {
+    use cllm_engine::tokenizer::Tokenizer;
+
+    let golden = common::golden("tiny");
+    let f = Files::new();
+    let (_, hamlet) = cllm_drivers::corpus::PLAYS[0];
+    let tokenizer = Tokenizer::train([&hamlet[..20_000]], 389, &[]).expect("BPE training");
+    tokenizer.save(&f.dir.path().join("tok.json")).unwrap();
+    let (_, stream) = ppl_shard(f.dir.path());
+    let model = golden.to_str().unwrap();
+    let args = |tokenizer| {
+        [
+            "ppl",
+            "--model",
+            model,
+            "--data",
+            "val_000000.bin",
+            "--tokenizer",
+            tokenizer,
+            "--json",
+        ]
+    };
+
+    let v = json_of(&args("tok.json"), f.dir.path());
+    // Non-overlapping windows score every token but the first.
+    let bytes: usize = stream[1..]
+        .iter()
+        .map(|&id| tokenizer.token_bytes(id).map_or(0, <[u8]>::len))
+        .sum();
+    let total_nll = v["nll"].as_f64().unwrap() * v["tokens"].as_f64().unwrap();
+    let want = total_nll / std::f64::consts::LN_2 / bytes as f64;
+    let got = v["bits_per_byte"]
+        .as_f64()
+        .expect("bits per byte with a tokenizer");
+    // Both sides divide the same f64 sum; only the nll * tokens round trip differs.
+    assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+
+    let e = error_of(&args("gpt2"), f.dir.path());
+    assert!(e.contains("50257") && e.contains("389"), "{e}");
 }

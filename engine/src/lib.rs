@@ -4,6 +4,7 @@
 
 pub use cllm_kernels as kernels;
 
+pub mod atomic_file;
 pub mod checkpoint;
 pub mod clean;
 pub mod data;

@@ -18,6 +18,10 @@ use cllm_engine::model::GptConfig;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use listing::entries;
+
+mod listing;
+
 /// The golden directory: `CLLM_GOLDEN`, else `<workspace>/../shared/golden/tiny`. Missing is a
 /// failure, not a skip.
 fn golden_dir() -> PathBuf {
@@ -742,15 +746,6 @@ fn dir_snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_failing_write_leaves_the_previous_checkpoint_intact() {
     let root = tmp();
@@ -837,6 +832,8 @@ fn rotation_keeps_the_newest_the_best_and_latest() {
     ] {
         fs::create_dir(p.join(debris)).unwrap();
     }
+    // A dead process's interrupted pointer write (an `AtomicFile` temporary).
+    fs::write(p.join(".latest.tmp-4194305-3"), "step-00000").unwrap();
     fs::write(p.join("notes.txt"), "not a checkpoint").unwrap();
     write_pointer(p, LATEST, &step_dir_name(600)).unwrap();
     assert_eq!(

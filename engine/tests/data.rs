@@ -201,6 +201,15 @@ fn writer_refuses_tokens_at_or_above_vocab_and_leaves_nothing() {
 }
 
 #[test]
+fn writer_into_a_missing_directory_names_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone").join("train_000000.bin");
+    let e = err_text(write_shard(&path, &[1, 2, 3], 50257).unwrap_err());
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn writer_refuses_an_empty_shard_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("train_000000.bin");

@@ -431,6 +431,16 @@ fn file_round_trips() {
 }
 
 #[test]
+fn save_into_a_missing_directory_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone").join("tokenizer.json");
+    let e = trained().save(&path).unwrap_err();
+    assert!(matches!(e, TokenizerError::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn gpt2_import_by_path_equals_builtin() {
     let dir = shared_dir().join("gpt2");
     let t = Tokenizer::gpt2(&dir.join("encoder.json"), &dir.join("vocab.bpe")).unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
-use cllm_drivers::{threads_plan, write_atomic};
+use cllm_drivers::threads_plan;
 use cllm_engine::eval::{bleu, rouge};
 use serde_json::{json, Value};
 
@@ -97,7 +97,7 @@ struct PplArgs {
     #[arg(long)]
     stride: Option<usize>,
     /// The shards' tokenizer (a cllm tokenizer file or `gpt2`), for bits per byte; default: the
-    /// model directory's tokenizer.json when it has one.
+    /// checkpoint's tokenizer.json, or the directory's vocab.json + merges.txt, when it has one.
     #[arg(long)]
     tokenizer: Option<String>,
     #[arg(long)]
@@ -444,24 +444,16 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
     use cllm_engine::data::{shard_paths, Shard};
     use cllm_engine::eval::perplexity::PerplexityMeter;
     use cllm_engine::model::Gpt;
-    use cllm_engine::tokenizer::Tokenizer;
 
     cllm_engine::kernels::isa::init()?;
     let (model, _) = Gpt::from_hf_dir(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = model.config().vocab_size;
-    let tokenizer = match args.tokenizer.as_deref() {
-        Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
-        Some(file) => {
-            Some(Tokenizer::load(file.as_ref()).with_context(|| format!("loading {file}"))?)
-        }
-        None => {
-            let own = args.model.join("tokenizer.json");
-            own.is_file()
-                .then(|| Tokenizer::load(&own))
-                .transpose()
-                .with_context(|| format!("loading {}", own.display()))?
-        }
+    // Bits per byte need each token's text: only a BPE tokenizer gives it here.
+    let codec = Codec::for_model(&args.model, args.tokenizer.as_deref(), vocab)?;
+    let tokenizer = match &codec {
+        Codec::Bpe(t) => Some(t),
+        Codec::Bytes | Codec::None => None,
     };
     let seq = args.seq.unwrap_or(model.config().n_positions);
     let mut meter = PerplexityMeter::new(&model, seq, args.stride.unwrap_or(seq))?;
@@ -604,7 +596,8 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     if let Some(out) = &args.out {
         let mut text = hyps.join("\n");
         text.push('\n');
-        write_atomic(out, text.as_bytes())?;
+        cllm_engine::atomic_file::write_atomic(out, text.as_bytes())
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
 
     let bleu = Bleu::new(&hyps, &streams, args.per_line)?;

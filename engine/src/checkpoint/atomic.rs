@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{CheckpointError, FileProblem, ProblemKind};
+use crate::atomic_file::sync_dir;
 
 /// The manifest's file name inside every checkpoint directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -205,7 +206,7 @@ pub fn write_checkpoint_dir(
             source,
         });
     }
-    sync_dir(parent)?;
+    sync_dir(parent).map_err(CheckpointError::write(parent))?;
     if replaced {
         // The new checkpoint is durable under its name; a leftover old copy is only disk space
         // and `rotate` removes it.
@@ -227,7 +228,7 @@ fn fill_dir(dir: &Path, files: &[(&str, &dyn FileSource)]) -> Result<Manifest, C
     }
     let manifest = Manifest { files: entries };
     write_file(&dir.join(MANIFEST_FILE), &manifest.to_json())?;
-    sync_dir(dir)?;
+    sync_dir(dir).map_err(CheckpointError::write(dir))?;
     Ok(manifest)
 }
 
@@ -268,13 +269,6 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// fsync a directory so the entries created or renamed in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(CheckpointError::write(dir))
 }
 
 /// Re-reads every file of the checkpoint directory `dir` and checks its size and SHA-256 against

@@ -251,7 +251,13 @@ impl CheckpointError {
 }
 
 fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
+    // `atomic_file` names the path in some errors; the OS error is then their source.
+    let code = e.raw_os_error().or_else(|| {
+        std::error::Error::source(e)?
+            .downcast_ref::<io::Error>()?
+            .raw_os_error()
+    });
+    matches!(code, Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
 }
 
 fn disk_full_hint(e: &io::Error) -> &'static str {

@@ -2,16 +2,16 @@
 //!
 //! A run's checkpoint directory holds `step-00000100/`, `step-00000200/`, … (each one written by
 //! [`super::write_checkpoint_dir`]) and pointer files. A pointer is a small text file holding the
-//! name of one checkpoint directory and a newline, replaced atomically (written to a temporary
-//! file, fsynced, renamed over the old one). Files rather than symlinks: they survive copying to
+//! name of one checkpoint directory and a newline, replaced atomically
+//! ([`crate::atomic_file::write_atomic`]). Files rather than symlinks: they survive copying to
 //! file systems and object stores without symlinks, and their contents are checked on reading.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
-use super::atomic::{check_file_name, sync_dir};
+use super::atomic::check_file_name;
 use super::CheckpointError;
+use crate::atomic_file::{sync_dir, write_atomic};
 
 /// The pointer to the newest complete checkpoint.
 pub const LATEST: &str = "latest";
@@ -71,20 +71,7 @@ pub fn write_pointer(parent: &Path, pointer: &str, target: &str) -> Result<(), C
             problem: format!("cannot point at {target}: no such checkpoint directory"),
         });
     }
-    let tmp = parent.join(format!(".{pointer}.tmp-{}", std::process::id()));
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(format!("{target}\n").as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(CheckpointError::write(&tmp));
-    if let Err(e) = written {
-        // Best effort: the write error is what the caller needs; the old pointer is untouched.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fs::rename(&tmp, &path).map_err(CheckpointError::io("rename", &tmp))?;
-    sync_dir(parent)
+    write_atomic(&path, format!("{target}\n").as_bytes()).map_err(CheckpointError::write(&path))
 }
 
 /// The directory name `parent/pointer` holds, `None` when there is no such pointer. A pointer that
@@ -131,7 +118,8 @@ pub struct Rotation {
 /// Removes step directories of `parent` except the newest `keep`, `best` (the best by validation
 /// loss, never removed) and the target of the [`LATEST`] pointer. Also clears what interrupted
 /// writes left: `.<name>.old-*` and `.<name>.del-*` directories, and `.<name>.tmp-<pid>`
-/// directories whose process is gone (on Linux, where that can be checked).
+/// directories and `.<pointer>.tmp-<pid>-<n>` files whose process is gone (on Linux, where that
+/// can be checked).
 ///
 /// A directory is first renamed to a dot-name and then deleted, so a crash midway never leaves a
 /// half-deleted directory under a step name.
@@ -156,7 +144,7 @@ pub fn rotate(parent: &Path, keep: usize, best: Option<&str>) -> Result<Rotation
         }
     }
     if !doomed.is_empty() {
-        sync_dir(parent)?;
+        sync_dir(parent).map_err(CheckpointError::write(parent))?;
     }
     for entry in fs::read_dir(parent).map_err(CheckpointError::io("list", parent))? {
         let entry = entry.map_err(CheckpointError::io("list", parent))?;
@@ -186,9 +174,11 @@ fn is_leftover(name: &str, own_pid: u32) -> bool {
     let Some((_, tail)) = rest.rsplit_once('.') else {
         return false;
     };
-    let Some((kind, pid)) = tail.split_once('-') else {
+    let Some((kind, owner)) = tail.split_once('-') else {
         return false;
     };
+    // Directories end in `-<pid>`, pointer temporaries (from `AtomicFile`) in `-<pid>-<n>`.
+    let pid = owner.split_once('-').map_or(owner, |(pid, _)| pid);
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };

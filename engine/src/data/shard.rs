@@ -12,18 +12,19 @@
 //! followed by exactly N little-endian tokens of 2 or 4 bytes (as llm.c's
 //! `dev/data/data_common.py::write_datafile` writes them and `llmc/dataloader.h` reads them).
 //!
-//! [`ShardWriter`] streams tokens into a temporary file beside the destination, patches the
-//! token count into the header, fsyncs, renames and fsyncs the directory: a crash or an error
-//! never leaves a half-written shard under the final name. [`Shard::open`] maps a file, checks
-//! magic, version and size, and serves [`Tokens`], a view into the mapping without a copy.
+//! [`ShardWriter`] streams tokens into an [`AtomicFile`] and patches the token count into the
+//! header before committing it: a crash or an error never leaves a half-written shard under the
+//! final name. [`Shard::open`] maps a file, checks magic, version and size, and serves
+//! [`Tokens`], a view into the mapping without a copy.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
 use super::DataError;
+use crate::atomic_file::AtomicFile;
 
 // The token view reinterprets the mapped little-endian bytes as native integers.
 #[cfg(target_endian = "big")]
@@ -109,13 +110,12 @@ fn header_bytes(width: TokenWidth, count: usize) -> [u8; HEADER_BYTES] {
     h
 }
 
-/// Writes one shard atomically: tokens are streamed into `.<name>.tmp-<pid>` beside the
-/// destination; [`ShardWriter::finish`] writes the header, fsyncs, renames the file into place and
-/// fsyncs the directory. Dropping an unfinished writer removes the temporary file.
+/// Writes one shard atomically: tokens are streamed into an [`AtomicFile`] beside the
+/// destination; [`ShardWriter::finish`] writes the header and commits it (fsync, rename, fsync of
+/// the directory). Dropping an unfinished writer removes the temporary file.
 pub struct ShardWriter {
     path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: AtomicFile,
     width: TokenWidth,
     vocab_size: usize,
     count: usize,
@@ -132,30 +132,19 @@ impl ShardWriter {
                 path.display()
             )));
         }
-        let name = path
-            .file_name()
-            .ok_or_else(|| DataError::Invalid(format!("{}: not a file name", path.display())))?;
-        let tmp = path.with_file_name(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let file = File::create(&tmp).map_err(DataError::io("create", &tmp))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut out =
+            AtomicFile::with_capacity(1 << 20, &path).map_err(DataError::io("create", &path))?;
         let width = TokenWidth::for_vocab(vocab_size);
-        let mut w = ShardWriter {
+        // Placeholder header; the count is patched in by `finish`.
+        out.write_all(&header_bytes(width, 0))
+            .map_err(DataError::io("write", &path))?;
+        Ok(ShardWriter {
             path,
-            tmp,
-            out: None,
+            out,
             width,
             vocab_size,
             count: 0,
-        };
-        // Placeholder header; the count is patched in by `finish`.
-        out.write_all(&header_bytes(width, 0))
-            .map_err(DataError::io("write", &w.tmp))?;
-        w.out = Some(out);
-        Ok(w)
+        })
     }
 
     /// The token width this shard uses.
@@ -192,7 +181,6 @@ impl ShardWriter {
                 self.count + tokens.len()
             )));
         }
-        let out = self.out.as_mut().expect("writer is open until finish");
         let mut buf = [0u8; 4096];
         let per = self.width.bytes();
         for chunk in tokens.chunks(buf.len() / per) {
@@ -209,16 +197,17 @@ impl ShardWriter {
                     }
                 }
             }
-            out.write_all(&buf[..n])
-                .map_err(DataError::io("write", &self.tmp))?;
+            self.out
+                .write_all(&buf[..n])
+                .map_err(DataError::io("write", &self.path))?;
         }
         self.count += tokens.len();
         Ok(())
     }
 
-    /// Writes the header, fsyncs, and renames the shard into place. An empty shard is refused
-    /// (llm.c's reader rejects it too) and leaves nothing behind. Returns the token count.
-    pub fn finish(mut self) -> Result<usize, DataError> {
+    /// Writes the header and commits the shard into place. An empty shard is refused (llm.c's
+    /// reader rejects it too) and leaves nothing behind. Returns the token count.
+    pub fn finish(self) -> Result<usize, DataError> {
         if self.count == 0 {
             return Err(DataError::Empty {
                 what: self.path.display().to_string(),
@@ -226,38 +215,18 @@ impl ShardWriter {
                 fix: "give cllm-prepare some non-empty input",
             });
         }
-        let out = self.out.take().expect("writer is open until finish");
-        let mut file = out.into_inner().map_err(|e| DataError::Io {
-            op: "write",
-            path: self.tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&header_bytes(self.width, self.count)))
-            .and_then(|_| file.sync_all())
-            .map_err(DataError::io("write", &self.tmp))?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path).map_err(DataError::io("rename", &self.tmp))?;
-        // The temporary name is gone; nothing for Drop to remove.
-        self.tmp = PathBuf::new();
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(DataError::io("sync directory", dir))?;
-        Ok(self.count)
-    }
-}
-
-impl Drop for ShardWriter {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            self.out = None;
-            // Best effort: the error that caused the early drop is the one to report.
-            let _ = fs::remove_file(&self.tmp);
-        }
+        let ShardWriter {
+            path,
+            mut out,
+            width,
+            count,
+            ..
+        } = self;
+        out.seek(SeekFrom::Start(0))
+            .and_then(|_| out.write_all(&header_bytes(width, count)))
+            .and_then(|_| out.commit())
+            .map_err(DataError::io("write", &path))?;
+        Ok(count)
     }
 }
 

@@ -16,17 +16,17 @@
 //!
 //! Merge `i` joins two earlier tokens into token `256 + i`; special `j` has id
 //! `256 + merges.len() + j`; `<|endoftext|>` must be one of the specials. Loading checks every
-//! field and names the file, the field and the fix. Saving writes `.<name>.tmp-<pid>` beside the
-//! target, fsyncs it, renames it over the target and fsyncs the directory: a crash leaves the
-//! old file or the new one, never half of one.
+//! field and names the file, the field and the fix. Saving goes through
+//! [`crate::atomic_file::write_atomic`]: a crash leaves the old file or the new one, never half of
+//! one.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::{Origin, Tokenizer, TokenizerError};
+use crate::atomic_file::write_atomic;
 
 /// The `format` field.
 pub const FORMAT: &str = "cllm-bpe-tokenizer";
@@ -83,38 +83,9 @@ impl Tokenizer {
         s
     }
 
-    /// Writes the tokenizer file to `path` atomically (temporary file, fsync, rename).
+    /// Writes the tokenizer file to `path` atomically ([`crate::atomic_file`]).
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
-        let name = path.file_name().ok_or_else(|| {
-            invalid(
-                path,
-                "(path)",
-                "has no file name".into(),
-                "give a file path",
-            )
-        })?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let write = || -> Result<(), TokenizerError> {
-            let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(self.to_json().as_bytes())
-                .map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-            fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync", dir))
-        };
-        write().inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        write_atomic(path, self.to_json().as_bytes()).map_err(io("write", path))
     }
 
     /// Reads a tokenizer file written by [`save`](Self::save).
