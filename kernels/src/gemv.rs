@@ -15,7 +15,8 @@
 //!   that many streams while the core is busy computing). Tiles are [`NN_VECS_BATCH`] vectors
 //!   wide there, which leaves registers free for the loads in flight.
 //! - [`gemv_nt`] takes [`NT_RB`] rows of `w` (vocabulary rows of a tied LM head) at a time; they
-//!   stay in L1 while each group of x rows is dotted with them, one accumulator per pair.
+//!   stay in L1 while each group of x rows is dotted with them, one accumulator per pair (a
+//!   group of three or four rows takes them two at a time, for the registers' sake).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
@@ -46,8 +47,8 @@ pub const NN_VECS_BATCH: usize = 2;
 /// Columns per block of [`gemv_nn`] with several rows of x: 8 rows of y of one block take 24 KiB.
 pub const NN_NB: usize = 768;
 
-/// Rows of x in one register tile (both kernels): 4 rows × 3 vectors of accumulators, plus the
-/// vectors of `w` they share, fill the 16 registers of AVX2.
+/// Rows of x in one register tile (both kernels): 4 rows × 2 vectors of accumulators, plus the
+/// vectors they share, leave AVX2's 16 registers room for the loads in flight.
 pub const TILE_ROWS: usize = 4;
 
 /// Rows of `w` in one block of [`gemv_nt`].
@@ -258,22 +259,14 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
     width: usize,
 ) {
     let full = width == S::LANES;
-    let load = |p: *const f32| {
-        // SAFETY: `p` is inside the tile (the caller's promise); a partial vector reads only
-        // `width` floats.
-        unsafe {
-            if full {
-                s.load(p)
-            } else {
-                s.load_partial(p, width, 0.0)
-            }
-        }
-    };
+    // The x row pointers live in registers, not in the caller's array.
+    let xr: [*const f32; R] = core::array::from_fn(|i| xp[i]);
     let mut acc = [[s.zero(); V]; R];
     for (i, row) in acc.iter_mut().enumerate() {
         for (v, a) in row.iter_mut().enumerate() {
-            // SAFETY: row i < R of the tile, column j + v*LANES inside it.
-            *a = load(unsafe { yp[i].add(j + v * S::LANES) });
+            // SAFETY: row i < R of the tile, column j + v*LANES inside it (a partial vector
+            // reads only `width` floats).
+            *a = unsafe { s.load_upto(yp[i].add(j + v * S::LANES), width) };
         }
     }
     // `kc` goes through `black_box`: with a trip count the compiler can bound, it unrolls the
@@ -283,11 +276,11 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
         let mut wv = [s.zero(); V];
         for (v, wv) in wv.iter_mut().enumerate() {
             // SAFETY: row q < kc of w, columns inside the tile.
-            *wv = load(unsafe { w.add(q * ldw + j + v * S::LANES) });
+            *wv = unsafe { s.load_upto(w.add(q * ldw + j + v * S::LANES), width) };
         }
-        for (i, row) in acc.iter_mut().enumerate() {
+        for (row, &x) in acc.iter_mut().zip(&xr) {
             // SAFETY: x rows hold p0 + kc floats.
-            let xb = s.splat(unsafe { *xp[i].add(p0 + q) });
+            let xb = s.splat(unsafe { *x.add(p0 + q) });
             for (a, &wv) in row.iter_mut().zip(&wv) {
                 *a = s.fma(wv, xb, *a);
             }
@@ -378,19 +371,25 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
             // Each group of x rows passes over the block's NT_RB rows of w while they are in L1.
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
+                // With several rows of x the block is compute-bound and the next block's rows are
+                // prefetched during the first group's pass (alone, one row streams at full speed
+                // without).
+                let pf = if i0 == 0 && m > 1 { NT_RB * ldw } else { 0 };
                 match m - i0 {
-                    1 => nt_tile::<S, 1, NT_RB>(s, y, x, wp, ldw, k, r),
+                    1 => nt_tile::<S, 1, NT_RB>(s, y, x, wp, ldw, k, r, pf),
                     2 => {
-                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
-                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r, pf);
+                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2, pf);
                     }
                     3 => {
-                        nt_tile::<S, 3, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
-                        nt_tile::<S, 3, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                        for b in (0..NT_RB).step_by(2) {
+                            nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, r + b, pf);
+                        }
                     }
                     _ => {
-                        nt_tile::<S, TILE_ROWS, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r);
-                        nt_tile::<S, TILE_ROWS, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2);
+                        for b in (0..NT_RB).step_by(2) {
+                            nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, r + b, pf);
+                        }
                     }
                 }
             }
@@ -400,10 +399,10 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
                 match m - i0 {
-                    1 => nt_tile::<S, 1, 1>(s, y, x, wp, ldw, k, r),
-                    2 => nt_tile::<S, 2, 1>(s, y, x, wp, ldw, k, r),
-                    3 => nt_tile::<S, 3, 1>(s, y, x, wp, ldw, k, r),
-                    _ => nt_tile::<S, TILE_ROWS, 1>(s, y, x, wp, ldw, k, r),
+                    1 => nt_tile::<S, 1, 1>(s, y, x, wp, ldw, k, r, 0),
+                    2 => nt_tile::<S, 2, 1>(s, y, x, wp, ldw, k, r, 0),
+                    3 => nt_tile::<S, 3, 1>(s, y, x, wp, ldw, k, r, 0),
+                    _ => nt_tile::<S, TILE_ROWS, 1>(s, y, x, wp, ldw, k, r, 0),
                 }
             }
             r += 1;
@@ -413,10 +412,12 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
 
 /// `y[i][r + b] = Σ_p x[i][p] · w[(r + b)*ldw + p]` for x rows `i < R` and `b < B`: one
 /// accumulator per pair over whole vectors of p, then the zero-filled tail, then a lane sum.
+/// Unless `pf` is 0, each row's line `pf` floats further on is prefetched as the row is read.
 ///
 /// # Safety
 /// `yp[i]` valid for writes at `r..r+B`, `xp[i]` for reads of `k` floats (`i < R`), and `w` for
 /// reads of `k` floats at each row start `(r + b)*ldw`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
     s: S,
@@ -426,40 +427,59 @@ unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
     ldw: usize,
     k: usize,
     r: usize,
+    pf: usize,
 ) {
+    // The row pointers live in registers, not in the callers' arrays.
+    let xr: [*const f32; R] = core::array::from_fn(|i| xp[i]);
+    let wr: [*const f32; B] = core::array::from_fn(|b| w.wrapping_add((r + b) * ldw));
     let mut acc = [[s.zero(); B]; R];
+    let full = k - k % S::LANES;
     let mut p = 0;
-    while p < k {
-        let width = (k - p).min(S::LANES);
-        let load = |q: *const f32| {
-            // SAFETY: `q` points at column p of a row of k floats (the caller's promise), with
-            // `width` floats left in it.
-            unsafe {
-                if width == S::LANES {
-                    s.load(q)
-                } else {
-                    s.load_partial(q, width, 0.0)
+    // SAFETY: columns p..p+LANES ≤ k of every x row and w row (the caller's promise).
+    unsafe {
+        while p < full {
+            if pf != 0 && p % LINE_FLOATS == 0 {
+                for &w in &wr {
+                    prefetch_read(w.wrapping_add(pf + p));
                 }
             }
-        };
-        let mut wv = [s.zero(); B];
-        for (b, wv) in wv.iter_mut().enumerate() {
-            // SAFETY: row r + b of w.
-            *wv = load(unsafe { w.add((r + b) * ldw + p) });
+            nt_step(s, &mut acc, &xr, &wr, p, S::LANES);
+            p += S::LANES;
         }
-        for (i, row) in acc.iter_mut().enumerate() {
-            // SAFETY: row i of x.
-            let xv = load(unsafe { xp[i].add(p) });
-            for (a, &wv) in row.iter_mut().zip(&wv) {
-                *a = s.fma(wv, xv, *a);
-            }
+        if p < k {
+            nt_step(s, &mut acc, &xr, &wr, p, k - p);
         }
-        p += width;
     }
     for (i, row) in acc.iter().enumerate() {
         for (b, &a) in row.iter().enumerate() {
             // SAFETY: y row i, column r + b (the caller's promise).
             unsafe { *yp[i].add(r + b) = s.reduce_add(a) };
+        }
+    }
+}
+
+/// `acc[i][b] += x_i[p..p+width] · w_b[p..p+width]` lane-wise, zeros past `width`.
+///
+/// # Safety
+/// Every `xr[i]` and `wr[b]` must be valid for reading `p + width` floats, `width ≤ LANES`.
+#[inline(always)]
+unsafe fn nt_step<S: Simd, const R: usize, const B: usize>(
+    s: S,
+    acc: &mut [[S::V; B]; R],
+    xr: &[*const f32; R],
+    wr: &[*const f32; B],
+    p: usize,
+    width: usize,
+) {
+    let wv: [S::V; B] = core::array::from_fn(|b| {
+        // SAFETY: the caller's promise for columns p..p+width of w's row b.
+        unsafe { s.load_upto(wr[b].add(p), width) }
+    });
+    for (row, &x) in acc.iter_mut().zip(xr) {
+        // SAFETY: the caller's promise for columns p..p+width of the x row.
+        let xv = unsafe { s.load_upto(x.add(p), width) };
+        for (a, &wv) in row.iter_mut().zip(&wv) {
+            *a = s.fma(wv, xv, *a);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod gelu;
 pub mod gemm;
 pub mod gemv;
 pub mod isa;
+pub mod kv_attention;
 pub mod layernorm;
 pub mod loss;
 pub mod math;

@@ -34,9 +34,13 @@ use crate::model::{Gpt, LN_EPS};
 use crate::spheres::Spheres;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::gemv::{self, GEMV_MAX_ROWS};
+use cllm_kernels::kv_attention;
 use cllm_kernels::{bias, gelu, layernorm};
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
+
+/// The message of the kernels' shape checks, which cannot fail on the decoder's own buffers.
+const EXPECT: &str = "the decoder's buffers are sized for its model";
 
 /// Prompt tokens per row run in one prefill pass (longer prompts run in several).
 pub const PREFILL_CHUNK: usize = 256;
@@ -580,7 +584,6 @@ impl Job<'_> {
         // residual stream in the narrow path.
         resid.copy_from_slice(unsafe { self.resid.at(0..m * c) });
         let slot = w * mr..w * mr + m;
-        const EXPECT: &str = "the decoder's buffers are sized for its model";
         for (l, lp) in pl.layers.iter().enumerate() {
             layernorm::layernorm_fwd(
                 &mut ln[..m * c],
@@ -739,7 +742,6 @@ impl Job<'_> {
         let p = &self.model.params;
         let pl = &self.model.layout;
         let r = split(0..m, nw, w);
-        const EXPECT: &str = "the decoder's buffers are sized for its model";
         // LayerNorm of this worker's rows of resid into the same rows of atty, which is free
         // outside attention and the projection that reads it.
         let ln_rows = |scr: &mut WorkerScratch, wt: &[f32], bs: &[f32]| {
@@ -844,7 +846,6 @@ impl Job<'_> {
         dst: Shared,
         epilogue: Epilogue,
     ) {
-        const EXPECT: &str = "the decoder's buffers are sized for its model";
         let (m, n) = (self.m, bs.len());
         let cols = split_cols(n, nw, w);
         let nc = cols.len();
@@ -894,7 +895,6 @@ impl Job<'_> {
         let (c, m, bsz, tn) = (cfg.n_embd, self.m, self.bsz, self.tn);
         let p = &self.model.params;
         let pl = &self.model.layout;
-        const EXPECT: &str = "the decoder's buffers are sized for its model";
         let WorkerScratch {
             ln,
             mean,
@@ -972,52 +972,26 @@ impl Job<'_> {
                         self.atty.mut_at(row * c + h * hs..row * c + h * hs + hs),
                     )
                 };
-                out.fill(0.0);
                 let lo = self.pad[b];
                 if slot < lo {
+                    out.fill(0.0);
                     continue;
                 }
-                let s = &mut scores[..slot + 1 - lo];
-                let mut max = f32::NEG_INFINITY;
                 // SAFETY: as above.
-                let keys = unsafe { self.k_cache.at(base + lo * hs..base + (slot + 1) * hs) };
-                for (sj, k) in s.iter_mut().zip(keys.chunks_exact(hs)) {
-                    *sj = dot(q, k) * scale;
-                    max = max.max(*sj);
-                }
-                let mut sum = 0.0f32;
-                for sj in s.iter_mut() {
-                    *sj = (*sj - max).exp();
-                    sum += *sj;
-                }
-                let inv = 1.0 / sum;
-                // SAFETY: as above.
-                let values = unsafe { self.v_cache.at(base + lo * hs..base + (slot + 1) * hs) };
-                for (&sj, vj) in s.iter().zip(values.chunks_exact(hs)) {
-                    let wgt = sj * inv;
-                    for (o, &x) in out.iter_mut().zip(vj) {
-                        *o += wgt * x;
-                    }
-                }
+                let (keys, values) = unsafe {
+                    let cached = base + lo * hs..base + (slot + 1) * hs;
+                    (self.k_cache.at(cached.clone()), self.v_cache.at(cached))
+                };
+                kv_attention::attend_cached(
+                    out,
+                    q,
+                    keys,
+                    values,
+                    scale,
+                    &mut scores[..slot + 1 - lo],
+                )
+                .expect(EXPECT);
             }
         }
     }
-}
-
-/// Σ a[i]·b[i] with eight partial sums (vectorises).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

@@ -91,6 +91,22 @@ pub trait Simd: Copy {
         }
     }
 
+    /// A full vector at `p` when `n` is the lane count, else the first `n` floats and zeros.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n ≤ LANES` floats.
+    #[inline(always)]
+    unsafe fn load_upto(self, p: *const f32, n: usize) -> Self::V {
+        // SAFETY: the caller's promise.
+        unsafe {
+            if n == Self::LANES {
+                self.load(p)
+            } else {
+                self.load_partial(p, n, 0.0)
+            }
+        }
+    }
+
     /// Store the first `n < LANES` lanes of `v` to `p`.
     ///
     /// # Safety
