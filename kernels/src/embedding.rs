@@ -188,7 +188,12 @@ const AHEAD: usize = 2;
 /// Rows the encoder forward adds side by side (a line of each per step), prefetching the next
 /// `FWD_ROWS` rows meanwhile. Four rows' misses in flight instead of one row's measured 15–20 %
 /// faster at C = 768 and 8–12 % at C = 384 (AVX2, Zen; two rows took half of that, six or eight
-/// no more than four).
+/// no more than four). Also measured there and not kept: streaming stores for `out` (5–8 %
+/// slower with four rows, 20 % with one, even with `out` line-aligned), prefetching further ahead
+/// into L2 or touching each row's page earlier (no change). What remains is mostly the gather of
+/// random rows: with wte on 2 MB pages (an allocation choice, outside the kernel) the forward ran
+/// 10–25 % faster at C = 768 (the TLB misses of 4 KB pages), and gathering rows that stay in
+/// cache brings it to the time of a plain stream.
 const FWD_ROWS: usize = 4;
 
 /// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).

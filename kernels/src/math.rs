@@ -177,6 +177,58 @@ mod tests {
         assert!(exp2(Scalar, -1e4) <= 2f32.powi(-125) && exp2(Scalar, 1e4).is_finite());
     }
 
+    /// The largest relative error of `exp2` on `s` over [-126, 127] and at the clamps, a vector
+    /// at a time (so every lane of the wide tokens is checked).
+    fn exp2_worst<S: Simd>(s: S) -> f64 {
+        let (mut worst, mut x) = (0.0f64, -126.0f32);
+        let mut lanes = [0.0f32; crate::simd::MAX_LANES];
+        while x < 127.0 {
+            for (k, v) in lanes.iter_mut().enumerate() {
+                *v = x + k as f32 * 0.00191;
+            }
+            let mut got = [0.0f32; crate::simd::MAX_LANES];
+            // SAFETY: both arrays hold MAX_LANES >= S::LANES floats.
+            unsafe { s.store(got.as_mut_ptr(), exp2(s, s.load(lanes.as_ptr()))) };
+            for (&x, &got) in lanes.iter().zip(&got).take(S::LANES) {
+                let want = (x.min(127.0) as f64).exp2();
+                worst = worst.max(((got as f64 - want) / want).abs());
+            }
+            x += S::LANES as f32 * 0.00191;
+        }
+        // SAFETY: as above.
+        let ends = unsafe {
+            let mut e = [0.0f32; crate::simd::MAX_LANES];
+            s.store(e.as_mut_ptr(), exp2(s, s.splat(-1e4)));
+            let lo = e[0];
+            s.store(e.as_mut_ptr(), exp2(s, s.splat(1e4)));
+            (lo, e[0])
+        };
+        assert!(
+            ends.0 == 2f32.powi(-126) && ends.1 == 2f32.powi(127),
+            "{ends:?}"
+        );
+        worst
+    }
+
+    // The same bound on every token this CPU has: the table lookup and the integer steps of the
+    // scale are per-ISA code.
+    #[test]
+    fn exp2_is_within_its_bound_on_every_path() {
+        assert!(exp2_worst(Scalar) < 2e-7);
+        assert!(exp2_worst(crate::simd::Portable) < 2e-7);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA were just detected.
+                assert!(exp2_worst(unsafe { crate::simd::Avx2::new_unchecked() }) < 2e-7);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was just detected.
+                assert!(exp2_worst(unsafe { crate::simd::Avx512::new_unchecked() }) < 2e-7);
+            }
+        }
+    }
+
     // Every table index and both signs of m: each eighth from -2 to 2, exactly.
     #[test]
     fn exp2_is_exact_at_eighths() {
