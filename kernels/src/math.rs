@@ -14,12 +14,12 @@
 //!   and `f = y - m` in [-0.5, 0.5] (both exact), then `2^(y/8) = 2^(m/8) 2^(f/8)`. `2^(m/8)` is
 //!   `2^floor(m/8)` times one of eight table entries `2^(j/8)`, `j = m mod 8`, and `2^(f/8)` a
 //!   degree-3 polynomial: relative error below 1.7e-7 (< 2 ulp; was 2.2e-7 with the degree-5
-//!   polynomial over a whole octave). Against the one-octave reduction
-//!   (f in [-0.5, 0.5] of x itself, degree 5) the table saves two multiply-adds, which is what an
-//!   AVX2 core pays for here; the rounding is the `1.5 * 2^23` addition, whose result carries
-//!   `m` in its low mantissa bits, so the table index and the exponent come from its bits without
-//!   a conversion. For callers that fold `8 log2 e` into their own coefficients (GELU), which
-//!   costs no precision there and saves the reduction by ln 2. Inputs are clamped to [-126, 127].
+//!   polynomial over a whole octave). The table saves two of that polynomial's five
+//!   multiply-adds, which is what GELU pays for on an AVX2 core (Zen: about two cycles each per
+//!   vector there). The rounding is the `1.5 * 2^23` addition, whose result carries `m` in its low
+//!   mantissa bits, so the table index and the exponent come from its bits without a conversion.
+//!   For callers that fold `8 log2 e` into their own coefficients (GELU), which costs no precision
+//!   there and saves the reduction by ln 2. Inputs are clamped to [-126, 127].
 
 use crate::simd::Simd;
 
