@@ -5,7 +5,7 @@ use common::*;
 use rand::Rng;
 
 /// (B, T) pairs, and the vocabulary size: small so tokens repeat within a batch.
-const BT: &[(usize, usize)] = &[(0, 3), (1, 0), (1, 1), (1, 7), (2, 5), (3, 17)];
+const BT: &[(usize, usize)] = &[(0, 3), (1, 0), (1, 1), (1, 7), (2, 4), (2, 5), (3, 17)];
 const V: usize = 11;
 
 #[test]

@@ -67,6 +67,14 @@ pub trait Simd: Copy {
     fn round(self, a: Self::V) -> Self::V;
     /// `2^n` for lanes holding integral values in [-126, 127].
     fn pow2i(self, n: Self::V) -> Self::V;
+    /// Each lane's bit pattern shifted left by `N` bits as a 32-bit integer (bits shifted out are
+    /// lost), reinterpreted as f32.
+    fn shl_bits<const N: i32>(self, a: Self::V) -> Self::V;
+    /// The lane-wise wrapping sum of the bit patterns of `a` and `b` as 32-bit integers,
+    /// reinterpreted as f32.
+    fn add_bits(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `table[j]` in each lane, where `j` is the low three bits of that lane's bit pattern in `i`.
+    fn lookup8(self, table: &[f32; 8], i: Self::V) -> Self::V;
     /// Sum of all lanes.
     fn reduce_add(self, a: Self::V) -> f32;
     /// Maximum of all lanes.

@@ -70,6 +70,21 @@ impl Simd for Portable {
         )
     }
     #[inline(always)]
+    fn shl_bits<const N: i32>(self, a: f32x8) -> f32x8 {
+        f32x8::from(a.to_array().map(|x| f32::from_bits(x.to_bits() << N)))
+    }
+    #[inline(always)]
+    fn add_bits(self, a: f32x8, b: f32x8) -> f32x8 {
+        let (a, b) = (a.to_array(), b.to_array());
+        f32x8::from(std::array::from_fn(|k| {
+            f32::from_bits(a[k].to_bits().wrapping_add(b[k].to_bits()))
+        }))
+    }
+    #[inline(always)]
+    fn lookup8(self, table: &[f32; 8], i: f32x8) -> f32x8 {
+        f32x8::from(i.to_array().map(|x| table[(x.to_bits() & 7) as usize]))
+    }
+    #[inline(always)]
     fn reduce_add(self, a: f32x8) -> f32 {
         a.reduce_add()
     }

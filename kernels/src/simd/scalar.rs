@@ -66,6 +66,18 @@ impl Simd for Scalar {
         f32::from_bits(((n as i32 + 127) as u32) << 23)
     }
     #[inline(always)]
+    fn shl_bits<const N: i32>(self, a: f32) -> f32 {
+        f32::from_bits(a.to_bits() << N)
+    }
+    #[inline(always)]
+    fn add_bits(self, a: f32, b: f32) -> f32 {
+        f32::from_bits(a.to_bits().wrapping_add(b.to_bits()))
+    }
+    #[inline(always)]
+    fn lookup8(self, table: &[f32; 8], i: f32) -> f32 {
+        table[(i.to_bits() & 7) as usize]
+    }
+    #[inline(always)]
     fn reduce_add(self, a: f32) -> f32 {
         a
     }

@@ -95,6 +95,27 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    fn shl_bits<const N: i32>(self, a: __m256) -> __m256 {
+        // SAFETY: token.
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<N>(_mm256_castps_si256(a))) }
+    }
+    #[inline(always)]
+    fn add_bits(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: token.
+        unsafe {
+            _mm256_castsi256_ps(_mm256_add_epi32(
+                _mm256_castps_si256(a),
+                _mm256_castps_si256(b),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn lookup8(self, table: &[f32; 8], i: __m256) -> __m256 {
+        // SAFETY: token; `table` holds the 8 floats loaded. vpermps reads the low three bits of
+        // each index lane.
+        unsafe { _mm256_permutevar8x32_ps(_mm256_loadu_ps(table.as_ptr()), _mm256_castps_si256(i)) }
+    }
+    #[inline(always)]
     fn reduce_add(self, a: __m256) -> f32 {
         // SAFETY: token.
         unsafe {
@@ -216,6 +237,35 @@ impl Simd for Avx512 {
             let biased = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
             _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased))
         }
+    }
+    #[inline(always)]
+    fn shl_bits<const N: i32>(self, a: __m512) -> __m512 {
+        // SAFETY: token. The count goes in a register because this intrinsic's immediate is
+        // unsigned while `N` is not; being a constant, it still compiles to the immediate form.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_sll_epi32(
+                _mm512_castps_si512(a),
+                _mm_cvtsi32_si128(N),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn add_bits(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: token.
+        unsafe {
+            _mm512_castsi512_ps(_mm512_add_epi32(
+                _mm512_castps_si512(a),
+                _mm512_castps_si512(b),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn lookup8(self, table: &[f32; 8], i: __m512) -> __m512 {
+        // vpermps over 16 entries reads the low four bits of each index lane: with the table
+        // written twice, entry `j + 8` equals entry `j`, so only the low three bits matter.
+        let twice: [f32; 16] = std::array::from_fn(|k| table[k % 8]);
+        // SAFETY: token; `twice` holds the 16 floats loaded.
+        unsafe { _mm512_permutexvar_ps(_mm512_castps_si512(i), _mm512_loadu_ps(twice.as_ptr())) }
     }
     #[inline(always)]
     fn reduce_add(self, a: __m512) -> f32 {
