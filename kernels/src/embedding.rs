@@ -9,7 +9,7 @@
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
-use crate::simd::Simd;
+use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 
 /// Refuse a token that does not index a row of `wte`, naming it, where it is and V.
 fn check_tokens(
@@ -99,7 +99,7 @@ unsafe fn add_rows_k<S: Simd, const R: usize>(
     unsafe {
         while j + LINE <= c {
             for next in next {
-                prefetch(next.wrapping_add(j));
+                prefetch_read(next.wrapping_add(j));
             }
             for r in 0..R {
                 for v in (0..LINE / S::LANES).map(|q| j + q * S::LANES) {
@@ -113,7 +113,7 @@ unsafe fn add_rows_k<S: Simd, const R: usize>(
         }
         if j < c {
             for next in next {
-                prefetch(next.wrapping_add(j));
+                prefetch_read(next.wrapping_add(j));
             }
         }
         while j + S::LANES <= c {
@@ -149,14 +149,14 @@ fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32], next: *const f32) {
     // SAFETY: every access is below `c`, the common length asserted above.
     unsafe {
         while j + LINE <= c {
-            prefetch(next.wrapping_add(j));
+            prefetch_read(next.wrapping_add(j));
             for v in (0..LINE / S::LANES).map(|k| j + k * S::LANES) {
                 s.store(a.add(v), s.add(s.load(a.add(v)), s.load(x.add(v))));
             }
             j += LINE;
         }
         if j < c {
-            prefetch(next.wrapping_add(j));
+            prefetch_read(next.wrapping_add(j));
         }
         while j + S::LANES <= c {
             s.store(a.add(j), s.add(s.load(a.add(j)), s.load(x.add(j))));
@@ -173,10 +173,10 @@ fn acc_row<S: Simd>(s: S, acc: &mut [f32], x: &[f32], next: *const f32) {
     }
 }
 
-/// Floats per 64-byte cache line, the step of the row loops: one prefetch per line, and the
+/// The step of the row loops is one cache line ([`LINE_FLOATS`]): one prefetch per line, and the
 /// line's vectors (16 / LANES of them) in one straight run. Checking `j % 16` for every vector
 /// instead measured 3–10 % slower in the encoder forward (AVX2, C = 768 and 384).
-const LINE: usize = 16;
+const LINE: usize = LINE_FLOATS;
 
 /// How many rows ahead the backward's row loop prefetches. A row of wte (or dwte) sits at a random
 /// place in a table far larger than the caches and the TLB's reach, and the hardware prefetchers
@@ -195,20 +195,6 @@ const AHEAD: usize = 2;
 /// 10–25 % faster at C = 768 (the TLB misses of 4 KB pages), and gathering rows that stay in
 /// cache brings it to the time of a plain stream.
 const FWD_ROWS: usize = 4;
-
-/// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
-#[inline(always)]
-fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever
-    // the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// The row index `b * T + t` of the `k`-th row in position-major order (t = 0 for every b, then
 /// t = 1, ...), for B sequences of T tokens.
