@@ -10,6 +10,7 @@ pub mod clean;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod huge_pages;
 pub mod model;
 pub mod par_gemm;
 pub mod rng;

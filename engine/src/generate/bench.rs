@@ -3,6 +3,7 @@
 //! so a step cannot take less than weight bytes / bandwidth).
 
 use super::{argmax, Decoder, GenerateError};
+use crate::huge_pages;
 use crate::model::{Gpt, GptConfig};
 use crate::rng::Rng;
 use crate::spheres::Spheres;
@@ -50,7 +51,11 @@ pub fn read_bandwidth(
     bytes: usize,
     passes: usize,
 ) -> Result<f64, GenerateError> {
-    let data: Vec<f32> = (0..bytes / 4).map(|i| (i % 7) as f32).collect();
+    // On huge pages like the weights it is the yardstick for.
+    let mut data = huge_pages::zeroed(bytes / 4);
+    for (i, x) in data.iter_mut().enumerate() {
+        *x = (i % 7) as f32;
+    }
     let sink = Mutex::new(0.0f32);
     let mut best = f64::INFINITY;
     for _ in 0..passes.max(1) {

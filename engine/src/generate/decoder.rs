@@ -30,6 +30,7 @@
 //! streams them.
 
 use super::GenerateError;
+use crate::huge_pages;
 use crate::model::{Gpt, LN_EPS};
 use crate::spheres::Spheres;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
@@ -212,8 +213,8 @@ impl<'m> Decoder<'m> {
             batch,
             ctx,
             chunk,
-            k_cache: vec![0.0; l * batch * ctx * c],
-            v_cache: vec![0.0; l * batch * ctx * c],
+            k_cache: huge_pages::zeroed(l * batch * ctx * c),
+            v_cache: huge_pages::zeroed(l * batch * ctx * c),
             pad: vec![0; batch],
             len: 0,
             resid: vec![0.0; m * c],

@@ -25,6 +25,7 @@
 use super::acts::ActLayout;
 use super::params::ParamLayout;
 use super::GptConfig;
+use crate::huge_pages;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::{attention, embedding, gelu, layernorm, loss, residual, ShapeError};
 use std::ops::Range;
@@ -124,7 +125,7 @@ impl Gpt {
     /// A model with every parameter zero (load or initialise them next).
     pub fn zeros(config: GptConfig) -> Gpt {
         let layout = ParamLayout::new(config);
-        let params = vec![0.0; layout.total];
+        let params = huge_pages::zeroed(layout.total);
         Gpt { layout, params }
     }
 
@@ -699,11 +700,11 @@ impl Workspace {
         let acts_layout = ActLayout::with_logit_rows(cfg, b, t, logit_rows);
         let dacts_layout = DActs::new(b * t, cfg.n_embd);
         Workspace {
-            acts: vec![0.0; acts_layout.total],
-            dacts: vec![0.0; dacts_layout.total],
+            acts: huge_pages::zeroed(acts_layout.total),
+            dacts: huge_pages::zeroed(dacts_layout.total),
             dacts_layout,
             grads: if own_grads {
-                vec![0.0; model.layout.total]
+                huge_pages::zeroed(model.layout.total)
             } else {
                 Vec::new()
             },

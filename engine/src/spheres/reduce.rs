@@ -9,6 +9,7 @@
 //! anything crosses nodes. Which worker adds which chunk never changes the order of the
 //! additions for an element, so the result depends only on the tree: bit-identical run to run.
 
+use crate::huge_pages;
 use std::ops::Range;
 use std::ptr::{self, NonNull};
 use std::slice;
@@ -101,8 +102,9 @@ pub(crate) fn allocate(shared: &Shared, len: usize) -> Result<ReduceBuffers, Sph
     let result = shared.run(|_| {}, &|ctx: &WorkerCtx<'_>| {
         // Written, not just reserved (`vec![0.0; len]` would get untouched zero pages from the
         // allocator): the first write decides which NUMA node backs each page.
-        let mut buffer = Vec::with_capacity(len);
-        buffer.resize(len, 0.0f32);
+        let mut buffer = Vec::<f32>::with_capacity(len);
+        huge_pages::advise(buffer.as_ptr().cast(), len * size_of::<f32>());
+        buffer.resize(len, 0.0);
         let raw = Box::into_raw(buffer.into_boxed_slice()).cast::<f32>();
         // Relaxed: the job's completion (Release/Acquire) publishes it to the caller.
         slots[ctx.index()].store(raw, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! decay) and SGD (momentum, dampening, Nesterov, L2 weight decay). Weight decay applies only to
 //! tensors with two or more dimensions, as GPT training recipes (and the golden reference) do.
 
+use crate::huge_pages;
 use crate::model::ParamLayout;
 use cllm_kernels::adamw::{self, AdamWHparams};
 use std::ops::Range;
@@ -39,13 +40,13 @@ impl Optimizer {
     /// State for `layout`'s arena, allocated once.
     pub fn new(kind: OptimizerKind, layout: &ParamLayout) -> Optimizer {
         let v = match kind {
-            OptimizerKind::AdamW { .. } => vec![0.0; layout.total],
+            OptimizerKind::AdamW { .. } => huge_pages::zeroed(layout.total),
             OptimizerKind::Sgd { .. } => Vec::new(),
         };
         Optimizer {
             kind,
             step: 0,
-            m: vec![0.0; layout.total],
+            m: huge_pages::zeroed(layout.total),
             v,
         }
     }

@@ -1,6 +1,7 @@
 //! What the machine can do, measured in the same run as the benchmark it is compared to.
 
 use crate::{timed, Timing};
+use cllm_engine::huge_pages;
 use cllm_kernels::probe;
 
 /// One core's f32 FMA peak on the active kernel path, in GFLOP/s: the best of several timed runs
@@ -24,9 +25,10 @@ pub fn fma_runs(iters: usize, runs: usize) -> Vec<Timing> {
 }
 
 /// Single-thread read bandwidth in GB/s: the median of timed vector sums over a 256 MiB buffer,
-/// far larger than any cache here.
+/// far larger than any cache here, on huge pages like the engine's arenas.
 pub fn read_bandwidth_gbs() -> f64 {
-    let data = vec![1.0f32; 64 << 20];
+    let mut data = huge_pages::zeroed(64 << 20);
+    data.fill(1.0);
     probe::stream_sum(&data);
     let bytes = std::mem::size_of_val(&data[..]) as f64;
     let mut gbs: Vec<f64> = read_runs(&data, 7)

@@ -17,6 +17,7 @@ use crate::pool::Pool;
 use crate::{data, gemm, machine, timed, Timing};
 use anyhow::{bail, Context, Result};
 use cllm_engine::generate;
+use cllm_engine::huge_pages;
 use cllm_engine::model::GptConfig;
 use cllm_engine::rng::Rng;
 use cllm_engine::train::bench::{run_train_bench, TrainBench};
@@ -171,7 +172,8 @@ impl Probes {
             .fold(0.0, f64::max)
             / 1e9;
         let per_iter_s = cllm_kernels::probe::fma_loop_flops(1) as f64 / (gflops * 1e9);
-        let data = vec![1.0f32; 16 << 20];
+        let mut data = huge_pages::zeroed(16 << 20);
+        data.fill(1.0);
         machine::read_runs(&data, 1);
         Probes {
             data,

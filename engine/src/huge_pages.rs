@@ -1,0 +1,65 @@
+//! Large buffers on transparent huge pages.
+//!
+//! The arenas (parameters, activations, gradients, optimizer state, the KV cache) are hundreds of
+//! megabytes read in strided and gathered patterns: GEMM packing walks rows a page or more apart,
+//! the embedding gathers random rows of wte, decoding streams every weight once per step. With 4 KiB
+//! pages nearly every such access needs its own TLB entry. Linux backs a range with 2 MiB pages
+//! when asked (`MADV_HUGEPAGE`; many systems, this development machine among them, run
+//! transparent huge pages in "madvise" mode, where nothing is huge unless asked), so big buffers
+//! ask, before their pages are first touched.
+
+/// Huge-page size on x86-64 and most aarch64 kernels.
+const HUGE: usize = 2 << 20;
+
+/// `n` zeros, on huge pages where the kernel allows.
+///
+/// The zeros come from `alloc_zeroed`, which for large sizes maps fresh zero pages without
+/// touching them, so the advice takes effect when each page is first written.
+pub fn zeroed(n: usize) -> Vec<f32> {
+    let v = vec![0.0f32; n];
+    advise(v.as_ptr().cast(), v.len() * size_of::<f32>());
+    v
+}
+
+/// Ask the kernel to back the whole 2 MiB pages inside `[ptr, ptr + bytes)` with huge pages.
+///
+/// Advice only: it never changes the contents, and it is silently ignored where the kernel lacks
+/// or disables transparent huge pages (the call then fails with EINVAL, which changes nothing).
+pub fn advise(ptr: *const u8, bytes: usize) {
+    let start = ptr as usize;
+    let (lo, hi) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
+    if hi <= lo {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: [lo, hi) lies inside the caller's allocation; MADV_HUGEPAGE changes only how the
+    // kernel backs those pages, never what they hold, and touches no memory itself.
+    unsafe {
+        libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_buffers_are_zero_whatever_their_size() {
+        // Below one huge page (no advice), and spanning several (advised, then written).
+        for n in [0, 1, 1000, 3 * HUGE / 4 + 5] {
+            let mut v = zeroed(n);
+            assert_eq!(v.len(), n);
+            assert!(v.iter().all(|&x| x == 0.0));
+            v.iter_mut().for_each(|x| *x = 1.0);
+            assert!(v.iter().all(|&x| x == 1.0));
+        }
+    }
+
+    #[test]
+    fn advice_on_a_range_without_a_whole_huge_page_does_nothing() {
+        let v = [7u8; 100];
+        advise(v.as_ptr(), v.len());
+        advise(v.as_ptr(), 0);
+        assert!(v.iter().all(|&x| x == 7));
+    }
+}
