@@ -6,6 +6,7 @@
 //! measures what this machine's memory gives a plain read and a plain copy, the yardstick the
 //! kernels are held to.
 
+use cllm::engine::huge_pages;
 use cllm::kernels::{adamw, bias, embedding, gelu, layernorm, residual};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -26,7 +27,14 @@ const F: u64 = 4; // bytes per f32
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    let mut v = zeros(n);
+    v.iter_mut().for_each(|x| *x = rng.gen_range(-1.0f32..1.0));
+    v
+}
+
+/// Buffers on huge pages, as the engine's arenas are (`cllm::engine::huge_pages`).
+fn zeros(n: usize) -> Vec<f32> {
+    huge_pages::zeroed(n)
 }
 
 fn group<'a>(
@@ -42,7 +50,7 @@ fn group<'a>(
 
 fn bench_stream(c: &mut Criterion) {
     let src = random(P, 1);
-    let mut dst = vec![0.0f32; P];
+    let mut dst = zeros(P);
     let mut g = group(c, "stream");
     g.throughput(Throughput::Bytes(P as u64 * F));
     g.bench_function("read/10M", |b| {
@@ -71,7 +79,7 @@ fn bench_stream(c: &mut Criterion) {
 fn bench_residual(c: &mut Criterion) {
     // (B*T, C): one residual stream of the GPT-2 small training step.
     let (a, b) = (random(N * C, 2), random(N * C, 3));
-    let mut out = vec![0.0f32; N * C];
+    let mut out = zeros(N * C);
     let mut g = group(c, "residual");
     g.throughput(Throughput::Bytes(3 * (N * C) as u64 * F));
     g.bench_function("fwd/4096x768", |bench| {
@@ -85,7 +93,7 @@ fn bench_bias(c: &mut Criterion) {
     let (nc, cb) = ((N * C) as u64, C as u64);
     let bias_v = random(C, 2);
     let mut out = random(N * C, 3);
-    let mut dbias = vec![0.0f32; C];
+    let mut dbias = zeros(C);
     let mut g = group(c, "bias");
     g.throughput(Throughput::Bytes((2 * nc + cb) * F));
     g.bench_function("fwd/4096x768", |b| {
@@ -102,11 +110,11 @@ fn bench_layernorm(c: &mut Criterion) {
     let (nc, n, cc) = ((N * C) as u64, N as u64, C as u64);
     let inp = random(N * C, 4);
     let (w, bb) = (random(C, 5), random(C, 6));
-    let mut out = vec![0.0f32; N * C];
-    let (mut mean, mut rstd) = (vec![0.0f32; N], vec![0.0f32; N]);
+    let mut out = zeros(N * C);
+    let (mut mean, mut rstd) = (zeros(N), zeros(N));
     let dout = random(N * C, 7);
-    let mut dinp = vec![0.0f32; N * C];
-    let (mut dw, mut db) = (vec![0.0f32; C], vec![0.0f32; C]);
+    let mut dinp = zeros(N * C);
+    let (mut dw, mut db) = (zeros(C), zeros(C));
     let eps = layernorm::GPT2_EPS;
     let mut g = group(c, "layernorm");
     // inp, out; weight, bias; mean, rstd.
@@ -140,8 +148,8 @@ fn bench_gelu(c: &mut Criterion) {
         let n = rows * cols;
         let inp: Vec<f32> = random(n, 8).iter().map(|x| 4.0 * x).collect();
         let dout = random(n, 9);
-        let mut out = vec![0.0f32; n];
-        let mut dinp = vec![0.0f32; n];
+        let mut out = zeros(n);
+        let mut dinp = zeros(n);
         g.throughput(Throughput::Bytes(2 * n as u64 * F));
         g.bench_function(format!("fwd/{rows}x{cols}"), |b| {
             b.iter(|| gelu::gelu_fwd(&mut out, &inp, n).unwrap())
@@ -162,9 +170,9 @@ fn bench_encoder(c: &mut Criterion) {
         let tokens: Vec<u32> = (0..bb * T).map(|_| rng.gen_range(0..V as u32)).collect();
         let wte = random(V * cc, 11);
         let wpe = random(T * cc, 12);
-        let mut out = vec![0.0f32; bb * T * cc];
-        let mut dwte = vec![0.0f32; V * cc];
-        let mut dwpe = vec![0.0f32; T * cc];
+        let mut out = zeros(bb * T * cc);
+        let mut dwte = zeros(V * cc);
+        let mut dwpe = zeros(T * cc);
         // tokens; the B*T rows of wte gathered; wpe; out.
         g.throughput(Throughput::Bytes((n + nc + tc + nc) * F));
         g.bench_function(format!("fwd/{bb}x{T}x{cc}"), |b| {
@@ -185,8 +193,8 @@ fn bench_adamw(c: &mut Criterion) {
     let p = P as u64;
     let mut params = random(P, 13);
     let grads = random(P, 14);
-    let mut m = vec![0.0f32; P];
-    let mut v = vec![0.0f32; P];
+    let mut m = zeros(P);
+    let mut v = zeros(P);
     let h = adamw::AdamWHparams {
         lr: 1e-3,
         beta1: 0.9,
