@@ -2,6 +2,7 @@
 
 use crate::pool::Pool;
 use anyhow::{bail, Context, Result};
+use cllm_engine::huge_pages;
 use cllm_engine::par_gemm::{par_sgemm, ParGemmScratch};
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 
@@ -122,13 +123,16 @@ pub fn measure(
         Layout::NT => (k, k),
         Layout::TN => (m, n),
     };
-    let a: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
-        .collect();
-    let b: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
-        .collect();
-    let mut c = vec![0.0f32; m * n];
+    // On huge pages, as the engine's arenas are (numpy asks for them too).
+    let mut a = huge_pages::zeroed(m * k);
+    a.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = ((i * 7 % 13) as f32 - 6.0) / 8.0);
+    let mut b = huge_pages::zeroed(k * n);
+    b.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = ((i * 5 % 11) as f32 - 5.0) / 8.0);
+    let mut c = huge_pages::zeroed(m * n);
     runner.run(layout, (m, k, n), &a, lda, &b, ldb, &mut c)?;
     let mut times: Vec<f64> = Vec::with_capacity(reps);
     let mut run_cpu_s: Vec<f64> = Vec::with_capacity(reps);
