@@ -258,7 +258,6 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
     j: usize,
     width: usize,
 ) {
-    let full = width == S::LANES;
     // The x row pointers live in registers, not in the caller's array.
     let xr: [*const f32; R] = core::array::from_fn(|i| xp[i]);
     let mut acc = [[s.zero(); V]; R];
@@ -289,14 +288,7 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
     for (i, row) in acc.iter().enumerate() {
         for (v, &a) in row.iter().enumerate() {
             // SAFETY: as for the loads.
-            unsafe {
-                let p = yp[i].add(j + v * S::LANES);
-                if full {
-                    s.store(p, a)
-                } else {
-                    s.store_partial(p, width, a)
-                }
-            }
+            unsafe { s.store_upto(yp[i].add(j + v * S::LANES), width, a) };
         }
     }
 }

@@ -101,14 +101,9 @@ fn attend_generic<S: Simd>(
         // SAFETY: scores j..j+width are in bounds.
         unsafe {
             let p = exp(s, s.sub(s.load_upto(sp.add(j), width), s.splat(max)));
-            if width == l {
-                s.store(sp.add(j), p);
-                sum = s.add(sum, p);
-            } else {
-                s.store_partial(sp.add(j), width, p);
-                // The padding lanes of `p` hold exp(-max), not zero: sum the stored lanes only.
-                sum = s.add(sum, s.load_upto(sp.add(j), width));
-            }
+            s.store_upto(sp.add(j), width, p);
+            // Past `width` the lanes of `p` hold exp(-max), not zero: sum what was stored.
+            sum = s.add(sum, s.load_upto(sp.add(j), width));
         }
         j += width;
     }
@@ -190,15 +185,9 @@ unsafe fn weigh_values<S: Simd, const NV: usize>(
         }
     }
     for (i, a) in acc.iter().enumerate() {
-        let r = s.mul(*a, inv);
+        let width = if i + 1 == NV { last } else { l };
         // SAFETY: the caller's promise.
-        unsafe {
-            if i + 1 < NV || last == l {
-                s.store(out.add(i * l), r)
-            } else {
-                s.store_partial(out.add(i * l), last, r)
-            }
-        }
+        unsafe { s.store_upto(out.add(i * l), width, s.mul(*a, inv)) };
     }
 }
 

@@ -90,20 +90,16 @@ unsafe fn fwd_sweep_at<S: Simd, const OUT: bool, const SUM: bool>(
     // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
     unsafe {
         if SUM {
-            *acc = s.add(*acc, load_n(s, next.add(j), rest));
+            *acc = s.add(*acc, s.load_upto(next.add(j), rest));
         }
         if OUT {
-            let norm = s.mul(s.sub(load_n(s, x.add(j), rest), m), rs);
+            let norm = s.mul(s.sub(s.load_upto(x.add(j), rest), m), rs);
             let y = s.fma(
                 norm,
-                load_n(s, wb.0.add(j), rest),
-                load_n(s, wb.1.add(j), rest),
+                s.load_upto(wb.0.add(j), rest),
+                s.load_upto(wb.1.add(j), rest),
             );
-            if rest == S::LANES {
-                s.store(o.add(j), y);
-            } else {
-                s.store_partial(o.add(j), rest, y);
-            }
+            s.store_upto(o.add(j), rest, y);
         }
     }
 }
@@ -298,22 +294,6 @@ fn bwd_v<S: Simd>(
     (s.add(db, dy), s.fma(norm, dy, dw), s.fma(dval, rs, dx))
 }
 
-/// `rest <= LANES` floats at `p`, zero-filled past them.
-///
-/// # Safety
-/// `p` must be valid for reading `rest` floats.
-#[inline(always)]
-unsafe fn load_n<S: Simd>(s: S, p: *const f32, rest: usize) -> S::V {
-    // SAFETY: the caller guarantees `rest` readable floats.
-    unsafe {
-        if rest == S::LANES {
-            s.load(p)
-        } else {
-            s.load_partial(p, rest, 0.0)
-        }
-    }
-}
-
 /// Row `r` of dout and inp, with its mean and rstd splatted.
 ///
 /// # Safety
@@ -369,31 +349,25 @@ unsafe fn bwd_sweep_at<S: Simd, const APPLY: bool, const SUM: bool>(
     let (ny, nx, nm, nrs) = next;
     // SAFETY: the caller guarantees floats j .. j + rest of every pointer in use.
     unsafe {
-        let wv = load_n(s, w.add(j), rest);
+        let wv = s.load_upto(w.add(j), rest);
         if SUM {
-            let (dyv, xv) = (load_n(s, ny.add(j), rest), load_n(s, nx.add(j), rest));
+            let (dyv, xv) = (s.load_upto(ny.add(j), rest), s.load_upto(nx.add(j), rest));
             sums_v(s, nm, nrs, dyv, xv, wv, acc);
         }
         if APPLY {
             let (dbv, dwv, dxv) = bwd_v(
                 s,
                 stats,
-                load_n(s, dy.add(j), rest),
-                load_n(s, x.add(j), rest),
+                s.load_upto(dy.add(j), rest),
+                s.load_upto(x.add(j), rest),
                 wv,
-                load_n(s, db.add(j), rest),
-                load_n(s, dw.add(j), rest),
-                load_n(s, dx.add(j), rest),
+                s.load_upto(db.add(j), rest),
+                s.load_upto(dw.add(j), rest),
+                s.load_upto(dx.add(j), rest),
             );
-            if rest == S::LANES {
-                s.store(db.add(j), dbv);
-                s.store(dw.add(j), dwv);
-                s.store(dx.add(j), dxv);
-            } else {
-                s.store_partial(db.add(j), rest, dbv);
-                s.store_partial(dw.add(j), rest, dwv);
-                s.store_partial(dx.add(j), rest, dxv);
-            }
+            s.store_upto(db.add(j), rest, dbv);
+            s.store_upto(dw.add(j), rest, dwv);
+            s.store_upto(dx.add(j), rest, dxv);
         }
     }
 }

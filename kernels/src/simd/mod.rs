@@ -115,6 +115,22 @@ pub trait Simd: Copy {
         }
     }
 
+    /// All of `v` to `p` when `n` is the lane count, else its first `n` lanes.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n ≤ LANES` floats.
+    #[inline(always)]
+    unsafe fn store_upto(self, p: *mut f32, n: usize, v: Self::V) {
+        // SAFETY: the caller's promise.
+        unsafe {
+            if n == Self::LANES {
+                self.store(p, v)
+            } else {
+                self.store_partial(p, n, v)
+            }
+        }
+    }
+
     /// Store the first `n < LANES` lanes of `v` to `p`.
     ///
     /// # Safety
