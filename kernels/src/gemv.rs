@@ -2,21 +2,31 @@
 //!
 //! Decoding one token per row is memory-bound: every weight byte is read once per step and used
 //! for only `m` (≤ [`GEMV_MAX_ROWS`]) multiply-adds. These kernels stream the weights once for all
-//! `m` rows, with no packing, and keep their partial sums in registers:
+//! `m` rows, with no packing, and keep their partial sums in registers.
 //!
-//! - [`gemv_nn`] sweeps [`NN_KC`] rows of `w` at a time across all columns (that many concurrent
-//!   streams, each read front to back). A register tile of up to [`TILE_ROWS`] rows of x times
-//!   [`NN_VECS`] vectors of columns is loaded from y once per sweep, takes `NN_KC` multiply-adds
-//!   per element, and is stored back. With several rows of x the kernel is compute-bound rather
-//!   than memory-bound, and it changes three things: sweeps are [`NN_KC_BATCH`] rows deep (the
-//!   y tile's loads and stores are spread over more multiply-adds), the columns are taken in
-//!   blocks of [`NN_NB`] (so the y rows of a block stay in L1 across the sweeps), and each tile
-//!   prefetches its columns of the next sweep's rows (the hardware prefetcher does not follow
-//!   that many streams while the core is busy computing). Tiles are [`NN_VECS_BATCH`] vectors
-//!   wide there, which leaves registers free for the loads in flight.
-//! - [`gemv_nt`] takes [`NT_RB`] rows of `w` (vocabulary rows of a tied LM head) at a time; they
-//!   stay in L1 while each group of x rows is dotted with them, one accumulator per pair (a
-//!   group of three or four rows takes them two at a time, for the registers' sake).
+//! Memory gives a core its bandwidth for a few long sequential streams, not for many short ones:
+//! measured on an AVX2 core (Zen), reading a 340 MB set of weight matrices as four streams, each
+//! a contiguous quarter walked front to back, ran at 88–98 % of the read probe; reading the same
+//! bytes as eight or four streams that each restart every few KiB (eight neighbouring rows of w
+//! across all columns, or four neighbouring rows of a transposed w) ran at 60–83 %. So both
+//! kernels split w into [`NN_STREAMS`] (or [`NT_STREAMS`]) contiguous parts of rows and take one
+//! row of each part in turn:
+//!
+//! - [`gemv_nn`] adds the rows of `w` in the order of [`nn_row`]: row `t` of each quarter, then
+//!   row `t + 1` of each. With one row of x, a sweep takes the four rows of one `t` across all
+//!   columns, each stream continuing where it stopped; a register tile of [`NN_VECS`] vectors of
+//!   y is loaded once per sweep, takes four multiply-adds per element and is stored back. With
+//!   several rows of x the kernel is compute-bound rather than memory-bound, and it changes three
+//!   things: sweeps take [`NN_KC_BATCH`] rows of that order (the y tile's loads and stores are
+//!   spread over more multiply-adds), the columns are taken in blocks of [`NN_NB`] (so the y rows
+//!   of a block stay in L1 across the sweeps), and each tile prefetches its columns of the next
+//!   sweep's rows (the hardware prefetcher does not follow that many streams while the core is
+//!   busy computing). Tiles there hold up to [`TILE_ROWS`] rows of x times [`NN_VECS_BATCH`]
+//!   vectors, which leaves registers free for the loads in flight.
+//! - [`gemv_nt`] takes one row of `w` (vocabulary rows of a tied LM head) from each of its
+//!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
+//!   them, one accumulator per pair (a group of two to four rows takes them two at a time, for
+//!   the registers' sake).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
@@ -32,8 +42,9 @@ use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 /// The most activation rows one call takes.
 pub const GEMV_MAX_ROWS: usize = 8;
 
-/// Rows of `w` one sweep of [`gemv_nn`] streams together.
-pub const NN_KC: usize = 8;
+/// Contiguous parts of the rows of `w` that [`gemv_nn`] streams side by side; also the rows one
+/// sweep takes with one row of x.
+pub const NN_STREAMS: usize = 4;
 
 /// Vectors of columns in one register tile of [`gemv_nn`] with one row of x.
 pub const NN_VECS: usize = 3;
@@ -51,8 +62,9 @@ pub const NN_NB: usize = 768;
 /// vectors they share, leave AVX2's 16 registers room for the loads in flight.
 pub const TILE_ROWS: usize = 4;
 
-/// Rows of `w` in one block of [`gemv_nt`].
-pub const NT_RB: usize = 6;
+/// Contiguous parts of the rows of `w` that [`gemv_nt`] streams side by side; also the rows of
+/// `w` in one of its blocks.
+pub const NT_STREAMS: usize = 4;
 
 /// `Ok` when `ok`; the message is only formatted on failure (the checks run every decode step).
 fn check(
@@ -155,47 +167,67 @@ fn gemv_nn_generic<S: Simd>(
     }
     let (yp, xp, wp) = (&yp[..m], &xp[..m], w.as_ptr());
     let (kc_max, nb) = if m == 1 {
-        (NN_KC, n.max(1))
+        (NN_STREAMS, n.max(1))
     } else {
         (NN_KC_BATCH, NN_NB)
     };
     for j0 in (0..n).step_by(nb) {
         let j1 = (j0 + nb).min(n);
-        let mut p0 = 0;
-        while p0 < k {
-            let kc = (k - p0).min(kc_max);
-            let wq = wp.wrapping_add(p0 * ldw);
-            // SAFETY: rows p0..p0+kc < k of w hold columns j0..j1 ≤ n (asserted above), every
-            // y row has n elements and every x row k; the prefetched rows p0+kc.. are below k.
+        let mut t0 = 0;
+        while t0 < k {
+            let kc = (k - t0).min(kc_max);
+            let next = if m == 1 { 0 } else { (k - t0 - kc).min(kc) };
+            // The sweep's rows and then the next sweep's (to prefetch), in the order of nn_row.
+            let mut rows = [0usize; 2 * NN_KC_BATCH];
+            for (i, r) in rows[..kc + next].iter_mut().enumerate() {
+                *r = nn_row(k, t0 + i);
+            }
+            let (rows, next) = rows[..kc + next].split_at(kc);
+            // SAFETY: every row index is below k (nn_row is a permutation of 0..k), so rows of w
+            // hold columns j0..j1 ≤ n (asserted above); every y row has n elements and every x
+            // row k.
             unsafe {
-                if m == 1 {
-                    nn_sweep::<S, NN_VECS>(s, yp, xp, p0, kc, 0, wq, ldw, j0, j1)
+                if m == 1 && kc == NN_STREAMS {
+                    nn_sweep_one(s, yp[0], xp[0], rows, wp, ldw, j0, j1)
+                } else if m == 1 {
+                    nn_sweep::<S, NN_VECS>(s, yp, xp, rows, next, wp, ldw, j0, j1)
                 } else {
-                    let next = (k - p0 - kc).min(kc);
-                    nn_sweep::<S, NN_VECS_BATCH>(s, yp, xp, p0, kc, next, wq, ldw, j0, j1)
+                    nn_sweep::<S, NN_VECS_BATCH>(s, yp, xp, rows, next, wp, ldw, j0, j1)
                 }
             };
-            p0 += kc;
+            t0 += kc;
         }
     }
 }
 
-/// `y[i][j0..j1] += Σ_{q<kc} x[i][p0 + q] · w[q*ldw..][j0..j1]`: one sweep over a block of
-/// columns, each full tile `V` vectors wide; each tile first prefetches its columns of the `next`
-/// rows that follow the sweep's `kc`.
+/// The row of `w` that [`gemv_nn`] adds `t`-th (`t < k`): the rows are split into
+/// [`NN_STREAMS`] contiguous parts of `k / NN_STREAMS` rows, taken one row of each part in turn,
+/// and the `k % NN_STREAMS` rows left over come last, in order.
+pub fn nn_row(k: usize, t: usize) -> usize {
+    let part = k / NN_STREAMS;
+    if t < NN_STREAMS * part {
+        t % NN_STREAMS * part + t / NN_STREAMS
+    } else {
+        t
+    }
+}
+
+/// `y[i][j0..j1] += Σ_q x[i][rows[q]] · w[rows[q]*ldw..][j0..j1]`, the rows added in the order
+/// given: one sweep over a block of columns, each full tile `V` vectors wide; each tile first
+/// prefetches its columns of the `next` rows.
 ///
 /// # Safety
-/// Each `yp[i]` must be valid for reads and writes of `j1` floats, each `xp[i]` for reads of
-/// `p0 + kc` floats, and `w` for reads of `j1` floats at each row start `q*ldw`, `q < kc + next`.
+/// Each `yp[i]` must be valid for reads and writes of `j1` floats, each `xp[i]` for reads at
+/// every index in `rows`, and `w` for reads of `j1` floats at each row start `r*ldw` of `rows`
+/// and `next`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn nn_sweep<S: Simd, const V: usize>(
     s: S,
     yp: &[*mut f32],
     xp: &[*const f32],
-    p0: usize,
-    kc: usize,
-    next: usize,
+    rows: &[usize],
+    next: &[usize],
     w: *const f32,
     ldw: usize,
     j0: usize,
@@ -203,23 +235,38 @@ unsafe fn nn_sweep<S: Simd, const V: usize>(
 ) {
     let m = yp.len();
     let step = V * S::LANES;
+    // The sweep's row starts and each x row's values for them, gathered once for all its tiles.
+    let mut wrows = [core::ptr::null::<f32>(); NN_KC_BATCH];
+    let mut wnext = [core::ptr::null::<f32>(); NN_KC_BATCH];
+    let mut xs = [[0.0f32; NN_KC_BATCH]; GEMV_MAX_ROWS];
+    for (q, &r) in rows.iter().enumerate() {
+        wrows[q] = w.wrapping_add(r * ldw);
+        for (xs, &x) in xs.iter_mut().zip(xp) {
+            // SAFETY: x rows hold every index in `rows` (the caller's promise).
+            xs[q] = unsafe { *x.add(r) };
+        }
+    }
+    for (p, &r) in wnext.iter_mut().zip(next) {
+        *p = w.wrapping_add(r * ldw);
+    }
+    let (wrows, wnext) = (&wrows[..rows.len()], &wnext[..next.len()]);
     let mut j = j0;
     // SAFETY: for every call below, columns j..j+width ≤ j1, rows i0..i0+R < m; the caller's
     // promise covers them.
     unsafe {
         while j + step <= j1 {
-            for q in kc..kc + next {
+            for &r in wnext {
                 for c in (0..step).step_by(LINE_FLOATS) {
-                    prefetch_read(w.add(q * ldw + j + c));
+                    prefetch_read(r.add(j + c));
                 }
             }
             for i0 in (0..m).step_by(TILE_ROWS) {
-                let (y, x) = (&yp[i0..], &xp[i0..]);
+                let (y, x) = (&yp[i0..], &xs[i0..]);
                 match m - i0 {
-                    1 => nn_tile::<S, 1, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    2 => nn_tile::<S, 2, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    3 => nn_tile::<S, 3, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
-                    _ => nn_tile::<S, TILE_ROWS, V>(s, y, x, p0, kc, w, ldw, j, S::LANES),
+                    1 => nn_tile::<S, 1, V>(s, y, x, wrows, j, S::LANES),
+                    2 => nn_tile::<S, 2, V>(s, y, x, wrows, j, S::LANES),
+                    3 => nn_tile::<S, 3, V>(s, y, x, wrows, j, S::LANES),
+                    _ => nn_tile::<S, TILE_ROWS, V>(s, y, x, wrows, j, S::LANES),
                 }
             }
             j += step;
@@ -227,12 +274,12 @@ unsafe fn nn_sweep<S: Simd, const V: usize>(
         while j < j1 {
             let width = (j1 - j).min(S::LANES);
             for i0 in (0..m).step_by(TILE_ROWS) {
-                let (y, x) = (&yp[i0..], &xp[i0..]);
+                let (y, x) = (&yp[i0..], &xs[i0..]);
                 match m - i0 {
-                    1 => nn_tile::<S, 1, 1>(s, y, x, p0, kc, w, ldw, j, width),
-                    2 => nn_tile::<S, 2, 1>(s, y, x, p0, kc, w, ldw, j, width),
-                    3 => nn_tile::<S, 3, 1>(s, y, x, p0, kc, w, ldw, j, width),
-                    _ => nn_tile::<S, TILE_ROWS, 1>(s, y, x, p0, kc, w, ldw, j, width),
+                    1 => nn_tile::<S, 1, 1>(s, y, x, wrows, j, width),
+                    2 => nn_tile::<S, 2, 1>(s, y, x, wrows, j, width),
+                    3 => nn_tile::<S, 3, 1>(s, y, x, wrows, j, width),
+                    _ => nn_tile::<S, TILE_ROWS, 1>(s, y, x, wrows, j, width),
                 }
             }
             j += width;
@@ -240,26 +287,75 @@ unsafe fn nn_sweep<S: Simd, const V: usize>(
     }
 }
 
-/// One register tile: rows 0..R of y, columns `j..j + V*LANES` (or, with `V = 1`, `j..j+width`
-/// for `width ≤ LANES`), plus `Σ_{q<kc} x[i][p0+q] · w[q*ldw + col]`.
+/// [`nn_sweep`] for one row of x and a full sweep of [`NN_STREAMS`] rows: the rows' x values
+/// (broadcast) and starts stay in registers across all the columns, and each tile takes the same
+/// multiply-adds in the same order as [`nn_tile`] would.
 ///
 /// # Safety
-/// As [`nn_sweep`], for the tile's rows and columns.
+/// As [`nn_sweep`] with one row of x.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn nn_sweep_one<S: Simd>(
+    s: S,
+    y: *mut f32,
+    x: *const f32,
+    rows: &[usize],
+    w: *const f32,
+    ldw: usize,
+    j0: usize,
+    j1: usize,
+) {
+    // SAFETY: x holds every index in `rows` (the caller's promise).
+    let xb: [S::V; NN_STREAMS] = core::array::from_fn(|q| s.splat(unsafe { *x.add(rows[q]) }));
+    let wr: [*const f32; NN_STREAMS] = core::array::from_fn(|q| w.wrapping_add(rows[q] * ldw));
+    let step = NN_VECS * S::LANES;
+    let mut j = j0;
+    // SAFETY: columns j..j+step (then j..j+width) ≤ j1 of y and of each row (the caller's
+    // promise); a partial vector reads and writes only its `width` floats.
+    unsafe {
+        while j + step <= j1 {
+            let mut acc: [S::V; NN_VECS] =
+                core::array::from_fn(|v| s.load(y.add(j + v * S::LANES)));
+            for (&wq, &xb) in wr.iter().zip(&xb) {
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = s.fma(s.load(wq.add(j + v * S::LANES)), xb, *a);
+                }
+            }
+            for (v, &a) in acc.iter().enumerate() {
+                s.store(y.add(j + v * S::LANES), a);
+            }
+            j += step;
+        }
+        while j < j1 {
+            let width = (j1 - j).min(S::LANES);
+            let mut a = s.load_upto(y.add(j), width);
+            for (&wq, &xb) in wr.iter().zip(&xb) {
+                a = s.fma(s.load_upto(wq.add(j), width), xb, a);
+            }
+            s.store_upto(y.add(j), width, a);
+            j += width;
+        }
+    }
+}
+
+/// One register tile: rows 0..R of y, columns `j..j + V*LANES` (or, with `V = 1`, `j..j+width`
+/// for `width ≤ LANES`), plus `Σ_q xs[i][q] · wrows[q][col]` in the order of `wrows`.
+///
+/// # Safety
+/// As [`nn_sweep`], for the tile's rows and columns; `wrows[q]` is the start of a row of w and
+/// `xs[i][q]` row i's x value for it.
 #[inline(always)]
 unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
     s: S,
     yp: &[*mut f32],
-    xp: &[*const f32],
-    p0: usize,
-    kc: usize,
-    w: *const f32,
-    ldw: usize,
+    xs: &[[f32; NN_KC_BATCH]],
+    wrows: &[*const f32],
     j: usize,
     width: usize,
 ) {
-    // The x row pointers live in registers, not in the caller's array.
-    let xr: [*const f32; R] = core::array::from_fn(|i| xp[i]);
+    // The x value pointers live in registers, not in the caller's array.
+    let xr: [*const f32; R] = core::array::from_fn(|i| xs[i].as_ptr());
+    let wp = wrows.as_ptr();
     let mut acc = [[s.zero(); V]; R];
     for (i, row) in acc.iter_mut().enumerate() {
         for (v, a) in row.iter_mut().enumerate() {
@@ -268,18 +364,20 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
             *a = unsafe { s.load_upto(yp[i].add(j + v * S::LANES), width) };
         }
     }
-    // `kc` goes through `black_box`: with a trip count the compiler can bound, it unrolls the
+    // The trip count goes through `black_box`: with one the compiler can bound, it unrolls the
     // loop fully and hoists every load of w to the top, and the tile's accumulators no longer fit
     // the registers (measured: spills in every iteration and a fifth slower with 8 rows of x).
-    for q in 0..core::hint::black_box(kc) {
+    for q in 0..core::hint::black_box(wrows.len()) {
+        // SAFETY: q < wrows.len() ≤ NN_KC_BATCH.
+        let wq = unsafe { *wp.add(q) };
         let mut wv = [s.zero(); V];
         for (v, wv) in wv.iter_mut().enumerate() {
-            // SAFETY: row q < kc of w, columns inside the tile.
-            *wv = unsafe { s.load_upto(w.add(q * ldw + j + v * S::LANES), width) };
+            // SAFETY: a row of w the caller vouches for, columns inside the tile.
+            *wv = unsafe { s.load_upto(wq.add(j + v * S::LANES), width) };
         }
         for (row, &x) in acc.iter_mut().zip(&xr) {
-            // SAFETY: x rows hold p0 + kc floats.
-            let xb = s.splat(unsafe { *x.add(p0 + q) });
+            // SAFETY: q < NN_KC_BATCH, inside the row's array.
+            let xb = s.splat(unsafe { *x.add(q) });
             for (a, &wv) in row.iter_mut().zip(&wv) {
                 *a = s.fma(wv, xb, *a);
             }
@@ -355,60 +453,62 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
     }
     let (yp, xp) = (&yp[..m], &xp[..m]);
     let wp = w.as_ptr();
-    let mut r = 0;
-    // SAFETY: for every call below, rows r..r+B ≤ n of w have k floats from r*ldw (asserted
-    // above), x rows have k floats and y rows n.
+    let part = n / NT_STREAMS;
+    // SAFETY: for every call below, the rows named are below n, so each has k floats from
+    // row*ldw (asserted above); x rows have k floats and y rows n.
     unsafe {
-        while r + NT_RB <= n {
-            // Each group of x rows passes over the block's NT_RB rows of w while they are in L1.
+        for r in 0..part {
+            // Row r of each part; each group of x rows passes over them while they are in L1.
+            let b: [usize; NT_STREAMS] = core::array::from_fn(|i| i * part + r);
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
-                // With several rows of x the block is compute-bound and the next block's rows are
-                // prefetched during the first group's pass (alone, one row streams at full speed
-                // without).
-                let pf = if i0 == 0 && m > 1 { NT_RB * ldw } else { 0 };
+                // With several rows of x the block is compute-bound and the next row of each
+                // part is prefetched during the first group's pass (alone, one row of x streams
+                // at full speed without).
+                let pf = if i0 == 0 && m > 1 && r + 1 < part {
+                    ldw
+                } else {
+                    0
+                };
                 match m - i0 {
-                    1 => nt_tile::<S, 1, NT_RB>(s, y, x, wp, ldw, k, r, pf),
+                    1 => nt_tile::<S, 1, NT_STREAMS>(s, y, x, wp, ldw, k, b, pf),
                     2 => {
-                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r, pf);
-                        nt_tile::<S, 2, { NT_RB / 2 }>(s, y, x, wp, ldw, k, r + NT_RB / 2, pf);
+                        nt_tile::<S, 2, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
+                        nt_tile::<S, 2, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
                     3 => {
-                        for b in (0..NT_RB).step_by(2) {
-                            nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, r + b, pf);
-                        }
+                        nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
+                        nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
                     _ => {
-                        for b in (0..NT_RB).step_by(2) {
-                            nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, r + b, pf);
-                        }
+                        nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
+                        nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
                 }
             }
-            r += NT_RB;
         }
-        while r < n {
+        for r in NT_STREAMS * part..n {
             for i0 in (0..m).step_by(TILE_ROWS) {
                 let (y, x) = (&yp[i0..], &xp[i0..]);
                 match m - i0 {
-                    1 => nt_tile::<S, 1, 1>(s, y, x, wp, ldw, k, r, 0),
-                    2 => nt_tile::<S, 2, 1>(s, y, x, wp, ldw, k, r, 0),
-                    3 => nt_tile::<S, 3, 1>(s, y, x, wp, ldw, k, r, 0),
-                    _ => nt_tile::<S, TILE_ROWS, 1>(s, y, x, wp, ldw, k, r, 0),
+                    1 => nt_tile::<S, 1, 1>(s, y, x, wp, ldw, k, [r], 0),
+                    2 => nt_tile::<S, 2, 1>(s, y, x, wp, ldw, k, [r], 0),
+                    3 => nt_tile::<S, 3, 1>(s, y, x, wp, ldw, k, [r], 0),
+                    _ => nt_tile::<S, TILE_ROWS, 1>(s, y, x, wp, ldw, k, [r], 0),
                 }
             }
-            r += 1;
         }
     }
 }
 
-/// `y[i][r + b] = Σ_p x[i][p] · w[(r + b)*ldw + p]` for x rows `i < R` and `b < B`: one
+/// `y[i][rows[b]] = Σ_p x[i][p] · w[rows[b]*ldw + p]` for x rows `i < R` and `b < B`: one
 /// accumulator per pair over whole vectors of p, then the zero-filled tail, then a lane sum.
 /// Unless `pf` is 0, each row's line `pf` floats further on is prefetched as the row is read.
 ///
 /// # Safety
-/// `yp[i]` valid for writes at `r..r+B`, `xp[i]` for reads of `k` floats (`i < R`), and `w` for
-/// reads of `k` floats at each row start `(r + b)*ldw`.
+/// `yp[i]` valid for writes at each index in `rows`, `xp[i]` for reads of `k` floats (`i < R`),
+/// and `w` for reads of `k` floats at each row start `rows[b]*ldw` (and `pf` floats further, when
+/// `pf` is not 0).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
@@ -418,12 +518,12 @@ unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
     w: *const f32,
     ldw: usize,
     k: usize,
-    r: usize,
+    rows: [usize; B],
     pf: usize,
 ) {
     // The row pointers live in registers, not in the callers' arrays.
     let xr: [*const f32; R] = core::array::from_fn(|i| xp[i]);
-    let wr: [*const f32; B] = core::array::from_fn(|b| w.wrapping_add((r + b) * ldw));
+    let wr: [*const f32; B] = core::array::from_fn(|b| w.wrapping_add(rows[b] * ldw));
     let mut acc = [[s.zero(); B]; R];
     let full = k - k % S::LANES;
     let mut p = 0;
@@ -444,8 +544,8 @@ unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
     }
     for (i, row) in acc.iter().enumerate() {
         for (b, &a) in row.iter().enumerate() {
-            // SAFETY: y row i, column r + b (the caller's promise).
-            unsafe { *yp[i].add(r + b) = s.reduce_add(a) };
+            // SAFETY: y row i, column rows[b] (the caller's promise).
+            unsafe { *yp[i].add(rows[b]) = s.reduce_add(a) };
         }
     }
 }

@@ -81,6 +81,19 @@ fn gemv_nt_matches_oracle_on_odd_sizes() {
     }
 }
 
+/// The order gemv_nn adds the rows of w in must take every row once, whatever K's remainder.
+#[test]
+fn gemv_nn_row_order_is_a_permutation() {
+    for k in [0, 1, 3, 4, 5, 7, 8, 65, 384, 3075] {
+        let mut seen = vec![false; k];
+        for t in 0..k {
+            let r = gemv::nn_row(k, t);
+            assert!(r < k && !seen[r], "k={k}: step {t} takes row {r} again or out of range");
+            seen[r] = true;
+        }
+    }
+}
+
 #[test]
 fn gemv_rejects_bad_shapes() {
     let mut y = [0.0f32; 4];
