@@ -189,6 +189,37 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
     }
 }
 
+/// With all M rows in one packed A block the GEMM packs each B panel just before its tiles
+/// (gemm::few_rows); with more rows than a block it packs whole B blocks first. Both must give
+/// the same bits: a prefill's logits must not depend on how many prompt rows share a call.
+#[test]
+fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
+    let mut rng = rng(12);
+    let (m, k, n) = (53, 70, 83);
+    let mut one = GemmScratch::with_blocks(64, 24, 40);
+    let mut many = GemmScratch::with_blocks(12, 24, 40);
+    assert!(one.blocking().mc >= m && many.blocking().mc < m);
+    for layout in Layout::ALL {
+        let (ar, ac) = layout.a_dims(m, k);
+        let (br, bc) = layout.b_dims(k, n);
+        let a = random_vec(&mut rng, ar * ac);
+        let b = random_vec(&mut rng, br * bc);
+        let c0 = random_vec(&mut rng, m * n);
+        for accumulate in [false, true] {
+            let (mut c1, mut c2) = (c0.clone(), c0.clone());
+            gemm::sgemm(
+                &mut one, layout, m, k, n, &a, ac, &b, bc, &mut c1, n, accumulate,
+            )
+            .unwrap();
+            gemm::sgemm(
+                &mut many, layout, m, k, n, &a, ac, &b, bc, &mut c2, n, accumulate,
+            )
+            .unwrap();
+            assert_eq!(c1, c2, "{layout:?} accumulate={accumulate}");
+        }
+    }
+}
+
 #[test]
 fn sgemm_with_default_blocking_on_a_deep_product() {
     // K above the detected KC, so the K loop runs more than once with the real block sizes.

@@ -88,7 +88,10 @@ fn gemv_nn_row_order_is_a_permutation() {
         let mut seen = vec![false; k];
         for t in 0..k {
             let r = gemv::nn_row(k, t);
-            assert!(r < k && !seen[r], "k={k}: step {t} takes row {r} again or out of range");
+            assert!(
+                r < k && !seen[r],
+                "k={k}: step {t} takes row {r} again or out of range"
+            );
             seen[r] = true;
         }
     }

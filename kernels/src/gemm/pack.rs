@@ -9,6 +9,7 @@
 
 use super::kernel::GemmKernel;
 use super::Layout;
+use crate::simd::{prefetch_read, LINE_FLOATS};
 
 /// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst` (`ceil(mc/mr) · kc · mr` floats).
 ///
@@ -61,6 +62,48 @@ pub(crate) fn pack_b<S: GemmKernel>(
             for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
                 let out = &mut dst[panel * kc * nr..][..kc * nr];
                 copy_transposed(s, &b[j * ldb + p0..], ldb, nr.min(j0 + nc - j), kc, nr, out);
+            }
+        }
+    }
+}
+
+/// Cache lines [`prefetch_b_panel`] numbers in one NR-column panel's source, `kc` deep: a line
+/// per depth where the panel's columns run along memory, `kc` floats' worth per column where they
+/// are memory rows. (A panel row that straddles two lines gets its second line from the
+/// hardware's adjacent-line prefetch.)
+pub(crate) fn b_panel_lines(layout: Layout, kc: usize, nr: usize) -> usize {
+    match layout {
+        Layout::NN | Layout::TN => kc,
+        Layout::NT => nr * kc.div_ceil(LINE_FLOATS),
+    }
+}
+
+/// Prefetch lines `part` (numbered as in [`b_panel_lines`]) of the source of the B panel
+/// `B[p0 .. p0+kc, j0 .. j0+w]`, `w ≤ NR`.
+#[inline(always)]
+pub(crate) fn prefetch_b_panel(
+    layout: Layout,
+    b: &[f32],
+    ldb: usize,
+    (p0, kc): (usize, usize),
+    (j0, w): (usize, usize),
+    part: std::ops::Range<usize>,
+) {
+    let base = b.as_ptr();
+    // `wrapping_add`: a prefetch never faults, and every address named lies inside `b` anyway.
+    match layout {
+        Layout::NN | Layout::TN => {
+            for p in part {
+                prefetch_read(base.wrapping_add((p0 + p) * ldb + j0));
+            }
+        }
+        Layout::NT => {
+            let per = kc.div_ceil(LINE_FLOATS);
+            for l in part {
+                let (x, q) = (l / per, l % per);
+                if x < w {
+                    prefetch_read(base.wrapping_add((j0 + x) * ldb + p0 + q * LINE_FLOATS));
+                }
             }
         }
     }
