@@ -43,6 +43,23 @@ pub(crate) trait GemmKernel: Simd {
         accumulate: bool,
     );
 
+    /// Rows `0..rows` of the tile, `0 < rows < MR`, for a block's last row panel: the same
+    /// operations as [`GemmKernel::kernel`] on those rows, without the work of the padding rows.
+    ///
+    /// # Safety
+    /// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < rows`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_rows(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    );
+
     /// Transpose an 8 × 8 block: `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 8`.
     ///
     /// # Safety
@@ -73,7 +90,28 @@ impl GemmKernel for Scalar {
         acc: bool,
     ) {
         // SAFETY: forwarded caller contract; NV · LANES = 4 = NR.
-        unsafe { kernel_generic::<Self, 4, 4>(self, kc, a, b, c, ldc, acc) }
+        unsafe { kernel_generic::<Self, 4, 4, 4>(self, kc, a, b, c, ldc, acc) }
+    }
+    #[inline(always)]
+    unsafe fn kernel_rows(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract, for the rows the caller says C has.
+        unsafe {
+            match rows {
+                1 => kernel_generic::<Self, 4, 1, 4>(self, kc, a, b, c, ldc, acc),
+                2 => kernel_generic::<Self, 4, 2, 4>(self, kc, a, b, c, ldc, acc),
+                3 => kernel_generic::<Self, 4, 3, 4>(self, kc, a, b, c, ldc, acc),
+                _ => unreachable!("kernel_rows takes 0 < rows < MR = 4, got {rows}"),
+            }
+        }
     }
 }
 
@@ -91,7 +129,30 @@ impl GemmKernel for Portable {
         acc: bool,
     ) {
         // SAFETY: forwarded caller contract; NV · LANES = 8 = NR.
-        unsafe { kernel_generic::<Self, 6, 1>(self, kc, a, b, c, ldc, acc) }
+        unsafe { kernel_generic::<Self, 6, 6, 1>(self, kc, a, b, c, ldc, acc) }
+    }
+    #[inline(always)]
+    unsafe fn kernel_rows(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract, for the rows the caller says C has.
+        unsafe {
+            match rows {
+                1 => kernel_generic::<Self, 6, 1, 1>(self, kc, a, b, c, ldc, acc),
+                2 => kernel_generic::<Self, 6, 2, 1>(self, kc, a, b, c, ldc, acc),
+                3 => kernel_generic::<Self, 6, 3, 1>(self, kc, a, b, c, ldc, acc),
+                4 => kernel_generic::<Self, 6, 4, 1>(self, kc, a, b, c, ldc, acc),
+                5 => kernel_generic::<Self, 6, 5, 1>(self, kc, a, b, c, ldc, acc),
+                _ => unreachable!("kernel_rows takes 0 < rows < MR = 6, got {rows}"),
+            }
+        }
     }
 }
 
@@ -110,7 +171,30 @@ impl GemmKernel for Avx2 {
         acc: bool,
     ) {
         // SAFETY: forwarded caller contract; NV · LANES = 16 = NR.
-        unsafe { kernel_generic::<Self, 6, 2>(self, kc, a, b, c, ldc, acc) }
+        unsafe { kernel_generic::<Self, 6, 6, 2>(self, kc, a, b, c, ldc, acc) }
+    }
+    #[inline(always)]
+    unsafe fn kernel_rows(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract, for the rows the caller says C has.
+        unsafe {
+            match rows {
+                1 => kernel_generic::<Self, 6, 1, 2>(self, kc, a, b, c, ldc, acc),
+                2 => kernel_generic::<Self, 6, 2, 2>(self, kc, a, b, c, ldc, acc),
+                3 => kernel_generic::<Self, 6, 3, 2>(self, kc, a, b, c, ldc, acc),
+                4 => kernel_generic::<Self, 6, 4, 2>(self, kc, a, b, c, ldc, acc),
+                5 => kernel_generic::<Self, 6, 5, 2>(self, kc, a, b, c, ldc, acc),
+                _ => unreachable!("kernel_rows takes 0 < rows < MR = 6, got {rows}"),
+            }
+        }
     }
     #[inline(always)]
     unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
@@ -134,7 +218,38 @@ impl GemmKernel for Avx512 {
         acc: bool,
     ) {
         // SAFETY: forwarded caller contract; NV · LANES = 32 = NR.
-        unsafe { kernel_generic::<Self, 14, 2>(self, kc, a, b, c, ldc, acc) }
+        unsafe { kernel_generic::<Self, 14, 14, 2>(self, kc, a, b, c, ldc, acc) }
+    }
+    #[inline(always)]
+    unsafe fn kernel_rows(
+        self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded caller contract, for the rows the caller says C has.
+        unsafe {
+            match rows {
+                1 => kernel_generic::<Self, 14, 1, 2>(self, kc, a, b, c, ldc, acc),
+                2 => kernel_generic::<Self, 14, 2, 2>(self, kc, a, b, c, ldc, acc),
+                3 => kernel_generic::<Self, 14, 3, 2>(self, kc, a, b, c, ldc, acc),
+                4 => kernel_generic::<Self, 14, 4, 2>(self, kc, a, b, c, ldc, acc),
+                5 => kernel_generic::<Self, 14, 5, 2>(self, kc, a, b, c, ldc, acc),
+                6 => kernel_generic::<Self, 14, 6, 2>(self, kc, a, b, c, ldc, acc),
+                7 => kernel_generic::<Self, 14, 7, 2>(self, kc, a, b, c, ldc, acc),
+                8 => kernel_generic::<Self, 14, 8, 2>(self, kc, a, b, c, ldc, acc),
+                9 => kernel_generic::<Self, 14, 9, 2>(self, kc, a, b, c, ldc, acc),
+                10 => kernel_generic::<Self, 14, 10, 2>(self, kc, a, b, c, ldc, acc),
+                11 => kernel_generic::<Self, 14, 11, 2>(self, kc, a, b, c, ldc, acc),
+                12 => kernel_generic::<Self, 14, 12, 2>(self, kc, a, b, c, ldc, acc),
+                13 => kernel_generic::<Self, 14, 13, 2>(self, kc, a, b, c, ldc, acc),
+                _ => unreachable!("kernel_rows takes 0 < rows < MR = 14, got {rows}"),
+            }
+        }
     }
     #[inline(always)]
     unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
@@ -188,60 +303,72 @@ unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize)
     }
 }
 
-/// The microkernel for an `MR × (NV · LANES)` tile.
+/// One rank-1 update of the accumulators: `acc += A[:, p] ⊗ B[p, :]`, given `a` and `b` at depth
+/// p of the panels. (A function, not a closure, so that it is always inlined: with many
+/// instantiations of the microkernel the inliner gave up on the closure.)
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES`.
+/// `a` is valid for reading `R` floats and `b` for `NV · LANES`.
 #[inline(always)]
-unsafe fn kernel_generic<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
+    s: S,
+    acc: &mut [[S::V; NV]; R],
+    a: *const f32,
+    b: *const f32,
+) {
+    let mut bv = [s.zero(); NV];
+    for (v, bv) in bv.iter_mut().enumerate() {
+        // SAFETY: row p of the B panel has NV · LANES floats.
+        *bv = unsafe { s.load(b.add(v * S::LANES)) };
+    }
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        // SAFETY: column p of the A panel has at least R floats.
+        let av = s.splat(unsafe { *a.add(r) });
+        for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
+            *acc = s.fma(av, bv, *acc);
+        }
+    }
+}
+
+/// The microkernel for rows `0..R` (`R ≤ MR`) of an `MR × (NV · LANES)` tile: `R = MR` is the
+/// full tile, a smaller `R` a block's last row panel (whose packed panel is still `MR` wide).
+///
+/// # Safety
+/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES`, for rows `r < R` of C.
+#[inline(always)]
+unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usize>(
     s: S,
     kc: usize,
     mut a: *const f32, // [kc][MR]
     mut b: *const f32, // [kc][NV · LANES]
-    c: *mut f32,       // [MR][ldc]
+    c: *mut f32,       // [R][ldc]
     ldc: usize,
     accumulate: bool,
 ) {
     let nr = NV * S::LANES;
     // The C tile is touched only after the k loop; start pulling it in now.
-    for r in 0..MR {
+    for r in 0..R {
         prefetch_read(c.wrapping_add(r * ldc));
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
-    let mut acc = [[s.zero(); NV]; MR];
-    // One rank-1 update: acc += A[:, p] ⊗ B[p, :], given `a` and `b` at depth p of the panels
-    // (only the k loops below call it, with such pointers).
-    let mut step = |a: *const f32, b: *const f32| {
-        let mut bv = [s.zero(); NV];
-        for (v, bv) in bv.iter_mut().enumerate() {
-            // SAFETY: row p of the B panel has NV · LANES floats.
-            *bv = unsafe { s.load(b.add(v * S::LANES)) };
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: column p of the A panel has MR floats.
-            let av = s.splat(unsafe { *a.add(r) });
-            for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
-                *acc = s.fma(av, bv, *acc);
-            }
-        }
-    };
+    let mut acc = [[s.zero(); NV]; R];
     // SAFETY: the loops advance `a` by MR and `b` by NR exactly `kc` times, inside the panels.
     unsafe {
         for _ in 0..kc / 4 {
-            step(a, b);
-            step(a.add(MR), b.add(nr));
-            step(a.add(2 * MR), b.add(2 * nr));
-            step(a.add(3 * MR), b.add(3 * nr));
+            rank1::<S, R, NV>(s, &mut acc, a, b);
+            rank1::<S, R, NV>(s, &mut acc, a.add(MR), b.add(nr));
+            rank1::<S, R, NV>(s, &mut acc, a.add(2 * MR), b.add(2 * nr));
+            rank1::<S, R, NV>(s, &mut acc, a.add(3 * MR), b.add(3 * nr));
             a = a.add(4 * MR);
             b = b.add(4 * nr);
         }
         for _ in 0..kc % 4 {
-            step(a, b);
+            rank1::<S, R, NV>(s, &mut acc, a, b);
             a = a.add(MR);
             b = b.add(nr);
         }
     }
-    // Vector v of row r of the C tile; the caller guarantees rows r < MR have NR writable floats.
+    // Vector v of row r of the C tile; the caller guarantees rows r < R have NR writable floats.
     let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
     // Branch once on `accumulate`, outside the stores.
     if accumulate {

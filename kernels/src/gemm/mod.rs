@@ -488,6 +488,8 @@ fn few_rows<S: GemmKernel>(
                     let ct = cp.add(ir * ldc + jr);
                     if mrb == mr && nrb == nr {
                         s.kernel(kcb, ap, panel.as_ptr(), ct, ldc, acc);
+                    } else if nrb == nr {
+                        s.kernel_rows(mrb, kcb, ap, panel.as_ptr(), ct, ldc, acc);
                     } else {
                         edge_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
                     }
@@ -530,6 +532,8 @@ fn gemm_packed<S: GemmKernel>(
                 let ct = c.add(ir * ldc + jr);
                 if mrb == mr && nrb == nr {
                     s.kernel(kcb, ap, bp, ct, ldc, accumulate);
+                } else if nrb == nr {
+                    s.kernel_rows(mrb, kcb, ap, bp, ct, ldc, accumulate);
                 } else {
                     edge_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
                 }
@@ -538,8 +542,9 @@ fn gemm_packed<S: GemmKernel>(
     }
 }
 
-/// A partial tile at the block's edge: the microkernel writes a full tile on the stack, and only
-/// its `mrb × nrb` corner is written (or added) to C.
+/// A tile cut by the block's last columns (`nrb < NR`): the microkernel writes a full tile on the
+/// stack, and only its `mrb × nrb` corner is written (or added) to C. (A tile cut only by the
+/// last rows runs [`GemmKernel::kernel_rows`] on its rows instead.)
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
