@@ -76,126 +76,61 @@ pub(crate) trait GemmKernel: Simd {
     }
 }
 
-impl GemmKernel for Scalar {
-    const MR: usize = 4;
-    const NR: usize = 4;
-    #[inline(always)]
-    unsafe fn kernel(
-        self,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract; NV · LANES = 4 = NR.
-        unsafe { kernel_generic::<Self, 4, 4, 4>(self, kc, a, b, c, ldc, acc) }
-    }
-    #[inline(always)]
-    unsafe fn kernel_rows(
-        self,
-        rows: usize,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract, for the rows the caller says C has.
-        unsafe {
-            match rows {
-                1 => kernel_generic::<Self, 4, 1, 4>(self, kc, a, b, c, ldc, acc),
-                2 => kernel_generic::<Self, 4, 2, 4>(self, kc, a, b, c, ldc, acc),
-                3 => kernel_generic::<Self, 4, 3, 4>(self, kc, a, b, c, ldc, acc),
-                _ => unreachable!("kernel_rows takes 0 < rows < MR = 4, got {rows}"),
+/// The tile of a path, `$mr` rows of `$nv` vectors, and its [`GemmKernel::kernel`] and
+/// [`GemmKernel::kernel_rows`]: the microkernel instantiated for the full tile and for each row
+/// count `$r` below it.
+macro_rules! tile_kernels {
+    ($mr:literal, $nv:literal, [$($r:literal)*]) => {
+        const MR: usize = $mr;
+        const NR: usize = $nv * <Self as Simd>::LANES;
+
+        #[inline(always)]
+        unsafe fn kernel(
+            self,
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            acc: bool,
+        ) {
+            // SAFETY: forwarded caller contract; NV · LANES = NR.
+            unsafe { kernel_generic::<Self, $mr, $mr, $nv>(self, kc, a, b, c, ldc, acc) }
+        }
+
+        #[inline(always)]
+        unsafe fn kernel_rows(
+            self,
+            rows: usize,
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            acc: bool,
+        ) {
+            // SAFETY: forwarded caller contract, for the rows the caller says C has.
+            unsafe {
+                match rows {
+                    $($r => kernel_generic::<Self, $mr, $r, $nv>(self, kc, a, b, c, ldc, acc),)*
+                    _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
+                }
             }
         }
-    }
+    };
+}
+
+impl GemmKernel for Scalar {
+    tile_kernels!(4, 4, [1 2 3]);
 }
 
 impl GemmKernel for Portable {
-    const MR: usize = 6;
-    const NR: usize = 8;
-    #[inline(always)]
-    unsafe fn kernel(
-        self,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract; NV · LANES = 8 = NR.
-        unsafe { kernel_generic::<Self, 6, 6, 1>(self, kc, a, b, c, ldc, acc) }
-    }
-    #[inline(always)]
-    unsafe fn kernel_rows(
-        self,
-        rows: usize,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract, for the rows the caller says C has.
-        unsafe {
-            match rows {
-                1 => kernel_generic::<Self, 6, 1, 1>(self, kc, a, b, c, ldc, acc),
-                2 => kernel_generic::<Self, 6, 2, 1>(self, kc, a, b, c, ldc, acc),
-                3 => kernel_generic::<Self, 6, 3, 1>(self, kc, a, b, c, ldc, acc),
-                4 => kernel_generic::<Self, 6, 4, 1>(self, kc, a, b, c, ldc, acc),
-                5 => kernel_generic::<Self, 6, 5, 1>(self, kc, a, b, c, ldc, acc),
-                _ => unreachable!("kernel_rows takes 0 < rows < MR = 6, got {rows}"),
-            }
-        }
-    }
+    tile_kernels!(6, 1, [1 2 3 4 5]);
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    #[inline(always)]
-    unsafe fn kernel(
-        self,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract; NV · LANES = 16 = NR.
-        unsafe { kernel_generic::<Self, 6, 6, 2>(self, kc, a, b, c, ldc, acc) }
-    }
-    #[inline(always)]
-    unsafe fn kernel_rows(
-        self,
-        rows: usize,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract, for the rows the caller says C has.
-        unsafe {
-            match rows {
-                1 => kernel_generic::<Self, 6, 1, 2>(self, kc, a, b, c, ldc, acc),
-                2 => kernel_generic::<Self, 6, 2, 2>(self, kc, a, b, c, ldc, acc),
-                3 => kernel_generic::<Self, 6, 3, 2>(self, kc, a, b, c, ldc, acc),
-                4 => kernel_generic::<Self, 6, 4, 2>(self, kc, a, b, c, ldc, acc),
-                5 => kernel_generic::<Self, 6, 5, 2>(self, kc, a, b, c, ldc, acc),
-                _ => unreachable!("kernel_rows takes 0 < rows < MR = 6, got {rows}"),
-            }
-        }
-    }
+    tile_kernels!(6, 2, [1 2 3 4 5]);
     #[inline(always)]
     unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
         // SAFETY: forwarded caller contract; the token proves AVX2.
@@ -205,52 +140,7 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    const MR: usize = 14;
-    const NR: usize = 32;
-    #[inline(always)]
-    unsafe fn kernel(
-        self,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract; NV · LANES = 32 = NR.
-        unsafe { kernel_generic::<Self, 14, 14, 2>(self, kc, a, b, c, ldc, acc) }
-    }
-    #[inline(always)]
-    unsafe fn kernel_rows(
-        self,
-        rows: usize,
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        // SAFETY: forwarded caller contract, for the rows the caller says C has.
-        unsafe {
-            match rows {
-                1 => kernel_generic::<Self, 14, 1, 2>(self, kc, a, b, c, ldc, acc),
-                2 => kernel_generic::<Self, 14, 2, 2>(self, kc, a, b, c, ldc, acc),
-                3 => kernel_generic::<Self, 14, 3, 2>(self, kc, a, b, c, ldc, acc),
-                4 => kernel_generic::<Self, 14, 4, 2>(self, kc, a, b, c, ldc, acc),
-                5 => kernel_generic::<Self, 14, 5, 2>(self, kc, a, b, c, ldc, acc),
-                6 => kernel_generic::<Self, 14, 6, 2>(self, kc, a, b, c, ldc, acc),
-                7 => kernel_generic::<Self, 14, 7, 2>(self, kc, a, b, c, ldc, acc),
-                8 => kernel_generic::<Self, 14, 8, 2>(self, kc, a, b, c, ldc, acc),
-                9 => kernel_generic::<Self, 14, 9, 2>(self, kc, a, b, c, ldc, acc),
-                10 => kernel_generic::<Self, 14, 10, 2>(self, kc, a, b, c, ldc, acc),
-                11 => kernel_generic::<Self, 14, 11, 2>(self, kc, a, b, c, ldc, acc),
-                12 => kernel_generic::<Self, 14, 12, 2>(self, kc, a, b, c, ldc, acc),
-                13 => kernel_generic::<Self, 14, 13, 2>(self, kc, a, b, c, ldc, acc),
-                _ => unreachable!("kernel_rows takes 0 < rows < MR = 14, got {rows}"),
-            }
-        }
-    }
+    tile_kernels!(14, 2, [1 2 3 4 5 6 7 8 9 10 11 12 13]);
     #[inline(always)]
     unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
         // SAFETY: forwarded caller contract; AVX-512F implies AVX (the dispatcher also enables
