@@ -32,8 +32,10 @@
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
 //! share the call (a batch row equals the same row alone, bit for bit).
 //!
-//! The caller splits the work across threads: by rows of `w` (each thread streams a contiguous
-//! block and produces a partial sum), by output columns, or, for [`gemv_nt`], by rows of `w`.
+//! The caller splits the work across threads: [`gemv_nn`] by rows of `w` (each thread streams a
+//! contiguous block and produces a partial sum) or by output columns, [`gemv_nt`] by rows of `w`.
+//! The order of [`nn_row`] depends on each call's K, so with a row split a result is the same for
+//! every `m` given the same split, not across different splits.
 
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
@@ -251,8 +253,8 @@ unsafe fn nn_sweep<S: Simd, const V: usize>(
     }
     let (wrows, wnext) = (&wrows[..rows.len()], &wnext[..next.len()]);
     let mut j = j0;
-    // SAFETY: for every call below, columns j..j+width ≤ j1, rows i0..i0+R < m; the caller's
-    // promise covers them.
+    // SAFETY: for every call below, columns j..j+width ≤ j1, rows i0..i0+R ≤ m; the caller's
+    // promise covers them, and the prefetched columns j..j+step ≤ j1 of the `next` rows.
     unsafe {
         while j + step <= j1 {
             for &r in wnext {

@@ -114,8 +114,17 @@ fn gemv_rejects_bad_shapes() {
 /// prompt decoded alone): every m gives row i exactly what m = 1 gives it.
 #[test]
 fn gemv_rows_do_not_depend_on_their_neighbours() {
-    // The second shape spans two column blocks and several deep sweeps of the batched path.
-    for (k, n) in [(67, 61), (40, NN_NB + 41)] {
+    // The second shape spans two column blocks and several deep sweeps of the batched path; the
+    // others give K below and at every remainder of NN_STREAMS, and N (gemv_nt's rows) below and
+    // at every remainder of NT_STREAMS.
+    for (k, n) in [
+        (67, 61),
+        (40, NN_NB + 41),
+        (2, 30),
+        (66, 62),
+        (65, 8),
+        (5, 3),
+    ] {
         rows_alone_and_batched_agree(k, n);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! It is written once over [`Simd`]: per step of k it loads `NR / LANES` vectors of B, broadcasts
 //! each of the `MR` values of A and issues `MR · NR / LANES` independent FMAs into accumulators
-//! that stay in registers for the whole depth. Each ISA picks the tile that fills its register
-//! file without spilling:
+//! that stay in registers for the whole depth. A block's last row panel, when fewer than `MR`
+//! rows are left, runs the same kernel instantiated for that many rows (`kernel_rows`). Each ISA
+//! picks the tile that fills its register file without spilling:
 //!
 //! | path     | MR × NR | accumulators        | registers used        |
 //! |----------|---------|---------------------|-----------------------|

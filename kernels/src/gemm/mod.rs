@@ -459,10 +459,10 @@ fn few_rows<S: GemmKernel>(
         let kcb = kc.min(k - pc);
         pack::pack_a(s, layout, a, lda, (0, m), (pc, kcb), apack);
         let acc = accumulate || pc > 0;
-        // The lines of one panel's source, prefetched a share before each tile of the panel
+        // A panel's source is prefetched in steps, a share of them before each tile of the panel
         // before it.
-        let lines = pack::b_panel_lines(layout, kcb, nr);
-        let share = lines.div_ceil(tiles);
+        let steps = pack::b_panel_steps(layout, kcb, nr);
+        let share = steps.div_ceil(tiles);
         for jr in (0..n).step_by(nr) {
             let nrb = nr.min(n - jr);
             let panel = &mut bpack[..kcb * nr];
@@ -470,7 +470,7 @@ fn few_rows<S: GemmKernel>(
             let next = jr + nr;
             for (ip, ir) in (0..m).step_by(mr).enumerate() {
                 if next < n {
-                    let part = (ip * share).min(lines)..((ip + 1) * share).min(lines);
+                    let part = (ip * share).min(steps)..((ip + 1) * share).min(steps);
                     pack::prefetch_b_panel(
                         layout,
                         b,
@@ -482,7 +482,7 @@ fn few_rows<S: GemmKernel>(
                 }
                 let mrb = mr.min(m - ir);
                 let ap = apack[ip * kcb * mr..].as_ptr();
-                // SAFETY: tile rows ir..ir+mrb < m and columns jr..jr+nrb <= n lie inside `c`
+                // SAFETY: tile rows ir..ir+mrb <= m and columns jr..jr+nrb <= n lie inside `c`
                 // (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
@@ -526,7 +526,7 @@ fn gemm_packed<S: GemmKernel>(
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
             let ap = apack[ip * kcb * mr..].as_ptr();
-            // SAFETY: tile rows ir..ir+mrb < mcb and columns jr..jr+nrb <= ncb lie inside
+            // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
             unsafe {
                 let ct = c.add(ir * ldc + jr);

@@ -67,19 +67,19 @@ pub(crate) fn pack_b<S: GemmKernel>(
     }
 }
 
-/// Cache lines [`prefetch_b_panel`] numbers in one NR-column panel's source, `kc` deep: a line
-/// per depth where the panel's columns run along memory, `kc` floats' worth per column where they
-/// are memory rows. (A panel row that straddles two lines gets its second line from the
-/// hardware's adjacent-line prefetch.)
-pub(crate) fn b_panel_lines(layout: Layout, kc: usize, nr: usize) -> usize {
+/// Prefetch steps [`prefetch_b_panel`] numbers in one NR-column panel's source, `kc` deep: one per
+/// depth where the panel's columns run along memory (each its `nr` floats' lines), one per cache
+/// line of `kc` floats per column where they are memory rows. (A span that starts mid-line touches
+/// one line more, which the hardware's adjacent-line prefetch brings in.)
+pub(crate) fn b_panel_steps(layout: Layout, kc: usize, nr: usize) -> usize {
     match layout {
         Layout::NN | Layout::TN => kc,
         Layout::NT => nr * kc.div_ceil(LINE_FLOATS),
     }
 }
 
-/// Prefetch lines `part` (numbered as in [`b_panel_lines`]) of the source of the B panel
-/// `B[p0 .. p0+kc, j0 .. j0+w]`, `w ≤ NR`.
+/// Prefetch steps `part` (numbered as in [`b_panel_steps`]) of the source of the B panel
+/// `B[p0 .. p0+kc, j0 .. j0+w]`.
 #[inline(always)]
 pub(crate) fn prefetch_b_panel(
     layout: Layout,
@@ -94,7 +94,9 @@ pub(crate) fn prefetch_b_panel(
     match layout {
         Layout::NN | Layout::TN => {
             for p in part {
-                prefetch_read(base.wrapping_add((p0 + p) * ldb + j0));
+                for q in (0..w).step_by(LINE_FLOATS) {
+                    prefetch_read(base.wrapping_add((p0 + p) * ldb + j0 + q));
+                }
             }
         }
         Layout::NT => {
