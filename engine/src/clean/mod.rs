@@ -1,4 +1,4 @@
-//! Cleaning text before tokenization: inputs read as documents ([`input`]), each normalised
+//! Cleaning text before tokenization: inputs read as documents (`input`), each normalised
 //! ([`normalize`]), boilerplate lines shared by many documents removed, short or low-quality
 //! documents dropped, exact duplicates dropped, and a [`CleanReport`] of all of it.
 //!

@@ -105,7 +105,7 @@ pub struct DecodeReport {
 /// Timed prefills per report (odd: the median is one of them).
 const PREFILL_REPEATS: usize = 3;
 
-/// Prefill `prompt` random tokens in each of `batch` rows ([`PREFILL_REPEATS`] times, the median
+/// Prefill `prompt` random tokens in each of `batch` rows (`PREFILL_REPEATS` times, the median
 /// reported), then decode `new_tokens` greedy steps; the bandwidth is measured on a buffer of
 /// `bandwidth_bytes` first.
 pub fn decode(

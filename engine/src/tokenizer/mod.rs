@@ -4,7 +4,7 @@
 //! - [`Tokenizer::gpt2`] imports `encoder.json` + `vocab.bpe`; [`Tokenizer::gpt2_builtin`] uses
 //!   the copies shipped in `engine/assets/gpt2` (MIT, see the LICENSE there), offline.
 //! - [`Tokenizer::train`] (or [`BpeTrainer`]) learns merges from text to a target vocabulary size.
-//! - [`Tokenizer::save`] / [`Tokenizer::load`]: our own versioned JSON file (see [`file`]).
+//! - [`Tokenizer::save`] / [`Tokenizer::load`]: our own versioned JSON file (see [`mod@file`]).
 //!
 //! Ids: the 256 byte tokens take ids 0..256 (GPT-2 orders them by its byte-to-unicode map,
 //! trained vocabularies by byte value), merge `i` creates id `256 + i`, and the special tokens

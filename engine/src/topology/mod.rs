@@ -2,7 +2,7 @@
 //! cache sizes and memory, restricted to the CPUs this process may use.
 //!
 //! [`Topology::detect`] reads Linux sysfs (see `README.md` beside this file for what comes from
-//! where); with the cargo feature `hwloc`, [`Topology::from_hwloc`] reads the same through hwloc.
+//! where); with the cargo feature `hwloc`, `Topology::from_hwloc` reads the same through hwloc.
 //! [`Topology::plan`] lays the sphere-worker tree over it ([`crate::sphere_tree`]).
 //!
 //! Nothing here prints or panics on odd input: readers return a [`Detected`] carrying every

@@ -3,8 +3,8 @@
 //! A token (`Scalar`, `Portable`, `Avx2`, `Avx512`) is a zero-sized proof that the CPU can run its
 //! instructions: the x86 tokens are only made by `new_unchecked`, whose caller promises the feature
 //! was detected. Generic kernels take a token by value and are `#[inline(always)]`, so that inside a
-//! `#[target_feature]` entry point (see [`crate::dispatch`]) every intrinsic inlines with the right
-//! features enabled, as memchr's `arch/` does.
+//! `#[target_feature]` entry point (see the crate's `dispatch` module) every intrinsic inlines with
+//! the right features enabled, as memchr's `arch/` does.
 
 mod portable;
 mod scalar;
