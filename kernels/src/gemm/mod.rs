@@ -486,13 +486,7 @@ fn few_rows<S: GemmKernel>(
                 // (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
-                    if mrb == mr && nrb == nr {
-                        s.kernel(kcb, ap, panel.as_ptr(), ct, ldc, acc);
-                    } else if nrb == nr {
-                        s.kernel_rows(mrb, kcb, ap, panel.as_ptr(), ct, ldc, acc);
-                    } else {
-                        edge_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
-                    }
+                    run_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
                 }
             }
         }
@@ -530,21 +524,42 @@ fn gemm_packed<S: GemmKernel>(
             // `c`'s span (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
             unsafe {
                 let ct = c.add(ir * ldc + jr);
-                if mrb == mr && nrb == nr {
-                    s.kernel(kcb, ap, bp, ct, ldc, accumulate);
-                } else if nrb == nr {
-                    s.kernel_rows(mrb, kcb, ap, bp, ct, ldc, accumulate);
-                } else {
-                    edge_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
-                }
+                run_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
             }
         }
     }
 }
 
+/// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
+/// full, the kernel for its rows when only the block's last rows cut it, [`edge_tile`] when the
+/// last columns do.
+///
+/// # Safety
+/// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
+#[inline(always)]
+unsafe fn run_tile<S: GemmKernel>(
+    s: S,
+    kcb: usize,
+    ap: *const f32,
+    bp: *const f32,
+    (c, ldc): (*mut f32, usize),
+    (mrb, nrb): (usize, usize),
+    accumulate: bool,
+) {
+    // SAFETY: forwarded caller contract; each branch writes only the tile's rows and columns.
+    unsafe {
+        if nrb < S::NR {
+            edge_tile(s, kcb, ap, bp, (c, ldc), (mrb, nrb), accumulate);
+        } else if mrb < S::MR {
+            s.kernel_rows(mrb, kcb, ap, bp, c, ldc, accumulate);
+        } else {
+            s.kernel(kcb, ap, bp, c, ldc, accumulate);
+        }
+    }
+}
+
 /// A tile cut by the block's last columns (`nrb < NR`): the microkernel writes a full tile on the
-/// stack, and only its `mrb × nrb` corner is written (or added) to C. (A tile cut only by the
-/// last rows runs [`GemmKernel::kernel_rows`] on its rows instead.)
+/// stack, and only its `mrb × nrb` corner is written (or added) to C.
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
