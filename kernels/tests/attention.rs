@@ -3,13 +3,14 @@ mod common;
 use cllm_kernels::attention::{self, attention_scratch_len, oracle};
 use common::*;
 
-/// (B, T, NH, HS) cases: every combination of B ∈ {1, 2}, T ∈ {1, 7, 63, 65}, NH ∈ {1, 3},
-/// HS ∈ {1, 7, 16, 64}. T = 63, 65 straddle every key block (2, 16, 32) and the row tile (4);
+/// (B, T, NH, HS) cases: every combination of B ∈ {1, 2}, T ∈ {1, 7, 63, 65, 130}, NH ∈ {1, 3},
+/// HS ∈ {1, 7, 16, 64}. T = 63, 65 straddle every key block (2, 16, 32) and the row tile (6);
+/// T = 130 takes the forward through two full 64-key chunks and a partial third;
 /// HS = 1, 7 are all tail, 16 one AVX2 chunk, 64 the GPT-2 head.
 fn cases() -> Vec<(usize, usize, usize, usize)> {
     let mut v = Vec::new();
     for b in [1, 2] {
-        for t in [1, 7, 63, 65] {
+        for t in [1, 7, 63, 65, 130] {
             for nh in [1, 3] {
                 for hs in [1, 7, 16, 64] {
                     v.push((b, t, nh, hs));
