@@ -812,32 +812,34 @@ fn attention_bwd_generic<S: Simd>(
                         i0 += BR;
                     }
                     // dV_j += Σ_i P_ij dout_i and dK_j += Σ_i dS_ij Q_i over the panel's rows.
-                    let npanel = t - j0;
+                    // Rows i < j0 + k0 see none of the keys from j0 + k0 on (their P and dS are
+                    // exactly 0), so each group of keys starts at its first key's row.
                     let mut k0 = 0;
                     while k0 < nk {
                         let keys: [usize; KB] =
                             std::array::from_fn(|kk| j0 + (k0 + kk).min(nk - 1));
                         let nkk = KB.min(nk - k0);
+                        let nrows = t - j0 - k0;
                         keys_axpy(
                             s,
                             keys.map(|j| dv.add(j * c3)),
                             nkk,
-                            pp.add(k0),
+                            pp.add(k0 * BC_MAX + k0),
                             BC_MAX,
-                            gp.add(j0 * hs),
+                            gp.add((j0 + k0) * hs),
                             hs,
-                            npanel,
+                            nrows,
                             hs,
                         );
                         keys_axpy(
                             s,
                             keys.map(|j| dk.add(j * c3)),
                             nkk,
-                            dsp.add(k0),
+                            dsp.add(k0 * BC_MAX + k0),
                             BC_MAX,
-                            qp.add(j0 * hs),
+                            qp.add((j0 + k0) * hs),
                             hs,
-                            npanel,
+                            nrows,
                             hs,
                         );
                         k0 += KB;
