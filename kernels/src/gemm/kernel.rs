@@ -61,16 +61,24 @@ pub(crate) trait GemmKernel: Simd {
         accumulate: bool,
     );
 
-    /// Transpose an 8 × 8 block: `dst[j·ldd + i] = src[i·lds + j]` for `i, j < 8`.
+    /// Transpose a `lines` × 8 block (`lines` ≤ 8): `dst[j·ldd + i] = src[i·lds + j]` for
+    /// `i < lines`, `j < 8`.
     ///
     /// # Safety
-    /// `src` is valid for reading, and `dst` for writing, 8 rows of 8 floats at their strides;
-    /// the two do not overlap.
+    /// `src` is valid for reading `lines` rows of 8 floats at stride `lds`, and `dst` for writing
+    /// 8 rows of `lines` floats at stride `ldd`; the two do not overlap.
     #[inline(always)]
-    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
-        for i in 0..8 {
+    unsafe fn transpose8(
+        self,
+        src: *const f32,
+        lds: usize,
+        lines: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
+        for i in 0..lines {
             for j in 0..8 {
-                // SAFETY: i, j < 8, within the rows the caller guarantees.
+                // SAFETY: i < lines, j < 8, within the rows the caller guarantees.
                 unsafe { *dst.add(j * ldd + i) = *src.add(i * lds + j) };
             }
         }
@@ -133,9 +141,16 @@ impl GemmKernel for Portable {
 impl GemmKernel for Avx2 {
     tile_kernels!(6, 2, [1 2 3 4 5]);
     #[inline(always)]
-    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    unsafe fn transpose8(
+        self,
+        src: *const f32,
+        lds: usize,
+        lines: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
         // SAFETY: forwarded caller contract; the token proves AVX2.
-        unsafe { transpose8_avx(src, lds, dst, ldd) }
+        unsafe { transpose8_avx(src, lds, lines, dst, ldd) }
     }
 }
 
@@ -143,25 +158,41 @@ impl GemmKernel for Avx2 {
 impl GemmKernel for Avx512 {
     tile_kernels!(14, 2, [1 2 3 4 5 6 7 8 9 10 11 12 13]);
     #[inline(always)]
-    unsafe fn transpose8(self, src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    unsafe fn transpose8(
+        self,
+        src: *const f32,
+        lds: usize,
+        lines: usize,
+        dst: *mut f32,
+        ldd: usize,
+    ) {
         // SAFETY: forwarded caller contract; AVX-512F implies AVX (the dispatcher also enables
         // avx2 for this path).
-        unsafe { transpose8_avx(src, lds, dst, ldd) }
+        unsafe { transpose8_avx(src, lds, lines, dst, ldd) }
     }
 }
 
-/// The 8 × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
-/// swap 128-bit halves (8 loads, 24 shuffles, 8 stores).
+/// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
+/// swap 128-bit halves (8 loads, 24 shuffles, 8 stores for a full block). Rows at or past `lines`
+/// are zeros, not loads, and each column stores only its first `lines` floats: an A panel is
+/// MR = 6 rows on AVX2 (and its second 8-row group of 14 on AVX-512), so most blocks are partial.
 ///
 /// # Safety
 /// As [`GemmKernel::transpose8`], and the CPU has AVX.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+unsafe fn transpose8_avx(src: *const f32, lds: usize, lines: usize, dst: *mut f32, ldd: usize) {
     use std::arch::x86_64::*;
-    // SAFETY: the caller guarantees the 8 rows at both strides and the AVX feature.
+    // SAFETY: the caller guarantees the `lines` rows at `lds`, the 8 × `lines` floats at `ldd`,
+    // and the AVX feature; no row at or past `lines` is read, no float past `lines` written.
     unsafe {
-        let r = |i: usize| _mm256_loadu_ps(src.add(i * lds));
+        let r = |i: usize| {
+            if i < lines {
+                _mm256_loadu_ps(src.add(i * lds))
+            } else {
+                _mm256_setzero_ps()
+            }
+        };
         let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
         // t0 = [r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] r0[5] r1[5]], and so on.
         let t0 = _mm256_unpacklo_ps(r0, r1);
@@ -182,15 +213,45 @@ unsafe fn transpose8_avx(src: *const f32, lds: usize, dst: *mut f32, ldd: usize)
         let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
         let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
         // Column j of the block: low halves give columns 0-3, high halves 4-7.
-        let w = |j: usize, v: __m256| _mm256_storeu_ps(dst.add(j * ldd), v);
-        w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
-        w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
-        w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
-        w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
-        w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
-        w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
-        w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
-        w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        let cols = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        if lines == 8 {
+            for (j, &v) in cols.iter().enumerate() {
+                _mm256_storeu_ps(dst.add(j * ldd), v);
+            }
+        } else {
+            for (j, &v) in cols.iter().enumerate() {
+                let d = dst.add(j * ldd);
+                let (lo, hi) = (_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                // The first `lines` floats: whole halves, then a pair, then a single.
+                let (mut half, mut at) = (lo, 0);
+                if lines >= 4 {
+                    _mm_storeu_ps(d, lo);
+                    (half, at) = (hi, 4);
+                }
+                let rest = lines - at;
+                if rest >= 2 {
+                    let pair = _mm_cvtsd_f64(_mm_castps_pd(half));
+                    d.add(at).cast::<f64>().write_unaligned(pair);
+                }
+                if rest % 2 == 1 {
+                    let single = if rest == 3 {
+                        _mm_movehl_ps(half, half)
+                    } else {
+                        half
+                    };
+                    _mm_store_ss(d.add(at + rest - 1), single);
+                }
+            }
+        }
     }
 }
 
@@ -274,6 +335,50 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usi
             for (v, &acc) in acc_r.iter().enumerate() {
                 // SAFETY: inside row r's NR floats (see `c_at`).
                 unsafe { s.store(c_at(r, v), acc) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GemmKernel;
+    use crate::simd::Scalar;
+
+    /// Every line count at odd strides: the block transposed, and no float past a column's
+    /// `lines` written (an A panel's neighbour follows right after them).
+    fn check_transpose8<S: GemmKernel>(s: S) {
+        let (lds, ldd) = (11, 9);
+        let src: Vec<f32> = (0..8 * lds).map(|v| v as f32).collect();
+        for lines in 1..=8 {
+            let mut dst = vec![-1.0f32; 8 * ldd];
+            // SAFETY: `lines` ≤ 8 rows of 8 floats at stride 11 in src, 8 rows of 9 in dst.
+            unsafe { s.transpose8(src.as_ptr(), lds, lines, dst.as_mut_ptr(), ldd) };
+            for j in 0..8 {
+                for i in 0..ldd {
+                    let want = if i < lines { src[i * lds + j] } else { -1.0 };
+                    assert_eq!(
+                        dst[j * ldd + i],
+                        want,
+                        "lines {lines}, column {j}, float {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose8_writes_exactly_its_lines_on_every_path() {
+        check_transpose8(Scalar);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: AVX2 and FMA were just detected.
+                check_transpose8(unsafe { crate::simd::Avx2::new_unchecked() });
+            }
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F was just detected.
+                check_transpose8(unsafe { crate::simd::Avx512::new_unchecked() });
             }
         }
     }

@@ -181,8 +181,8 @@ fn copy_transposed<S: GemmKernel>(
             // and its writes at (p0+q)·t + x0+x < kc·t <= out.len(), both asserted above.
             unsafe {
                 let (from, to) = (src.add(x0 * ld + p0), out.add(p0 * t + x0));
-                if lw == 8 && pd == 8 {
-                    s.transpose8(from, ld, to, t);
+                if pd == 8 {
+                    s.transpose8(from, ld, lw, to, t);
                 } else {
                     for q in 0..pd {
                         for x in 0..lw {
