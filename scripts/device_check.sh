@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The checks that need a many-core x86-64 host (issues 2, 3, 4, 6: AVX-512 paths, scaling to 16
+# threads), as one short run from binaries built here, for the lent machine that has no toolchain.
+#
+#   scripts/device_check.sh prepare   # here: release build, stripped copies in .device/ (git-ignored)
+#   scripts/device_check.sh run       # there, with .device carried; writes $OUT/device.log
+#
+# `run` works on any machine with the binaries (it caps the thread counts at the cores it finds),
+# so try it here first: on this 2-core machine it takes 5 minutes, peers included. Then, there:
+#   run(command="scripts/device_check.sh run", carry=[".device"], timeout_s=540)
+# (the lent machine's python3 has numpy and PyTorch; elsewhere PYTHON names one that does).
+# with $OUT/device.log coming back even if the run is cut short.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=.device
+
+prepare() {
+    rm -rf "$D" && mkdir -p "$D/tests"
+    cargo build --release --locked -p cllm-tools
+    cp target/release/cllm-bench "$D/"
+    # The PyTorch peer lives beside the checkout, which does not travel.
+    cp ../shared/peers/torch_gpt_bench.py "$D/"
+    # The kernel test binaries, one per test target, as cargo reports them.
+    cargo test --release --locked --no-run -p cllm-kernels --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' |
+        while read -r exe; do cp "$exe" "$D/tests/$(basename "$exe" | sed 's/-[0-9a-f]*$//')"; done
+    strip "$D/cllm-bench" "$D"/tests/*
+    du -sh "$D"
+}
+
+run() {
+    set +e
+    local out=${OUT:-$D/out}
+    mkdir -p "$out"
+    exec > >(tee "$out/device.log") 2>&1
+    local B="$D/cllm-bench" cores
+    cores=$(nproc)
+    local threads=""
+    for n in 1 2 4 8 16; do [ "$n" -le "$cores" ] && threads="$threads $n"; done
+    stamp() { echo "### $1 $(date -u +%FT%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"; }
+    stamp machine
+    grep -m1 'model name' /proc/cpuinfo
+    echo "cores: $cores; flags: $(grep -m1 -o -w -E 'avx512f|avx512vl|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    "$B" isa
+    "$B" topology
+    "$B" peak
+
+    stamp "kernel tests on every path this CPU has"
+    for isa in scalar portable avx2 avx512; do
+        if ! CLLM_ISA=$isa "$B" isa >/dev/null 2>&1; then
+            echo "CLLM_ISA=$isa: not on this CPU"
+            continue
+        fi
+        for t in "$D"/tests/*; do
+            printf '%-8s %-14s ' "$isa" "$(basename "$t")"
+            CLLM_ISA=$isa "$t" -q 2>&1 | grep -E '^test result' || echo FAILED
+        done
+    done
+
+    stamp "GEMM scaling (issue 3)"
+    for n in $threads; do
+        "$B" gemm --threads "$n" --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
+    done
+
+    stamp "barrier and reduction"
+    for n in $threads; do
+        "$B" barrier --threads "$n"
+        "$B" reduce --threads "$n"
+    done
+
+    stamp "training scaling (issue 4)"
+    for n in $threads; do
+        "$B" train --threads "$n" --steps 3
+    done
+    "$B" train --threads 1 --steps 2 --vocab 50257
+    "$B" train --threads "$cores" --steps 3 --vocab 50257
+
+    stamp "decode against the bandwidth bound (issue 6)"
+    for n in $threads; do
+        "$B" decode --threads "$n" --new-tokens 64
+    done
+    "$B" decode --threads "$cores" --batch 8 --new-tokens 64
+
+    # Peers last, so that a run cut short still has every figure of ours.
+    local py=${PYTHON:-python3}
+    if "$py" -c 'import numpy' 2>/dev/null; then
+        stamp "numpy beside the GEMM"
+        for n in 1 "$cores"; do
+            "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$n" --layouts nn \
+                --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
+        done
+    fi
+    if "$py" -c 'import torch' 2>/dev/null; then
+        stamp "PyTorch beside training and decoding"
+        for n in 1 "$cores"; do
+            "$py" "$D/torch_gpt_bench.py" train "$n" 65 4
+        done
+        # One thread at V=50257 is the issue's own figure (PyTorch 5.4× from 1 to 16 threads).
+        "$py" "$D/torch_gpt_bench.py" train "$cores" 50257 3
+        "$py" "$D/torch_gpt_bench.py" gen "$cores"
+    fi
+    stamp end
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+run) run ;;
+*)
+    echo "usage: $0 prepare|run" >&2
+    exit 2
+    ;;
+esac
