@@ -35,6 +35,7 @@
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
+use crate::gemm::GemmKernel;
 use crate::math::{exp, exp_f32};
 use crate::simd::{Scalar, Simd, MAX_LANES};
 
@@ -215,13 +216,16 @@ dispatch! {
 
 /// Pack the rows `src + j·stride` (j < t, HS floats each) as Xᵀ in key blocks of `bc`: block
 /// `jb` is the contiguous (HS, bc) panel at `dst + jb·HS·bc`, element (d, jj) = X[jb·bc + jj][d].
-/// Keys t..tp are zero. One key block's tile is then one contiguous run of HS·bc floats.
+/// Keys t..tp are zero. One key block's tile is then one contiguous run of HS·bc floats. Eight
+/// keys by eight dimensions at a time go through the GEMM's register transpose; a head size that
+/// is not a multiple of 8 leaves its last dimensions to a scalar loop.
 ///
 /// # Safety
 /// `dst` must be valid for `hs·tp` writes, `tp` a multiple of `bc`, and every source row valid for
 /// `hs` reads.
 #[inline(always)]
-unsafe fn pack_transposed(
+unsafe fn pack_transposed<S: GemmKernel>(
+    s: S,
     dst: *mut f32,
     src: *const f32,
     stride: usize,
@@ -230,21 +234,31 @@ unsafe fn pack_transposed(
     hs: usize,
     bc: usize,
 ) {
-    // SAFETY: j0·hs + d·bc + jj < tp·hs for j0 + jj < tp, d < hs; rows j < t are readable.
+    let hs8 = hs / 8 * 8;
+    // SAFETY: j0·hs + d·bc + jj < tp·hs for j0 + jj < tp, d < hs; rows j < t are readable; each
+    // transpose reads `lines` ≤ live − jj0 rows of 8 floats at d0 + 8 ≤ hs and writes 8 rows of
+    // `lines` floats at stride bc, jj0 + lines ≤ bc, inside the block's panel.
     unsafe {
-        // Within a block, d outer and keys inner: the writes run contiguously and the bc source
-        // rows are read side by side, so their cache misses overlap.
         let mut j0 = 0;
         while j0 < tp {
             let panel = dst.add(j0 * hs);
             let live = bc.min(t.saturating_sub(j0));
-            for d in 0..hs {
+            for jj0 in (0..live).step_by(8) {
+                let lines = 8.min(live - jj0);
+                let from = src.add((j0 + jj0) * stride);
+                for d0 in (0..hs8).step_by(8) {
+                    s.transpose8(from.add(d0), stride, lines, panel.add(d0 * bc + jj0), bc);
+                }
+            }
+            for d in hs8..hs {
                 let out = panel.add(d * bc);
                 for jj in 0..live {
                     *out.add(jj) = *src.add((j0 + jj) * stride + d);
                 }
-                for jj in live..bc {
-                    *out.add(jj) = 0.0;
+            }
+            if live < bc {
+                for d in 0..hs {
+                    std::ptr::write_bytes(panel.add(d * bc + live), 0, bc - live);
                 }
             }
             j0 += bc;
@@ -554,7 +568,7 @@ unsafe fn scale_row<S: Simd>(s: S, p: *mut f32, n: usize, f: f32) {
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attention_fwd_generic<S: Simd>(
+fn attention_fwd_generic<S: GemmKernel>(
     s: S,
     out: &mut [f32],
     lse: &mut [f32],
@@ -596,7 +610,7 @@ fn attention_fwd_generic<S: Simd>(
                 let k = base.add(c + h * hs);
                 let o = out.as_mut_ptr().add(bi * t * c + h * hs);
                 let lse_h = lse.as_mut_ptr().add((bi * nh + h) * t);
-                pack_transposed(kt, k, c3, t, tp, hs, bc);
+                pack_transposed(s, kt, k, c3, t, tp, hs, bc);
                 pack_rows(vp, base.add(2 * c + h * hs), c3, t, hs);
                 let mut i0 = 0;
                 while i0 < t {
@@ -698,7 +712,7 @@ fn attention_fwd_generic<S: Simd>(
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attention_bwd_generic<S: Simd>(
+fn attention_bwd_generic<S: GemmKernel>(
     s: S,
     dqkv: &mut [f32],
     dout: &[f32],
@@ -753,8 +767,8 @@ fn attention_bwd_generic<S: Simd>(
                 let o = out.as_ptr().add(bi * t * c + h * hs);
                 let g = dout.as_ptr().add(bi * t * c + h * hs);
                 let lse_h = lse.as_ptr().add((bi * nh + h) * t);
-                pack_transposed(kt, k, c3, t, tp, hs, bc);
-                pack_transposed(vt, base.add(2 * c + h * hs), c3, t, tp, hs, bc);
+                pack_transposed(s, kt, k, c3, t, tp, hs, bc);
+                pack_transposed(s, vt, base.add(2 * c + h * hs), c3, t, tp, hs, bc);
                 pack_rows(qp, base.add(h * hs), c3, t, hs);
                 pack_rows(gp, g, c, t, hs);
                 std::ptr::write_bytes(dqp, 0, t * hs);

@@ -34,7 +34,8 @@ use crate::dispatch::dispatch;
 use crate::error::ShapeError;
 use crate::isa::{self, Isa};
 use blocking::{Blocking, CacheSizes};
-use kernel::{GemmKernel, MAX_TILE};
+pub(crate) use kernel::GemmKernel;
+use kernel::MAX_TILE;
 use std::fmt;
 
 /// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
