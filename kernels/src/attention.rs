@@ -223,6 +223,7 @@ dispatch! {
 /// # Safety
 /// `dst` must be valid for `hs·tp` writes, `tp` a multiple of `bc`, and every source row valid for
 /// `hs` reads.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn pack_transposed<S: GemmKernel>(
     s: S,
