@@ -8,8 +8,8 @@
 # `run` works on any machine with the binaries (it caps the thread counts at the cores it finds),
 # so try it here first: on this 2-core machine it takes 5 minutes, peers included. Then, there:
 #   run(command="scripts/device_check.sh run", carry=[".device"], timeout_s=540)
-# (the lent machine's python3 has numpy and PyTorch; elsewhere PYTHON names one that does).
-# with $OUT/device.log coming back even if the run is cut short.
+# $OUT/device.log comes back even if the run is cut short. The peers run with python3 (the lent
+# machine's has numpy and PyTorch); elsewhere PYTHON names one that has them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=.device

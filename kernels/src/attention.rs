@@ -22,9 +22,9 @@
 //! Forward, per query block of `BR` rows, for each chunk of `KEY_CHUNK` keys j ≤ i: scores
 //! S = Q·Kᵀ, one register tile of `BC = 2·LANES` keys at a time, kept in a (BR, KEY_CHUNK) tile;
 //! running max m and sum l per row, P = exp(S − m), out = α·out + P·V (α rescales the earlier
-//! chunks when the max grows); then out /= l and lse = m + ln l. Rescaling and updating the
-//! output rows once per chunk rather than once per key block took the forward from 56 % to 57 %
-//! of the FMA peak at T = 256 and from 62 % to 65 % at T = 1024 (one thread, AVX2).
+//! chunks when the max grows); then out /= l and lse = m + ln l. The output rows are rescaled
+//! and updated, and each row's max and sum reduced across lanes, once per chunk rather than once
+//! per key block (figures in docs/PERFORMANCE.md).
 //!
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
