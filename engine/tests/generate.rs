@@ -117,6 +117,49 @@ fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     }
 }
 
+/// A session of several rows reads the layer matrices from its own copy in panel form, a session
+/// of one from the model: each row's logits must still be those of the row alone, bit for bit,
+/// on the calling thread and split over workers.
+#[test]
+fn batch_rows_equal_the_row_alone_bit_for_bit() {
+    let model = random_model(11);
+    let spheres = Spheres::new(&SphereTree::flat(&[0, 1, 0])).unwrap();
+    let rows: Vec<Vec<u32>> = (0..3).map(|b| prompt(40 + b, 12)).collect();
+    for pool in [None, Some(&spheres)] {
+        // Two prompt tokens per row: every pass of both sessions takes the narrow path.
+        let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
+        let mut batch = Decoder::new(&model, pool, 3, 12).unwrap();
+        batch.prefill(&first, &[0; 3]).unwrap();
+        let mut alone: Vec<Decoder> = rows
+            .iter()
+            .map(|r| {
+                let mut d = Decoder::new(&model, pool, 1, 12).unwrap();
+                d.prefill(&r[..2], &[0]).unwrap();
+                d
+            })
+            .collect();
+        for t in 2..12 {
+            for (b, d) in alone.iter().enumerate() {
+                let same = batch
+                    .logits(b)
+                    .iter()
+                    .zip(d.logits(0))
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "workers: {}, row {b}, position {t}",
+                    pool.map_or(1, Spheres::count)
+                );
+            }
+            let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
+            batch.step(&next).unwrap();
+            for (d, &tok) in alone.iter_mut().zip(&next) {
+                d.step(&[tok]).unwrap();
+            }
+        }
+    }
+}
+
 #[test]
 fn left_padded_batches_give_each_row_its_own_output() {
     let model = random_model(3);

@@ -1,6 +1,6 @@
 mod common;
 
-use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS, NN_NB};
+use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS, NN_NB, PANEL_COLS, PANEL_KC};
 use common::*;
 
 /// The `m` rows of a contiguous (m, n) buffer (empty rows when n = 0).
@@ -159,4 +159,56 @@ fn rows_alone_and_batched_agree(k: usize, n: usize) {
         gemv::gemv_nt(&mut rows(&mut got, n, m), &xs, &w, k).unwrap();
         assert_eq!(got, alone_nt[..m * n], "gemv_nt m={m}");
     }
+}
+
+/// The panel form gives what gemv_nn gives on the same matrix, bit for bit, on every path: the
+/// decoder swaps one for the other by batch size, and a batch row must equal the row alone.
+#[test]
+fn gemv_nn_panels_equals_gemv_nn_bit_for_bit() {
+    let mut rng = rng(10);
+    // K below, at and across chunk boundaries and every remainder of NN_STREAMS; N below, at and
+    // across panel widths.
+    for &k in &[0, 1, 3, 5, 65, PANEL_KC, PANEL_KC + 7, 3 * PANEL_KC + 2] {
+        for &n in &[1, 7, 8, 9, PANEL_COLS, PANEL_COLS + 1, 45, 100] {
+            let ldw = n + 3;
+            let w = unaligned(&mut rng, k * ldw, 2);
+            let mut panels = vec![f32::NAN; gemv::nn_panels_len(k, n)];
+            gemv::pack_nn_panels(&mut panels, &w[2..], ldw, k, n).unwrap();
+            for m in 1..=GEMV_MAX_ROWS {
+                let x = random_vec(&mut rng, m * k);
+                let bias = random_vec(&mut rng, n);
+                let init = random_vec(&mut rng, m * n);
+                for (acc, b) in [(false, &[][..]), (false, &bias[..]), (true, &bias[..])] {
+                    let xs = xrows(&x, k, m);
+                    let (mut got, mut want) = (init.clone(), init.clone());
+                    gemv::gemv_nn_panels(&mut rows(&mut got, n, m), &xs, &panels, b, acc).unwrap();
+                    gemv::gemv_nn(&mut rows(&mut want, n, m), &xs, &w[2..], ldw, b, acc).unwrap();
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "m={m} k={k} n={n} acc={acc}: {got:?} != {want:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn panels_reject_bad_shapes() {
+    let w = [0.0f32; 12];
+    let mut out = vec![0.0; gemv::nn_panels_len(3, 4)];
+    assert_eq!(out.len(), 3 * PANEL_COLS);
+    let err = gemv::pack_nn_panels(&mut out[1..], &w, 4, 3, 4).unwrap_err();
+    assert_eq!(err.kernel, "pack_nn_panels");
+    assert!(err.to_string().contains("`out`"), "{err}");
+    assert!(gemv::pack_nn_panels(&mut out, &w[1..], 4, 3, 4).is_err());
+    assert!(gemv::pack_nn_panels(&mut out, &w, 3, 3, 4).is_err());
+    gemv::pack_nn_panels(&mut out, &w, 4, 3, 4).unwrap();
+    let (mut y, x) = ([0.0f32; 4], [1.0f32; 3]);
+    let err = gemv::gemv_nn_panels(&mut [&mut y[..]], &[&x[..2]], &out, &[], false).unwrap_err();
+    assert_eq!(err.kernel, "gemv_nn_panels");
+    assert!(gemv::gemv_nn_panels(&mut [&mut y[..]], &[&x[..]], &out[1..], &[], false).is_err());
+    assert!(gemv::gemv_nn_panels(&mut [&mut y[..]], &[&x[..]], &out, &[1.0], false).is_err());
+    gemv::gemv_nn_panels(&mut [&mut y[..]], &[&x[..]], &out, &[], false).unwrap();
 }

@@ -26,12 +26,19 @@
 //! output columns over all rows (its own columns of each weight matrix, packed once) and the
 //! LayerNorms of its own rows, with a barrier wherever the next step reads what all wrote.
 //!
+//! A session of two or more rows also keeps each worker's rows of the four layer matrices in the
+//! panel form of [`gemv::pack_nn_panels`], packed by that worker (so its pages are local), and
+//! the narrow path reads those instead of the model's matrices: the same products bit for bit,
+//! from one sequential stream instead of sixteen-row sweeps whose lines alias in L1. That costs
+//! a copy of the layers' matrices (85 M floats for GPT-2 124M) and pays only with several rows:
+//! with one, the sweeps stream at the memory's speed already (see `kernels/src/gemv.rs`).
+//!
 //! The cache keeps each head's keys (and values) contiguous, (L, B, NH, ctx, HS), so attention
 //! streams them.
 
 use super::GenerateError;
 use crate::huge_pages;
-use crate::model::{Gpt, LN_EPS};
+use crate::model::{Gpt, GptConfig, LN_EPS};
 use crate::spheres::Spheres;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::gemv::{self, GEMV_MAX_ROWS};
@@ -83,7 +90,95 @@ pub struct Decoder<'m> {
     part_qkv: Vec<f32>,
     part_c: Vec<f32>,
     part_fc: Vec<f32>,
+    /// Each worker's rows of the layer matrices in panel form (sessions of two or more rows).
+    panels: Option<Panels>,
     workers: Vec<Mutex<WorkerScratch>>,
+}
+
+/// The rows of each layer matrix one worker streams in the narrow path.
+struct WorkerRows {
+    /// Rows of qkv_w and fc_w: columns of the LayerNorm output.
+    k: Range<usize>,
+    /// The worker's attention heads.
+    heads: Range<usize>,
+    /// Rows of proj_w: the columns of the attention output of its heads.
+    hcols: Range<usize>,
+    /// Rows of fcproj_w: the columns of the MLP's hidden layer it finishes.
+    f: Range<usize>,
+}
+
+impl WorkerRows {
+    fn new(cfg: &GptConfig, nw: usize, w: usize) -> WorkerRows {
+        let (c, nh) = (cfg.n_embd, cfg.n_head);
+        let heads = split(0..nh, nw, w);
+        let hs = c / nh;
+        WorkerRows {
+            k: split_cols(c, nw, w),
+            hcols: heads.start * hs..heads.end * hs,
+            heads,
+            f: split_cols(4 * c, nw, w),
+        }
+    }
+}
+
+/// Each worker's rows of every layer's qkv_w, proj_w, fc_w and fcproj_w, in the panel form of
+/// [`gemv::pack_nn_panels`].
+struct Panels {
+    /// Layer after layer, worker after worker within a layer.
+    buf: Vec<f32>,
+    /// (L, NW) the ranges of `buf` holding worker w's blocks of layer l: qkv, proj, fc, fcproj.
+    at: Vec<[Range<usize>; 4]>,
+}
+
+impl Panels {
+    /// Packs on `pool`'s workers, each its own blocks (or on the calling thread with `None`).
+    fn new(model: &Gpt, pool: Option<&Spheres>) -> Result<Panels, GenerateError> {
+        let cfg = *model.config();
+        let c = cfg.n_embd;
+        let nw = pool.map_or(1, Spheres::count);
+        let mut at = Vec::with_capacity(cfg.n_layer * nw);
+        let mut end = 0;
+        for _ in 0..cfg.n_layer {
+            for w in 0..nw {
+                let r = WorkerRows::new(&cfg, nw, w);
+                let lens = [
+                    gemv::nn_panels_len(r.k.len(), 3 * c),
+                    gemv::nn_panels_len(r.hcols.len(), c),
+                    gemv::nn_panels_len(r.k.len(), 4 * c),
+                    gemv::nn_panels_len(r.f.len(), c),
+                ];
+                at.push(lens.map(|n| {
+                    end += n;
+                    end - n..end
+                }));
+            }
+        }
+        let mut buf = huge_pages::zeroed(end);
+        let shared = Shared::new(&mut buf);
+        let (p, pl) = (&model.params, &model.layout);
+        let pack = |w: usize| {
+            let r = WorkerRows::new(&cfg, nw, w);
+            for (l, lp) in pl.layers.iter().enumerate() {
+                let sources = [
+                    (lp.qkv_w.start + r.k.start * 3 * c, 3 * c, r.k.len()),
+                    (lp.proj_w.start + r.hcols.start * c, c, r.hcols.len()),
+                    (lp.fc_w.start + r.k.start * 4 * c, 4 * c, r.k.len()),
+                    (lp.fcproj_w.start + r.f.start * c, c, r.f.len()),
+                ];
+                for (dst, (start, n, k)) in at[l * nw + w].iter().zip(sources) {
+                    // SAFETY: the blocks of different workers are disjoint ranges of buf, and
+                    // each worker writes only its own.
+                    let out = unsafe { shared.mut_at(dst.clone()) };
+                    gemv::pack_nn_panels(out, &p[start..start + k * n], n, k, n).expect(EXPECT);
+                }
+            }
+        };
+        match pool {
+            Some(pool) => pool.run(|ctx| pack(ctx.index()))?,
+            None => pack(0),
+        }
+        Ok(Panels { buf, at })
+    }
 }
 
 /// One worker's private buffers.
@@ -194,6 +289,11 @@ impl<'m> Decoder<'m> {
         let m = batch * chunk;
         let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
+        let panels = if batch >= 2 {
+            Some(Panels::new(model, pool)?)
+        } else {
+            None
+        };
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
@@ -227,6 +327,7 @@ impl<'m> Decoder<'m> {
             part_qkv: vec![0.0; nw * mr * 3 * c],
             part_c: vec![0.0; nw * mr * c],
             part_fc: vec![0.0; nw * mr * 4 * c],
+            panels,
             workers,
         })
     }
@@ -402,6 +503,7 @@ impl<'m> Decoder<'m> {
             part_qkv: Shared::new(&mut self.part_qkv),
             part_c: Shared::new(&mut self.part_c),
             part_fc: Shared::new(&mut self.part_fc),
+            panels: self.panels.as_ref(),
             workers: &self.workers,
             nh,
             vp,
@@ -439,6 +541,7 @@ struct Job<'a> {
     part_qkv: Shared,
     part_c: Shared,
     part_fc: Shared,
+    panels: Option<&'a Panels>,
     workers: &'a [Mutex<WorkerScratch>],
     nh: usize,
     vp: usize,
@@ -493,6 +596,16 @@ unsafe fn rows_at<'b>(
         *o = unsafe { buf.at(r * ld + cols.start..r * ld + cols.end) };
     }
     out
+}
+
+/// `y = x · w` for a worker's rows `w` (stride `n`) of a layer matrix: from `panel`, the same rows
+/// in panel form, when the session has one (the same bits either way).
+fn gemv_rows(y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32], n: usize, panel: Option<&[f32]>) {
+    match panel {
+        Some(panel) => gemv::gemv_nn_panels(y, x, panel, &[], false),
+        None => gemv::gemv_nn(y, x, w, n, &[], false),
+    }
+    .expect(EXPECT);
 }
 
 /// `out[j] = bias[j] + Σ_v parts[v][row][cols.start + j]` over the `nw` slots of a partial-sum
@@ -558,17 +671,15 @@ impl Job<'_> {
     /// (see the module docs), each worker on its own copy of the residual stream.
     fn narrow(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
         let cfg = *self.model.config();
-        let (c, m, mr, nh) = (cfg.n_embd, self.m, self.mr, self.nh);
-        let hs = c / nh;
+        let (c, m, mr) = (cfg.n_embd, self.m, self.mr);
         let p = &self.model.params;
         let pl = &self.model.layout;
-        let heads = split(0..nh, nw, w);
-        // Columns of the attention output (and rows of proj_w) of this worker's heads.
-        let hcols = heads.start * hs..heads.end * hs;
-        // Rows of qkv_w and fc_w this worker streams.
-        let kc = split_cols(c, nw, w);
-        // Columns of the MLP's hidden layer this worker finishes (and rows of fcproj_w).
-        let fcols = split_cols(4 * c, nw, w);
+        let WorkerRows {
+            k: kc,
+            heads,
+            hcols,
+            f: fcols,
+        } = WorkerRows::new(&cfg, nw, w);
         let nf = fcols.len();
         let all = |n: usize| 0..n;
         let WorkerScratch {
@@ -586,6 +697,11 @@ impl Job<'_> {
         resid.copy_from_slice(unsafe { self.resid.at(0..m * c) });
         let slot = w * mr..w * mr + m;
         for (l, lp) in pl.layers.iter().enumerate() {
+            // This worker's blocks of the layer's matrices in panel form, when the session has them.
+            let panels = self
+                .panels
+                .map(|pn| pn.at[l * nw + w].clone().map(|r| &pn.buf[r]));
+            let panel = |i: usize| panels.as_ref().map(|b| b[i]);
             layernorm::layernorm_fwd(
                 &mut ln[..m * c],
                 &mut mean[..m],
@@ -602,15 +718,13 @@ impl Job<'_> {
                 // SAFETY: slot w of each partial-sum buffer is written only by worker w, and
                 // read by the others only after the next barrier and before the one after it.
                 let mut y = unsafe { rows_mut(&self.part_qkv, 3 * c, slot.clone(), &all(3 * c)) };
-                gemv::gemv_nn(
+                gemv_rows(
                     &mut y[..m],
                     &rows_of(ln, c, 0..m, &kc)[..m],
                     &p[lp.qkv_w.start + kc.start * 3 * c..lp.qkv_w.end],
                     3 * c,
-                    &[],
-                    false,
-                )
-                .expect(EXPECT);
+                    panel(0),
+                );
             }
             barrier();
             for r in 0..m {
@@ -648,15 +762,13 @@ impl Job<'_> {
                         rows_at(&self.atty, c, 0..m, &hcols),
                     )
                 };
-                gemv::gemv_nn(
+                gemv_rows(
                     &mut y[..m],
                     &x[..m],
                     &p[lp.proj_w.start + hcols.start * c..lp.proj_w.end],
                     c,
-                    &[],
-                    false,
-                )
-                .expect(EXPECT);
+                    panel(1),
+                );
             }
             barrier();
             // SAFETY: the slots are complete (barrier above) and rewritten only after the next
@@ -677,15 +789,13 @@ impl Job<'_> {
             {
                 // SAFETY: as for qkv.
                 let mut y = unsafe { rows_mut(&self.part_fc, 4 * c, slot.clone(), &all(4 * c)) };
-                gemv::gemv_nn(
+                gemv_rows(
                     &mut y[..m],
                     &rows_of(ln, c, 0..m, &kc)[..m],
                     &p[lp.fc_w.start + kc.start * 4 * c..lp.fc_w.end],
                     4 * c,
-                    &[],
-                    false,
-                )
-                .expect(EXPECT);
+                    panel(2),
+                );
             }
             barrier();
             for r in 0..m {
@@ -718,15 +828,13 @@ impl Job<'_> {
                         rows_at(&self.fch, 4 * c, 0..m, &fcols),
                     )
                 };
-                gemv::gemv_nn(
+                gemv_rows(
                     &mut y[..m],
                     &x[..m],
                     &p[lp.fcproj_w.start + fcols.start * c..lp.fcproj_w.end],
                     c,
-                    &[],
-                    false,
-                )
-                .expect(EXPECT);
+                    panel(3),
+                );
             }
             barrier();
             // SAFETY: as after proj.
