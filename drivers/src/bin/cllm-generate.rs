@@ -34,7 +34,8 @@ struct Cli {
     /// The prompt as token ids, comma-separated.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "prompt_file"])]
     prompt_ids: Option<Vec<u32>>,
-    /// A file of prompts, one per line, generated as one batch.
+    /// A file of prompts, one per line, generated as one batch. With 2 to 8 prompts (or beams)
+    /// the session keeps its own copy of the layer weights, laid out for decoding several rows.
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file", "prompt_ids"])]
     batch: Option<PathBuf>,
     /// The lines of --batch are comma-separated token ids.

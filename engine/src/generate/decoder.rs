@@ -26,12 +26,12 @@
 //! output columns over all rows (its own columns of each weight matrix, packed once) and the
 //! LayerNorms of its own rows, with a barrier wherever the next step reads what all wrote.
 //!
-//! A session of two or more rows also keeps each worker's rows of the four layer matrices in the
-//! panel form of [`gemv::pack_nn_panels`], packed by that worker (so its pages are local), and
-//! the narrow path reads those instead of the model's matrices: the same products bit for bit,
-//! from one sequential stream instead of sixteen-row sweeps whose lines alias in L1. That costs
-//! a copy of the layers' matrices (85 M floats for GPT-2 124M) and pays only with several rows:
-//! with one, the sweeps stream at the memory's speed already (see `kernels/src/gemv.rs`).
+//! A session of two to [`GEMV_MAX_ROWS`] rows also keeps each worker's rows of the four layer
+//! matrices in the panel form of [`gemv::pack_nn_panels`], packed by that worker (so its pages are
+//! local), and the narrow path reads those instead of the model's matrices: the same products bit
+//! for bit, from one sequential stream instead of sixteen-row sweeps whose lines alias in L1. That
+//! costs a copy of the layers' matrices (85 M floats for GPT-2 124M) and pays only with several
+//! rows: with one, the sweeps stream at the memory's speed already (see `kernels/src/gemv.rs`).
 //!
 //! The cache keeps each head's keys (and values) contiguous, (L, B, NH, ctx, HS), so attention
 //! streams them.
@@ -90,7 +90,7 @@ pub struct Decoder<'m> {
     part_qkv: Vec<f32>,
     part_c: Vec<f32>,
     part_fc: Vec<f32>,
-    /// Each worker's rows of the layer matrices in panel form (sessions of two or more rows).
+    /// Each worker's rows of the layer matrices in panel form (sessions of 2..=GEMV_MAX_ROWS rows).
     panels: Option<Panels>,
     workers: Vec<Mutex<WorkerScratch>>,
 }
@@ -289,7 +289,8 @@ impl<'m> Decoder<'m> {
         let m = batch * chunk;
         let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
-        let panels = if batch >= 2 {
+        // Decode steps of 2..=GEMV_MAX_ROWS rows take the narrow path, which reads the panels.
+        let panels = if (2..=GEMV_MAX_ROWS).contains(&batch) {
             Some(Panels::new(model, pool)?)
         } else {
             None
