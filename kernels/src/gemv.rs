@@ -600,10 +600,11 @@ unsafe fn panel_chunks<S: Simd, const V: usize>(
     }
 }
 
-/// One group of up to `rows_max` x rows over one panel: [`panel_tile`] for the group's size.
+/// One group of up to `rows_max` x rows, from row `i0`, over one panel: [`panel_tile`] for the
+/// group's size.
 ///
 /// # Safety
-/// As [`panel_tile`], for `min(yp.len(), rows_max)` rows.
+/// As [`panel_tile`], for `R = min(y.len(), rows_max)` rows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn panel_group<S: Simd, const V: usize, const PF: bool>(
@@ -636,12 +637,12 @@ unsafe fn panel_group<S: Simd, const V: usize, const PF: bool>(
 const PANEL_PREFETCH: usize = 32;
 
 /// Rows 0..R of y, columns `j..j + width` (`width ≤ PANEL_COLS`, `V` vectors), plus
-/// `Σ_q xs[i][q] · panel[q][..]` for `q < kc`, in order; with `PF`, each panel row's line
+/// `Σ_q xs[q][i0 + i] · panel[q][..]` for `q < kc`, in order; with `PF`, each panel row's line
 /// [`PANEL_PREFETCH`] rows further on is prefetched.
 ///
 /// # Safety
-/// `panel` valid for reads of `kc * PANEL_COLS` floats; `yp[i]` for reads and writes of columns
-/// `j..j + width` (`i < R`).
+/// `panel` valid for reads of `kc * PANEL_COLS` floats (`kc ≤ PANEL_KC`); `yp[i]` for reads and
+/// writes of columns `j..j + width` (`i < R`); `i0 + R ≤ GEMV_MAX_ROWS`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn panel_tile<S: Simd, const R: usize, const V: usize, const PF: bool>(
