@@ -100,6 +100,48 @@ fn check(
     }
 }
 
+/// The row counts of y and x (equal, at most [`GEMV_MAX_ROWS`]) and their common lengths:
+/// `(m, n, k)`.
+fn check_rows(
+    kernel: &'static str,
+    y: &[&mut [f32]],
+    x: &[&[f32]],
+) -> Result<(usize, usize, usize), ShapeError> {
+    let m = y.len();
+    check(kernel, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
+        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
+    })?;
+    let n = y.first().map_or(0, |r| r.len());
+    let k = x.first().map_or(0, |r| r.len());
+    check(kernel, "y", y.iter().all(|r| r.len() == n), || {
+        format!("rows differ in length (n = {n})")
+    })?;
+    check(kernel, "x", x.iter().all(|r| r.len() == k), || {
+        format!("rows differ in length (k = {k})")
+    })?;
+    Ok((m, n, k))
+}
+
+/// That `w` holds a (k, n) matrix with row stride `ldw`.
+fn check_w(
+    kernel: &'static str,
+    w: &[f32],
+    ldw: usize,
+    k: usize,
+    n: usize,
+) -> Result<(), ShapeError> {
+    check(kernel, "ldw", n <= ldw || k == 0, || {
+        format!("ldw {ldw} is below n {n}")
+    })?;
+    check(kernel, "w", k == 0 || w.len() >= (k - 1) * ldw + n, || {
+        format!(
+            "has {} elements, K={k} rows of stride {ldw} need {}",
+            w.len(),
+            (k.max(1) - 1) * ldw + n
+        )
+    })
+}
+
 /// `y[i][j] (+)= bias[j] + Σ_p x[i][p] · w[p*ldw + j]`: `m = y.len()` rows of x (each K long)
 /// times the first `n = y[i].len()` columns of the (K, ldw) matrix `w`. With `accumulate` the
 /// product (and bias) is added to `y`; an empty `bias` means none.
@@ -112,28 +154,8 @@ pub fn gemv_nn(
     accumulate: bool,
 ) -> Result<(), ShapeError> {
     const K: &str = "gemv_nn";
-    let m = y.len();
-    check(K, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
-        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
-    })?;
-    let n = y.first().map_or(0, |r| r.len());
-    let k = x.first().map_or(0, |r| r.len());
-    check(K, "y", y.iter().all(|r| r.len() == n), || {
-        format!("rows differ in length (n = {n})")
-    })?;
-    check(K, "x", x.iter().all(|r| r.len() == k), || {
-        format!("rows differ in length (k = {k})")
-    })?;
-    check(K, "ldw", n <= ldw || k == 0, || {
-        format!("ldw {ldw} is below n {n}")
-    })?;
-    check(K, "w", k == 0 || w.len() >= (k - 1) * ldw + n, || {
-        format!(
-            "has {} elements, K={k} rows of stride {ldw} need {}",
-            w.len(),
-            (k.max(1) - 1) * ldw + n
-        )
-    })?;
+    let (m, n, k) = check_rows(K, y, x)?;
+    check_w(K, w, ldw, k, n)?;
     check(K, "bias", bias.is_empty() || bias.len() == n, || {
         format!("has {} elements, n = {n}", bias.len())
     })?;
@@ -158,21 +180,13 @@ fn gemv_nn_generic<S: Simd>(
     bias: &[f32],
     accumulate: bool,
 ) {
-    let m = y.len();
-    assert!(m == x.len() && m <= GEMV_MAX_ROWS);
-    if m == 0 {
+    let Some((n, k, yp)) = start_rows(y, x, bias, accumulate) else {
         return;
-    }
-    let n = y[0].len();
-    let k = x[0].len();
-    assert!(y.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() == k));
+    };
     assert!(k == 0 || (n <= ldw && w.len() >= (k - 1) * ldw + n));
-    assert!(bias.is_empty() || bias.len() == n);
-    init_rows(y, bias, accumulate);
-    let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
+    let m = y.len();
     let mut xp = [core::ptr::null::<f32>(); GEMV_MAX_ROWS];
-    for ((p, q), (yr, xr)) in yp.iter_mut().zip(xp.iter_mut()).zip(y.iter_mut().zip(x)) {
-        *p = yr.as_mut_ptr();
+    for (q, xr) in xp.iter_mut().zip(x) {
         *q = xr.as_ptr();
     }
     let (yp, xp, wp) = (&yp[..m], &xp[..m], w.as_ptr());
@@ -210,17 +224,34 @@ fn gemv_nn_generic<S: Simd>(
     }
 }
 
-/// `y = bias` (zeros when empty), or `y += bias` with `accumulate`: where the product's sums
-/// start, the same for both forms of w.
-fn init_rows(y: &mut [&mut [f32]], bias: &[f32], accumulate: bool) {
-    for row in y.iter_mut() {
+/// The start of both forms of `gemv_nn`: asserts what memory safety needs of y, x and bias, sets
+/// `y = bias` (zeros when empty) or `y += bias` with `accumulate`, and returns `(n, k, the y row
+/// pointers)`, or `None` without rows.
+fn start_rows(
+    y: &mut [&mut [f32]],
+    x: &[&[f32]],
+    bias: &[f32],
+    accumulate: bool,
+) -> Option<(usize, usize, [*mut f32; GEMV_MAX_ROWS])> {
+    let m = y.len();
+    assert!(m == x.len() && m <= GEMV_MAX_ROWS);
+    if m == 0 {
+        return None;
+    }
+    let (n, k) = (y[0].len(), x[0].len());
+    assert!(y.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() == k));
+    assert!(bias.is_empty() || bias.len() == n);
+    let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
+    for (p, row) in yp.iter_mut().zip(y.iter_mut()) {
         match (accumulate, bias.is_empty()) {
             (false, true) => row.fill(0.0),
             (false, false) => row.copy_from_slice(bias),
             (true, true) => {}
             (true, false) => row.iter_mut().zip(bias).for_each(|(o, b)| *o += b),
         }
+        *p = row.as_mut_ptr();
     }
+    Some((n, k, yp))
 }
 
 /// The row of `w` that [`gemv_nn`] adds `t`-th (`t < k`): the rows are split into
@@ -432,16 +463,7 @@ pub fn pack_nn_panels(
     n: usize,
 ) -> Result<(), ShapeError> {
     const K: &str = "pack_nn_panels";
-    check(K, "ldw", n <= ldw || k == 0, || {
-        format!("ldw {ldw} is below n {n}")
-    })?;
-    check(K, "w", k == 0 || w.len() >= (k - 1) * ldw + n, || {
-        format!(
-            "has {} elements, K={k} rows of stride {ldw} need {}",
-            w.len(),
-            (k.max(1) - 1) * ldw + n
-        )
-    })?;
+    check_w(K, w, ldw, k, n)?;
     check(K, "out", out.len() == nn_panels_len(k, n), || {
         format!(
             "has {} elements, the panels of a ({k}, {n}) matrix take {}",
@@ -477,18 +499,7 @@ pub fn gemv_nn_panels(
     accumulate: bool,
 ) -> Result<(), ShapeError> {
     const K: &str = "gemv_nn_panels";
-    let m = y.len();
-    check(K, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
-        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
-    })?;
-    let n = y.first().map_or(0, |r| r.len());
-    let k = x.first().map_or(0, |r| r.len());
-    check(K, "y", y.iter().all(|r| r.len() == n), || {
-        format!("rows differ in length (n = {n})")
-    })?;
-    check(K, "x", x.iter().all(|r| r.len() == k), || {
-        format!("rows differ in length (k = {k})")
-    })?;
+    let (m, n, k) = check_rows(K, y, x)?;
     check(K, "panels", panels.len() == nn_panels_len(k, n), || {
         format!(
             "has {} elements, the panels of a ({k}, {n}) matrix take {}",
@@ -520,21 +531,11 @@ fn gemv_nn_panels_generic<S: Simd>(
     bias: &[f32],
     accumulate: bool,
 ) {
-    let m = y.len();
-    assert!(m == x.len() && m <= GEMV_MAX_ROWS);
-    if m == 0 {
+    let Some((n, k, yp)) = start_rows(y, x, bias, accumulate) else {
         return;
-    }
-    let n = y[0].len();
-    let k = x[0].len();
-    assert!(y.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() == k));
+    };
     assert!(panels.len() >= nn_panels_len(k, n));
-    assert!(bias.is_empty() || bias.len() == n);
-    init_rows(y, bias, accumulate);
-    let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
-    for (p, yr) in yp.iter_mut().zip(y.iter_mut()) {
-        *p = yr.as_mut_ptr();
-    }
+    let m = y.len();
     // SAFETY: y rows hold n floats, x rows k, and panels the whole panel form (asserted above).
     unsafe {
         match PANEL_COLS / S::LANES {
@@ -709,18 +710,7 @@ pub fn gemv_nt(
     ldw: usize,
 ) -> Result<(), ShapeError> {
     const K: &str = "gemv_nt";
-    let m = y.len();
-    check(K, "rows", m == x.len() && m <= GEMV_MAX_ROWS, || {
-        format!("y has {m} rows, x {}, at most {GEMV_MAX_ROWS}", x.len())
-    })?;
-    let n = y.first().map_or(0, |r| r.len());
-    let k = x.first().map_or(0, |r| r.len());
-    check(K, "y", y.iter().all(|r| r.len() == n), || {
-        format!("rows differ in length (n = {n})")
-    })?;
-    check(K, "x", x.iter().all(|r| r.len() == k), || {
-        format!("rows differ in length (k = {k})")
-    })?;
+    let (m, n, k) = check_rows(K, y, x)?;
     check(K, "ldw", k <= ldw || n == 0, || {
         format!("ldw {ldw} is below k {k}")
     })?;
