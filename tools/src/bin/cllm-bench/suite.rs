@@ -559,6 +559,37 @@ fn run_decode(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
             }
         }
         Ok(vec![prefill, decode])
+    })?;
+    run_decode_batch(rec, opts)
+}
+
+/// GPT-2 124M (random weights), batch 8 (the most rows a decode step's gemv takes): decode
+/// tokens/s after a short prompt, one sample per run. With eight rows a step is compute-bound
+/// as much as memory-bound (the layers read their matrices in panel form), so the reference is
+/// the FMA rate.
+fn run_decode_batch(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
+    const BATCH: usize = 8;
+    let (prompt, new_tokens) = if opts.quick { (8, 8) } else { (16, 32) };
+    let name = format!("decode/gpt2-124m_B{BATCH}_P{prompt}_N{new_tokens}/decode");
+    let specs = vec![spec(name, "tokens/s", opts.threads, Reference::FmaPeak)];
+    rec.record(specs, || {
+        let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
+        let pool = Pool::start(Some(opts.threads))?;
+        let spheres = (pool.count() > 1).then_some(&pool.spheres);
+        let mut decode = Samples::default();
+        for _ in 0..opts.repeats {
+            let (r, t) = timed(|| {
+                generate::bench::decode(&model, spheres, BATCH, prompt, new_tokens, 8 << 20)
+            });
+            let r = r?;
+            decode.wall.push(r.decode_tokens_per_s);
+            // As for batch 1: the share of the call the process had its CPUs for.
+            if let Some(cpu) = t.cpu_s.filter(|&c| c > 0.0) {
+                let had = cpu / pool.count() as f64 / t.wall_s;
+                decode.cpu.push(r.decode_tokens_per_s / had);
+            }
+        }
+        Ok(vec![decode])
     })
 }
 
