@@ -30,8 +30,9 @@
 //!   sixteen-row sweeps above is needed: rows of 2,304 or 3,072 floats are 9 or 12 KiB apart,
 //!   and a sweep's sixteen lines of one tile land in one or four of L1's 64 sets (eight ways),
 //!   evicting each other and the lines prefetched for the next tiles. Measured on GPT-2's four
-//!   matrix shapes with 8 rows of x (Zen, 340 MB, alternated three times): `gemv_nn` 24.5–25.5
-//!   GFLOP/s on one core, the panel form 31–33; on two cores 45–50 against 54–60.
+//!   matrix shapes with 8 rows of x (Zen, 340 MB, alternated three times): `gemv_nn` 24.3–26.0
+//!   GFLOP/s on one core, the panel form 27.1–31.6; on two cores 44.4–50.6 against 48.3–56.5.
+//!   With one row of x the panel form is the slower (10.8–11.7 GB/s against 17.5–19.0).
 //! - [`gemv_nt`] takes one row of `w` (vocabulary rows of a tied LM head) from each of its
 //!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
 //!   them, one accumulator per pair (a group of two to four rows takes them two at a time, for
