@@ -128,12 +128,15 @@ fn batch_rows_equal_the_row_alone_bit_for_bit() {
     for pool in [None, Some(&spheres)] {
         // Two prompt tokens per row: every pass of both sessions takes the narrow path.
         let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
-        let mut batch = Decoder::new(&model, pool, 3, 12).unwrap();
+        // A context of 40 leaves room for PANEL_MIN_STEPS steps after the prompt, so the batch
+        // packs its panels at its first step.
+        const { assert!(40 - 2 >= generate::PANEL_MIN_STEPS) };
+        let mut batch = Decoder::new(&model, pool, 3, 40).unwrap();
         batch.prefill(&first, &[0; 3]).unwrap();
         let mut alone: Vec<Decoder> = rows
             .iter()
             .map(|r| {
-                let mut d = Decoder::new(&model, pool, 1, 12).unwrap();
+                let mut d = Decoder::new(&model, pool, 1, 40).unwrap();
                 d.prefill(&r[..2], &[0]).unwrap();
                 d
             })

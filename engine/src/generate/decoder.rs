@@ -31,7 +31,9 @@
 //! local), and the narrow path reads those instead of the model's matrices: the same products bit
 //! for bit, from one sequential stream instead of sixteen-row sweeps whose lines alias in L1. That
 //! costs a copy of the layers' matrices (85 M floats for GPT-2 124M) and pays only with several
-//! rows: with one, the sweeps stream at the memory's speed already (see `kernels/src/gemv.rs`).
+//! rows (with one, the sweeps stream at the memory's speed already; see `kernels/src/gemv.rs`)
+//! and over enough steps: the copy is made at the session's first step, and only when the cache
+//! has room for at least [`PANEL_MIN_STEPS`] more.
 //!
 //! The cache keeps each head's keys (and values) contiguous, (L, B, NH, ctx, HS), so attention
 //! streams them.
@@ -52,6 +54,11 @@ const EXPECT: &str = "the decoder's buffers are sized for its model";
 
 /// Prompt tokens per row run in one prefill pass (longer prompts run in several).
 pub const PREFILL_CHUNK: usize = 256;
+
+/// Decode steps a session of several rows must have room for, at its first step, to pack the
+/// panel form: packing GPT-2 124M's layer matrices on two workers takes 70–100 ms (290 ms the
+/// first time in a process, its pages fresh), and each step of 2 to 8 rows then saves 7–9 ms.
+pub const PANEL_MIN_STEPS: usize = 32;
 
 /// Column splits are multiples of this many floats (a cache line, and whole vectors).
 const COL_ALIGN: usize = 16;
@@ -128,19 +135,20 @@ struct Panels {
     buf: Vec<f32>,
     /// (L, NW) the ranges of `buf` holding worker w's blocks of layer l: qkv, proj, fc, fcproj.
     at: Vec<[Range<usize>; 4]>,
+    /// Whether `buf` holds them yet ([`Panels::pack`]).
+    packed: bool,
 }
 
 impl Panels {
-    /// Packs on `pool`'s workers, each its own blocks (or on the calling thread with `None`).
-    fn new(model: &Gpt, pool: Option<&Spheres>) -> Result<Panels, GenerateError> {
-        let cfg = *model.config();
+    /// The buffer and its ranges for `nw` workers, not yet packed: its pages stay untouched
+    /// until then.
+    fn new(cfg: &GptConfig, nw: usize) -> Panels {
         let c = cfg.n_embd;
-        let nw = pool.map_or(1, Spheres::count);
         let mut at = Vec::with_capacity(cfg.n_layer * nw);
         let mut end = 0;
         for _ in 0..cfg.n_layer {
             for w in 0..nw {
-                let r = WorkerRows::new(&cfg, nw, w);
+                let r = WorkerRows::new(cfg, nw, w);
                 let lens = [
                     gemv::nn_panels_len(r.k.len(), 3 * c),
                     gemv::nn_panels_len(r.hcols.len(), c),
@@ -153,9 +161,26 @@ impl Panels {
                 }));
             }
         }
-        let mut buf = huge_pages::zeroed(end);
-        let shared = Shared::new(&mut buf);
-        let (p, pl) = (&model.params, &model.layout);
+        Panels {
+            buf: huge_pages::zeroed(end),
+            at,
+            packed: false,
+        }
+    }
+
+    /// Packs `model`'s matrices on `pool`'s workers, each its own blocks, so each block's pages
+    /// are first touched by the worker that reads them (or on the calling thread with `None`).
+    fn pack(&mut self, model: &Gpt, pool: Option<&Spheres>) -> Result<(), GenerateError> {
+        let cfg = *model.config();
+        let c = cfg.n_embd;
+        let nw = pool.map_or(1, Spheres::count);
+        assert_eq!(
+            self.at.len(),
+            cfg.n_layer * nw,
+            "panels sized for another pool"
+        );
+        let shared = Shared::new(&mut self.buf);
+        let (p, pl, at) = (&model.params, &model.layout, &self.at);
         let pack = |w: usize| {
             let r = WorkerRows::new(&cfg, nw, w);
             for (l, lp) in pl.layers.iter().enumerate() {
@@ -177,7 +202,8 @@ impl Panels {
             Some(pool) => pool.run(|ctx| pack(ctx.index()))?,
             None => pack(0),
         }
-        Ok(Panels { buf, at })
+        self.packed = true;
+        Ok(())
     }
 }
 
@@ -290,11 +316,9 @@ impl<'m> Decoder<'m> {
         let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
         // Decode steps of 2..=GEMV_MAX_ROWS rows take the narrow path, which reads the panels.
-        let panels = if (2..=GEMV_MAX_ROWS).contains(&batch) {
-            Some(Panels::new(model, pool)?)
-        } else {
-            None
-        };
+        let panels = (2..=GEMV_MAX_ROWS)
+            .contains(&batch)
+            .then(|| Panels::new(&cfg, nw));
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
@@ -405,6 +429,11 @@ impl<'m> Decoder<'m> {
         if self.len == 0 {
             return Err(GenerateError::Config("step before prefill".into()));
         }
+        if let Some(panels) = &mut self.panels {
+            if !panels.packed && self.ctx - self.len >= PANEL_MIN_STEPS {
+                panels.pack(self.model, self.pool)?;
+            }
+        }
         self.pass(tokens, 1, 0..1)
     }
 
@@ -504,7 +533,7 @@ impl<'m> Decoder<'m> {
             part_qkv: Shared::new(&mut self.part_qkv),
             part_c: Shared::new(&mut self.part_c),
             part_fc: Shared::new(&mut self.part_fc),
-            panels: self.panels.as_ref(),
+            panels: self.panels.as_ref().filter(|p| p.packed),
             workers: &self.workers,
             nh,
             vp,

@@ -11,7 +11,7 @@ mod decoder;
 mod sample;
 
 pub use beam::{beam_search, BeamConfig, BeamHypothesis};
-pub use decoder::{Decoder, PREFILL_CHUNK};
+pub use decoder::{Decoder, PANEL_MIN_STEPS, PREFILL_CHUNK};
 pub use sample::{argmax, log_softmax, SampleConfig, Sampler};
 
 use crate::model::Gpt;
