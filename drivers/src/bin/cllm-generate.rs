@@ -35,7 +35,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "prompt_file"])]
     prompt_ids: Option<Vec<u32>>,
     /// A file of prompts, one per line, generated as one batch. With 2 to 8 prompts (or beams)
-    /// the session keeps its own copy of the layer weights, laid out for decoding several rows.
+    /// and room for 32 or more new tokens, the session makes its own copy of the layer weights,
+    /// laid out for decoding several rows.
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file", "prompt_ids"])]
     batch: Option<PathBuf>,
     /// The lines of --batch are comma-separated token ids.

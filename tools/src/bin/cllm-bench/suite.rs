@@ -569,7 +569,9 @@ fn run_decode(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
 /// the FMA rate.
 fn run_decode_batch(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     const BATCH: usize = 8;
-    let (prompt, new_tokens) = if opts.quick { (8, 8) } else { (16, 32) };
+    // Room for PANEL_MIN_STEPS steps: the session packs and reads the panel form.
+    let new_tokens = generate::PANEL_MIN_STEPS;
+    let prompt = if opts.quick { 4 } else { 16 };
     let name = format!("decode/gpt2-124m_B{BATCH}_P{prompt}_N{new_tokens}/decode");
     let specs = vec![spec(name, "tokens/s", opts.threads, Reference::FmaPeak)];
     rec.record(specs, || {
