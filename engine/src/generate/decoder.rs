@@ -40,7 +40,7 @@
 
 use super::GenerateError;
 use crate::huge_pages;
-use crate::model::{Gpt, GptConfig, LN_EPS};
+use crate::model::{Gpt, GptConfig, LayerRanges, LN_EPS};
 use crate::spheres::Spheres;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::gemv::{self, GEMV_MAX_ROWS};
@@ -126,6 +126,20 @@ impl WorkerRows {
             f: split_cols(4 * c, nw, w),
         }
     }
+
+    /// The worker's block of each of layer `lp`'s matrices (qkv, proj, fc, fcproj): its range
+    /// of the parameters and the matrix's row length.
+    fn blocks(&self, lp: &LayerRanges, c: usize) -> [(Range<usize>, usize); 4] {
+        let block = |start: usize, rows: &Range<usize>, n: usize| {
+            (start + rows.start * n..start + rows.end * n, n)
+        };
+        [
+            block(lp.qkv_w.start, &self.k, 3 * c),
+            block(lp.proj_w.start, &self.hcols, c),
+            block(lp.fc_w.start, &self.k, 4 * c),
+            block(lp.fcproj_w.start, &self.f, c),
+        ]
+    }
 }
 
 /// Each worker's rows of every layer's qkv_w, proj_w, fc_w and fcproj_w, in the panel form of
@@ -184,17 +198,12 @@ impl Panels {
         let pack = |w: usize| {
             let r = WorkerRows::new(&cfg, nw, w);
             for (l, lp) in pl.layers.iter().enumerate() {
-                let sources = [
-                    (lp.qkv_w.start + r.k.start * 3 * c, 3 * c, r.k.len()),
-                    (lp.proj_w.start + r.hcols.start * c, c, r.hcols.len()),
-                    (lp.fc_w.start + r.k.start * 4 * c, 4 * c, r.k.len()),
-                    (lp.fcproj_w.start + r.f.start * c, c, r.f.len()),
-                ];
-                for (dst, (start, n, k)) in at[l * nw + w].iter().zip(sources) {
+                for (dst, (src, n)) in at[l * nw + w].iter().zip(r.blocks(lp, c)) {
                     // SAFETY: the blocks of different workers are disjoint ranges of buf, and
                     // each worker writes only its own.
                     let out = unsafe { shared.mut_at(dst.clone()) };
-                    gemv::pack_nn_panels(out, &p[start..start + k * n], n, k, n).expect(EXPECT);
+                    let k = src.len() / n;
+                    gemv::pack_nn_panels(out, &p[src], n, k, n).expect(EXPECT);
                 }
             }
         };
@@ -704,12 +713,8 @@ impl Job<'_> {
         let (c, m, mr) = (cfg.n_embd, self.m, self.mr);
         let p = &self.model.params;
         let pl = &self.model.layout;
-        let WorkerRows {
-            k: kc,
-            heads,
-            hcols,
-            f: fcols,
-        } = WorkerRows::new(&cfg, nw, w);
+        let rows = WorkerRows::new(&cfg, nw, w);
+        let (kc, heads, hcols, fcols) = (&rows.k, &rows.heads, &rows.hcols, &rows.f);
         let nf = fcols.len();
         let all = |n: usize| 0..n;
         let WorkerScratch {
@@ -727,11 +732,16 @@ impl Job<'_> {
         resid.copy_from_slice(unsafe { self.resid.at(0..m * c) });
         let slot = w * mr..w * mr + m;
         for (l, lp) in pl.layers.iter().enumerate() {
-            // This worker's blocks of the layer's matrices in panel form, when the session has them.
+            // `y = x · (this worker's block of matrix i)`, from the block in panel form when the
+            // session has it.
+            let blocks = rows.blocks(lp, c);
             let panels = self
                 .panels
                 .map(|pn| pn.at[l * nw + w].clone().map(|r| &pn.buf[r]));
-            let panel = |i: usize| panels.as_ref().map(|b| b[i]);
+            let gemv = |y: &mut [&mut [f32]], x: &[&[f32]], i: usize| {
+                let (src, n) = &blocks[i];
+                gemv_rows(y, x, &p[src.clone()], *n, panels.as_ref().map(|b| b[i]));
+            };
             layernorm::layernorm_fwd(
                 &mut ln[..m * c],
                 &mut mean[..m],
@@ -748,13 +758,7 @@ impl Job<'_> {
                 // SAFETY: slot w of each partial-sum buffer is written only by worker w, and
                 // read by the others only after the next barrier and before the one after it.
                 let mut y = unsafe { rows_mut(&self.part_qkv, 3 * c, slot.clone(), &all(3 * c)) };
-                gemv_rows(
-                    &mut y[..m],
-                    &rows_of(ln, c, 0..m, &kc)[..m],
-                    &p[lp.qkv_w.start + kc.start * 3 * c..lp.qkv_w.end],
-                    3 * c,
-                    panel(0),
-                );
+                gemv(&mut y[..m], &rows_of(ln, c, 0..m, kc)[..m], 0);
             }
             barrier();
             for r in 0..m {
@@ -789,16 +793,10 @@ impl Job<'_> {
                 let (mut y, x) = unsafe {
                     (
                         rows_mut(&self.part_c, c, slot.clone(), &all(c)),
-                        rows_at(&self.atty, c, 0..m, &hcols),
+                        rows_at(&self.atty, c, 0..m, hcols),
                     )
                 };
-                gemv_rows(
-                    &mut y[..m],
-                    &x[..m],
-                    &p[lp.proj_w.start + hcols.start * c..lp.proj_w.end],
-                    c,
-                    panel(1),
-                );
+                gemv(&mut y[..m], &x[..m], 1);
             }
             barrier();
             // SAFETY: the slots are complete (barrier above) and rewritten only after the next
@@ -819,13 +817,7 @@ impl Job<'_> {
             {
                 // SAFETY: as for qkv.
                 let mut y = unsafe { rows_mut(&self.part_fc, 4 * c, slot.clone(), &all(4 * c)) };
-                gemv_rows(
-                    &mut y[..m],
-                    &rows_of(ln, c, 0..m, &kc)[..m],
-                    &p[lp.fc_w.start + kc.start * 4 * c..lp.fc_w.end],
-                    4 * c,
-                    panel(2),
-                );
+                gemv(&mut y[..m], &rows_of(ln, c, 0..m, kc)[..m], 2);
             }
             barrier();
             for r in 0..m {
@@ -841,7 +833,7 @@ impl Job<'_> {
                         mr,
                         4 * c,
                         r,
-                        &fcols,
+                        fcols,
                     );
                     let out = self
                         .fch
@@ -855,16 +847,10 @@ impl Job<'_> {
                 let (mut y, x) = unsafe {
                     (
                         rows_mut(&self.part_c, c, slot.clone(), &all(c)),
-                        rows_at(&self.fch, 4 * c, 0..m, &fcols),
+                        rows_at(&self.fch, 4 * c, 0..m, fcols),
                     )
                 };
-                gemv_rows(
-                    &mut y[..m],
-                    &x[..m],
-                    &p[lp.fcproj_w.start + fcols.start * c..lp.fcproj_w.end],
-                    c,
-                    panel(3),
-                );
+                gemv(&mut y[..m], &x[..m], 3);
             }
             barrier();
             // SAFETY: as after proj.
