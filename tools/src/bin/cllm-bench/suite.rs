@@ -539,25 +539,7 @@ fn run_decode(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
         ),
     ];
     rec.record(specs, || {
-        let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
-        let pool = Pool::start(Some(opts.threads))?;
-        let spheres = (pool.count() > 1).then_some(&pool.spheres);
-        let (mut prefill, mut decode) = (Samples::default(), Samples::default());
-        for _ in 0..opts.repeats {
-            // The report's own bandwidth figure is not used here: a small buffer keeps it cheap.
-            let (r, t) =
-                timed(|| generate::bench::decode(&model, spheres, 1, prompt, new_tokens, 8 << 20));
-            let r = r?;
-            prefill.wall.push(r.prefill_tokens_per_s);
-            decode.wall.push(r.decode_tokens_per_s);
-            // The report times prefill and decode separately; the share of the call the process
-            // had its CPUs for turns both into rates per CPU-second.
-            if let Some(cpu) = t.cpu_s.filter(|&c| c > 0.0) {
-                let had = cpu / pool.count() as f64 / t.wall_s;
-                prefill.cpu.push(r.prefill_tokens_per_s / had);
-                decode.cpu.push(r.decode_tokens_per_s / had);
-            }
-        }
+        let (prefill, decode) = decode_samples(opts, 1, prompt, new_tokens)?;
         Ok(vec![prefill, decode])
     })?;
     run_decode_batch(rec, opts)
@@ -575,24 +557,39 @@ fn run_decode_batch(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let name = format!("decode/gpt2-124m_B{BATCH}_P{prompt}_N{new_tokens}/decode");
     let specs = vec![spec(name, "tokens/s", opts.threads, Reference::FmaPeak)];
     rec.record(specs, || {
-        let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
-        let pool = Pool::start(Some(opts.threads))?;
-        let spheres = (pool.count() > 1).then_some(&pool.spheres);
-        let mut decode = Samples::default();
-        for _ in 0..opts.repeats {
-            let (r, t) = timed(|| {
-                generate::bench::decode(&model, spheres, BATCH, prompt, new_tokens, 8 << 20)
-            });
-            let r = r?;
-            decode.wall.push(r.decode_tokens_per_s);
-            // As for batch 1: the share of the call the process had its CPUs for.
-            if let Some(cpu) = t.cpu_s.filter(|&c| c > 0.0) {
-                let had = cpu / pool.count() as f64 / t.wall_s;
-                decode.cpu.push(r.decode_tokens_per_s / had);
-            }
-        }
+        let (_, decode) = decode_samples(opts, BATCH, prompt, new_tokens)?;
         Ok(vec![decode])
     })
+}
+
+/// Prefill and decode tokens/s of `opts.repeats` runs of `generate::bench::decode` on GPT-2
+/// 124M (random weights), `batch` rows.
+fn decode_samples(
+    opts: &Options,
+    batch: usize,
+    prompt: usize,
+    new_tokens: usize,
+) -> Result<(Samples, Samples)> {
+    let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
+    let pool = Pool::start(Some(opts.threads))?;
+    let spheres = (pool.count() > 1).then_some(&pool.spheres);
+    let (mut prefill, mut decode) = (Samples::default(), Samples::default());
+    for _ in 0..opts.repeats {
+        // The report's own bandwidth figure is not used here: a small buffer keeps it cheap.
+        let (r, t) =
+            timed(|| generate::bench::decode(&model, spheres, batch, prompt, new_tokens, 8 << 20));
+        let r = r?;
+        prefill.wall.push(r.prefill_tokens_per_s);
+        decode.wall.push(r.decode_tokens_per_s);
+        // The report times prefill and decode separately; the share of the call the process
+        // had its CPUs for turns both into rates per CPU-second.
+        if let Some(cpu) = t.cpu_s.filter(|&c| c > 0.0) {
+            let had = cpu / pool.count() as f64 / t.wall_s;
+            prefill.cpu.push(r.prefill_tokens_per_s / had);
+            decode.cpu.push(r.decode_tokens_per_s / had);
+        }
+    }
+    Ok((prefill, decode))
 }
 
 /// GPT-2 encoding of the embedded corpus (eight plays, 1.1 MB), MB/s of each pass.
