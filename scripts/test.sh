@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test cllm has: the workspace once in debug (overflow and debug assertions on), then the
-# kernel tests in release once per kernel path this CPU has (CLLM_ISA), then the hwloc topology
-# reader when libhwloc is installed (`.ci/run` installs it), then the quick benchmark suite.
+# kernel tests in release once per kernel path this CPU has (CLLM_ISA; the AVX-512 path emulated
+# where the CPU lacks it), then the hwloc topology reader when libhwloc is installed (`.ci/run`
+# installs it), then the quick benchmark suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,18 @@ for isa in $paths; do
     echo "== kernel tests, CLLM_ISA=$isa (release)"
     CLLM_ISA=$isa cargo test --release --locked -p cllm-kernels
 done
+case " $paths " in
+    *" avx512 "*) ;;
+    *)
+        # No AVX-512 here: run the AVX-512 path's kernels (16 lanes, its tiles) on the emulated
+        # token instead (kernels/src/simd/emulated.rs), so their logic is tested on any machine,
+        # alone and inside the engine (the model against the golden values, decoding, training).
+        echo "== kernel and engine tests, CLLM_ISA=avx512 emulated (release)"
+        CLLM_ISA=avx512 cargo test --release --locked -p cllm-kernels --features emulate-avx512
+        CLLM_ISA=avx512 cargo test --release --locked -p cllm-engine \
+            --features cllm-kernels/emulate-avx512
+        ;;
+esac
 
 if pkg-config --exists hwloc 2>/dev/null; then
     echo "== engine tests with the hwloc topology reader"

@@ -58,16 +58,16 @@ impl Isa {
             })
     }
 
-    /// Whether this CPU can run the path.
+    /// Whether this CPU can run the path (always, for AVX-512 in builds with the test feature
+    /// `emulate-avx512`, which emulates it where the CPU lacks it).
     pub fn is_supported(self) -> bool {
         match self {
             Isa::Scalar | Isa::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 | Isa::Avx512 => false,
+            Isa::Avx2 => false,
+            Isa::Avx512 => cfg!(feature = "emulate-avx512") || avx512_native(),
         }
     }
 
@@ -106,6 +106,15 @@ impl Isa {
             _ => Ok(Isa::best()),
         }
     }
+}
+
+/// Whether the CPU itself has AVX-512F (cached by the standard library after the first call).
+#[inline]
+pub fn avx512_native() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl fmt::Display for Isa {

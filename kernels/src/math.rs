@@ -216,6 +216,8 @@ mod tests {
     fn exp2_is_within_its_bound_on_every_path() {
         assert!(exp2_worst(Scalar) < 2e-7);
         assert!(exp2_worst(crate::simd::Portable) < 2e-7);
+        #[cfg(feature = "emulate-avx512")]
+        assert!(exp2_worst(crate::simd::Emulated512) < 2e-7);
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

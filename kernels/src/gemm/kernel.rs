@@ -172,6 +172,13 @@ impl GemmKernel for Avx512 {
     }
 }
 
+/// The AVX-512 tile on the emulated token, so that the AVX-512 path's GEMM logic is tested on
+/// machines without it (its transposes are the default scalar loop: the same result).
+#[cfg(feature = "emulate-avx512")]
+impl GemmKernel for crate::simd::Emulated512 {
+    tile_kernels!(14, 2, [1 2 3 4 5 6 7 8 9 10 11 12 13]);
+}
+
 /// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
 /// swap 128-bit halves (8 loads, 24 shuffles, 8 stores for a full block). Rows at or past `lines`
 /// are zeros, not loads, and each column stores only its first `lines` floats: an A panel is
@@ -370,6 +377,8 @@ mod tests {
     #[test]
     fn transpose8_writes_exactly_its_lines_on_every_path() {
         check_transpose8(Scalar);
+        #[cfg(feature = "emulate-avx512")]
+        check_transpose8(crate::simd::Emulated512);
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {

@@ -164,6 +164,11 @@ fn tile(isa: Isa) -> (usize, usize) {
         Isa::Portable => (Portable::MR, Portable::NR),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => (crate::simd::Avx2::MR, crate::simd::Avx2::NR),
+        #[cfg(feature = "emulate-avx512")]
+        Isa::Avx512 if !crate::isa::avx512_native() => {
+            use crate::simd::Emulated512;
+            (Emulated512::MR, Emulated512::NR)
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => (crate::simd::Avx512::MR, crate::simd::Avx512::NR),
         #[cfg(not(target_arch = "x86_64"))]

@@ -1,16 +1,20 @@
 //! A small vector trait that every kernel is written against once, and its four ISA tokens.
 //!
-//! A token (`Scalar`, `Portable`, `Avx2`, `Avx512`) is a zero-sized proof that the CPU can run its
-//! instructions: the x86 tokens are only made by `new_unchecked`, whose caller promises the feature
+//! A token (`Scalar`, `Portable`, `Avx2`, `Avx512`; `Emulated512` in test builds with the feature
+//! `emulate-avx512`) is a zero-sized proof that the CPU can run its instructions: the x86 tokens are only made by `new_unchecked`, whose caller promises the feature
 //! was detected. Generic kernels take a token by value and are `#[inline(always)]`, so that inside a
 //! `#[target_feature]` entry point (see the crate's `dispatch` module) every intrinsic inlines with
 //! the right features enabled, as memchr's `arch/` does.
 
+#[cfg(feature = "emulate-avx512")]
+mod emulated;
 mod portable;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(feature = "emulate-avx512")]
+pub use emulated::Emulated512;
 pub use portable::Portable;
 pub use scalar::Scalar;
 #[cfg(target_arch = "x86_64")]
