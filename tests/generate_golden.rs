@@ -76,7 +76,7 @@ fn beam_search_matches_hugging_face() {
         beams: 4,
         max_new_tokens: want.len(),
         length_penalty: 0.0,
-        eos: None,
+        eos: Vec::new(),
         early_stopping: false,
     };
     let hyps = generate::beam_search(&model, None, &prompt, &cfg).unwrap();

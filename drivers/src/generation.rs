@@ -35,7 +35,7 @@ pub struct GenOptions {
     /// Hugging Face's repetition penalty (1 = none).
     #[arg(long)]
     pub repetition_penalty: Option<f32>,
-    /// Beam search with this many beams (greedy scoring, no sampling).
+    /// Beam search with this many beams (deterministic: no sampling options, no --stop strings).
     #[arg(long)]
     pub beams: Option<usize>,
     /// Beam search ranks by summed log-probability / length^this.
@@ -123,15 +123,35 @@ impl GenOptions {
         Ok(())
     }
 
-    /// Beam search with `beams` beams; the first stop token ends a beam.
-    pub fn beam_config(&self, beams: usize, stop_tokens: &[u32]) -> BeamConfig {
-        BeamConfig {
+    /// Beam search with `beams` beams; any of the stop tokens ends a beam. Beam search is
+    /// deterministic and stops on tokens only, so the sampling options and --stop strings are
+    /// refused with it rather than ignored.
+    pub fn beam_config(&self, beams: usize, stop_tokens: &[u32]) -> Result<BeamConfig> {
+        let ignored = [
+            (self.greedy, "--greedy"),
+            (self.temperature.is_some(), "--temperature"),
+            (self.top_k.is_some(), "--top-k"),
+            (self.top_p.is_some(), "--top-p"),
+            (self.min_p.is_some(), "--min-p"),
+            (self.repetition_penalty.is_some(), "--repetition-penalty"),
+            (!self.stop.is_empty(), "--stop"),
+        ];
+        if let Some((_, flag)) = ignored.iter().find(|(given, _)| *given) {
+            bail!("{flag} does not apply to beam search (--beams), which ranks beams by their summed log-probability and stops on tokens only (--stop-id)");
+        }
+        if !self.length_penalty.is_finite() {
+            bail!(
+                "--length-penalty {} is not a finite number",
+                self.length_penalty
+            );
+        }
+        Ok(BeamConfig {
             beams,
             max_new_tokens: self.max_new_tokens,
             length_penalty: self.length_penalty,
-            eos: stop_tokens.first().copied(),
+            eos: stop_tokens.to_vec(),
             early_stopping: false,
-        }
+        })
     }
 
     /// Sampled or greedy generation (stop strings are matched on text, by [`generate_text`]).

@@ -12,6 +12,32 @@ use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Ends a binary's `main`: nothing when `result` is Ok; else `error: …` and each cause on stderr
+/// (a cause whose text the line before already holds, such as an I/O error its wrapper quotes, is
+/// not repeated) and exit status 1. A closed stdout (`… | head`) ends the program quietly with
+/// status 0, as it does other command-line tools.
+pub fn exit_on_error(result: Result<()>) {
+    let Err(e) = result else { return };
+    let broken_pipe = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        std::process::exit(0);
+    }
+    let mut last = e.to_string();
+    eprintln!("error: {last}");
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        last = text;
+    }
+    std::process::exit(1);
+}
+
 /// The sphere tree for `threads` workers (or `CLLM_THREADS`, or one per allowed core), the
 /// warnings met on the way, and the machine and tree rendered for the start-up print.
 pub fn threads_plan(threads: Option<usize>) -> Result<(SphereTree, Vec<TopologyWarning>, String)> {

@@ -121,8 +121,96 @@ fn bad_input_is_a_clear_error() {
             "exceeds the model's context",
         ),
         (vec!["some text"], "no tokenizer"),
+        (vec!["--prompt-ids", "1,x"], "not a token id: \"x\""),
+        (
+            vec!["--prompt-ids", "1", "--beams", "2", "--temperature", "2"],
+            "--temperature does not apply to beam search",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--beams", "2", "--stop", "a"],
+            "--stop does not apply to beam search",
+        ),
+        (
+            vec![
+                "--prompt-ids",
+                "1",
+                "--beams",
+                "2",
+                "--length-penalty",
+                "NaN",
+            ],
+            "--length-penalty NaN is not a finite number",
+        ),
     ] {
         let (ok, _, err) = generate(&args);
         assert!(!ok && err.contains(want), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn prompt_ids_may_have_spaces() {
+    let spaced = PROMPT.replace(',', ", ");
+    let (ok, out, err) = generate(&[
+        "--prompt-ids",
+        &spaced,
+        "--print-ids",
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), GREEDY);
+}
+
+#[test]
+fn every_stop_id_ends_a_beam() {
+    // BEAM's fifth token is 124: as the second stop id, it ends the best beam there (ranked by
+    // the plain sum, the shorter hypothesis wins).
+    let (ok, out, err) = generate(&[
+        "--prompt-ids",
+        PROMPT,
+        "--print-ids",
+        "--beams",
+        "4",
+        "--length-penalty",
+        "0",
+        "--ignore-eos",
+        "--stop-id",
+        "3",
+        "--stop-id",
+        "124",
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "197,197,197,197,124");
+}
+
+#[test]
+fn batch_lines_are_prompts_one_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prompts.txt");
+    std::fs::write(&file, "5,6\n\n7\n").unwrap();
+    let (ok, _, err) = generate(&["--batch", file.to_str().unwrap(), "--batch-ids"]);
+    assert!(!ok, "a blank line was accepted");
+    assert!(err.contains("prompts.txt:2: empty prompt"), "{err}");
+    std::fs::write(&file, "").unwrap();
+    let (ok, _, err) = generate(&["--batch", file.to_str().unwrap(), "--batch-ids"]);
+    assert!(!ok && err.contains("prompts.txt holds no prompts"), "{err}");
+}
+
+#[test]
+fn a_kernel_path_this_cpu_lacks_is_an_error_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-generate"))
+        .args(["--model"])
+        .arg(trained_dir())
+        .args(["--prompt-ids", "1", "--print-ids"])
+        .env("CLLM_ISA", "bogus")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("cllm-generate runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: CLLM_ISA=\"bogus\""), "{err}");
 }

@@ -211,7 +211,7 @@ fn sphere_workers_give_the_same_tokens() {
         beams: 3,
         max_new_tokens: 8,
         length_penalty: 1.0,
-        eos: Some(7),
+        eos: vec![7],
         early_stopping: false,
     };
     let a = generate::beam_search(&model, Some(&spheres), &prompts[2], &beam).unwrap();
@@ -227,7 +227,7 @@ fn one_beam_is_greedy_and_beams_rank_by_summed_log_probability() {
         beams: 1,
         max_new_tokens: 10,
         length_penalty: 0.0,
-        eos: None,
+        eos: Vec::new(),
         early_stopping: false,
     };
     let hyp = generate::beam_search(&model, None, &p, &one).unwrap();

@@ -7,6 +7,7 @@
 //! continuations with both. `ppl` is a model's perplexity over token shards.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -140,13 +141,7 @@ struct RougeArgs {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e}");
-        for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
-        }
-        std::process::exit(1);
-    }
+    cllm_drivers::exit_on_error(run(Cli::parse()));
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -156,7 +151,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ppl(args) => run_ppl(&args)?,
         Command::GenerateAndScore(args) => run_generate_and_score(&args)?,
     };
-    print!("{out}");
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("writing to stdout")?;
     Ok(())
 }
 
@@ -568,7 +566,7 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
     let mut time = Duration::ZERO;
     if let Some(beams) = gen.beams {
-        let cfg = gen.beam_config(beams, &stop_tokens);
+        let cfg = gen.beam_config(beams, &stop_tokens)?;
         for p in &prompts {
             let (best, t) = beam_best(&model, &pool, p, &cfg)?;
             rows.push(best.tokens);

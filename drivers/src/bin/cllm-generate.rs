@@ -32,8 +32,8 @@ struct Cli {
     #[arg(long, conflicts_with = "prompt")]
     prompt_file: Option<PathBuf>,
     /// The prompt as token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt", "prompt_file"])]
-    prompt_ids: Option<Vec<u32>>,
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
+    prompt_ids: Option<String>,
     /// A file of prompts, one per line, generated as one batch. With 2 to 8 prompts (or beams)
     /// and room for 32 or more new tokens, the session makes its own copy of the layer weights,
     /// laid out for decoding several rows.
@@ -65,16 +65,29 @@ fn parse_ids(line: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    cllm_drivers::exit_on_error(run_cli(Cli::parse()));
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
+    cllm_engine::kernels::isa::init()?;
+    let sample = cli.gen.sample_config()?;
     let (model, hf) = Gpt::from_hf_dir(&cli.model)
         .with_context(|| format!("loading the model {}", cli.model.display()))?;
     let cfg = *model.config();
     let codec = Codec::for_model(&cli.model, cli.tokenizer.as_deref(), cfg.vocab_size)?;
-    let (tree, _, _) = threads_plan(cli.threads)?;
-    let pool = Spheres::new(&tree).context("starting the worker threads")?;
-    let sample = cli.gen.sample_config()?;
     let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id);
+    if let Some(beams) = cli.gen.beams {
+        cli.gen.beam_config(beams, &stop_tokens)?;
+    }
+    let (tree, warnings, _) = threads_plan(cli.threads)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let pool = Spheres::new(&tree).context("starting the worker threads")?;
+    for w in pool.warnings() {
+        eprintln!("warning: {w}");
+    }
 
     let interactive = cli.prompt.is_none()
         && cli.prompt_file.is_none()
@@ -109,17 +122,22 @@ fn main() -> Result<()> {
         }
     }
     let prompts: Vec<Vec<u32>> = if let Some(ids) = &cli.prompt_ids {
-        vec![ids.clone()]
+        vec![parse_ids(ids).context("--prompt-ids")?]
     } else if let Some(file) = &cli.batch {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        // Every line is a prompt, so the output rows line up with the file's lines.
         text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
+                let at = || format!("{}:{}", file.display(), i + 1);
+                if l.trim().is_empty() {
+                    bail!("{}: empty prompt; every line of --batch needs one", at());
+                }
                 if cli.batch_ids {
-                    parse_ids(l)
+                    parse_ids(l).with_context(at)
                 } else {
-                    codec.encode(l)
+                    codec.encode(l).with_context(at)
                 }
             })
             .collect::<Result<_>>()?
@@ -140,7 +158,10 @@ fn main() -> Result<()> {
         vec![codec.encode(&text)?]
     };
     if prompts.is_empty() {
-        bail!("no prompts");
+        match &cli.batch {
+            Some(file) => bail!("{} holds no prompts", file.display()),
+            None => bail!("no prompts"),
+        }
     }
     run(&cli, &model, &pool, &codec, &sample, &stop_tokens, &prompts)
 }
@@ -165,7 +186,7 @@ fn run(
             model,
             pool,
             &prompts[0],
-            &gen.beam_config(beams, stop_tokens),
+            &gen.beam_config(beams, stop_tokens)?,
         )?;
         let secs = time.as_secs_f64();
         print_row(&mut stdout, cli, codec, &best.tokens)?;

@@ -153,13 +153,7 @@ struct Args {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
-        }
-        std::process::exit(1);
-    }
+    cllm_drivers::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<()> {

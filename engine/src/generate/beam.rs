@@ -1,11 +1,12 @@
 //! Beam search as Hugging Face runs it: every step, each running beam's log-probabilities are
 //! added to its summed score, the best 2·beams (beam, token) pairs over all beams are taken in
-//! order, a pair ending in EOS (and ranked within the first `beams`) becomes a finished
+//! order, a pair ending in an EOS token (and ranked within the first `beams`) becomes a finished
 //! hypothesis scored `sum / len^length_penalty`, and the best `beams` others run on.
 
 use super::{check_prompt, log_softmax, Decoder, GenerateError};
 use crate::model::Gpt;
 use crate::spheres::Spheres;
+use std::collections::BinaryHeap;
 
 /// Beam search settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,8 +16,8 @@ pub struct BeamConfig {
     /// Hypotheses are ranked by `sum_logprob / len^length_penalty` (len: new tokens); 0 ranks by
     /// the plain sum.
     pub length_penalty: f64,
-    /// A beam that produces this token is finished.
-    pub eos: Option<u32>,
+    /// A beam that produces one of these tokens is finished.
+    pub eos: Vec<u32>,
     /// Stop as soon as `beams` hypotheses are finished (otherwise when no running beam can
     /// still beat the worst finished one).
     pub early_stopping: bool,
@@ -35,6 +36,34 @@ pub struct BeamHypothesis {
 
 fn penalised(sum: f64, len: usize, lp: f64) -> f64 {
     sum / (len.max(1) as f64).powf(lp)
+}
+
+/// A (beam, token) candidate of one step. Ordered best first: the higher summed score, then the
+/// lower beam, then the lower token (the order they are met in), so the selection is the same
+/// whatever the scores' ties.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Candidate {
+    score: f64,
+    beam: usize,
+    token: u32,
+}
+
+impl Eq for Candidate {}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.beam.cmp(&other.beam))
+            .then(self.token.cmp(&other.token))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Beam search from `prompt`; returns up to `beams` hypotheses, best first.
@@ -70,32 +99,50 @@ pub fn beam_search(
     let mut seqs: Vec<Vec<u32>> = vec![Vec::with_capacity(cfg.max_new_tokens); k];
     let mut finished: Vec<BeamHypothesis> = Vec::new();
     let mut lp = vec![0.0f64; v];
-    // (score, beam, token), best first.
-    let mut top: Vec<(f64, usize, u32)> = Vec::with_capacity(2 * k + 1);
+    // The best 2·beams candidates: a max-heap whose top is the worst of them while it fills,
+    // then sorted best first.
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(2 * k);
+    let mut top: Vec<Candidate> = Vec::with_capacity(2 * k);
     let mut src = vec![0usize; k];
     let mut next = vec![0u32; k];
     let mut next_scores = vec![0.0f64; k];
     let mut next_seqs: Vec<Vec<u32>> = vec![Vec::with_capacity(cfg.max_new_tokens); k];
     for step in 0..cfg.max_new_tokens {
-        top.clear();
         for (b, &s) in scores.iter().enumerate() {
             if s == f64::NEG_INFINITY {
                 continue;
             }
             log_softmax(dec.logits(b), &mut lp);
             for (tok, &l) in lp.iter().enumerate() {
-                let cand = s + l;
-                if top.len() < 2 * k || cand > top[top.len() - 1].0 {
-                    let at = top.partition_point(|e| e.0 >= cand);
-                    top.insert(at, (cand, b, tok as u32));
-                    top.truncate(2 * k);
+                let cand = Candidate {
+                    score: s + l,
+                    beam: b,
+                    token: tok as u32,
+                };
+                if heap.len() < 2 * k {
+                    heap.push(cand);
+                } else if let Some(mut worst) = heap.peek_mut() {
+                    if cand < *worst {
+                        *worst = cand;
+                    }
                 }
             }
         }
+        top.clear();
+        top.extend(heap.drain());
+        top.sort_unstable();
         let len = step + 1;
         let mut kept = 0;
-        for (rank, &(s, b, tok)) in top.iter().enumerate() {
-            if Some(tok) == cfg.eos {
+        for (
+            rank,
+            &Candidate {
+                score: s,
+                beam: b,
+                token: tok,
+            },
+        ) in top.iter().enumerate()
+        {
+            if cfg.eos.contains(&tok) {
                 if rank < k {
                     let mut toks = seqs[b].clone();
                     toks.push(tok);
