@@ -262,14 +262,14 @@ fn config_keys_cllm_cannot_run_are_refused_by_file_and_key() {
         r#","activation_function":"gelu_pytorch_tanh""#,
         r#","n_inner":128"#,
         r#","n_inner":null"#,
-        r#","layer_norm_epsilon":1e-6"#,
+        r#","layer_norm_epsilon":1e-05"#,
     ];
     for extra in accepted {
         HfConfig::parse(&format!("{base}{extra}}}"), path)
             .unwrap_or_else(|e| panic!("{extra}: {e}"));
     }
-    let eps = HfConfig::parse(&format!(r#"{base},"layer_norm_epsilon":1e-6}}"#), path).unwrap();
-    assert_eq!(eps.layer_norm_epsilon, 1e-6);
+    let eps = HfConfig::parse(&format!(r#"{base},"layer_norm_epsilon":1e-05}}"#), path).unwrap();
+    assert_eq!(eps.layer_norm_epsilon, 1e-5);
 
     let refused = [
         (r#","activation_function":"gelu""#, "activation_function"),
@@ -287,6 +287,7 @@ fn config_keys_cllm_cannot_run_are_refused_by_file_and_key() {
         (r#","scale_attn_weights":false"#, "scale_attn_weights"),
         (r#","add_cross_attention":true"#, "add_cross_attention"),
         (r#","layer_norm_epsilon":-1"#, "layer_norm_epsilon"),
+        (r#","layer_norm_epsilon":1e-6"#, "layer_norm_epsilon"),
     ];
     for (extra, key) in refused {
         let e = HfConfig::parse(&format!("{base}{extra}}}"), path).unwrap_err();

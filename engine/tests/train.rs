@@ -263,12 +263,38 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
     let (hf, _) = Gpt::from_hf_dir(&saved.dir).unwrap();
     assert_eq!(hf.config(), &CFG);
 
+    // Loading it checks the manifest: a flipped bit in the weights is refused by name, though
+    // the file still parses. (The optimizer state, which a model load does not read, is not
+    // hashed by it: damaged below, the model still loads.)
+    let weights = saved.dir.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40;
+    std::fs::write(&weights, &bad).unwrap();
+    let err = Gpt::from_hf_dir(&saved.dir).err().unwrap().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    std::fs::write(&weights, &good).unwrap();
+
+    // A config that does not fit the weights is refused before anything is allocated.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&weights, copy.path().join("model.safetensors")).unwrap();
+    let config = std::fs::read_to_string(saved.dir.join("config.json")).unwrap();
+    let mut huge: serde_json::Value = serde_json::from_str(&config).unwrap();
+    huge["n_embd"] = json!(1u64 << 20);
+    huge["n_head"] = json!(1);
+    huge["n_layer"] = json!(100_000_000u64);
+    std::fs::write(copy.path().join("config.json"), huge.to_string()).unwrap();
+    let err = Gpt::from_hf_dir(copy.path()).err().unwrap().to_string();
+    assert!(err.contains("do not belong together"), "{err}");
+
     // Damage one file: resume names it.
     let opt = saved.dir.join("optimizer.safetensors");
     let mut bytes = std::fs::read(&opt).unwrap();
     let n = bytes.len();
     bytes[n - 3] ^= 1;
     std::fs::write(&opt, &bytes).unwrap();
+    Gpt::from_hf_dir(&saved.dir).unwrap();
     let err = Trainer::resume(&saved.dir, spheres(1))
         .err()
         .unwrap()

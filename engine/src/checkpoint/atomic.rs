@@ -275,9 +275,19 @@ impl<W: Write> Write for HashingWriter<W> {
 /// manifest.json. Returns the manifest, or [`CheckpointError::Verify`] listing every missing,
 /// truncated, grown, corrupted or unreadable file by name. Files not in the manifest are ignored.
 pub fn verify_checkpoint_dir(dir: &Path) -> Result<Manifest, CheckpointError> {
+    verify(dir, |_| true)
+}
+
+/// As [`verify_checkpoint_dir`], for the manifest's entries among `names` only (a reader that
+/// needs a few files of a checkpoint need not hash the rest, such as the optimizer state).
+pub fn verify_checkpoint_files(dir: &Path, names: &[&str]) -> Result<Manifest, CheckpointError> {
+    verify(dir, |name| names.contains(&name))
+}
+
+fn verify(dir: &Path, wanted: impl Fn(&str) -> bool) -> Result<Manifest, CheckpointError> {
     let manifest = Manifest::read(dir)?;
     let mut problems = Vec::new();
-    for entry in &manifest.files {
+    for entry in manifest.files.iter().filter(|e| wanted(&e.name)) {
         let problem = |kind| FileProblem {
             file: entry.name.clone(),
             kind,

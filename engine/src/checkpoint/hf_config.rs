@@ -21,7 +21,7 @@ const TANH_GELU: [&str; 2] = ["gelu_new", "gelu_pytorch_tanh"];
 pub struct HfConfig {
     /// The model shape (`vocab_size`, `n_positions`, `n_embd`, `n_layer`, `n_head`).
     pub gpt: GptConfig,
-    /// `layer_norm_epsilon` (GPT-2: 1e-5). Any positive value is accepted and returned here.
+    /// `layer_norm_epsilon`: GPT-2's 1e-5, the only value accepted (the LayerNorms use it).
     pub layer_norm_epsilon: f64,
     /// `bos_token_id`, `null` when `None`.
     pub bos_token_id: Option<u64>,
@@ -129,15 +129,17 @@ impl HfConfig {
                 problem,
             })?;
 
+        // cllm's LayerNorms use GPT-2's epsilon (`model::LN_EPS`); another one would be
+        // ignored, and the outputs would differ from what transformers computes.
         let layer_norm_epsilon = match map.get("layer_norm_epsilon") {
             None => 1e-5,
             Some(v) => match v.as_f64() {
-                Some(eps) if eps > 0.0 && eps.is_finite() => eps,
+                Some(eps) if (eps - 1e-5).abs() <= 1e-11 => eps,
                 _ => {
                     return Err(keys.refuse(
                         "layer_norm_epsilon",
-                        format!("is {v}, not a positive number"),
-                        "set it to GPT-2's 1e-05",
+                        format!("is {v}, but cllm's LayerNorm uses GPT-2's 1e-05"),
+                        "set it to 1e-05, or use a model trained with it",
                     ))
                 }
             },

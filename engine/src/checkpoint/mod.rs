@@ -34,8 +34,8 @@ mod rotate;
 mod tensors;
 
 pub use atomic::{
-    sha256_file, verify_checkpoint_dir, write_checkpoint_dir, FileSource, Manifest, ManifestEntry,
-    WriteWith, MANIFEST_FILE,
+    sha256_file, verify_checkpoint_dir, verify_checkpoint_files, write_checkpoint_dir, FileSource,
+    Manifest, ManifestEntry, WriteWith, MANIFEST_FILE,
 };
 pub use error::{CheckpointError, FileProblem, ProblemKind};
 pub use hf_config::HfConfig;

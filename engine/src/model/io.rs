@@ -1,6 +1,6 @@
 //! Loading a model from, and saving it to, a Hugging Face GPT-2 directory.
 
-use super::{Gpt, ParamLayout};
+use super::{Gpt, GptConfig, ParamLayout};
 use crate::checkpoint::{self, CheckpointError, HfConfig, TensorRef, TensorSink};
 use std::path::Path;
 
@@ -20,11 +20,47 @@ impl TensorSink for ArenaSink<'_> {
     }
 }
 
+/// [`GptConfig::num_parameters`] without overflow, for sizes read from a file.
+fn param_count(cfg: &GptConfig) -> u128 {
+    let (v, p, c, l) = (
+        cfg.vocab_size as u128,
+        cfg.n_positions as u128,
+        cfg.n_embd as u128,
+        cfg.n_layer as u128,
+    );
+    v * c + p * c + l * (12 * c * c + 13 * c) + 2 * c
+}
+
 impl Gpt {
     /// Load `config.json` and `model.safetensors` from `dir` (a Hugging Face GPT-2 directory or a
     /// cllm checkpoint).
     pub fn from_hf_dir(dir: &Path) -> Result<(Gpt, HfConfig), CheckpointError> {
-        let hf = HfConfig::read(&dir.join(checkpoint::CONFIG_FILE))?;
+        let config = dir.join(checkpoint::CONFIG_FILE);
+        let weights = dir.join(checkpoint::MODEL_FILE);
+        // A cllm checkpoint's manifest vouches for both files: check them against it first.
+        if dir.join(checkpoint::MANIFEST_FILE).is_file() {
+            checkpoint::verify_checkpoint_files(
+                dir,
+                &[checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE],
+            )?;
+        }
+        let hf = HfConfig::read(&config)?;
+        // Before allocating the parameters: a file too small for them even at two bytes each
+        // (f16) does not belong to this config (a mistyped size would otherwise abort the
+        // process on an impossible allocation, or lay out billions of tensors).
+        let size = std::fs::metadata(&weights)
+            .map_err(CheckpointError::io("open", &weights))?
+            .len();
+        let params = param_count(&hf.gpt);
+        if params.saturating_mul(2) > u128::from(size) {
+            return Err(CheckpointError::ConfigInvalid {
+                path: config,
+                problem: format!(
+                    "describes a model of {params} parameters, but {} holds only {size} bytes: the config and the weights do not belong together",
+                    weights.display()
+                ),
+            });
+        }
         let mut model = Gpt::zeros(hf.gpt);
         let expected = model.layout.expected_tensors();
         let Gpt { layout, params } = &mut model;
