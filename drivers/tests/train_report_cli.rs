@@ -163,3 +163,58 @@ fn report_goes_to_the_checkpoint_dir_the_default_dir_or_nowhere() {
     assert!(!stdout.contains("report:"), "{stdout}");
     assert_eq!(std::fs::read_dir(d.join("c")).unwrap().count(), 0);
 }
+
+/// cllm-train's exit status and stderr, for runs expected to fail.
+fn train_err(dir: &Path, steps: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+        .args(TINY)
+        .args(["--steps", steps])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("cllm-train runs");
+    assert!(!out.status.success(), "the run succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The last `step N: ... val loss X` line of a run's output.
+fn last_eval(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .rfind(|l| l.starts_with("step ") && l.contains("val loss"))
+        .unwrap()
+}
+
+#[test]
+fn a_resumed_run_keeps_its_schedule_and_matches_the_straight_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let schedule = ["--lr", "1e-2", "--warmup", "0", "--schedule", "constant"];
+    let straight = train(d, "6", &[&schedule[..], &["--ckpt-dir", "a"]].concat());
+    train(d, "3", &[&schedule[..], &["--ckpt-dir", "b"]].concat());
+    // Without the schedule flags the checkpoint's constant 1e-2 holds (not the default cosine).
+    let resumed = train(d, "6", &["--resume", "--ckpt-dir", "b"]);
+    assert_eq!(last_eval(&resumed), last_eval(&straight));
+}
+
+#[test]
+fn bad_settings_fail_before_training_and_runs_are_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train(d, "3", &["--ckpt-dir", "run"]);
+    let err = train_err(d, "3", &["--ckpt-dir", "run"]);
+    assert!(err.contains("already holds a run"), "{err}");
+    for (args, want) in [
+        (vec!["--temperature=-1"], "temperature must be >= 0"),
+        (vec!["--lr", "NaN"], "the learning rate is NaN"),
+        (vec!["--beta1", "1.5"], "beta1 is 1.5"),
+        (vec!["--clip=-5"], "--clip is -5"),
+        (vec!["--min-lr", "1"], "min_lr"),
+    ] {
+        let err = train_err(d, "3", &[&args[..], &["--ckpt-dir", "other"]].concat());
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("step 1"), "{args:?} trained first: {err}");
+    }
+    assert!(!d.join("other/latest").exists());
+}

@@ -204,6 +204,37 @@ fn bad_input_is_a_clear_error() {
         .zip(&t.model.params)
         .all(|(a, b)| a.to_bits() == b.to_bits()));
     assert_eq!(t.step_count(), 0);
+
+    // ... and such parameters are never saved.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SaveOptions {
+        data_position: json!({}),
+        tokenizer: None,
+        val_loss: None,
+        keep: 1,
+    };
+    let err = t.save(dir.path(), &opts).unwrap_err();
+    assert!(matches!(err, TrainError::NonFiniteParams { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // Hyperparameters out of range are refused at construction.
+    let bad = |edit: fn(&mut TrainConfig)| {
+        let mut c = config(2, 1);
+        edit(&mut c);
+        Trainer::new(Gpt::init_random(CFG, 1), c, spheres(1))
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    assert!(bad(|c| c.clip = Some(f32::NAN)).contains("clip"));
+    assert!(bad(|c| c.schedule = Schedule::Constant { lr: -1.0 }).contains("learning rate"));
+    assert!(bad(|c| c.optimizer = OptimizerKind::AdamW {
+        beta1: 1.5,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.0
+    })
+    .contains("beta1"));
 }
 
 #[test]

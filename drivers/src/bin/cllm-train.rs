@@ -7,7 +7,8 @@
 //! perplexity, throughput, memory) in `--report DIR`.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, threads_plan};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
@@ -152,12 +153,83 @@ struct Args {
     report: Option<PathBuf>,
 }
 
+/// Flags a resumed run takes from its checkpoint instead (the model, the optimizer and the batch
+/// shape are the checkpoint's); given anyway, they get a warning.
+const KEPT_ON_RESUME: [&str; 15] = [
+    "layers",
+    "heads",
+    "embd",
+    "seq",
+    "batch",
+    "grad_accum",
+    "optimizer",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "momentum",
+    "nesterov",
+    "clip",
+    "init_from",
+    "bpe_vocab",
+];
+
+/// The learning-rate flags: a resumed run keeps its checkpoint's schedule unless one is given.
+const SCHEDULE_FLAGS: [&str; 4] = ["lr", "min_lr", "warmup", "schedule"];
+
 fn main() {
-    cllm_drivers::exit_on_error(run(Args::parse()));
+    let matches = Args::command().get_matches();
+    let given: Vec<String> = matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect();
+    cllm_drivers::exit_on_error(
+        Args::from_arg_matches(&matches)
+            .map_err(anyhow::Error::from)
+            .and_then(|args| run(args, &given)),
+    );
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args, given: &[String]) -> Result<()> {
     let isa = cllm_engine::kernels::isa::init()?;
+    let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    let sample_cfg = SampleConfig {
+        temperature: args.temperature,
+        top_k: Some(40),
+        ..SampleConfig::default()
+    };
+    sample_cfg.validate().context("--temperature")?;
+    if !(args.clip.is_finite() && args.clip >= 0.0) {
+        bail!(
+            "--clip is {}; it must be a finite number >= 0 (0: no clipping)",
+            args.clip
+        );
+    }
+    if args.eval_batches == 0 {
+        bail!("--eval-batches must be at least 1");
+    }
+    // Where the run will write, checked before any step is spent: a fresh run never writes
+    // over another run's checkpoints, and a directory that cannot be made fails now.
+    if let Some(dir) = &args.ckpt_dir {
+        if !args.resume && dir.join("latest").exists() {
+            bail!(
+                "{} already holds a run (it has a `latest` checkpoint): pass --resume to continue it, or choose another --ckpt-dir",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --ckpt-dir {}", dir.display()))?;
+    }
+    let report_dir = match (&args.report, &args.ckpt_dir) {
+        (Some(dir), _) if dir.as_os_str() == "none" => None,
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(dir)) => Some(dir.clone()),
+        (None, None) => Some(PathBuf::from("cllm-report")),
+    };
+    if let Some(dir) = &report_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
+    }
     let start = Instant::now();
     let (tree, warnings, topology_text) = threads_plan(args.threads)?;
     for w in &warnings {
@@ -207,7 +279,19 @@ fn run(args: Args) -> Result<()> {
             tokenizer,
         } = Trainer::resume(dir, spheres)
             .with_context(|| format!("resuming from {}", dir.display()))?;
-        trainer.set_schedule(schedule);
+        if SCHEDULE_FLAGS.iter().any(|f| given.iter().any(|g| g == f)) {
+            trainer.set_schedule(schedule)?;
+            eprintln!("the learning-rate schedule is the command line's, not the checkpoint's");
+        }
+        for id in KEPT_ON_RESUME
+            .iter()
+            .filter(|f| given.iter().any(|g| g == *f))
+        {
+            eprintln!(
+                "warning: {} is ignored when resuming: the checkpoint's setting is kept",
+                flag(id)
+            );
+        }
         eprintln!(
             "resumed from {} at step {}",
             dir.display(),
@@ -402,16 +486,6 @@ fn run(args: Args) -> Result<()> {
                     at: point,
                     val_loss: v,
                 });
-                if args.sample_tokens > 0 {
-                    let text = sample_text(
-                        &trainer.model,
-                        &tokenizer,
-                        args.sample_tokens.min(120),
-                        args.temperature,
-                        &mut rng,
-                    )?;
-                    bar.suspend(|| println!("{}", indent(&text)));
-                }
             }
         }
         if let Some(f) = metrics.as_mut() {
@@ -436,6 +510,15 @@ fn run(args: Args) -> Result<()> {
                 bar.suspend(|| println!("saved {}", saved.dir.display()));
             }
         }
+        // Samples come after the checkpoint, and a failed one is only a warning.
+        if val_loss.is_some() && args.sample_tokens > 0 {
+            let n = args.sample_tokens.min(120);
+            let text = sample_text(&trainer.model, &tokenizer, n, &sample_cfg, &mut rng);
+            bar.suspend(|| match text {
+                Ok(text) => println!("{}", indent(&text)),
+                Err(e) => eprintln!("warning: sampling failed: {e:#}"),
+            });
+        }
     }
     bar.finish_and_clear();
 
@@ -451,12 +534,6 @@ fn run(args: Args) -> Result<()> {
         last_val.map_or(String::new(), |v| format!(", final val loss {v:.4}")),
     );
     println!("memory: planned {}, {}", mib(plan.total), memory_report());
-    let report_dir = match (&args.report, &args.ckpt_dir) {
-        (Some(dir), _) if dir.as_os_str() == "none" => None,
-        (Some(dir), _) => Some(dir.clone()),
-        (None, Some(dir)) => Some(dir.clone()),
-        (None, None) => Some(PathBuf::from("cllm-report")),
-    };
     if let Some(dir) = report_dir {
         let report = TrainReport {
             config: run_config(
@@ -482,17 +559,16 @@ fn run(args: Args) -> Result<()> {
         println!("report: {} and {}", json_path.display(), md_path.display());
     }
     if args.sample_tokens > 0 {
-        println!("sample:");
-        println!(
-            "{}",
-            indent(&sample_text(
-                &trainer.model,
-                &tokenizer,
-                args.sample_tokens,
-                args.temperature,
-                &mut rng
-            )?)
-        );
+        match sample_text(
+            &trainer.model,
+            &tokenizer,
+            args.sample_tokens,
+            &sample_cfg,
+            &mut rng,
+        ) {
+            Ok(text) => println!("sample:\n{}", indent(&text)),
+            Err(e) => eprintln!("warning: sampling failed: {e:#}"),
+        }
     }
     Ok(())
 }
@@ -597,22 +673,23 @@ fn run_config(
 }
 
 /// A continuation of a newline (as long as the context allows), decoded.
+/// `n` tokens sampled after a newline. Ids the tokenizer lacks (a model whose vocabulary is
+/// larger than its tokenizer's) show as U+FFFD.
 fn sample_text(
     model: &Gpt,
     tokenizer: &Tokenizer,
     n: usize,
-    temperature: f32,
+    cfg: &SampleConfig,
     rng: &mut Rng,
 ) -> Result<String> {
     let n = n.min(model.config().n_positions - 1);
-    let cfg = SampleConfig {
-        temperature,
-        top_k: Some(40),
-        ..SampleConfig::default()
-    };
     let prompt = tokenizer.encode_ordinary("\n");
-    let ids = sample_continuation(model, &prompt, n, &cfg, rng.next_u64())?;
-    Ok(tokenizer.decode_to_string_lossy(&ids)?)
+    let ids = sample_continuation(model, &prompt, n, cfg, rng.next_u64())?;
+    let mut bytes = Vec::new();
+    for id in ids {
+        bytes.extend_from_slice(tokenizer.token_bytes(id).unwrap_or("\u{FFFD}".as_bytes()));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `gpt2` (the built-in GPT-2 vocabulary) or a cllm tokenizer file.

@@ -209,7 +209,16 @@ impl Trainer {
     /// Writes the checkpoint `parent/step-NNNNNNNN` for the steps taken so far (atomically: on
     /// any error, a full disk included, nothing already saved changes), then points `latest` at
     /// it, updates `best` when `opts.val_loss` is the lowest yet, and rotates to `opts.keep`.
+    /// Parameters holding a NaN or an infinity are refused ([`TrainError::NonFiniteParams`]):
+    /// such a checkpoint could not be loaded, and it would become `latest`.
     pub fn save(&mut self, parent: &Path, opts: &SaveOptions<'_>) -> Result<Saved, TrainError> {
+        if let Some(index) = self.model.params.iter().position(|p| !p.is_finite()) {
+            return Err(TrainError::NonFiniteParams {
+                step: self.step,
+                index,
+                value: self.model.params[index],
+            });
+        }
         fs::create_dir_all(parent)
             .map_err(ckpt::CheckpointError::io("create directory", parent))?;
         let name = step_dir_name(self.step);

@@ -24,6 +24,52 @@ pub enum OptimizerKind {
     },
 }
 
+impl OptimizerKind {
+    /// Checks the hyperparameters: betas and momentum in [0, 1), eps > 0, weight decay >= 0,
+    /// every one finite.
+    pub fn validate(&self) -> Result<(), String> {
+        let in_unit = |name: &str, x: f64| {
+            if (0.0..1.0).contains(&x) {
+                Ok(())
+            } else {
+                Err(format!("{name} is {x}; it must lie in [0, 1)"))
+            }
+        };
+        let non_negative = |name: &str, x: f64| {
+            if x.is_finite() && x >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} is {x}; it must be a finite number >= 0"))
+            }
+        };
+        match *self {
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                in_unit("beta1", beta1)?;
+                in_unit("beta2", beta2)?;
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(format!("eps is {eps}; it must be a finite number > 0"));
+                }
+                non_negative("weight decay", weight_decay)
+            }
+            OptimizerKind::Sgd {
+                momentum,
+                dampening,
+                weight_decay,
+                ..
+            } => {
+                in_unit("momentum", momentum.into())?;
+                in_unit("dampening", dampening.into())?;
+                non_negative("weight decay", weight_decay.into())
+            }
+        }
+    }
+}
+
 /// An optimizer and its state: moments at the same offsets as the parameters.
 #[derive(Debug, Clone)]
 pub struct Optimizer {

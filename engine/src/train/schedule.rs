@@ -23,6 +23,27 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Checks the rates: finite, `lr >= 0`, and `0 <= min_lr <= lr` for the decays.
+    pub fn validate(&self) -> Result<(), String> {
+        let (lr, min_lr) = match *self {
+            Schedule::Constant { lr } => (lr, 0.0),
+            Schedule::Cosine { lr, min_lr, .. } | Schedule::Linear { lr, min_lr, .. } => {
+                (lr, min_lr)
+            }
+        };
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(format!(
+                "the learning rate is {lr}; it must be a finite number >= 0"
+            ));
+        }
+        if !(min_lr.is_finite() && (0.0..=lr).contains(&min_lr)) {
+            return Err(format!(
+                "the final learning rate (min_lr) is {min_lr}; it must lie in [0, lr = {lr}]"
+            ));
+        }
+        Ok(())
+    }
+
     /// The learning rate of step `step` (0-based).
     pub fn lr(&self, step: usize) -> f32 {
         match *self {

@@ -86,6 +86,10 @@ pub enum TrainError {
     NonFiniteLoss { step: u64, loss: f32 },
     #[error("step {step}: the gradient norm is {norm}; the parameters were left as they were")]
     NonFiniteGradient { step: u64, norm: f32 },
+    /// The parameters hold a NaN or an infinity: refused by `save`, so the run's earlier
+    /// checkpoints stay the latest.
+    #[error("the parameters hold {value} (at index {index}) after step {step}; no checkpoint was written")]
+    NonFiniteParams { step: u64, index: usize, value: f32 },
     #[error("the data source failed: {0}")]
     Data(#[source] Box<dyn Error + Send + Sync>),
     #[error(transparent)]
@@ -153,6 +157,15 @@ impl Trainer {
                 config.batch, config.seq_len, config.grad_accum
             )));
         }
+        config.schedule.validate().map_err(TrainError::Config)?;
+        config.optimizer.validate().map_err(TrainError::Config)?;
+        if let Some(clip) = config.clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return Err(TrainError::Config(format!(
+                    "the gradient clip is {clip}; it must be a finite number > 0 (or none)"
+                )));
+            }
+        }
         if !config.batch.is_multiple_of(workers) {
             return Err(TrainError::BatchNotDivisible {
                 batch: config.batch,
@@ -211,8 +224,10 @@ impl Trainer {
     }
 
     /// Replaces the learning-rate schedule (e.g. to extend a resumed run).
-    pub fn set_schedule(&mut self, schedule: Schedule) {
+    pub fn set_schedule(&mut self, schedule: Schedule) -> Result<(), TrainError> {
+        schedule.validate().map_err(TrainError::Config)?;
         self.config.schedule = schedule;
+        Ok(())
     }
 
     /// Bytes of every arena.
