@@ -716,7 +716,7 @@ fn shard_set_puts_eot_before_each_document_and_splits_the_tail() {
         eot: 50256,
         val_fraction: 0.2,
     };
-    let sum = write_shard_set(dir.path(), &docs, &cfg).unwrap();
+    let sum = write_shard_set(dir.path(), &docs, &cfg, &[]).unwrap();
     let mut stream = Vec::new();
     for d in &docs {
         stream.push(50256);
@@ -757,12 +757,15 @@ fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
     };
     let big = vec![tokens(40, 100, 0)];
     assert_eq!(
-        write_shard_set(dir.path(), &big, &cfg).unwrap().train.len(),
+        write_shard_set(dir.path(), &big, &cfg, &[])
+            .unwrap()
+            .train
+            .len(),
         11
     );
     fs::write(dir.path().join("notes.txt"), "kept").unwrap();
     let small = vec![tokens(6, 100, 1)];
-    let sum = write_shard_set(dir.path(), &small, &cfg).unwrap();
+    let sum = write_shard_set(dir.path(), &small, &cfg, &[]).unwrap();
     assert_eq!(sum.train.len(), 2);
     let mut names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
@@ -771,11 +774,11 @@ fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
     names.sort();
     assert_eq!(names, ["notes.txt", "train_000000.bin", "train_000001.bin"]);
 
-    // A bad token in the third shard: the shards written before it are removed again.
+    // A bad token in the third shard: nothing is left behind.
     let empty = tempfile::tempdir().unwrap();
     let mut bad = tokens(20, 100, 2);
     bad[10] = 100;
-    let e = err_text(write_shard_set(empty.path(), &[bad], &cfg).unwrap_err());
+    let e = err_text(write_shard_set(empty.path(), &[bad], &cfg, &[]).unwrap_err());
     // Stream index 11 (after the EOT) is position 3 of the third 4-token shard.
     assert!(
         e.contains("train_000002.bin: token 100 at position 3"),
@@ -783,10 +786,39 @@ fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
     );
     assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
 
-    let e = err_text(write_shard_set::<Vec<u32>>(empty.path(), &[], &cfg).unwrap_err());
+    // A failed write leaves an earlier set whole, beside its own files; a good one replaces both.
+    let names_in = |d: &std::path::Path| {
+        let mut v: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let old = [("tokenizer.json", &b"old"[..])];
+    write_shard_set(empty.path(), &small, &cfg, &old).unwrap();
+    let before = names_in(empty.path());
+    let mut bad = tokens(20, 100, 2);
+    bad[10] = 100;
+    let new = [("tokenizer.json", &b"new"[..])];
+    write_shard_set(empty.path(), &[bad], &cfg, &new).unwrap_err();
+    assert_eq!(names_in(empty.path()), before);
+    assert_eq!(
+        fs::read(empty.path().join("tokenizer.json")).unwrap(),
+        b"old"
+    );
+    write_shard_set(empty.path(), &big, &cfg, &new).unwrap();
+    assert_eq!(names_in(empty.path()).len(), 12);
+    assert_eq!(
+        fs::read(empty.path().join("tokenizer.json")).unwrap(),
+        b"new"
+    );
+    let empty = tempfile::tempdir().unwrap();
+
+    let e = err_text(write_shard_set::<Vec<u32>>(empty.path(), &[], &cfg, &[]).unwrap_err());
     assert!(e.contains("no documents to write"), "{e}");
     cfg.val_fraction = 0.9;
-    let e = err_text(write_shard_set(empty.path(), &[vec![1u32]], &cfg).unwrap_err());
+    let e = err_text(write_shard_set(empty.path(), &[vec![1u32]], &cfg, &[]).unwrap_err());
     assert!(e.contains("leaves none for training"), "{e}");
 }
 

@@ -6,16 +6,19 @@
 //! rest the training split (a token-level split, so one long document splits too). Each split is
 //! cut into shards of `shard_tokens` tokens (the last one shorter), numbered from 000000.
 //!
-//! Every shard is written atomically ([`ShardWriter`]). If writing the set fails, the shards this
-//! call wrote are removed; when it succeeds, stale `train_*.bin` / `val_*.bin` shards left by an
-//! earlier, larger set in the same directory are removed, so a glob over the directory sees exactly
-//! this set.
+//! The set is written into a staging directory inside the target first (every shard atomically,
+//! [`ShardWriter`]), with the files that belong to it (cllm-prepare's `tokenizer.json`). Only when
+//! all of it is on disk are the files renamed into place, and stale `train_*.bin` / `val_*.bin`
+//! shards of an earlier, larger set removed, so a glob over the directory sees exactly this set.
+//! If writing fails (a full disk), the staging directory is removed and an earlier set in the
+//! directory is left whole, its shards beside their own tokenizer.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::shard::ShardWriter;
 use super::DataError;
+use crate::atomic_file::{sync_dir, write_atomic};
 
 /// How a set of shards is cut.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,19 +121,19 @@ impl ShardSetWriter {
         self.close_current()?;
         Ok(std::mem::take(&mut self.done))
     }
-
-    /// The shards completed so far (for cleaning up after an error).
-    fn completed(&self) -> &[(PathBuf, usize)] {
-        &self.done
-    }
 }
 
+/// The staging directory's name inside the target directory.
+const STAGING: &str = ".cllm-staging";
+
 /// Writes `docs` (each a document's tokens) as a train/validation shard set in `dir` (created if
-/// missing); see the module documentation. An error when there are no documents.
+/// missing), with `files` (name, contents) published beside the shards in the same step; see the
+/// module documentation. An error when there are no documents.
 pub fn write_shard_set<D: AsRef<[u32]>>(
     dir: impl AsRef<Path>,
     docs: &[D],
     cfg: &ShardSetConfig,
+    files: &[(&str, &[u8])],
 ) -> Result<ShardSetSummary, DataError> {
     let dir = dir.as_ref();
     if docs.is_empty() {
@@ -158,9 +161,15 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
         )));
     }
 
-    let mut train = ShardSetWriter::new(dir, "train", cfg.vocab_size, cfg.shard_tokens)?;
-    let mut val = ShardSetWriter::new(dir, "val", cfg.vocab_size, cfg.shard_tokens)?;
-    let result = (|| {
+    let staging = dir.join(STAGING);
+    if staging.exists() {
+        // Left by an interrupted run: nothing in it was published.
+        fs::remove_dir_all(&staging).map_err(DataError::io("remove", &staging))?;
+    }
+    fs::create_dir(&staging).map_err(DataError::io("create directory", &staging))?;
+    let staged = (|| {
+        let mut train = ShardSetWriter::new(&staging, "train", cfg.vocab_size, cfg.shard_tokens)?;
+        let mut val = ShardSetWriter::new(&staging, "val", cfg.vocab_size, cfg.shard_tokens)?;
         let mut at = 0usize; // tokens of the stream pushed so far
         for d in docs {
             let eot = [cfg.eot];
@@ -171,19 +180,42 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
                 at += part.len();
             }
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (p, _) in train.completed().iter().chain(val.completed()) {
-            // Best effort: the write error is the one to report.
-            let _ = fs::remove_file(p);
+        let (train, val) = (train.finish()?, val.finish()?);
+        for (name, bytes) in files {
+            let path = staging.join(name);
+            write_atomic(&path, bytes).map_err(DataError::io("write", &path))?;
         }
-        return Err(e);
-    }
-    let summary = ShardSetSummary {
-        train: train.finish()?,
-        val: val.finish()?,
+        Ok((train, val))
+    })();
+    let (train, val) = match staged {
+        Ok(written) => written,
+        Err(e) => {
+            // Best effort: the write error is the one to report.
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
     };
+    // Publish: every file renamed into place, then the stale shards removed.
+    let publish = |written: Vec<(PathBuf, usize)>| -> Result<Vec<(PathBuf, usize)>, DataError> {
+        written
+            .into_iter()
+            .map(|(from, n)| {
+                let to = dir.join(from.file_name().expect("a shard path names a file"));
+                fs::rename(&from, &to).map_err(DataError::io("rename", &from))?;
+                Ok((to, n))
+            })
+            .collect()
+    };
+    let summary = ShardSetSummary {
+        train: publish(train)?,
+        val: publish(val)?,
+    };
+    for (name, _) in files {
+        let from = staging.join(name);
+        fs::rename(&from, dir.join(name)).map_err(DataError::io("rename", &from))?;
+    }
+    sync_dir(dir).map_err(DataError::io("sync", dir))?;
+    fs::remove_dir(&staging).map_err(DataError::io("remove", &staging))?;
     remove_stale(dir, "train", summary.train.len())?;
     remove_stale(dir, "val", summary.val.len())?;
     Ok(summary)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cllm_engine::clean::{clean_inputs, CleanOptions, InputFormat};
 use cllm_engine::data::encode::{count_words, encode_documents};
-use cllm_engine::data::{write_shard_set, ShardSetConfig};
+use cllm_engine::data::{write_shard_set, ShardSetConfig, MAX_SHARD_TOKENS};
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::topology::Topology;
@@ -79,6 +79,22 @@ fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     if args.vocab_size.is_none() && args.tokenizer.is_none() {
         bail!("say which tokenizer: --vocab-size N to train one, or --tokenizer gpt2|FILE");
+    }
+    // The output settings, checked before the cleaning, training and encoding they would follow.
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        bail!("--val-fraction {} is outside [0, 1)", args.val_fraction);
+    }
+    if !(1..=MAX_SHARD_TOKENS).contains(&args.shard_tokens) {
+        bail!(
+            "--shard-tokens {} is outside 1 ..= {MAX_SHARD_TOKENS}",
+            args.shard_tokens
+        );
+    }
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is not a directory; name a new or existing directory",
+            args.out.display()
+        );
     }
     let detected = Topology::detect();
     let plan = detected.topology.plan_for(args.threads, false);
@@ -154,8 +170,11 @@ fn run(args: Args) -> Result<()> {
         eot: tokenizer.eot_token(),
         val_fraction: args.val_fraction,
     };
-    let summary = write_shard_set(&args.out, &encoded, &cfg)?;
-    tokenizer.save(&args.out.join(TOKENIZER_FILE))?;
+    // The tokenizer is published with the shards, so the directory never pairs shards with
+    // another set's tokenizer.
+    let tokenizer_json = tokenizer.to_json();
+    let files = [(TOKENIZER_FILE, tokenizer_json.as_bytes())];
+    let summary = write_shard_set(&args.out, &encoded, &cfg, &files)?;
     for (path, n) in summary.train.iter().chain(&summary.val) {
         println!("{}: {n} tokens", path.display());
     }
