@@ -88,7 +88,8 @@ struct PplArgs {
     /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// Token shards (llm.c format): a glob such as 'data/val_*.bin'. Each shard is one stream.
+    /// Token shards (llm.c format): a glob such as 'data/val_*.bin', or a directory (its
+    /// val_*.bin). Each shard is one stream.
     #[arg(long)]
     data: String,
     /// Window length T (default: the model's n_positions).
@@ -454,9 +455,20 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
         Codec::Bytes | Codec::None => None,
     };
     let seq = args.seq.unwrap_or(model.config().n_positions);
+    if seq == 0 || args.stride == Some(0) {
+        bail!("--seq and --stride must be at least 1");
+    }
     let mut meter = PerplexityMeter::new(&model, seq, args.stride.unwrap_or(seq))?;
     let mut bytes = 0usize;
-    for path in shard_paths(&args.data)? {
+    let pattern = if Path::new(&args.data).is_dir() {
+        Path::new(&args.data)
+            .join("val_*.bin")
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        args.data.clone()
+    };
+    for path in shard_paths(&pattern)? {
         let shard = Shard::open(&path)?;
         shard
             .check_vocab(vocab)
@@ -473,6 +485,11 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
         })?;
     }
     let r = meter.result();
+    if r.tokens == 0 {
+        bail!(
+            "{pattern}: no token was scored; a shard needs at least two tokens (one to predict from)"
+        );
+    }
     let bpb = (tokenizer.is_some() && bytes > 0)
         .then(|| r.total_nll / std::f64::consts::LN_2 / bytes as f64);
     Ok(if args.json {

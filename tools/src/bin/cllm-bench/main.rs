@@ -107,7 +107,7 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
         /// Timed steps after 2 warm-up steps.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive)]
         steps: usize,
         #[arg(long)]
         json: bool,
@@ -122,9 +122,9 @@ enum Command {
         threads: Option<usize>,
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = positive)]
         prompt: usize,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = positive)]
         new_tokens: usize,
         #[arg(long)]
         json: bool,
@@ -137,7 +137,7 @@ enum Command {
         /// Encode on N sphere workers (default: one thread, no pool).
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive)]
         passes: usize,
         #[arg(long)]
         json: bool,
@@ -202,6 +202,14 @@ enum Command {
         #[arg(long)]
         no_fail: bool,
     },
+}
+
+/// A count that must be at least 1 (a median of no runs, or a decode of no tokens, means nothing).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
 }
 
 fn main() -> Result<ExitCode> {
