@@ -34,7 +34,7 @@
 //! Masked keys get probability exactly 0 (see `MASK_KEEP`). `exp` is [`crate::math::exp`].
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::gemm::GemmKernel;
 use crate::math::{exp, exp_f32};
 use crate::simd::{Scalar, Simd, MAX_LANES};
@@ -70,7 +70,7 @@ const fn mask_table(keep: f32, masked: f32) -> [f32; 2 * MASK_ZEROS] {
 }
 
 fn round_up(x: usize, m: usize) -> usize {
-    x.div_ceil(m) * m
+    elems(&[x.div_ceil(m), m])
 }
 
 /// Floats of scratch [`attention_fwd`] and [`attention_bwd`] need for sequence length `t` and head
@@ -79,7 +79,9 @@ fn round_up(x: usize, m: usize) -> usize {
 /// up to [`KEY_PAD`].
 pub fn attention_scratch_len(t: usize, hs: usize) -> usize {
     let tp = round_up(t, KEY_PAD);
-    5 * hs * tp + tp + 2 * (tp + BR) * BC_MAX
+    elems(&[5, hs, tp])
+        .saturating_add(tp)
+        .saturating_add(elems(&[2, tp.saturating_add(BR), BC_MAX]))
 }
 
 // `is_multiple_of` is newer than the workspace's rust-version (1.80).
@@ -110,9 +112,9 @@ pub fn attention_fwd(
 ) -> Result<(), ShapeError> {
     const K: &str = "attention_fwd";
     let hs = check_heads(K, c, nh)?;
-    check_len(K, "out", out.len(), b * t * c, "B*T*C")?;
-    check_len(K, "lse", lse.len(), b * nh * t, "B*NH*T")?;
-    check_len(K, "qkv", qkv.len(), b * t * 3 * c, "B*T*3C")?;
+    check_len(K, "out", out.len(), elems(&[b, t, c]), "B*T*C")?;
+    check_len(K, "lse", lse.len(), elems(&[b, nh, t]), "B*NH*T")?;
+    check_len(K, "qkv", qkv.len(), elems(&[b, t, 3, c]), "B*T*3C")?;
     let need = attention_scratch_len(t, hs);
     check_len(
         K,
@@ -152,11 +154,11 @@ pub fn attention_bwd(
 ) -> Result<(), ShapeError> {
     const K: &str = "attention_bwd";
     let hs = check_heads(K, c, nh)?;
-    check_len(K, "dqkv", dqkv.len(), b * t * 3 * c, "B*T*3C")?;
-    check_len(K, "dout", dout.len(), b * t * c, "B*T*C")?;
-    check_len(K, "qkv", qkv.len(), b * t * 3 * c, "B*T*3C")?;
-    check_len(K, "out", out.len(), b * t * c, "B*T*C")?;
-    check_len(K, "lse", lse.len(), b * nh * t, "B*NH*T")?;
+    check_len(K, "dqkv", dqkv.len(), elems(&[b, t, 3, c]), "B*T*3C")?;
+    check_len(K, "dout", dout.len(), elems(&[b, t, c]), "B*T*C")?;
+    check_len(K, "qkv", qkv.len(), elems(&[b, t, 3, c]), "B*T*3C")?;
+    check_len(K, "out", out.len(), elems(&[b, t, c]), "B*T*C")?;
+    check_len(K, "lse", lse.len(), elems(&[b, nh, t]), "B*NH*T")?;
     let need = attention_scratch_len(t, hs);
     check_len(
         K,
@@ -586,8 +588,12 @@ fn attention_fwd_generic<S: GemmKernel>(
     );
     let hs = c / nh;
     let tp = round_up(t, KEY_PAD);
-    assert!(out.len() == b * t * c && lse.len() == b * nh * t && qkv.len() == b * t * 3 * c);
-    assert!(scratch.len() >= 2 * hs * tp);
+    assert!(
+        out.len() == elems(&[b, t, c])
+            && lse.len() == elems(&[b, nh, t])
+            && qkv.len() == elems(&[b, t, 3, c])
+    );
+    assert!(scratch.len() >= elems(&[2, hs, tp]));
     let l = S::LANES;
     let bc = 2 * l;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -732,8 +738,12 @@ fn attention_bwd_generic<S: GemmKernel>(
     );
     let hs = c / nh;
     let tp = round_up(t, KEY_PAD);
-    assert!(dqkv.len() == b * t * 3 * c && qkv.len() == b * t * 3 * c);
-    assert!(dout.len() == b * t * c && out.len() == b * t * c && lse.len() == b * nh * t);
+    assert!(dqkv.len() == elems(&[b, t, 3, c]) && qkv.len() == elems(&[b, t, 3, c]));
+    assert!(
+        dout.len() == elems(&[b, t, c])
+            && out.len() == elems(&[b, t, c])
+            && lse.len() == elems(&[b, nh, t])
+    );
     assert!(scratch.len() >= attention_scratch_len(t, hs));
     let l = S::LANES;
     let bc = 2 * l;

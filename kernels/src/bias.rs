@@ -3,7 +3,7 @@
 //! Shapes: N rows (N = B*T in GPT-2) of C channels each, row-major.
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::simd::Simd;
 
 /// Rows summed in registers before they join the accumulator (see [`bias_bwd`]).
@@ -14,7 +14,7 @@ const ROW_BLOCK: usize = 4;
 /// out (N, C), bias (C).
 pub fn bias_fwd(out: &mut [f32], bias: &[f32], n: usize, c: usize) -> Result<(), ShapeError> {
     const K: &str = "bias_fwd";
-    check_len(K, "out", out.len(), n * c, "N*C")?;
+    check_len(K, "out", out.len(), elems(&[n, c]), "N*C")?;
     check_len(K, "bias", bias.len(), c, "C")?;
     bias_fwd_unchecked(&mut out[..n * c], &bias[..c]);
     Ok(())
@@ -65,7 +65,7 @@ fn bias_fwd_generic<S: Simd>(s: S, out: &mut [f32], bias: &[f32]) {
 pub fn bias_bwd(dbias: &mut [f32], dout: &[f32], n: usize, c: usize) -> Result<(), ShapeError> {
     const K: &str = "bias_bwd";
     check_len(K, "dbias", dbias.len(), c, "C")?;
-    check_len(K, "dout", dout.len(), n * c, "N*C")?;
+    check_len(K, "dout", dout.len(), elems(&[n, c]), "N*C")?;
     bias_bwd_unchecked(&mut dbias[..c], &dout[..n * c]);
     Ok(())
 }

@@ -8,7 +8,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 
 /// Refuse a token that does not index a row of `wte`, naming it, where it is and V.
@@ -47,10 +47,10 @@ pub fn encoder_fwd(
     v: usize,
 ) -> Result<(), ShapeError> {
     const K: &str = "encoder_fwd";
-    check_len(K, "out", out.len(), b * t * c, "B*T*C")?;
-    check_len(K, "tokens", tokens.len(), b * t, "B*T")?;
-    check_len(K, "wte", wte.len(), v * c, "V*C")?;
-    check_len(K, "wpe", wpe.len(), t * c, "T*C")?;
+    check_len(K, "out", out.len(), elems(&[b, t, c]), "B*T*C")?;
+    check_len(K, "tokens", tokens.len(), elems(&[b, t]), "B*T")?;
+    check_len(K, "wte", wte.len(), elems(&[v, c]), "V*C")?;
+    check_len(K, "wpe", wpe.len(), elems(&[t, c]), "T*C")?;
     check_tokens(K, &tokens[..b * t], t, v)?;
     encoder_fwd_unchecked(
         &mut out[..b * t * c],
@@ -213,7 +213,10 @@ fn encoder_fwd_generic<S: Simd>(
     t: usize,
     c: usize,
 ) {
-    assert!(out.len() == tokens.len() * c && (tokens.is_empty() || wpe.len() >= t * c));
+    assert!(
+        out.len() == elems(&[tokens.len(), c])
+            && (tokens.is_empty() || wpe.len() >= elems(&[t, c]))
+    );
     if c == 0 || tokens.is_empty() {
         return;
     }
@@ -276,10 +279,10 @@ pub fn encoder_bwd(
     v: usize,
 ) -> Result<(), ShapeError> {
     const K: &str = "encoder_bwd";
-    check_len(K, "dwte", dwte.len(), v * c, "V*C")?;
-    check_len(K, "dwpe", dwpe.len(), t * c, "T*C")?;
-    check_len(K, "dout", dout.len(), b * t * c, "B*T*C")?;
-    check_len(K, "tokens", tokens.len(), b * t, "B*T")?;
+    check_len(K, "dwte", dwte.len(), elems(&[v, c]), "V*C")?;
+    check_len(K, "dwpe", dwpe.len(), elems(&[t, c]), "T*C")?;
+    check_len(K, "dout", dout.len(), elems(&[b, t, c]), "B*T*C")?;
+    check_len(K, "tokens", tokens.len(), elems(&[b, t]), "B*T")?;
     check_tokens(K, &tokens[..b * t], t, v)?;
     encoder_bwd_unchecked(
         &mut dwte[..v * c],
@@ -315,7 +318,10 @@ fn encoder_bwd_generic<S: Simd>(
     t: usize,
     c: usize,
 ) {
-    assert!(dout.len() == tokens.len() * c && (tokens.is_empty() || dwpe.len() >= t * c));
+    assert!(
+        dout.len() == elems(&[tokens.len(), c])
+            && (tokens.is_empty() || dwpe.len() >= elems(&[t, c]))
+    );
     if c == 0 || tokens.is_empty() {
         return;
     }

@@ -28,3 +28,24 @@ pub(crate) fn check_len(
         })
     }
 }
+
+/// The product of shape values, saturating at `usize::MAX` instead of wrapping. Every length a
+/// check or an unchecked kernel's assert compares with is computed this way: a wrapped product
+/// could pass the comparison and send the unchecked loops, which use the dimensions themselves,
+/// far outside the slices; a saturated one fails it, since no `f32` slice is that long.
+#[inline]
+pub(crate) fn elems(dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .unwrap_or(usize::MAX)
+}
+
+/// Elements `rows` rows of `cols` floats at row stride `ld` span (0 without rows), saturating
+/// like [`elems`].
+#[inline]
+pub(crate) fn strided(rows: usize, cols: usize, ld: usize) -> usize {
+    match rows {
+        0 => 0,
+        _ => elems(&[rows - 1, ld]).saturating_add(cols),
+    }
+}

@@ -48,7 +48,7 @@
 //! every `m` given the same split, not across different splits.
 
 use crate::dispatch::dispatch;
-use crate::error::ShapeError;
+use crate::error::{elems, strided, ShapeError};
 use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 
 /// The most activation rows one call takes.
@@ -134,11 +134,11 @@ fn check_w(
     check(kernel, "ldw", n <= ldw || k == 0, || {
         format!("ldw {ldw} is below n {n}")
     })?;
-    check(kernel, "w", k == 0 || w.len() >= (k - 1) * ldw + n, || {
+    check(kernel, "w", k == 0 || w.len() >= strided(k, n, ldw), || {
         format!(
             "has {} elements, K={k} rows of stride {ldw} need {}",
             w.len(),
-            (k.max(1) - 1) * ldw + n
+            strided(k, n, ldw)
         )
     })
 }
@@ -184,7 +184,7 @@ fn gemv_nn_generic<S: Simd>(
     let Some((n, k, yp)) = start_rows(y, x, bias, accumulate) else {
         return;
     };
-    assert!(k == 0 || (n <= ldw && w.len() >= (k - 1) * ldw + n));
+    assert!(k == 0 || (n <= ldw && w.len() >= strided(k, n, ldw)));
     let m = y.len();
     let mut xp = [core::ptr::null::<f32>(); GEMV_MAX_ROWS];
     for (q, xr) in xp.iter_mut().zip(x) {
@@ -448,7 +448,7 @@ unsafe fn nn_tile<S: Simd, const R: usize, const V: usize>(
 
 /// Floats [`pack_nn_panels`] writes for a (k, n) matrix: n rounded up to whole panels.
 pub fn nn_panels_len(k: usize, n: usize) -> usize {
-    k * n.div_ceil(PANEL_COLS) * PANEL_COLS
+    elems(&[k, n.div_ceil(PANEL_COLS), PANEL_COLS])
 }
 
 /// Copy the (k, n) matrix `w` (row stride `ldw`) into the panel form [`gemv_nn_panels`] reads:
@@ -715,11 +715,11 @@ pub fn gemv_nt(
     check(K, "ldw", k <= ldw || n == 0, || {
         format!("ldw {ldw} is below k {k}")
     })?;
-    check(K, "w", n == 0 || w.len() >= (n - 1) * ldw + k, || {
+    check(K, "w", n == 0 || w.len() >= strided(n, k, ldw), || {
         format!(
             "has {} elements, {n} rows of stride {ldw} need {}",
             w.len(),
-            (n.max(1) - 1) * ldw + k
+            strided(n, k, ldw)
         )
     })?;
     if m > 0 {
@@ -743,7 +743,7 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
     let n = y[0].len();
     let k = x[0].len();
     assert!(y.iter().all(|r| r.len() == n) && x.iter().all(|r| r.len() == k));
-    assert!(n == 0 || (k <= ldw && w.len() >= (n - 1) * ldw + k));
+    assert!(n == 0 || (k <= ldw && w.len() >= strided(n, k, ldw)));
     let mut yp = [core::ptr::null_mut::<f32>(); GEMV_MAX_ROWS];
     let mut xp = [core::ptr::null::<f32>(); GEMV_MAX_ROWS];
     for ((p, q), (yr, xr)) in yp.iter_mut().zip(xp.iter_mut()).zip(y.iter_mut().zip(x)) {

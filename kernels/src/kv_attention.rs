@@ -14,7 +14,7 @@
 //! `exp` is [`crate::math::exp`].
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::math::exp;
 use crate::simd::Simd;
 
@@ -40,8 +40,8 @@ pub fn attend_cached(
     const K: &str = "attend_cached";
     let (hs, t) = (out.len(), scores.len());
     check_len(K, "q", q.len(), hs, "HS")?;
-    check_len(K, "keys", keys.len(), t * hs, "t * HS")?;
-    check_len(K, "values", values.len(), t * hs, "t * HS")?;
+    check_len(K, "keys", keys.len(), elems(&[t, hs]), "t * HS")?;
+    check_len(K, "values", values.len(), elems(&[t, hs]), "t * HS")?;
     attend_cached_unchecked(
         out,
         &q[..hs],
@@ -70,7 +70,7 @@ fn attend_generic<S: Simd>(
     scores: &mut [f32],
 ) {
     let (hs, t) = (out.len(), scores.len());
-    assert!(q.len() == hs && keys.len() == t * hs && values.len() == t * hs);
+    assert!(q.len() == hs && keys.len() == elems(&[t, hs]) && values.len() == elems(&[t, hs]));
     if t == 0 {
         out.fill(0.0);
         return;

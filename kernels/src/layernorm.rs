@@ -16,7 +16,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::simd::Simd;
 use std::ptr;
 
@@ -39,10 +39,10 @@ pub fn layernorm_fwd(
     eps: f32,
 ) -> Result<(), ShapeError> {
     const K: &str = "layernorm_fwd";
-    check_len(K, "out", out.len(), n * c, "N*C")?;
+    check_len(K, "out", out.len(), elems(&[n, c]), "N*C")?;
     check_len(K, "mean", mean.len(), n, "N")?;
     check_len(K, "rstd", rstd.len(), n, "N")?;
-    check_len(K, "inp", inp.len(), n * c, "N*C")?;
+    check_len(K, "inp", inp.len(), elems(&[n, c]), "N*C")?;
     check_len(K, "weight", weight.len(), c, "C")?;
     check_len(K, "bias", bias.len(), c, "C")?;
     layernorm_fwd_unchecked(
@@ -178,7 +178,12 @@ fn layernorm_fwd_generic<S: Simd>(
     eps: f32,
 ) {
     let (n, c) = (mean.len(), weight.len());
-    assert!(rstd.len() == n && bias.len() == c && out.len() == n * c && inp.len() == n * c);
+    assert!(
+        rstd.len() == n
+            && bias.len() == c
+            && out.len() == elems(&[n, c])
+            && inp.len() == elems(&[n, c])
+    );
     if c == 0 {
         // No channels: the mean of nothing is taken as 0 and the variance as 0.
         mean.fill(0.0);
@@ -231,11 +236,11 @@ pub fn layernorm_bwd(
     c: usize,
 ) -> Result<(), ShapeError> {
     const K: &str = "layernorm_bwd";
-    check_len(K, "dinp", dinp.len(), n * c, "N*C")?;
+    check_len(K, "dinp", dinp.len(), elems(&[n, c]), "N*C")?;
     check_len(K, "dweight", dweight.len(), c, "C")?;
     check_len(K, "dbias", dbias.len(), c, "C")?;
-    check_len(K, "dout", dout.len(), n * c, "N*C")?;
-    check_len(K, "inp", inp.len(), n * c, "N*C")?;
+    check_len(K, "dout", dout.len(), elems(&[n, c]), "N*C")?;
+    check_len(K, "inp", inp.len(), elems(&[n, c]), "N*C")?;
     check_len(K, "weight", weight.len(), c, "C")?;
     check_len(K, "mean", mean.len(), n, "N")?;
     check_len(K, "rstd", rstd.len(), n, "N")?;
@@ -417,7 +422,9 @@ fn layernorm_bwd_generic<S: Simd>(
 ) {
     let (n, c) = (mean.len(), weight.len());
     assert!(rstd.len() == n && dweight.len() == c && dbias.len() == c);
-    assert!(dinp.len() == n * c && dout.len() == n * c && inp.len() == n * c);
+    assert!(
+        dinp.len() == elems(&[n, c]) && dout.len() == elems(&[n, c]) && inp.len() == elems(&[n, c])
+    );
     if c == 0 || n == 0 {
         return;
     }

@@ -15,7 +15,7 @@
 //! place of the logits, their gradient, reading the logits from memory once.
 
 use crate::dispatch::dispatch;
-use crate::error::{check_len, ShapeError};
+use crate::error::{check_len, elems, ShapeError};
 use crate::math::exp;
 use crate::simd::{Simd, MAX_LANES};
 
@@ -37,7 +37,7 @@ fn check_common(
             detail: format!("need 1 <= V <= Vp, got V = {v}, Vp = {vp}"),
         });
     }
-    check_len(kernel, "logits", logits_len, n * vp, "N*Vp")?;
+    check_len(kernel, "logits", logits_len, elems(&[n, vp]), "N*Vp")?;
     check_len(kernel, "targets", targets.len(), n, "N")?;
     if let Some((row, &t)) = targets[..n]
         .iter()
@@ -78,7 +78,13 @@ pub fn softmax_xent_bwd(
     vp: usize,
 ) -> Result<(), ShapeError> {
     check_common(KERNEL_BWD, logits.len(), targets, n, v, vp)?;
-    check_len(KERNEL_BWD, "dlogits", dlogits.len(), n * vp, "N*Vp")?;
+    check_len(
+        KERNEL_BWD,
+        "dlogits",
+        dlogits.len(),
+        elems(&[n, vp]),
+        "N*Vp",
+    )?;
     check_len(KERNEL_BWD, "dloss", dloss.len(), n, "N")?;
     softmax_xent_bwd_unchecked(
         &mut dlogits[..n * vp],
@@ -350,7 +356,7 @@ fn fwd_generic<S: Simd>(
     vp: usize,
 ) {
     let n = losses.len();
-    assert!(targets.len() == n && logits.len() == n * vp && vp >= v && (n == 0 || v > 0));
+    assert!(targets.len() == n && logits.len() == elems(&[n, vp]) && vp >= v && (n == 0 || v > 0));
     for (r, (loss, &t)) in losses.iter_mut().zip(targets).enumerate() {
         let row = &logits[r * vp..r * vp + v];
         let t = t as usize;
@@ -381,7 +387,9 @@ fn bwd_generic<S: Simd>(
     vp: usize,
 ) {
     let n = targets.len();
-    assert!(dloss.len() == n && logits.len() == n * vp && dlogits.len() == n * vp);
+    assert!(
+        dloss.len() == n && logits.len() == elems(&[n, vp]) && dlogits.len() == elems(&[n, vp])
+    );
     assert!(vp >= v && (n == 0 || v > 0));
     for (r, (&t, &dl)) in targets.iter().zip(dloss).enumerate() {
         let t = t as usize;
@@ -407,7 +415,7 @@ fn bwd_inplace_generic<S: Simd>(
     vp: usize,
 ) {
     let n = targets.len();
-    assert!(dloss.len() == n && logits.len() == n * vp && vp >= v && (n == 0 || v > 0));
+    assert!(dloss.len() == n && logits.len() == elems(&[n, vp]) && vp >= v && (n == 0 || v > 0));
     for (r, (&t, &dl)) in targets.iter().zip(dloss).enumerate() {
         let t = t as usize;
         assert!(
@@ -433,7 +441,7 @@ fn fwd_bwd_inplace_generic<S: Simd>(
     vp: usize,
 ) {
     let n = targets.len();
-    assert!(losses.len() == n && dloss.len() == n && logits.len() == n * vp);
+    assert!(losses.len() == n && dloss.len() == n && logits.len() == elems(&[n, vp]));
     assert!(vp >= v && (n == 0 || v > 0));
     for (r, ((&t, &dl), loss)) in targets.iter().zip(dloss).zip(losses).enumerate() {
         let t = t as usize;

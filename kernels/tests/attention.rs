@@ -6,13 +6,14 @@ use common::*;
 /// (B, T, NH, HS) cases: every combination of B ∈ {1, 2}, T ∈ {1, 7, 63, 65, 130}, NH ∈ {1, 3},
 /// HS ∈ {1, 7, 16, 64}. T = 63, 65 straddle every key block (2, 16, 32) and the row tile (6);
 /// T = 130 takes the forward through two full 64-key chunks and a partial third;
-/// HS = 1, 7 are all tail, 16 one AVX2 chunk, 64 the GPT-2 head.
+/// HS = 1, 7 are all tail, 8 one vector (the single-vector paths), 12 and 24 whole 8-wide
+/// transpose blocks plus leftover dimensions, 16 one AVX2 chunk, 64 the GPT-2 head, 65 one past.
 fn cases() -> Vec<(usize, usize, usize, usize)> {
     let mut v = Vec::new();
     for b in [1, 2] {
         for t in [1, 7, 63, 65, 130] {
             for nh in [1, 3] {
-                for hs in [1, 7, 16, 64] {
+                for hs in [1, 7, 8, 12, 16, 24, 64, 65] {
                     v.push((b, t, nh, hs));
                 }
             }
