@@ -217,6 +217,12 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(err, TrainError::NonFiniteParams { .. }), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
+    // The arenas are public: one that no longer fits the model is an error, not a stray write.
+    let mut t = trainer(1, 2, 1);
+    t.optimizer.m.truncate(16);
+    let err = t.step(fill(&mut Rng::new(1))).unwrap_err();
+    assert!(err.to_string().contains("do not fit"), "{err}");
+
     // Hyperparameters out of range are refused at construction.
     let bad = |edit: fn(&mut TrainConfig)| {
         let mut c = config(2, 1);

@@ -23,7 +23,8 @@ macro_rules! dispatch {
             #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = "avx512f,avx2,fma")]
             unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                // SAFETY: only called when `isa::active()` is Avx512, confirmed by CPUID.
+                // SAFETY: only called when `isa::active()` is Avx512, confirmed by CPUID (AVX-512F,
+                // AVX2 and FMA).
                 $generic(unsafe { $crate::simd::Avx512::new_unchecked() }, $($arg),*)
             }
             match $crate::isa::active() {
@@ -37,8 +38,9 @@ macro_rules! dispatch {
                 // SAFETY: `active()` returns Avx2 only when the CPU has AVX2 and FMA.
                 #[cfg(target_arch = "x86_64")]
                 $crate::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
-                // SAFETY: `active()` returns Avx512 only when the CPU has AVX-512F (or, with
-                // `emulate-avx512`, when it lacks it, a case the arm above has taken).
+                // SAFETY: `active()` returns Avx512 only when the CPU has AVX-512F, AVX2 and FMA
+                // (`isa::avx512_native`), or, with `emulate-avx512`, when it lacks them, a case
+                // the arm above has taken.
                 #[cfg(target_arch = "x86_64")]
                 $crate::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(not(target_arch = "x86_64"))]

@@ -108,11 +108,15 @@ impl Isa {
     }
 }
 
-/// Whether the CPU itself has AVX-512F (cached by the standard library after the first call).
+/// Whether the CPU itself can run the AVX-512 path: AVX-512F, and the AVX2 and FMA its entry
+/// points also enable (every such CPU has them, but a hypervisor may hide some); cached by the
+/// standard library after the first call.
 #[inline]
 pub fn avx512_native() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
+    return is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }

@@ -224,8 +224,8 @@ mod tests {
                 // SAFETY: AVX2 and FMA were just detected.
                 assert!(exp2_worst(unsafe { crate::simd::Avx2::new_unchecked() }) < 2e-7);
             }
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: AVX-512F was just detected.
+            if crate::isa::avx512_native() {
+                // SAFETY: AVX-512F, AVX2 and FMA were just detected.
                 assert!(exp2_worst(unsafe { crate::simd::Avx512::new_unchecked() }) < 2e-7);
             }
         }

@@ -373,9 +373,29 @@ impl Trainer {
     fn parallel_update(&mut self, lr: f32) -> Result<(), TrainError> {
         const BLOCK: usize = 64;
         let opt = &mut self.optimizer;
+        let total = self.model.layout.total;
+        // The arenas are public fields, so what the raw slices below rely on is checked here.
+        let v_len = if matches!(opt.kind, OptimizerKind::AdamW { .. }) {
+            total
+        } else {
+            0
+        };
+        let sizes = [
+            self.model.params.len(),
+            self.grads.output().len(),
+            opt.m.len(),
+        ];
+        if sizes.iter().any(|&n| n != total) || opt.v.len() != v_len {
+            return Err(TrainError::Config(format!(
+                "the arenas do not fit the model's {total} parameters: params {}, grads {}, optimizer moments {} and {} (want {v_len})",
+                sizes[0],
+                sizes[1],
+                sizes[2],
+                opt.v.len()
+            )));
+        }
         opt.step += 1;
         let (kind, step, layout) = (opt.kind, opt.step, &self.model.layout);
-        let total = layout.total;
         let has_v = !opt.v.is_empty();
         let arena = Arenas {
             params: self.model.params.as_mut_ptr(),
@@ -388,7 +408,8 @@ impl Trainer {
             let blocks = ctx.share(0..total.div_ceil(BLOCK));
             let part = (blocks.start * BLOCK).min(total)..(blocks.end * BLOCK).min(total);
             let len = part.len();
-            // SAFETY: the four arenas hold `total` floats each (`v` none for SGD, then unused)
+            // SAFETY: the four arenas hold `total` floats each (`v` none for SGD, then unused;
+            // checked above)
             // and stay borrowed by this call until the job ends; `share` gives the workers
             // disjoint block ranges, so each element is reached through one slice only, and
             // `grads` is only read.
