@@ -68,7 +68,8 @@ struct Args {
     /// Sequence length (T); also the model's n_positions unless --init-from/--resume sets it.
     #[arg(long, default_value_t = 256)]
     seq: usize,
-    /// Rows per micro-batch over all workers (B); must divide by the worker count.
+    /// Rows per micro-batch over all workers (B); must divide by the worker count (without
+    /// --threads, the most workers it divides over are used).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Micro-batches per optimizer step.
@@ -231,9 +232,24 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
     }
     let start = Instant::now();
-    let (tree, warnings, topology_text) = threads_plan(args.threads)?;
+    let (mut tree, warnings, mut topology_text) = threads_plan(args.threads)?;
     for w in &warnings {
         eprintln!("warning: {w}");
+    }
+    // Each worker takes an equal share of the batch's rows. Without --threads, a core count the
+    // batch does not divide by (6, 12, 16 ...) takes the most workers it does divide by, so the
+    // default command runs on any machine.
+    let cores = tree.cpus().len();
+    if args.threads.is_none() && !args.resume && !args.batch.is_multiple_of(cores) {
+        let fit = (1..=cores)
+            .rev()
+            .find(|&w| args.batch.is_multiple_of(w))
+            .unwrap_or(1);
+        eprintln!(
+            "note: --batch {} does not divide over {cores} workers; training on {fit} (pass a --batch that is a multiple of {cores} to use them all)",
+            args.batch
+        );
+        (tree, _, topology_text) = threads_plan(Some(fit))?;
     }
     let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
     for w in spheres.warnings() {
