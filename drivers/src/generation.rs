@@ -176,7 +176,8 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The tokenizer for a model of `vocab` tokens: `tokenizer` (a cllm tokenizer file or `gpt2`),
+    /// The tokenizer for a model of `vocab` tokens (at most that many): `tokenizer` (a cllm
+    /// tokenizer file or `gpt2`),
     /// else the `tokenizer.json` a cllm checkpoint stores in `model_dir`, else the directory's
     /// `vocab.json` + `merges.txt`, else bytes for models of at most 257 tokens.
     pub fn for_model(model_dir: &Path, tokenizer: Option<&str>, vocab: usize) -> Result<Codec> {
@@ -203,10 +204,14 @@ impl Codec {
                 }
             }
         };
+        // A model may have more ids than its tokenizer (a vocabulary padded or grown for
+        // training); ids past the tokenizer print as U+FFFD. Fewer cannot work: the prompt's
+        // ids would fall outside the model.
         match tok {
-            Some(t) if t.vocab_size() != vocab => bail!(
-                "the tokenizer has {} tokens but the model's vocabulary is {vocab}: they do not belong together",
-                t.vocab_size()
+            Some(t) if t.vocab_size() > vocab => bail!(
+                "the tokenizer has {} tokens but the model {} only {vocab}: they do not belong together; pass the model's own --tokenizer",
+                t.vocab_size(),
+                model_dir.display()
             ),
             Some(t) => Ok(Codec::Bpe(Box::new(t))),
             None if vocab <= 257 => Ok(Codec::Bytes),

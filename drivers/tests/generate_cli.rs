@@ -214,3 +214,22 @@ fn a_kernel_path_this_cpu_lacks_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: CLLM_ISA=\"bogus\""), "{err}");
 }
+
+#[test]
+fn a_tokenizer_may_be_smaller_than_the_model_not_larger() {
+    // The golden model has 389 ids: a 300-token tokenizer can spell prompts for it (ids it
+    // lacks print as U+FFFD); GPT-2's 50257 cannot.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokenizer.json");
+    let text = "the quick brown fox jumps over the lazy dog, again and again. ".repeat(40);
+    cllm_engine::tokenizer::Tokenizer::train([text.as_str()], 300, &[])
+        .unwrap()
+        .save(&file)
+        .unwrap();
+    let tok = file.to_str().unwrap();
+    let (ok, out, err) = generate(&["--tokenizer", tok, "the fox", "--max-new-tokens", "4"]);
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty(), "{err}");
+    let (ok, _, err) = generate(&["--tokenizer", "gpt2", "the fox"]);
+    assert!(!ok && err.contains("do not belong together"), "{err}");
+}
