@@ -2,11 +2,12 @@
 //! definition flattened into both), how token ids become text and back, and the batched text
 //! generation loop with its stop strings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use cllm_engine::checkpoint::{self, HfConfig};
 use cllm_engine::generate::{
     self, BeamConfig, BeamHypothesis, Control, GenerateConfig, Generation, SampleConfig,
 };
@@ -81,14 +82,17 @@ impl GenOptions {
         Ok(sample)
     }
 
-    /// The stop tokens: every --stop-id, then the model's EOS unless --ignore-eos (an EOS id
-    /// beyond u32 names no token and is left out).
-    pub fn stop_tokens(&self, eos: Option<u64>) -> Vec<u32> {
+    /// The stop tokens: every --stop-id (each must be one of the model's `vocab` ids), then the
+    /// model's EOS unless --ignore-eos (an EOS id beyond u32 names no token and is left out).
+    pub fn stop_tokens(&self, eos: Option<u64>, vocab: usize) -> Result<Vec<u32>> {
+        if let Some(id) = self.stop_id.iter().find(|&&id| id as usize >= vocab) {
+            bail!("--stop-id {id} is outside the model's vocabulary (V = {vocab}), so it could never be generated");
+        }
         let mut stop = self.stop_id.clone();
         if let (Some(eos), false) = (eos, self.ignore_eos) {
             stop.extend(u32::try_from(eos).ok());
         }
-        stop
+        Ok(stop)
     }
 
     /// The --stop strings that can match (empty ones never stop a row).
@@ -113,10 +117,11 @@ impl GenOptions {
             generate::check_prompt(model, p).with_context(|| name(i))?;
             if p.len() + self.max_new_tokens > ctx {
                 bail!(
-                    "{} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {ctx} positions",
+                    "{} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {ctx} positions (at most {} new tokens fit)",
                     name(i),
                     p.len(),
                     self.max_new_tokens,
+                    ctx.saturating_sub(p.len()),
                 );
             }
         }
@@ -164,6 +169,21 @@ impl GenOptions {
             seed: self.seed,
         }
     }
+}
+
+/// Loads the model of `path`: a Hugging Face GPT-2 directory, a cllm checkpoint, or a cllm run
+/// directory (its `latest` checkpoint). Returns the model, its config and the directory read.
+pub fn load_model(path: &Path) -> Result<(Gpt, HfConfig, PathBuf)> {
+    let dir = match path.join(checkpoint::CONFIG_FILE).exists() {
+        true => path.to_path_buf(),
+        false => match checkpoint::read_pointer(path, checkpoint::LATEST)? {
+            Some(name) => path.join(name),
+            None => path.to_path_buf(),
+        },
+    };
+    let (model, hf) =
+        Gpt::from_hf_dir(&dir).with_context(|| format!("loading the model {}", dir.display()))?;
+    Ok((model, hf, dir))
 }
 
 /// How token ids become text and back.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
+use cllm_drivers::generation::{beam_best, generate_text, load_model, Codec, GenOptions};
 use cllm_drivers::threads_plan;
 use cllm_engine::eval::{bleu, rouge};
 use serde_json::{json, Value};
@@ -442,14 +442,12 @@ fn run_rouge(args: &RougeArgs) -> Result<String> {
 fn run_ppl(args: &PplArgs) -> Result<String> {
     use cllm_engine::data::{shard_paths, Shard};
     use cllm_engine::eval::perplexity::PerplexityMeter;
-    use cllm_engine::model::Gpt;
 
     cllm_engine::kernels::isa::init()?;
-    let (model, _) = Gpt::from_hf_dir(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (model, _, dir) = load_model(&args.model)?;
     let vocab = model.config().vocab_size;
     // Bits per byte need each token's text: only a BPE tokenizer gives it here.
-    let codec = Codec::for_model(&args.model, args.tokenizer.as_deref(), vocab)?;
+    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), vocab)?;
     let tokenizer = match &codec {
         Codec::Bpe(t) => Some(t),
         Codec::Bytes | Codec::None => None,
@@ -526,12 +524,21 @@ fn continuation(codec: &Codec, tokens: &[u32], stop_tokens: &[u32], stops: &[Vec
 }
 
 fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
-    use cllm_engine::model::Gpt;
     use cllm_engine::spheres::Spheres;
     use std::time::Duration;
 
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    // Before the generation it would follow: the continuations must have somewhere to go.
+    if let Some(out) = &args.out {
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+        if out.is_dir() || parent.is_some_and(|p| !p.is_dir()) {
+            bail!(
+                "--out {}: not a file in an existing directory",
+                out.display()
+            );
+        }
     }
     let lines = read_segments(&args.prompts)?;
     let streams = args
@@ -543,13 +550,8 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     let sample = gen.sample_config()?;
 
     cllm_engine::kernels::isa::init()?;
-    let (model, hf) = Gpt::from_hf_dir(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let codec = Codec::for_model(
-        &args.model,
-        args.tokenizer.as_deref(),
-        model.config().vocab_size,
-    )?;
+    let (model, hf, dir) = load_model(&args.model)?;
+    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), model.config().vocab_size)?;
     if matches!(codec, Codec::None) {
         bail!(
             "{} has no tokenizer and its vocabulary is too large for bytes: pass --tokenizer FILE|gpt2",
@@ -572,7 +574,7 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
         })
         .collect::<Result<Vec<_>>>()?;
     gen.check_prompts(&model, &prompts, |i| format!("{}: prompt", line_name(i)))?;
-    let stop_tokens = gen.stop_tokens(hf.eos_token_id);
+    let stop_tokens = gen.stop_tokens(hf.eos_token_id, model.config().vocab_size)?;
     let mut stops = gen.stop_strings();
     if !args.multiline {
         stops.push(b"\n".to_vec());

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cllm_drivers::generation::{beam_best, generate_text, Codec, GenOptions};
+use cllm_drivers::generation::{beam_best, generate_text, load_model, Codec, GenOptions};
 use cllm_drivers::threads_plan;
 use cllm_engine::generate::SampleConfig;
 use cllm_engine::model::Gpt;
@@ -72,11 +72,10 @@ fn main() {
 fn run_cli(cli: Cli) -> Result<()> {
     cllm_engine::kernels::isa::init()?;
     let sample = cli.gen.sample_config()?;
-    let (model, hf) = Gpt::from_hf_dir(&cli.model)
-        .with_context(|| format!("loading the model {}", cli.model.display()))?;
+    let (model, hf, dir) = load_model(&cli.model)?;
     let cfg = *model.config();
-    let codec = Codec::for_model(&cli.model, cli.tokenizer.as_deref(), cfg.vocab_size)?;
-    let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id);
+    let codec = Codec::for_model(&dir, cli.tokenizer.as_deref(), cfg.vocab_size)?;
+    let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id, cfg.vocab_size)?;
     if let Some(beams) = cli.gen.beams {
         cli.gen.beam_config(beams, &stop_tokens)?;
     }

@@ -274,8 +274,28 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     };
     // The tokenizer: from --tokenizer, or trained on the default corpus (a resumed run takes
     // the one its checkpoint stored instead, below).
+    // A model to start from brings its own tokenizer when it has one (a cllm checkpoint).
+    let init_tokenizer = args
+        .init_from
+        .as_ref()
+        .map(|dir| dir.join(TOKENIZER_FILE))
+        .filter(|file| file.is_file() && args.tokenizer.is_none() && !args.resume);
+    if args.init_from.is_some() && !args.resume {
+        for id in ["layers", "heads", "embd"] {
+            if given.iter().any(|g| g == id) {
+                eprintln!(
+                    "warning: {} is ignored with --init-from: the model's own shape is used",
+                    flag(id)
+                );
+            }
+        }
+    }
     let tokenizer = match (&args.tokenizer, &args.data) {
         (Some(name), _) => load_tokenizer(name)?,
+        (None, _) if init_tokenizer.is_some() => {
+            let file = init_tokenizer.expect("matched just above");
+            Tokenizer::load(&file).with_context(|| format!("loading {}", file.display()))?
+        }
         (None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
         (None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
         (None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
