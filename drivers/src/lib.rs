@@ -41,6 +41,9 @@ pub fn exit_on_error(result: Result<()>) {
 /// The sphere tree for `threads` workers (or `CLLM_THREADS`, or one per allowed core), the
 /// warnings met on the way, and the machine and tree rendered for the start-up print.
 pub fn threads_plan(threads: Option<usize>) -> Result<(SphereTree, Vec<TopologyWarning>, String)> {
+    if threads == Some(0) {
+        anyhow::bail!("--threads must be at least 1 (leave it out for one worker per core)");
+    }
     let detected = Topology::detect();
     let plan = detected.topology.plan_for(threads, false);
     let text = detected.topology.render(&plan.tree);

@@ -200,6 +200,26 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         ..SampleConfig::default()
     };
     sample_cfg.validate().context("--temperature")?;
+    for (id, n) in [
+        ("layers", args.layers),
+        ("heads", args.heads),
+        ("embd", args.embd),
+        ("seq", args.seq),
+        ("batch", args.batch),
+        ("grad_accum", args.grad_accum),
+    ] {
+        if n == 0 {
+            bail!("{} must be at least 1", flag(id));
+        }
+    }
+    let fresh_model = !args.resume && args.init_from.is_none();
+    if fresh_model && !args.embd.is_multiple_of(args.heads) {
+        bail!(
+            "--embd {} does not divide into --heads {} heads of equal size",
+            args.embd,
+            args.heads
+        );
+    }
     if !(args.clip.is_finite() && args.clip >= 0.0) {
         bail!(
             "--clip is {}; it must be a finite number >= 0 (0: no clipping)",

@@ -12,7 +12,6 @@ use cllm_engine::data::encode::{count_words, encode_documents};
 use cllm_engine::data::{write_shard_set, ShardSetConfig, MAX_SHARD_TOKENS};
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
-use cllm_engine::topology::Topology;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -80,6 +79,9 @@ fn run(args: Args) -> Result<()> {
     if args.vocab_size.is_none() && args.tokenizer.is_none() {
         bail!("say which tokenizer: --vocab-size N to train one, or --tokenizer gpt2|FILE");
     }
+    if !args.specials.is_empty() && args.vocab_size.is_none() {
+        bail!("--special adds tokens to a tokenizer cllm-prepare trains: it needs --vocab-size, not --tokenizer");
+    }
     // The output settings, checked before the cleaning, training and encoding they would follow.
     if !(0.0..1.0).contains(&args.val_fraction) {
         bail!("--val-fraction {} is outside [0, 1)", args.val_fraction);
@@ -96,12 +98,11 @@ fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
-    let detected = Topology::detect();
-    let plan = detected.topology.plan_for(args.threads, false);
-    for w in detected.warnings.iter().chain(&plan.warnings) {
+    let (tree, warnings, _) = cllm_drivers::threads_plan(args.threads)?;
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let spheres = Spheres::new(&plan.tree).context("starting the sphere workers")?;
+    let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
 
     let opts = if args.raw {
         CleanOptions::raw()
@@ -141,6 +142,12 @@ fn run(args: Args) -> Result<()> {
                 tok.vocab_size(),
                 t.elapsed().as_secs_f64()
             );
+            if tok.vocab_size() < vocab {
+                eprintln!(
+                    "note: the input has no more merges to learn: {} tokens, not the {vocab} asked for",
+                    tok.vocab_size()
+                );
+            }
             tok
         }
         (None, None) => unreachable!("checked above"),
