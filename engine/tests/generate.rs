@@ -117,6 +117,48 @@ fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     }
 }
 
+/// More rows than the narrow path takes (GEMV_MAX_ROWS = 8): every decode step then runs the wide
+/// path (each worker's output columns of every GEMM over all rows), which must still give each
+/// row's full forward pass, on the calling thread and on three workers.
+#[test]
+fn decode_steps_of_many_rows_match_the_full_forward_pass() {
+    let model = random_model(9);
+    let vp = model.config().padded_vocab();
+    let batch = 10;
+    let rows: Vec<Vec<u32>> = (0..batch).map(|b| prompt(50 + b as u64, 12)).collect();
+    let full: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|row| {
+            let mut ws = Workspace::new(&model, 1, row.len());
+            model.forward(&mut ws, row, None).unwrap();
+            ws.logits().to_vec()
+        })
+        .collect();
+    let spheres = Spheres::new(&SphereTree::flat(&[0, 1, 0])).unwrap();
+    for pool in [None, Some(&spheres)] {
+        let mut dec = Decoder::new(&model, pool, batch, 12).unwrap();
+        let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
+        dec.prefill(&first, &vec![0; batch]).unwrap();
+        for t in 1..12 {
+            if t > 1 {
+                let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
+                dec.step(&next).unwrap();
+            }
+            for (b, logits) in full.iter().enumerate() {
+                let want = &logits[t * vp..t * vp + 100];
+                for (i, (g, w)) in dec.logits(b).iter().zip(want).enumerate() {
+                    // Same math in another summation order (column-split GEMMs).
+                    assert!(
+                        (g - w).abs() < 1e-4,
+                        "pool {}, row {b}, position {t}, token {i}: {g} vs {w}",
+                        pool.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A session of several rows reads the layer matrices from its own copy in panel form, a session
 /// of one from the model: each row's logits must still be those of the row alone, bit for bit,
 /// on the calling thread and split over workers.
