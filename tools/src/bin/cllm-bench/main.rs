@@ -212,7 +212,13 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn main() -> Result<ExitCode> {
+fn main() -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    cllm_drivers::exit_on_error(run().map(|c| code = c));
+    code
+}
+
+fn run() -> Result<ExitCode> {
     let isa = cllm_kernels::isa::init()?;
     match Cli::parse().command {
         Command::Gemm {
@@ -569,6 +575,15 @@ fn main() -> Result<ExitCode> {
             only,
             note,
         } => {
+            // Checked before the suite's minutes of work: the result must have somewhere to go.
+            if let Some(path) = &out {
+                let dir = std::path::Path::new(path)
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    anyhow::bail!("--out {path}: its directory does not exist");
+                }
+            }
             let opts = suite::Options {
                 quick,
                 repeats,
@@ -579,7 +594,7 @@ fn main() -> Result<ExitCode> {
             let doc = suite::run(&opts, &mut |line| eprintln!("suite: {line}"))?;
             let text = serde_json::to_string_pretty(&doc)?;
             if let Some(path) = &out {
-                std::fs::write(path, format!("{text}\n"))
+                cllm_engine::atomic_file::write_atomic(path, format!("{text}\n").as_bytes())
                     .with_context(|| format!("writing {path}"))?;
                 eprintln!("suite: wrote {path}");
             }
