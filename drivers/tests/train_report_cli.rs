@@ -32,14 +32,21 @@ const TINY: [&str; 20] = [
     "2",
 ];
 
-fn train(dir: &Path, steps: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+/// cllm-train on TINY for `steps` steps in `dir`, with `args`.
+fn run_train(dir: &Path, steps: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cllm-train"))
         .args(TINY)
         .args(["--steps", steps])
         .args(args)
         .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
         .output()
-        .expect("cllm-train runs");
+        .expect("cllm-train runs")
+}
+
+/// A run that must succeed: its stdout.
+fn train(dir: &Path, steps: &str, args: &[&str]) -> String {
+    let out = run_train(dir, steps, args);
     assert!(
         out.status.success(),
         "{}",
@@ -164,16 +171,9 @@ fn report_goes_to_the_checkpoint_dir_the_default_dir_or_nowhere() {
     assert_eq!(std::fs::read_dir(d.join("c")).unwrap().count(), 0);
 }
 
-/// cllm-train's exit status and stderr, for runs expected to fail.
+/// A run that must fail: its stderr.
 fn train_err(dir: &Path, steps: &str, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
-        .args(TINY)
-        .args(["--steps", steps])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("cllm-train runs");
+    let out = run_train(dir, steps, args);
     assert!(!out.status.success(), "the run succeeded");
     String::from_utf8(out.stderr).unwrap()
 }

@@ -72,47 +72,68 @@ fn cached_logits_match_the_full_forward_pass() {
     }
 }
 
+/// Each row's logits at every position, from its own full forward pass (causal).
+fn full_logits(model: &Gpt, rows: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|row| {
+            let mut ws = Workspace::new(model, 1, row.len());
+            model.forward(&mut ws, row, None).unwrap();
+            ws.logits().to_vec()
+        })
+        .collect()
+}
+
+/// Prefills two tokens of every row, then decodes the rest one step at a time, checking each
+/// row's first 100 logits at every position against `full` (the same math in another summation
+/// order: partial sums over the workers' row blocks, or column-split GEMMs).
+fn decode_matches(
+    model: &Gpt,
+    pool: Option<&Spheres>,
+    rows: &[Vec<u32>],
+    full: &[Vec<f32>],
+    what: &str,
+) {
+    let (vp, n, t_max) = (model.config().padded_vocab(), rows.len(), rows[0].len());
+    let mut dec = Decoder::new(model, pool, n, t_max).unwrap();
+    let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
+    dec.prefill(&first, &vec![0; n]).unwrap();
+    for t in 1..t_max {
+        if t > 1 {
+            let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
+            dec.step(&next).unwrap();
+        }
+        for (b, logits) in full.iter().enumerate() {
+            let want = &logits[t * vp..t * vp + 100];
+            for (i, (g, w)) in dec.logits(b).iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{what}, row {b}, position {t}, token {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
+
 /// The narrow path splits every weight by rows over the workers and the heads over them too:
 /// worker counts that do not divide the heads (3), or exceed them (5, 4 heads), must still give
-/// the full forward pass's logits, one row or three.
+/// the full forward pass's logits, one row or three (two prompt tokens per row: the narrow path
+/// for prefill as well).
 #[test]
 fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     let model = random_model(7);
-    let vp = model.config().padded_vocab();
     for nw in [2, 3, 5] {
         let cpus: Vec<usize> = (0..nw).map(|i| i % 2).collect();
         let spheres = Spheres::new(&SphereTree::flat(&cpus)).unwrap();
         for batch in [1, 3] {
             let rows: Vec<Vec<u32>> = (0..batch).map(|b| prompt(30 + b as u64, 20)).collect();
-            // Causal: one forward pass per row gives the logits at every position.
-            let full: Vec<Vec<f32>> = rows
-                .iter()
-                .map(|row| {
-                    let mut ws = Workspace::new(&model, 1, row.len());
-                    model.forward(&mut ws, row, None).unwrap();
-                    ws.logits().to_vec()
-                })
-                .collect();
-            let mut dec = Decoder::new(&model, Some(&spheres), batch, 20).unwrap();
-            // Two prompt tokens per row: the narrow path for prefill as well.
-            let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
-            dec.prefill(&first, &vec![0; batch]).unwrap();
-            for t in 1..20 {
-                if t > 1 {
-                    let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
-                    dec.step(&next).unwrap();
-                }
-                for (b, logits) in full.iter().enumerate() {
-                    let want = &logits[t * vp..t * vp + 100];
-                    for (i, (g, w)) in dec.logits(b).iter().zip(want).enumerate() {
-                        // Same math, partial sums over the workers' row blocks added in order.
-                        assert!(
-                            (g - w).abs() < 1e-4,
-                            "{nw} workers, row {b}, position {t}, token {i}: {g} vs {w}"
-                        );
-                    }
-                }
-            }
+            let full = full_logits(&model, &rows);
+            decode_matches(
+                &model,
+                Some(&spheres),
+                &rows,
+                &full,
+                &format!("{nw} workers"),
+            );
         }
     }
 }
@@ -123,40 +144,11 @@ fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
 #[test]
 fn decode_steps_of_many_rows_match_the_full_forward_pass() {
     let model = random_model(9);
-    let vp = model.config().padded_vocab();
-    let batch = 10;
-    let rows: Vec<Vec<u32>> = (0..batch).map(|b| prompt(50 + b as u64, 12)).collect();
-    let full: Vec<Vec<f32>> = rows
-        .iter()
-        .map(|row| {
-            let mut ws = Workspace::new(&model, 1, row.len());
-            model.forward(&mut ws, row, None).unwrap();
-            ws.logits().to_vec()
-        })
-        .collect();
+    let rows: Vec<Vec<u32>> = (0..10).map(|b| prompt(50 + b as u64, 12)).collect();
+    let full = full_logits(&model, &rows);
     let spheres = Spheres::new(&SphereTree::flat(&[0, 1, 0])).unwrap();
-    for pool in [None, Some(&spheres)] {
-        let mut dec = Decoder::new(&model, pool, batch, 12).unwrap();
-        let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
-        dec.prefill(&first, &vec![0; batch]).unwrap();
-        for t in 1..12 {
-            if t > 1 {
-                let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
-                dec.step(&next).unwrap();
-            }
-            for (b, logits) in full.iter().enumerate() {
-                let want = &logits[t * vp..t * vp + 100];
-                for (i, (g, w)) in dec.logits(b).iter().zip(want).enumerate() {
-                    // Same math in another summation order (column-split GEMMs).
-                    assert!(
-                        (g - w).abs() < 1e-4,
-                        "pool {}, row {b}, position {t}, token {i}: {g} vs {w}",
-                        pool.is_some()
-                    );
-                }
-            }
-        }
-    }
+    decode_matches(&model, None, &rows, &full, "calling thread");
+    decode_matches(&model, Some(&spheres), &rows, &full, "three workers");
 }
 
 /// A session of several rows reads the layer matrices from its own copy in panel form, a session
