@@ -36,7 +36,7 @@ pub struct GenOptions {
     /// Hugging Face's repetition penalty (1 = none).
     #[arg(long)]
     pub repetition_penalty: Option<f32>,
-    /// Beam search with this many beams (deterministic: no sampling options, no --stop strings).
+    /// Beam search with this many beams (deterministic: no sampling options).
     #[arg(long)]
     pub beams: Option<usize>,
     /// Beam search ranks by summed log-probability / length^this.
@@ -129,20 +129,25 @@ impl GenOptions {
     }
 
     /// Beam search with `beams` beams; any of the stop tokens ends a beam. Beam search is
-    /// deterministic and stops on tokens only, so the sampling options and --stop strings are
-    /// refused with it rather than ignored.
-    pub fn beam_config(&self, beams: usize, stop_tokens: &[u32]) -> Result<BeamConfig> {
+    /// deterministic, so the sampling options are refused with it rather than ignored, and so
+    /// are --stop strings unless the caller cuts the best hypothesis at them
+    /// (`cuts_stop_strings`, as `cllm-eval generate-and-score` does).
+    pub fn beam_config(
+        &self,
+        beams: usize,
+        stop_tokens: &[u32],
+        cuts_stop_strings: bool,
+    ) -> Result<BeamConfig> {
         let ignored = [
-            (self.greedy, "--greedy"),
             (self.temperature.is_some(), "--temperature"),
             (self.top_k.is_some(), "--top-k"),
             (self.top_p.is_some(), "--top-p"),
             (self.min_p.is_some(), "--min-p"),
             (self.repetition_penalty.is_some(), "--repetition-penalty"),
-            (!self.stop.is_empty(), "--stop"),
+            (!cuts_stop_strings && !self.stop.is_empty(), "--stop"),
         ];
         if let Some((_, flag)) = ignored.iter().find(|(given, _)| *given) {
-            bail!("{flag} does not apply to beam search (--beams), which ranks beams by their summed log-probability and stops on tokens only (--stop-id)");
+            bail!("{flag} does not apply to beam search (--beams), which ranks beams by their summed log-probability and stops on tokens (--stop-id)");
         }
         if !self.length_penalty.is_finite() {
             bail!(

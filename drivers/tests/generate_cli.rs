@@ -144,6 +144,10 @@ fn bad_input_is_a_clear_error() {
             "--stop does not apply to beam search",
         ),
         (
+            vec!["--prompt-ids", "1", "--stop-id", "999"],
+            "outside the model's vocabulary",
+        ),
+        (
             vec![
                 "--prompt-ids",
                 "1",
@@ -169,6 +173,18 @@ fn batch_lines_are_prompts_one_for_one() {
     let (ok, _, err) = generate(&["--batch", file.to_str().unwrap(), "--batch-ids"]);
     assert!(!ok, "a blank line was accepted");
     assert!(err.contains("prompts.txt:2: empty prompt"), "{err}");
+    // Blank lines at the end are not prompts.
+    std::fs::write(&file, "5,6\n7\n\n \n").unwrap();
+    let (ok, out, err) = generate(&[
+        "--batch",
+        file.to_str().unwrap(),
+        "--batch-ids",
+        "--print-ids",
+        "--max-new-tokens",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
     std::fs::write(&file, "").unwrap();
     let (ok, _, err) = generate(&["--batch", file.to_str().unwrap(), "--batch-ids"]);
     assert!(!ok && err.contains("prompts.txt holds no prompts"), "{err}");

@@ -210,7 +210,7 @@ fn bad_settings_fail_before_training_and_runs_are_not_overwritten() {
         (vec!["--lr", "NaN"], "the learning rate is NaN"),
         (vec!["--beta1", "1.5"], "beta1 is 1.5"),
         (vec!["--clip=-5"], "--clip is -5"),
-        (vec!["--min-lr", "1"], "min_lr"),
+        (vec!["--min-lr=-1"], "final learning rate is -1"),
     ] {
         let err = train_err(d, "3", &[&args[..], &["--ckpt-dir", "other"]].concat());
         assert!(err.contains(want), "{args:?}: {err}");

@@ -35,6 +35,9 @@ pub(crate) fn check_len(
 /// far outside the slices; a saturated one fails it, since no `f32` slice is that long.
 #[inline]
 pub(crate) fn elems(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
     dims.iter()
         .try_fold(1usize, |p, &d| p.checked_mul(d))
         .unwrap_or(usize::MAX)

@@ -79,12 +79,13 @@ impl Isa {
             .collect()
     }
 
-    /// The most capable path this CPU can run.
+    /// The most capable path this CPU can run natively (never the emulated AVX-512 of the
+    /// test feature, which only `CLLM_ISA=avx512` selects).
     pub fn best() -> Isa {
         Isa::ALL
             .into_iter()
             .rev()
-            .find(|isa| isa.is_supported())
+            .find(|&isa| isa.is_supported() && (isa != Isa::Avx512 || avx512_native()))
             .unwrap_or(Isa::Scalar)
     }
 

@@ -42,7 +42,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct GenScoreArgs {
-    /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    /// A cllm checkpoint, a cllm run directory (its latest checkpoint), or a Hugging Face GPT-2
+    /// directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
     /// Prompts, one per line (text, encoded with the model's tokenizer).
@@ -85,7 +86,8 @@ struct GenScoreArgs {
 
 #[derive(Args, Debug)]
 struct PplArgs {
-    /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    /// A cllm checkpoint, a cllm run directory (its latest checkpoint), or a Hugging Face GPT-2
+    /// directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
     /// Token shards (llm.c format): a glob such as 'data/val_*.bin', or a directory (its
@@ -585,7 +587,7 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
     let mut time = Duration::ZERO;
     if let Some(beams) = gen.beams {
-        let cfg = gen.beam_config(beams, &stop_tokens)?;
+        let cfg = gen.beam_config(beams, &stop_tokens, true)?;
         for p in &prompts {
             let (best, t) = beam_best(&model, &pool, p, &cfg)?;
             rows.push(best.tokens);

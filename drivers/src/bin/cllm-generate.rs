@@ -23,7 +23,8 @@ use cllm_engine::spheres::Spheres;
     about = "Generate text with a GPT-2 model on the CPU"
 )]
 struct Cli {
-    /// A cllm checkpoint or a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    /// A cllm checkpoint, a cllm run directory (its latest checkpoint), or a Hugging Face GPT-2
+    /// directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
     /// The prompt text.
@@ -31,9 +32,9 @@ struct Cli {
     /// Read the prompt text from this file.
     #[arg(long, conflicts_with = "prompt")]
     prompt_file: Option<PathBuf>,
-    /// The prompt as token ids, comma-separated.
+    /// The prompt as token ids, comma-separated (repeat to append more).
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
-    prompt_ids: Option<String>,
+    prompt_ids: Vec<String>,
     /// A file of prompts, one per line, generated as one batch. With 2 to 8 prompts (or beams)
     /// and room for 32 or more new tokens, the session makes its own copy of the layer weights,
     /// laid out for decoding several rows.
@@ -77,7 +78,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     let codec = Codec::for_model(&dir, cli.tokenizer.as_deref(), cfg.vocab_size)?;
     let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id, cfg.vocab_size)?;
     if let Some(beams) = cli.gen.beams {
-        cli.gen.beam_config(beams, &stop_tokens)?;
+        cli.gen.beam_config(beams, &stop_tokens, false)?;
     }
     let (tree, warnings, _) = threads_plan(cli.threads)?;
     for w in &warnings {
@@ -90,7 +91,7 @@ fn run_cli(cli: Cli) -> Result<()> {
 
     let interactive = cli.prompt.is_none()
         && cli.prompt_file.is_none()
-        && cli.prompt_ids.is_none()
+        && cli.prompt_ids.is_empty()
         && cli.batch.is_none()
         && std::io::stdin().is_terminal();
     if interactive {
@@ -120,13 +121,24 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
         }
     }
-    let prompts: Vec<Vec<u32>> = if let Some(ids) = &cli.prompt_ids {
-        vec![parse_ids(ids).context("--prompt-ids")?]
+    let prompts: Vec<Vec<u32>> = if !cli.prompt_ids.is_empty() {
+        let mut ids = Vec::new();
+        for list in &cli.prompt_ids {
+            ids.extend(parse_ids(list).context("--prompt-ids")?);
+        }
+        vec![ids]
     } else if let Some(file) = &cli.batch {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        // Every line is a prompt, so the output rows line up with the file's lines.
-        text.lines()
+        // Every line is a prompt, so the output rows line up with the file's lines (blank lines
+        // at the end are not lines of prompts).
+        let lines: Vec<&str> = text.lines().collect();
+        let n = lines
+            .iter()
+            .rposition(|l| !l.trim().is_empty())
+            .map_or(0, |i| i + 1);
+        lines[..n]
+            .iter()
             .enumerate()
             .map(|(i, l)| {
                 let at = || format!("{}:{}", file.display(), i + 1);
@@ -185,7 +197,7 @@ fn run(
             model,
             pool,
             &prompts[0],
-            &gen.beam_config(beams, stop_tokens)?,
+            &gen.beam_config(beams, stop_tokens, false)?,
         )?;
         let secs = time.as_secs_f64();
         print_row(&mut stdout, cli, codec, &best.tokens)?;

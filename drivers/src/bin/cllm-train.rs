@@ -9,6 +9,7 @@
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use cllm_drivers::generation::load_model;
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, threads_plan};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
@@ -17,16 +18,18 @@ use cllm_engine::model::{Gpt, GptConfig};
 use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
-use cllm_engine::train::{OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer};
+use cllm_engine::train::{
+    OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer, TRAINER_STATE_FILE,
+};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The tokenizer file stored in checkpoints.
 const TOKENIZER_FILE: &str = "tokenizer.json";
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum ScheduleArg {
     Constant,
     Cosine,
@@ -132,7 +135,8 @@ struct Args {
     /// Resume from --ckpt-dir's latest checkpoint (or this directory).
     #[arg(long)]
     resume: bool,
-    /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors).
+    /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors), a cllm
+    /// checkpoint or run directory (its latest checkpoint; its tokenizer.json too).
     #[arg(long)]
     init_from: Option<PathBuf>,
     /// Seed of initialisation, data order and sampling.
@@ -173,9 +177,6 @@ const KEPT_ON_RESUME: [&str; 15] = [
     "init_from",
     "bpe_vocab",
 ];
-
-/// The learning-rate flags: a resumed run keeps its checkpoint's schedule unless one is given.
-const SCHEDULE_FLAGS: [&str; 4] = ["lr", "min_lr", "warmup", "schedule"];
 
 fn main() {
     let matches = Args::command().get_matches();
@@ -230,7 +231,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         bail!("--eval-batches must be at least 1");
     }
     // Where the run will write, checked before any step is spent: a fresh run never writes
-    // over another run's checkpoints, and a directory that cannot be made fails now.
+    // over another run's checkpoints, and a place no directory can be made fails now.
     if let Some(dir) = &args.ckpt_dir {
         if !args.resume && dir.join("latest").exists() {
             bail!(
@@ -238,8 +239,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
                 dir.display()
             );
         }
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --ckpt-dir {}", dir.display()))?;
+        check_dir_can_exist(dir).context("--ckpt-dir")?;
     }
     let report_dir = match (&args.report, &args.ckpt_dir) {
         (Some(dir), _) if dir.as_os_str() == "none" => None,
@@ -248,8 +248,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         (None, None) => Some(PathBuf::from("cllm-report")),
     };
     if let Some(dir) = &report_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
+        check_dir_can_exist(dir).context("the report directory")?;
     }
     let start = Instant::now();
     let (mut tree, warnings, mut topology_text) = threads_plan(args.threads)?;
@@ -259,17 +258,29 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     // Each worker takes an equal share of the batch's rows. Without --threads, a core count the
     // batch does not divide by (6, 12, 16 ...) takes the most workers it does divide by, so the
     // default command runs on any machine.
+    // A resumed run takes the batch, and where it fits the worker count, of its checkpoint (the
+    // same workers continue it bit for bit).
     let cores = tree.cpus().len();
-    if args.threads.is_none() && !args.resume && !args.batch.is_multiple_of(cores) {
-        let fit = (1..=cores)
-            .rev()
-            .find(|&w| args.batch.is_multiple_of(w))
-            .unwrap_or(1);
-        eprintln!(
-            "note: --batch {} does not divide over {cores} workers; training on {fit} (pass a --batch that is a multiple of {cores} to use them all)",
-            args.batch
-        );
-        (tree, _, topology_text) = threads_plan(Some(fit))?;
+    let saved = match (&args.ckpt_dir, args.resume) {
+        (Some(dir), true) => saved_batch_and_workers(dir),
+        _ => None,
+    };
+    let batch = saved.map_or(args.batch, |(batch, _)| batch);
+    if args.threads.is_none() {
+        let fit = match saved {
+            Some((_, workers)) if workers <= cores && batch.is_multiple_of(workers) => workers,
+            _ => (1..=cores)
+                .rev()
+                .find(|&w| batch.is_multiple_of(w))
+                .unwrap_or(1),
+        };
+        if fit != cores {
+            eprintln!(
+                "note: training on {fit} of {cores} workers (the batch of {batch} rows divides over {fit}{})",
+                if saved.is_some() { ", as the checkpoint did" } else { "" }
+            );
+            (tree, _, topology_text) = threads_plan(Some(fit))?;
+        }
     }
     let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
     for w in spheres.warnings() {
@@ -277,29 +288,24 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
 
     // The model and trainer: resumed, initialised from a Hugging Face directory, or fresh.
-    let schedule = match args.schedule {
-        ScheduleArg::Constant => Schedule::Constant { lr: args.lr },
-        ScheduleArg::Cosine => Schedule::Cosine {
-            lr: args.lr,
-            min_lr: args.min_lr,
-            warmup: args.warmup,
-            total: args.steps,
-        },
-        ScheduleArg::Linear => Schedule::Linear {
-            lr: args.lr,
-            min_lr: args.min_lr,
-            warmup: args.warmup,
-            total: args.steps,
-        },
+    let is_given = |id: &str| given.iter().any(|g| g == id);
+    // Without --min-lr, the decay ends at the default or at --lr, whichever is lower.
+    let min_lr = if is_given("min_lr") {
+        args.min_lr
+    } else {
+        args.min_lr.min(args.lr)
     };
-    // The tokenizer: from --tokenizer, or trained on the default corpus (a resumed run takes
-    // the one its checkpoint stored instead, below).
-    // A model to start from brings its own tokenizer when it has one (a cllm checkpoint).
-    let init_tokenizer = args
-        .init_from
+    let schedule = schedule_of(args.schedule, args.lr, min_lr, args.warmup, args.steps);
+    // A model to start from (a Hugging Face directory, a cllm checkpoint, or a run's latest),
+    // loaded first: it brings its own tokenizer when it has one.
+    let init = match (&args.init_from, args.resume) {
+        (Some(path), false) => Some(load_model(path)?),
+        _ => None,
+    };
+    let init_tokenizer = init
         .as_ref()
-        .map(|dir| dir.join(TOKENIZER_FILE))
-        .filter(|file| file.is_file() && args.tokenizer.is_none() && !args.resume);
+        .map(|(_, _, dir)| dir.join(TOKENIZER_FILE))
+        .filter(|file| file.is_file() && args.tokenizer.is_none());
     if args.init_from.is_some() && !args.resume {
         for id in ["layers", "heads", "embd"] {
             if given.iter().any(|g| g == id) {
@@ -310,6 +316,8 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             }
         }
     }
+    // The tokenizer: from --tokenizer, the starting model, or trained on the default corpus (a
+    // resumed run takes the one its checkpoint stored instead, below).
     let tokenizer = match (&args.tokenizer, &args.data) {
         (Some(name), _) => load_tokenizer(name)?,
         (None, _) if init_tokenizer.is_some() => {
@@ -335,13 +343,56 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             tokenizer,
         } = Trainer::resume(dir, spheres)
             .with_context(|| format!("resuming from {}", dir.display()))?;
-        if SCHEDULE_FLAGS.iter().any(|f| given.iter().any(|g| g == f)) {
-            trainer.set_schedule(schedule)?;
-            eprintln!("the learning-rate schedule is the command line's, not the checkpoint's");
+        // The checkpoint's schedule, with what the command line gives in its place: a longer
+        // --steps stretches the decay over the new total.
+        let (kind, lr, min_lr, warmup, total) = match trainer.config().schedule {
+            Schedule::Constant { lr } => (ScheduleArg::Constant, lr, lr, 0, args.steps),
+            Schedule::Cosine {
+                lr,
+                min_lr,
+                warmup,
+                total,
+            } => (ScheduleArg::Cosine, lr, min_lr, warmup, total),
+            Schedule::Linear {
+                lr,
+                min_lr,
+                warmup,
+                total,
+            } => (ScheduleArg::Linear, lr, min_lr, warmup, total),
+        };
+        let pick = |id: &str, cli: f32, saved: f32| if is_given(id) { cli } else { saved };
+        let merged = schedule_of(
+            if is_given("schedule") {
+                args.schedule
+            } else {
+                kind
+            },
+            pick("lr", args.lr, lr),
+            pick("min_lr", args.min_lr, min_lr),
+            if is_given("warmup") {
+                args.warmup
+            } else {
+                warmup
+            },
+            if is_given("steps") { args.steps } else { total },
+        );
+        if merged != trainer.config().schedule {
+            eprintln!("learning-rate schedule: {merged:?} (the checkpoint's, with the command line's changes)");
+            trainer.set_schedule(merged)?;
         }
+        let (m, c) = (*trainer.model.config(), *trainer.config());
+        let differs = |id: &str| match id {
+            "layers" => args.layers != m.n_layer,
+            "heads" => args.heads != m.n_head,
+            "embd" => args.embd != m.n_embd,
+            "seq" => args.seq != c.seq_len,
+            "batch" => args.batch != c.batch,
+            "grad_accum" => args.grad_accum != c.grad_accum,
+            _ => true,
+        };
         for id in KEPT_ON_RESUME
             .iter()
-            .filter(|f| given.iter().any(|g| g == *f))
+            .filter(|id| is_given(id) && differs(id))
         {
             eprintln!(
                 "warning: {} is ignored when resuming: the checkpoint's setting is kept",
@@ -357,12 +408,8 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         resumed_tokenizer = tokenizer;
         trainer
     } else {
-        let model = match &args.init_from {
-            Some(dir) => {
-                Gpt::from_hf_dir(dir)
-                    .with_context(|| format!("loading {}", dir.display()))?
-                    .0
-            }
+        let model = match init {
+            Some((model, _, _)) => model,
             None => {
                 let cfg = GptConfig {
                     vocab_size: tokenizer.vocab_size(),
@@ -765,4 +812,57 @@ fn indent(text: &str) -> String {
 
 fn mib(bytes: usize) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The schedule of the learning-rate flags (`total`: the run's last step).
+fn schedule_of(kind: ScheduleArg, lr: f32, min_lr: f32, warmup: usize, total: usize) -> Schedule {
+    match kind {
+        ScheduleArg::Constant => Schedule::Constant { lr },
+        ScheduleArg::Cosine => Schedule::Cosine {
+            lr,
+            min_lr,
+            warmup,
+            total,
+        },
+        ScheduleArg::Linear => Schedule::Linear {
+            lr,
+            min_lr,
+            warmup,
+            total,
+        },
+    }
+}
+
+/// The batch and worker count a run directory's latest checkpoint (or a checkpoint directory)
+/// was saved with, when they can be read (resuming reports anything wrong with it properly).
+fn saved_batch_and_workers(dir: &Path) -> Option<(usize, usize)> {
+    let state = if dir.join(TRAINER_STATE_FILE).is_file() {
+        dir.join(TRAINER_STATE_FILE)
+    } else {
+        let latest = std::fs::read_to_string(dir.join("latest")).ok()?;
+        dir.join(latest.trim()).join(TRAINER_STATE_FILE)
+    };
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+    let n = |key: &str| {
+        v[key]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0)
+    };
+    Some((n("batch")?, n("workers")?))
+}
+
+/// That `dir` is a directory or could be made one: no file stands at it or at a parent.
+fn check_dir_can_exist(dir: &Path) -> Result<()> {
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if p.exists() {
+            if !p.is_dir() {
+                bail!("{} is not a directory", p.display());
+            }
+            return Ok(());
+        }
+        at = p.parent();
+    }
+    Ok(())
 }

@@ -7,11 +7,14 @@
 //! cut into shards of `shard_tokens` tokens (the last one shorter), numbered from 000000.
 //!
 //! The set is written into a staging directory inside the target first (every shard atomically,
-//! [`ShardWriter`]), with the files that belong to it (cllm-prepare's `tokenizer.json`). Only when
-//! all of it is on disk are the files renamed into place, and stale `train_*.bin` / `val_*.bin`
-//! shards of an earlier, larger set removed, so a glob over the directory sees exactly this set.
-//! If writing fails (a full disk), the staging directory is removed and an earlier set in the
-//! directory is left whole, its shards beside their own tokenizer.
+//! [`ShardWriter`]), with the files that belong to it (cllm-prepare's `tokenizer.json`). If
+//! writing fails (a full disk), the staging directory is removed and an earlier set in the
+//! directory is left whole, its shards beside their own tokenizer; so replacing a set needs room
+//! for both at once. Only when all of it is on disk is it published: the old set's files (its
+//! tokenizer) removed, the shards renamed into place, stale `train_*.bin` / `val_*.bin` shards of
+//! an earlier, larger set removed (a glob over the directory then sees exactly this set), and the
+//! new files renamed in last. A crash while publishing leaves shards without a tokenizer, which
+//! fails loudly, never shards beside another set's tokenizer.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -162,10 +165,13 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
     }
 
     let staging = dir.join(STAGING);
-    if staging.exists() {
-        // Left by an interrupted run: nothing in it was published.
-        fs::remove_dir_all(&staging).map_err(DataError::io("remove", &staging))?;
+    // Left by an interrupted run (nothing in it was published), or something else by that name.
+    match fs::symlink_metadata(&staging) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(&staging),
+        Ok(_) => fs::remove_file(&staging),
+        Err(_) => Ok(()),
     }
+    .map_err(DataError::io("remove", &staging))?;
     fs::create_dir(&staging).map_err(DataError::io("create directory", &staging))?;
     let staged = (|| {
         let mut train = ShardSetWriter::new(&staging, "train", cfg.vocab_size, cfg.shard_tokens)?;
@@ -195,7 +201,18 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
             return Err(e);
         }
     };
-    // Publish: every file renamed into place, then the stale shards removed.
+    // Publish. The old set's own files (its tokenizer) go first, so that a crash part way
+    // leaves a directory without them, which fails loudly, never new shards beside an old
+    // tokenizer; then the shards, the stale ones' removal, and the new files last.
+    for (name, _) in files {
+        let old = dir.join(name);
+        match fs::remove_file(&old) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(DataError::io("remove", &old)(e));
+            }
+            _ => {}
+        }
+    }
     let publish = |written: Vec<(PathBuf, usize)>| -> Result<Vec<(PathBuf, usize)>, DataError> {
         written
             .into_iter()
@@ -210,14 +227,14 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
         train: publish(train)?,
         val: publish(val)?,
     };
+    remove_stale(dir, "train", summary.train.len())?;
+    remove_stale(dir, "val", summary.val.len())?;
     for (name, _) in files {
         let from = staging.join(name);
         fs::rename(&from, dir.join(name)).map_err(DataError::io("rename", &from))?;
     }
     sync_dir(dir).map_err(DataError::io("sync", dir))?;
     fs::remove_dir(&staging).map_err(DataError::io("remove", &staging))?;
-    remove_stale(dir, "train", summary.train.len())?;
-    remove_stale(dir, "val", summary.val.len())?;
     Ok(summary)
 }
 

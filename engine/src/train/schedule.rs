@@ -23,7 +23,8 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// Checks the rates: finite, `lr >= 0`, and `0 <= min_lr <= lr` for the decays.
+    /// Checks the rates: finite and `>= 0` (a final rate above the peak is allowed: the
+    /// "decay" then rises).
     pub fn validate(&self) -> Result<(), String> {
         let (lr, min_lr) = match *self {
             Schedule::Constant { lr } => (lr, 0.0),
@@ -31,15 +32,12 @@ impl Schedule {
                 (lr, min_lr)
             }
         };
-        if !(lr.is_finite() && lr >= 0.0) {
-            return Err(format!(
-                "the learning rate is {lr}; it must be a finite number >= 0"
-            ));
-        }
-        if !(min_lr.is_finite() && (0.0..=lr).contains(&min_lr)) {
-            return Err(format!(
-                "the final learning rate (min_lr) is {min_lr}; it must lie in [0, lr = {lr}]"
-            ));
+        for (name, x) in [("learning rate", lr), ("final learning rate", min_lr)] {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(format!(
+                    "the {name} is {x}; it must be a finite number >= 0"
+                ));
+            }
         }
         Ok(())
     }

@@ -177,8 +177,8 @@ fn run(args: Args) -> Result<()> {
         eot: tokenizer.eot_token(),
         val_fraction: args.val_fraction,
     };
-    // The tokenizer is published with the shards, so the directory never pairs shards with
-    // another set's tokenizer.
+    // The tokenizer is published with the shards (see `write_shard_set`), so the directory never
+    // pairs shards with another set's tokenizer.
     let tokenizer_json = tokenizer.to_json();
     let files = [(TOKENIZER_FILE, tokenizer_json.as_bytes())];
     let summary = write_shard_set(&args.out, &encoded, &cfg, &files)?;

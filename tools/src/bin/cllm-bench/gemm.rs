@@ -37,7 +37,13 @@ pub fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
     let memory = cllm_engine::topology::Topology::detect()
         .topology
         .memory_bytes;
-    if bytes.is_none() || bytes > memory {
+    // Refused when the size overflows, or exceeds the memory when that is known.
+    let too_big = match (bytes, memory) {
+        (None, _) => true,
+        (Some(b), Some(m)) => b > m,
+        (Some(_), None) => false,
+    };
+    if too_big {
         bail!(
             "shape {s:?}: its three matrices need {} GB, more than this machine's {} GB of memory",
             bytes.map_or("over 10^10".to_string(), |b| format!(

@@ -580,8 +580,8 @@ fn run() -> Result<ExitCode> {
                 let dir = std::path::Path::new(path)
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty());
-                if dir.is_some_and(|d| !d.is_dir()) {
-                    anyhow::bail!("--out {path}: its directory does not exist");
+                if dir.is_some_and(|d| !d.is_dir()) || std::path::Path::new(path).is_dir() {
+                    anyhow::bail!("--out {path}: not a file in an existing directory");
                 }
             }
             let opts = suite::Options {
