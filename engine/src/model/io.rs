@@ -33,17 +33,23 @@ fn param_count(cfg: &GptConfig) -> u128 {
 
 impl Gpt {
     /// Load `config.json` and `model.safetensors` from `dir` (a Hugging Face GPT-2 directory or a
-    /// cllm checkpoint).
+    /// cllm checkpoint, whose manifest both files are checked against first).
     pub fn from_hf_dir(dir: &Path) -> Result<(Gpt, HfConfig), CheckpointError> {
-        let config = dir.join(checkpoint::CONFIG_FILE);
-        let weights = dir.join(checkpoint::MODEL_FILE);
-        // A cllm checkpoint's manifest vouches for both files: check them against it first.
         if dir.join(checkpoint::MANIFEST_FILE).is_file() {
             checkpoint::verify_checkpoint_files(
                 dir,
                 &[checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE],
             )?;
         }
+        Gpt::from_verified_dir(dir)
+    }
+
+    /// [`Gpt::from_hf_dir`] for a directory whose files the caller has already checked against
+    /// its manifest (resuming verifies the whole checkpoint first; hashing the weights again
+    /// would cost seconds on a large model).
+    pub(crate) fn from_verified_dir(dir: &Path) -> Result<(Gpt, HfConfig), CheckpointError> {
+        let config = dir.join(checkpoint::CONFIG_FILE);
+        let weights = dir.join(checkpoint::MODEL_FILE);
         let hf = HfConfig::read(&config)?;
         // Before allocating the parameters: a file too small for them even at two bytes each
         // (f16) does not belong to this config (a mistyped size would otherwise abort the

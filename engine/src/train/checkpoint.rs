@@ -347,7 +347,8 @@ impl Trainer {
                 "not a {STATE_FORMAT} file of version {STATE_VERSION}"
             )));
         }
-        let (model, hf) = Gpt::from_hf_dir(&dir)?;
+        // Verified with the whole checkpoint above.
+        let (model, hf) = Gpt::from_verified_dir(&dir)?;
         let m = st.at("model")?;
         let shape = GptConfig {
             vocab_size: m.usize("vocab_size")?,
