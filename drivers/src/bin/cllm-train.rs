@@ -19,7 +19,8 @@ use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::train::{
-    OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer, TRAINER_STATE_FILE,
+    checkpoint_dir, OptimizerKind, Resumed, SaveOptions, Schedule, TrainConfig, Trainer,
+    TRAINER_STATE_FILE,
 };
 use serde_json::{json, Value};
 use std::io::Write;
@@ -305,7 +306,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     let init_tokenizer = init
         .as_ref()
         .map(|(_, _, dir)| dir.join(TOKENIZER_FILE))
-        .filter(|file| file.is_file() && args.tokenizer.is_none());
+        .filter(|file| file.is_file());
     if args.init_from.is_some() && !args.resume {
         for id in ["layers", "heads", "embd"] {
             if given.iter().any(|g| g == id) {
@@ -318,16 +319,15 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
     // The tokenizer: from --tokenizer, the starting model, or trained on the default corpus (a
     // resumed run takes the one its checkpoint stored instead, below).
-    let tokenizer = match (&args.tokenizer, &args.data) {
-        (Some(name), _) => load_tokenizer(name)?,
-        (None, _) if init_tokenizer.is_some() => {
-            let file = init_tokenizer.expect("matched just above");
+    let tokenizer = match (&args.tokenizer, init_tokenizer, &args.data) {
+        (Some(name), _, _) => load_tokenizer(name)?,
+        (None, Some(file), _) => {
             Tokenizer::load(&file).with_context(|| format!("loading {}", file.display()))?
         }
-        (None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
-        (None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
-        (None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
-        (None, Some(_)) => bail!("--data needs --tokenizer (the tokenizer.json cllm-prepare wrote beside the shards, or gpt2)"),
+        (None, None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
+        (None, None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
+        (None, None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
+        (None, None, Some(_)) => bail!("--data needs --tokenizer (the tokenizer.json cllm-prepare wrote beside the shards, or gpt2)"),
     };
     let mut data_position = None;
     let mut resumed_tokenizer = None;
@@ -836,12 +836,7 @@ fn schedule_of(kind: ScheduleArg, lr: f32, min_lr: f32, warmup: usize, total: us
 /// The batch and worker count a run directory's latest checkpoint (or a checkpoint directory)
 /// was saved with, when they can be read (resuming reports anything wrong with it properly).
 fn saved_batch_and_workers(dir: &Path) -> Option<(usize, usize)> {
-    let state = if dir.join(TRAINER_STATE_FILE).is_file() {
-        dir.join(TRAINER_STATE_FILE)
-    } else {
-        let latest = std::fs::read_to_string(dir.join("latest")).ok()?;
-        dir.join(latest.trim()).join(TRAINER_STATE_FILE)
-    };
+    let state = checkpoint_dir(dir).ok()?.join(TRAINER_STATE_FILE);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
     let n = |key: &str| {
         v[key]

@@ -205,6 +205,23 @@ impl<'a> StateReader<'a> {
     }
 }
 
+/// The checkpoint directory `path` names: itself when it holds a training state, else a run
+/// directory's `latest` checkpoint.
+pub fn checkpoint_dir(path: &Path) -> Result<PathBuf, TrainError> {
+    if path.join(TRAINER_STATE_FILE).exists() {
+        return Ok(path.to_path_buf());
+    }
+    match read_pointer(path, LATEST)? {
+        Some(name) => Ok(path.join(name)),
+        None => Err(TrainError::State {
+            file: path.display().to_string(),
+            problem: format!(
+                "neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run directory (no `{LATEST}` pointer)"
+            ),
+        }),
+    }
+}
+
 impl Trainer {
     /// Writes the checkpoint `parent/step-NNNNNNNN` for the steps taken so far (atomically: on
     /// any error, a full disk included, nothing already saved changes), then points `latest` at
@@ -314,21 +331,7 @@ impl Trainer {
     /// checkpoint, on `spheres`' workers. Every file is checked against the manifest first.
     /// With the same worker count and data, training continues bit for bit as if never stopped.
     pub fn resume(path: &Path, spheres: Spheres) -> Result<Resumed, TrainError> {
-        let dir = if path.join(TRAINER_STATE_FILE).exists() {
-            path.to_path_buf()
-        } else {
-            match read_pointer(path, LATEST)? {
-                Some(name) => path.join(name),
-                None => {
-                    return Err(TrainError::State {
-                        file: path.display().to_string(),
-                        problem: format!(
-                            "neither a checkpoint (no {TRAINER_STATE_FILE}) nor a run directory (no `{LATEST}` pointer)"
-                        ),
-                    })
-                }
-            }
-        };
+        let dir = checkpoint_dir(path)?;
         verify_checkpoint_dir(&dir)?;
         let state_path = dir.join(TRAINER_STATE_FILE);
         let text = fs::read_to_string(&state_path)
