@@ -635,8 +635,11 @@ unsafe fn panel_group<S: Simd, const V: usize, const PF: bool>(
     }
 }
 
-/// Panel rows (lines) ahead of the one being read that a panel's first pass prefetches.
-const PANEL_PREFETCH: usize = 32;
+/// Panel rows (lines) ahead of the one being read that a panel's first pass prefetches: a whole
+/// panel of [`PANEL_KC`] rows, 8 KiB. Measured on GPT-2's four matrix shapes (Zen, one core,
+/// alternated): 8 rows of x 32.0–33.9 GFLOP/s with 32 lines, 34.2–36.0 with 128; 4 rows 29.0 →
+/// 30.6, 2 rows 14.0 → 14.8; 256 and 512 lines were no better than 128.
+const PANEL_PREFETCH: usize = 128;
 
 /// Rows 0..R of y, columns `j..j + width` (`width ≤ PANEL_COLS`, `V` vectors), plus
 /// `Σ_q xs[q][i0 + i] · panel[q][..]` for `q < kc`, in order; with `PF`, each panel row's line
