@@ -1,6 +1,10 @@
 //! cllm-engine: topology, sphere workers, model, training, data, generation and evaluation.
 //!
-//! The engine never prints; it reports through return values and typed errors.
+//! The engine never prints; it reports through return values and typed errors. Where a
+//! metrics or event callback was planned, each call returns its figures instead (a training step
+//! its [`train::StepStats`], a pass over validation data its loss), and the driver renders them:
+//! the caller already runs between steps, so a callback would only move its code into a
+//! closure.
 
 pub use cllm_kernels as kernels;
 

@@ -52,40 +52,17 @@
 //! duplicates: for 4096×768×768 on 2 workers each worker packs all of B (768×768) against
 //! 2048×768×768 multiply-adds of its own. `cllm-bench gemm --threads 1 --shape 6x768x768
 //! --shape 2048x768x768` times one B pack plus a sliver of compute, then one worker's whole
-//! share: 0.36 ms against 245 ms on the busy machine (0.15 %); even against the ~27 ms the share
-//! would take on an idle core at ~90 GFLOP/s it is under 1.5 % (the two stealing pieces pack
-//! B twice). Sharing could save no more, minus a barrier per KC×NC block: it does not pay at these
+//! share: 0.36 ms against 245 ms on the busy machine (0.15 %); against the ~65 ms the share takes
+//! on an idle core of that machine (~37 GFLOP/s) it is 0.6 % (the two stealing pieces pack B
+//! twice). Sharing could save no more, minus a barrier per KC×NC block: it does not pay at these
 //! shapes. On wide machines the 2-D grid keeps duplicated packing small instead (a 4×4 grid
 //! packs a quarter of B per worker).
 //!
-//! # Measured (2-core AMD EPYC, AVX2; shared and saturated while measured: load average 5–12)
+//! # Measured
 //!
-//! Other builds kept both CPUs busy, and this process got well under two CPUs whatever its
-//! thread count (`cllm-bench peak` saw 16–38 GFLOP/s of a ~117 GFLOP/s core), so wall-clock
-//! speed-ups and peer ratios were noise: 2 threads / 1 thread 0.82–1.10 and cllm / numpy at
-//! 2 threads 0.81–1.19 (nn) over four sessions of `python3 scripts/peers/gemm_vs_numpy.py
-//! --threads 2` and `cllm-bench gemm --threads 1` / `--threads 2` back to back. What a run did
-//! with the CPU it got is measurable: `cllm-bench gemm` reports GFLOP per CPU-second of the
-//! whole process (every thread's user + system time). 2 threads against 1, alternated back to
-//! back (two runs each, `--reps 5`, nn), at load 5:
-//!
-//! | M×K×N          | GFLOP/cpu-s 1 thread | 2 threads | efficiency (3 sessions) |
-//! |----------------|----------------------|-----------|-------------------------|
-//! | 1024×1024×1024 | 35.2                 | 33.0      | 0.94 (0.94–1.03)        |
-//! | 4096×768×768   | 32.7                 | 33.1      | 1.01 (0.94–1.01)        |
-//! | 4096×768×2304  | 34.7                 | 35.2      | 1.01 (0.97–1.01)        |
-//! | 4096×768×3072  | 34.5                 | 34.9      | 1.01 (0.95–1.01)        |
-//! | 4096×3072×768  | 34.4                 | 33.2      | 0.97 (0.97–0.99)        |
-//!
-//! The parallel sgemm spends no more CPU per FLOP than the single-threaded one (within 6 %),
-//! so on two otherwise idle cores it should reach ~1.9× (the ≥ 1.85× target) — unconfirmed by
-//! wall time until the machine is quiet. Rerun: `cargo build --release -p cllm-tools`, then
-//! `cllm-bench gemm --threads 1` and `--threads 2` back to back, and
-//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`.
-//!
-//! Same sessions: `cllm-bench reduce --threads 2` (30 M floats per worker, 360 MB read +
-//! written per reduce) 4.9–9.9 GB/s, bit-identical over repeats, while `cllm-bench peak` read
-//! 3.2–4.4 GB/s on one thread; `cllm-bench barrier --threads 2` 1.0–6.2 µs per round trip.
+//! Two-thread scaling (1.84–2.01× one thread on 2 cores) and the ratio to OpenBLAS at 2 threads
+//! are in `docs/PERFORMANCE.md`, with their commands (`cllm-bench gemm --threads 1|2`,
+//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`).
 
 use std::ops::Range;
 

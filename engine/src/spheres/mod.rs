@@ -3,7 +3,7 @@
 //! [`Spheres::new`] starts a thread per leaf, pinned to the leaf's CPU and named `sphere-<path>`
 //! (the leaf's child indices from the root joined by '.', e.g. `sphere-1.3`, as
 //! [`crate::sphere_tree::leaf_paths`] computes them), so `top -H`, `ps -L` and `perf` show who is who. The calling
-//! thread is not a worker: it publishes a job, the workers run it, and the caller waits (spin,
+//! thread is not a worker: it publishes a job, the workers run it, and the caller waits (yield,
 //! then park) until all are done. Keeping every worker on a dedicated pinned thread means the
 //! caller's own affinity is never touched and worker 0's buffers are first touched on worker
 //! 0's CPU like everyone else's.
@@ -18,7 +18,8 @@
 //! - [`ReduceBuffers`] are per-worker f32 buffers, first touched by their worker;
 //!   [`Spheres::reduce_sum`] sums them up the tree into worker 0's, deterministically.
 //!
-//! Idle workers spin for about 50 µs, then park: an idle pool uses no CPU. Nothing here
+//! Idle workers spin briefly, yield until about 50 µs have passed, then park: an idle pool uses
+//! no CPU. Nothing here
 //! allocates after start-up (`run`, `par_for`, the barrier and `reduce_sum` allocate nothing).
 //! A panic in a worker aborts the job and comes back as [`SpheresError::WorkerPanicked`]; the
 //! pool stays usable (the next job starts from a clean state). Dropping the pool ends and joins

@@ -592,7 +592,7 @@ fn decode_samples(
     Ok((prefill, decode))
 }
 
-/// GPT-2 encoding of the embedded corpus (eight plays, 1.1 MB), MB/s of each pass.
+/// GPT-2 encoding of the embedded corpus (eight plays, 1 MB), MB/s of each pass.
 fn run_tokenize(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let texts: Vec<&str> = cllm_drivers::corpus::PLAYS.iter().map(|p| p.1).collect();
     let name = format!("tokenize/gpt2/plays{}", texts.len());
