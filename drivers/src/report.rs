@@ -261,6 +261,48 @@ impl TrainReport {
         md
     }
 
+    /// Renames the report in `dir` of an earlier part of a resumed run, if there is one, to
+    /// `report.steps-FIRST-LAST.json` / `.md` (its own steps; `report.earlier` when it does not
+    /// say them; `-2`, `-3` ... appended when the name is taken), so writing this part's report
+    /// loses nothing. Returns the new name of the JSON file.
+    pub fn keep_earlier(dir: &Path) -> Result<Option<PathBuf>> {
+        let json_path = dir.join(REPORT_JSON);
+        if !json_path.is_file() {
+            return Ok(None);
+        }
+        let steps = std::fs::read_to_string(&json_path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| Some((v["steps"]["first"].as_u64()?, v["steps"]["last"].as_u64()?)));
+        let base = match steps {
+            Some((first, last)) => format!("report.steps-{first}-{last}"),
+            None => "report.earlier".to_string(),
+        };
+        let stem = (1..)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}-{n}")
+                }
+            })
+            .find(|s| {
+                !dir.join(format!("{s}.json")).exists() && !dir.join(format!("{s}.md")).exists()
+            })
+            .expect("some suffix is free");
+        let kept = dir.join(format!("{stem}.json"));
+        for (from, to) in [
+            (json_path, kept.clone()),
+            (dir.join(REPORT_MD), dir.join(format!("{stem}.md"))),
+        ] {
+            if from.is_file() {
+                std::fs::rename(&from, &to)
+                    .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+            }
+        }
+        Ok(Some(kept))
+    }
+
     /// Writes `report.json` and `report.md` into `dir` (created if missing), each atomically.
     pub fn write(&self, dir: &Path) -> Result<[PathBuf; 2]> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

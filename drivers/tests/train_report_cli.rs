@@ -34,9 +34,13 @@ const TINY: [&str; 20] = [
 
 /// cllm-train on TINY for `steps` steps in `dir`, with `args`.
 fn run_train(dir: &Path, steps: &str, args: &[&str]) -> std::process::Output {
+    run_train_args(dir, &[&["--steps", steps], args].concat())
+}
+
+/// cllm-train on TINY in `dir` with `args` alone.
+fn run_train_args(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cllm-train"))
         .args(TINY)
-        .args(["--steps", steps])
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_BACKTRACE")
@@ -169,6 +173,14 @@ fn report_goes_to_the_checkpoint_dir_the_default_dir_or_nowhere() {
     let stdout = train(&d.join("c"), "3", &["--report", "none"]);
     assert!(!stdout.contains("report:"), "{stdout}");
     assert_eq!(std::fs::read_dir(d.join("c")).unwrap().count(), 0);
+
+    // --metrics makes its directory, as --ckpt-dir and --report do.
+    train(
+        d,
+        "3",
+        &["--report", "none", "--metrics", "m/n/metrics.jsonl"],
+    );
+    assert!(d.join("m/n/metrics.jsonl").is_file());
 }
 
 /// A run that must fail: its stderr.
@@ -196,6 +208,76 @@ fn a_resumed_run_keeps_its_schedule_and_matches_the_straight_run() {
     // Without the schedule flags the checkpoint's constant 1e-2 holds (not the default cosine).
     let resumed = train(d, "6", &["--resume", "--ckpt-dir", "b"]);
     assert_eq!(last_eval(&resumed), last_eval(&straight));
+}
+
+#[test]
+fn a_resumed_run_ends_at_its_own_total_and_an_older_checkpoint_continues_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let straight = train(d, "6", &["--ckpt-dir", "a"]);
+    train(d, "6", &["--ckpt-dir", "b", "--ckpt-every", "3"]);
+    // A fresh run does not write into a checkpoint, and a continued one does not replace later
+    // checkpoints.
+    let err = train_err(d, "6", &["--ckpt-dir", "b/step-00000003"]);
+    assert!(err.contains("is a checkpoint"), "{err}");
+    let resume_at_3 = ["--resume", "--ckpt-dir", "b/step-00000003"];
+    let out = run_train_args(d, &resume_at_3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would replace"), "{err}");
+    // As if the run had stopped after step 3: its later checkpoint moved away. Resumed from the
+    // older checkpoint without --steps, it trains to the run's own 6 steps, saving beside it.
+    std::fs::rename(d.join("b/step-00000006"), d.join("step-6")).unwrap();
+    let out = run_train_args(d, &resume_at_3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        last_eval(&String::from_utf8(out.stdout).unwrap()),
+        last_eval(&straight)
+    );
+    assert!(d.join("b/step-00000006/trainer_state.json").is_file());
+    assert!(!d.join("b/step-00000003/step-00000006").exists());
+    assert_eq!(
+        std::fs::read_to_string(d.join("b/latest")).unwrap().trim(),
+        "step-00000006"
+    );
+    // The first part's report is kept under its steps.
+    assert!(d.join("b/report.steps-0-6.json").is_file());
+    assert!(d.join("b/report.json").is_file());
+    // The run is complete: nothing is left to train.
+    let out = run_train_args(d, &["--resume", "--ckpt-dir", "b"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("at step 6 already"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shards_train_with_their_own_tokenizer_and_refuse_another() {
+    use cllm_engine::tokenizer::Tokenizer;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let text = "To be, or not to be, that is the question: whether 'tis nobler. ".repeat(100);
+    let tokenizer = Tokenizer::train([text.as_str()], 300, &[]).unwrap();
+    tokenizer.save(&data.join("tokenizer.json")).unwrap();
+    let ids = tokenizer.encode_ordinary(&text);
+    for name in ["train_000000.bin", "val_000000.bin"] {
+        cllm_engine::data::write_shard(data.join(name), &ids, 300).unwrap();
+    }
+    // Without --tokenizer the shards' own is used.
+    train(d, "2", &["--data", "data", "--report", "none"]);
+    let err = train_err(
+        d,
+        "2",
+        &["--data", "data", "--tokenizer", "gpt2", "--report", "none"],
+    );
+    assert!(err.contains("differs from --tokenizer gpt2"), "{err}");
+    assert!(!err.contains("step 1"), "{err}");
 }
 
 #[test]

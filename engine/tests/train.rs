@@ -209,6 +209,7 @@ fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let opts = SaveOptions {
         data_position: json!({}),
+        total_steps: None,
         tokenizer: None,
         val_loss: None,
         keep: 1,
@@ -257,6 +258,7 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
             dir.path(),
             &SaveOptions {
                 data_position: json!({ "rng": data.state() }),
+                total_steps: Some(6),
                 tokenizer: Some(("tokenizer.bin", b"bytes")),
                 val_loss: Some(got[2].loss),
                 keep: 2,
@@ -268,6 +270,7 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
 
     let resumed = Trainer::resume(dir.path(), spheres(2)).unwrap();
     assert_eq!(resumed.dir, saved.dir);
+    assert_eq!(resumed.total_steps, Some(6));
     assert_eq!(
         resumed.tokenizer,
         Some(("tokenizer.bin".to_owned(), b"bytes".to_vec()))

@@ -24,6 +24,7 @@ use cllm_engine::train::{
 };
 use serde_json::{json, Value};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -53,8 +54,9 @@ struct Args {
     /// train_*.bin and val_*.bin. Without it, the embedded default corpus through a BPE trained on it.
     #[arg(long)]
     data: Option<String>,
-    /// The shards' tokenizer: a cllm tokenizer file (cllm-prepare writes tokenizer.json beside
-    /// the shards) or `gpt2`. Required with --data unless resuming.
+    /// The shards' tokenizer: a cllm tokenizer file or `gpt2`. Without it, the tokenizer.json
+    /// cllm-prepare wrote beside the shards; one that differs from that file is refused.
+    /// Required with --data when the shards have none beside them, unless resuming.
     #[arg(long)]
     tokenizer: Option<String>,
     /// Vocabulary of the BPE tokenizer trained on the default corpus.
@@ -233,7 +235,11 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
     // Where the run will write, checked before any step is spent: a fresh run never writes
     // over another run's checkpoints, and a place no directory can be made fails now.
-    if let Some(dir) = &args.ckpt_dir {
+    let run_dir = match &args.ckpt_dir {
+        Some(dir) => Some(run_directory(dir, args.resume)?),
+        None => None,
+    };
+    if let Some(dir) = &run_dir {
         if !args.resume && dir.join("latest").exists() {
             bail!(
                 "{} already holds a run (it has a `latest` checkpoint): pass --resume to continue it, or choose another --ckpt-dir",
@@ -242,7 +248,10 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         }
         check_dir_can_exist(dir).context("--ckpt-dir")?;
     }
-    let report_dir = match (&args.report, &args.ckpt_dir) {
+    if let Some(parent) = args.metrics.as_deref().and_then(Path::parent) {
+        check_dir_can_exist(parent).context("--metrics")?;
+    }
+    let report_dir = match (&args.report, &run_dir) {
         (Some(dir), _) if dir.as_os_str() == "none" => None,
         (Some(dir), _) => Some(dir.clone()),
         (None, Some(dir)) => Some(dir.clone()),
@@ -267,6 +276,13 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         _ => None,
     };
     let batch = saved.map_or(args.batch, |(batch, _)| batch);
+    if let (Some((_, workers)), Some(threads)) = (saved, args.threads) {
+        if threads != workers {
+            eprintln!(
+                "warning: the checkpoint was trained on {workers} workers; on --threads {threads} the run continues, but not bit for bit as an uninterrupted run would (the workers' gradient sums add in another order)"
+            );
+        }
+    }
     if args.threads.is_none() {
         let fit = match saved {
             Some((_, workers)) if workers <= cores && batch.is_multiple_of(workers) => workers,
@@ -319,16 +335,22 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
     // The tokenizer: from --tokenizer, the starting model, or trained on the default corpus (a
     // resumed run takes the one its checkpoint stored instead, below).
+    let shards_tokenizer = args.data.as_deref().and_then(data_tokenizer);
     let tokenizer = match (&args.tokenizer, init_tokenizer, &args.data) {
         (Some(name), _, _) => load_tokenizer(name)?,
         (None, Some(file), _) => {
             Tokenizer::load(&file).with_context(|| format!("loading {}", file.display()))?
         }
+        (None, None, Some(_)) if !args.resume && shards_tokenizer.is_some() => {
+            let file = shards_tokenizer.as_deref().expect("matched is_some");
+            Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?
+        }
         (None, None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
         (None, None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
         (None, None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
-        (None, None, Some(_)) => bail!("--data needs --tokenizer (the tokenizer.json cllm-prepare wrote beside the shards, or gpt2)"),
+        (None, None, Some(_)) => bail!("--data needs --tokenizer: no tokenizer.json lies beside the shards (pass the file cllm-prepare wrote with them, or gpt2)"),
     };
+    let mut steps = args.steps;
     let mut data_position = None;
     let mut resumed_tokenizer = None;
     let mut trainer = if args.resume {
@@ -341,12 +363,13 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             dir,
             data_position: pos,
             tokenizer,
+            total_steps,
         } = Trainer::resume(dir, spheres)
             .with_context(|| format!("resuming from {}", dir.display()))?;
         // The checkpoint's schedule, with what the command line gives in its place: a longer
         // --steps stretches the decay over the new total.
         let (kind, lr, min_lr, warmup, total) = match trainer.config().schedule {
-            Schedule::Constant { lr } => (ScheduleArg::Constant, lr, lr, 0, args.steps),
+            Schedule::Constant { lr } => (ScheduleArg::Constant, lr, lr, 0, 0),
             Schedule::Cosine {
                 lr,
                 min_lr,
@@ -360,6 +383,30 @@ fn run(args: Args, given: &[String]) -> Result<()> {
                 total,
             } => (ScheduleArg::Linear, lr, min_lr, warmup, total),
         };
+        // Without --steps the run ends where the original meant to: the total it saved, or
+        // its schedule's (checkpoints written before the total was saved).
+        steps = match (is_given("steps"), total_steps, total) {
+            (true, _, _) => args.steps,
+            (false, Some(n), _) => usize::try_from(n).unwrap_or(usize::MAX),
+            (false, None, total) if total > 0 => total,
+            (false, None, _) => bail!(
+                "{} does not record how many steps its run meant to take: pass --steps (the total, counting the {} already taken)",
+                dir.display(),
+                trainer.step_count()
+            ),
+        };
+        if steps <= trainer.step_count() as usize {
+            bail!(
+                "{} is at step {} already, and the run {}: pass a larger --steps to train further",
+                dir.display(),
+                trainer.step_count(),
+                if is_given("steps") {
+                    format!("asks for {steps} steps in all")
+                } else {
+                    format!("meant to take {steps} steps in all")
+                }
+            );
+        }
         let pick = |id: &str, cli: f32, saved: f32| if is_given(id) { cli } else { saved };
         let merged = schedule_of(
             if is_given("schedule") {
@@ -374,7 +421,11 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             } else {
                 warmup
             },
-            if is_given("steps") { args.steps } else { total },
+            if is_given("steps") || total == 0 {
+                steps
+            } else {
+                total
+            },
         );
         if merged != trainer.config().schedule {
             eprintln!("learning-rate schedule: {merged:?} (the checkpoint's, with the command line's changes)");
@@ -449,12 +500,42 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         };
         Trainer::new(model, config, spheres)?
     };
+    let from_checkpoint = resumed_tokenizer.is_some();
+    if from_checkpoint && is_given("tokenizer") {
+        eprintln!(
+            "warning: --tokenizer is ignored when resuming: the checkpoint's tokenizer is kept"
+        );
+    }
     let tokenizer = match resumed_tokenizer {
         Some((name, bytes)) => {
             Tokenizer::from_json(&bytes, name.as_ref()).context("the checkpoint's tokenizer")?
         }
         None => tokenizer,
     };
+    // Shards are ids of the tokenizer cllm-prepare wrote beside them: any other would train on
+    // (and sample) the wrong text.
+    if let Some(file) = &shards_tokenizer {
+        let theirs =
+            Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?;
+        if theirs.to_json() != tokenizer.to_json() {
+            let ours = if from_checkpoint {
+                "the checkpoint's tokenizer".to_string()
+            } else if let Some(name) = &args.tokenizer {
+                format!("--tokenizer {name}")
+            } else {
+                "the --init-from model's tokenizer".to_string()
+            };
+            bail!(
+                "{} (written with the shards) differs from {ours}: the shards' ids would be read as another tokenizer's; {}",
+                file.display(),
+                if args.resume {
+                    "resume with the shards the run was trained on"
+                } else {
+                    "drop --tokenizer to use the shards' own, or prepare the shards again with this tokenizer"
+                }
+            );
+        }
+    }
     let tokenizer_json = tokenizer.to_json();
     let model_cfg = *trainer.model.config();
     if model_cfg.vocab_size < tokenizer.vocab_size() {
@@ -502,7 +583,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     println!(
         "model: {} parameters (L={} NH={} C={} V={} maxT={}); batch {}x{} x{} accumulation; {} steps; isa {isa}",
         model_cfg.num_parameters(), model_cfg.n_layer, model_cfg.n_head, model_cfg.n_embd, model_cfg.vocab_size, model_cfg.n_positions,
-        cfg.batch, cfg.seq_len, cfg.grad_accum, args.steps,
+        cfg.batch, cfg.seq_len, cfg.grad_accum, steps,
     );
     println!(
         "arenas: params {}, grads {}, optimizer {}, activations {} x {} workers = {} planned",
@@ -523,16 +604,19 @@ fn run(args: Args, given: &[String]) -> Result<()> {
 
     let mut metrics = match &args.metrics {
         Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            create_parent(path)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                })
                 .with_context(|| format!("opening {}", path.display()))?,
         ),
         None => None,
     };
     let mut rng = Rng::new(args.seed ^ 0x5eed);
-    let bar = progress(args.steps as u64, trainer.step_count());
+    let bar = progress(steps as u64, trainer.step_count());
     let (mut tokens_buf, mut targets_buf) = (
         vec![0u32; cfg.batch * cfg.seq_len],
         vec![0u32; cfg.batch * cfg.seq_len],
@@ -543,7 +627,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     let mut curve = Curve::default();
     let mut evals = Vec::new();
     let mut tokens_trained = 0u64;
-    while (trainer.step_count() as usize) < args.steps {
+    while (trainer.step_count() as usize) < steps {
         let t0 = Instant::now();
         let stats = trainer.step(|tok, tgt| train.next_batch_into(tok, tgt))?;
         let tok_s = stats.tokens as f64 / t0.elapsed().as_secs_f64();
@@ -565,7 +649,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             "loss {:.4}  {:.0} tok/s  lr {:.2e}  |g| {:.3}",
             stats.loss, tok_s, stats.lr, stats.grad_norm
         ));
-        let last = step == args.steps;
+        let last = step == steps;
         let mut val_loss = None;
         if let Some(val) = val.as_mut() {
             if last || (args.eval_every > 0 && step.is_multiple_of(args.eval_every)) {
@@ -599,10 +683,11 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             });
             writeln!(f, "{line}")?;
         }
-        if let Some(dir) = &args.ckpt_dir {
+        if let Some(dir) = &run_dir {
             if last || (args.ckpt_every > 0 && step.is_multiple_of(args.ckpt_every)) {
                 let opts = SaveOptions {
                     data_position: train.position().to_json(),
+                    total_steps: Some(steps as u64),
                     tokenizer: Some((TOKENIZER_FILE, tokenizer_json.as_bytes())),
                     val_loss,
                     keep: args.keep,
@@ -638,14 +723,20 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     );
     println!("memory: planned {}, {}", mib(plan.total), memory_report());
     if let Some(dir) = report_dir {
+        if first_step > 0 {
+            if let Some(kept) = TrainReport::keep_earlier(&dir)? {
+                println!("the earlier part's report is now {}", kept.display());
+            }
+        }
         let report = TrainReport {
             config: run_config(
                 &args,
+                first_step..steps,
+                run_dir.as_deref(),
                 &model_cfg,
                 &cfg,
                 isa.to_string(),
                 plan.workers,
-                first_step,
             ),
             first_step,
             curve,
@@ -677,13 +768,15 @@ fn run(args: Args, given: &[String]) -> Result<()> {
 }
 
 /// The settings the report lists: model shape, batch, optimizer, schedule, data and machine.
+/// `steps`: this part of the run, from its first step to the run's total.
 fn run_config(
     args: &Args,
+    steps: Range<usize>,
+    run_dir: Option<&Path>,
     model: &GptConfig,
     train: &TrainConfig,
     isa: String,
     workers: usize,
-    first_step: usize,
 ) -> Vec<(String, Value)> {
     let optimizer = match train.optimizer {
         OptimizerKind::AdamW {
@@ -702,6 +795,9 @@ fn run_config(
         } => {
             json!({"name": "sgd", "momentum": f32_value(momentum), "dampening": f32_value(dampening), "nesterov": nesterov, "weight_decay": f32_value(weight_decay)})
         }
+    };
+    let peak_lr = match train.schedule {
+        Schedule::Constant { lr } | Schedule::Cosine { lr, .. } | Schedule::Linear { lr, .. } => lr,
     };
     let schedule = match train.schedule {
         Schedule::Constant { lr } => json!({"name": "constant", "lr": f32_value(lr)}),
@@ -748,11 +844,11 @@ fn run_config(
         ("batch", json!(train.batch)),
         ("seq", json!(train.seq_len)),
         ("grad_accum", json!(train.grad_accum)),
-        ("steps", json!(args.steps)),
-        ("first_step", json!(first_step)),
+        ("steps", json!(steps.end)),
+        ("first_step", json!(steps.start)),
         ("optimizer", optimizer),
         ("schedule", schedule),
-        ("lr", f32_value(args.lr)),
+        ("lr", f32_value(peak_lr)),
         ("clip", train.clip.map_or(Value::Null, f32_value)),
         ("seed", json!(train.seed)),
         ("eval_every", json!(args.eval_every)),
@@ -765,10 +861,7 @@ fn run_config(
             "init_from",
             json!(args.init_from.as_ref().map(|p| p.display().to_string())),
         ),
-        (
-            "ckpt_dir",
-            json!(args.ckpt_dir.as_ref().map(|p| p.display().to_string())),
-        ),
+        ("ckpt_dir", json!(run_dir.map(|p| p.display().to_string()))),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -845,6 +938,79 @@ fn saved_batch_and_workers(dir: &Path) -> Option<(usize, usize)> {
             .filter(|&n| n > 0)
     };
     Some((n("batch")?, n("workers")?))
+}
+
+/// Where a run given `--ckpt-dir dir` saves its checkpoints: `dir` itself, or, when `dir` is one
+/// checkpoint of a run (`--resume` from an older checkpoint than `latest`), the run directory
+/// around it, so that new checkpoints never go inside a checkpoint. A run directory that already
+/// holds later checkpoints is refused: the continued run would replace them.
+fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
+    if !dir.join(TRAINER_STATE_FILE).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    if !resume {
+        bail!(
+            "--ckpt-dir {} is a checkpoint (it holds {TRAINER_STATE_FILE}), not a run directory: choose another --ckpt-dir, or pass --resume to continue from it",
+            dir.display()
+        );
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.join("latest").is_file() {
+        let name = dir
+            .file_name()
+            .map_or("CHECKPOINT".into(), |n| n.to_string_lossy());
+        bail!(
+            "--ckpt-dir {} is a checkpoint outside any run directory (no `latest` beside it), so the continued run would save inside it: put it in a run directory (mkdir RUN && mv {} RUN/ && echo {name} > RUN/latest) and pass --ckpt-dir RUN",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let step_of = |name: &str| name.strip_prefix("step-")?.parse::<u64>().ok();
+    let this = dir
+        .file_name()
+        .and_then(|n| step_of(&n.to_string_lossy()))
+        .unwrap_or(0);
+    let later: Vec<String> = std::fs::read_dir(parent)
+        .with_context(|| format!("listing {}", parent.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| step_of(name).is_some_and(|s| s > this))
+        .collect();
+    if !later.is_empty() {
+        bail!(
+            "{} holds checkpoints after {} ({}), which the continued run would replace: move them out of the run directory first, or resume from its `latest`",
+            parent.display(),
+            dir.display(),
+            later.join(", ")
+        );
+    }
+    Ok(parent.to_path_buf())
+}
+
+/// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, or a glob
+/// whose directory part has no wildcard), if there is one.
+fn data_tokenizer(data: &str) -> Option<PathBuf> {
+    let path = Path::new(data);
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if dir.to_string_lossy().contains(['*', '?', '[']) {
+        return None;
+    }
+    Some(dir.join(TOKENIZER_FILE)).filter(|file| file.is_file())
+}
+
+/// Creates the directory `path` is to be written in, if it has one.
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
 }
 
 /// That `dir` is a directory or could be made one: no file stands at it or at a parent.

@@ -47,6 +47,9 @@ const STATE_VERSION: u64 = 1;
 pub struct SaveOptions<'a> {
     /// Where the data loader is (any JSON value); handed back by resume.
     pub data_position: Value,
+    /// The steps the run means to take in all; handed back by resume, so that a resumed run
+    /// stops where the original would have (a constant schedule does not record it).
+    pub total_steps: Option<u64>,
     /// A tokenizer file to store beside the model: (file name, contents).
     pub tokenizer: Option<(&'a str, &'a [u8])>,
     /// The validation loss at this step, if measured: the best one's checkpoint is never rotated
@@ -73,6 +76,8 @@ pub struct Resumed {
     pub dir: PathBuf,
     /// The data position given to `save`.
     pub data_position: Value,
+    /// The total steps given to `save` (`None` from checkpoints written without it).
+    pub total_steps: Option<u64>,
     /// The tokenizer file given to `save`: (file name, contents).
     pub tokenizer: Option<(String, Vec<u8>)>,
 }
@@ -211,6 +216,12 @@ pub fn checkpoint_dir(path: &Path) -> Result<PathBuf, TrainError> {
     if path.join(TRAINER_STATE_FILE).exists() {
         return Ok(path.to_path_buf());
     }
+    if !path.exists() {
+        return Err(TrainError::State {
+            file: path.display().to_string(),
+            problem: "does not exist".into(),
+        });
+    }
     match read_pointer(path, LATEST)? {
         Some(name) => Ok(path.join(name)),
         None => Err(TrainError::State {
@@ -296,6 +307,7 @@ impl Trainer {
             "best": best.as_ref().map(|(v, n)| json!({ "val_loss": v, "dir": n })),
             "tokenizer": opts.tokenizer.map(|(n, _)| n),
             "data_position": opts.data_position,
+            "total_steps": opts.total_steps,
         });
         let state_text = serde_json::to_string_pretty(&state).expect("JSON values serialize");
         let config_text = HfConfig::new(cfg).to_json();
@@ -468,10 +480,15 @@ impl Trainer {
             }
         };
         let data_position = value.get("data_position").cloned().unwrap_or(Value::Null);
+        let total_steps = match value.get("total_steps") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(st.u64("total_steps")?),
+        };
         Ok(Resumed {
             trainer,
             dir,
             data_position,
+            total_steps,
             tokenizer,
         })
     }
