@@ -557,7 +557,19 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             TokenSource::Memory(tokens)
         }
     };
+    if args.data.is_some() && is_given("val_fraction") {
+        eprintln!("warning: --val-fraction is ignored with --data: the val_*.bin shards are the validation set");
+    }
     let (train_src, val_src) = source.train_val(args.val_fraction)?;
+    if let Schedule::Cosine { warmup, .. } | Schedule::Linear { warmup, .. } =
+        trainer.config().schedule
+    {
+        if warmup >= steps {
+            eprintln!(
+                "warning: the warmup ({warmup} steps, --warmup) is not shorter than the run ({steps} steps): the learning rate never reaches its peak"
+            );
+        }
+    }
     let cfg = *trainer.config();
     let loader_cfg = |shuffle| LoaderConfig {
         batch: cfg.batch,
