@@ -501,6 +501,11 @@ fn file_errors_name_the_field_and_the_fix() {
     assert!(msg.contains("`byte_ids[1]`"), "{msg}");
     let msg = load_error(&good.replace("\"merges\"", "\"merged\""));
     assert!(msg.contains("`merges` is missing"), "{msg}");
+    // The fix names what a command-line user has, not only the Rust API.
+    assert!(
+        msg.contains("cllm-prepare writes beside its shards") && msg.contains("checkpoint"),
+        "{msg}"
+    );
     let msg = load_error(&good[..good.len() / 2]);
     assert!(msg.contains("not valid JSON"), "{msg}");
 }

@@ -33,8 +33,11 @@ pub const FORMAT: &str = "cllm-bpe-tokenizer";
 /// The `version` field this build writes and reads.
 pub const VERSION: u64 = 1;
 
-const FIX: &str =
-    "write the file with `Tokenizer::save` (cllm-prepare writes one beside its shards)";
+/// What to do about a damaged or hand-edited file: use one cllm wrote. Users of the command line
+/// get theirs from cllm-prepare or a checkpoint; library users write one with `Tokenizer::save`.
+const FIX: &str = "use a tokenizer file as cllm writes it: the tokenizer.json cllm-prepare \
+     writes beside its shards, or the one a cllm checkpoint directory holds (from Rust, \
+     `Tokenizer::save` writes one)";
 
 fn invalid(path: &Path, field: &str, problem: String, fix: &'static str) -> TokenizerError {
     TokenizerError::Invalid {
