@@ -158,6 +158,14 @@ fn bad_input_is_a_clear_error() {
             ],
             "--length-penalty NaN is not a finite number",
         ),
+        (
+            vec!["--prompt-ids", "1", "--temperature", "inf"],
+            "temperature must be a finite number >= 0, got inf",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--repetition-penalty", "NaN"],
+            "repetition penalty must be a finite number > 0, got NaN",
+        ),
     ] {
         let (ok, _, err) = generate(&args);
         assert!(!ok && err.contains(want), "{args:?}: {err}");

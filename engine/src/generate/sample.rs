@@ -53,11 +53,18 @@ impl SampleConfig {
     /// Refuse settings outside their ranges.
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |what: String| Err(GenerateError::Config(what));
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            ));
+        // A value out of range because it is infinite or NaN says so: "must be >= 0, got inf"
+        // would read as a contradiction.
+        let finite = |v: f32| {
+            if v.is_finite() {
+                ""
+            } else {
+                "a finite number "
+            }
+        };
+        let t = self.temperature;
+        if !(t >= 0.0 && t.is_finite()) {
+            return bad(format!("temperature must be {}>= 0, got {t}", finite(t)));
         }
         if self.top_k == Some(0) {
             return bad("top-k must be at least 1".into());
@@ -74,7 +81,10 @@ impl SampleConfig {
         }
         if let Some(r) = self.repetition_penalty {
             if !(r > 0.0 && r.is_finite()) {
-                return bad(format!("the repetition penalty must be > 0, got {r}"));
+                return bad(format!(
+                    "the repetition penalty must be {}> 0, got {r}",
+                    finite(r)
+                ));
             }
         }
         Ok(())
