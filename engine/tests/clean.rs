@@ -172,7 +172,7 @@ fn raw_mode_keeps_every_file_as_exactly_one_document() {
     fs::write(dir.path().join("b.txt"), a).unwrap();
     fs::write(dir.path().join("c.txt"), "").unwrap();
     let inputs = [dir.path().to_string_lossy().into_owned()];
-    let (docs, r) = clean_inputs(&inputs, &InputFormat::Text, &CleanOptions::raw()).unwrap();
+    let (docs, r) = clean_inputs(&inputs, &[], &InputFormat::Text, &CleanOptions::raw()).unwrap();
     assert_eq!(texts(&docs), [a, a, ""]);
     assert_eq!((r.docs_in, r.docs_out), (3, 3));
     assert_eq!(r.bytes_in, r.bytes_out);
@@ -194,7 +194,7 @@ fn inputs_expand_files_directories_and_globs_in_order() {
         fs::write(d.join(name), name).unwrap();
     }
     let s = |p: &str| d.join(p).to_string_lossy().into_owned();
-    let files = expand_inputs(&[s("sub"), s("*.txt"), s("c.md")]).unwrap();
+    let files = expand_inputs(&[s("sub"), s("*.txt"), s("c.md")], &[]).unwrap();
     let rel: Vec<_> = files
         .iter()
         .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
@@ -204,16 +204,66 @@ fn inputs_expand_files_directories_and_globs_in_order() {
         ["sub/deeper/y.txt", "sub/z.txt", "a.txt", "b.txt", "c.md"]
     );
 
-    let e = expand_inputs(&[s("nothing*.txt")]).unwrap_err().to_string();
+    let e = expand_inputs(&[s("nothing*.txt")], &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("nothing*.txt") && e.contains("matches no file"),
         "{e}"
     );
-    let e = expand_inputs(&[s("missing.txt")]).unwrap_err().to_string();
+    let e = expand_inputs(&[s("missing.txt")], &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such file or directory"), "{e}");
     fs::create_dir(d.join("empty")).unwrap();
-    let e = expand_inputs(&[s("empty")]).unwrap_err().to_string();
+    let e = expand_inputs(&[s("empty")], &[]).unwrap_err().to_string();
     assert!(e.contains("matches no file"), "{e}");
+}
+
+#[test]
+fn skipped_paths_are_left_out_under_any_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir_all(d.join("out/.cllm-staging")).unwrap();
+    fs::create_dir(d.join("sub")).unwrap();
+    for name in [
+        "a.txt",
+        "out/train_000000.bin",
+        "out/notes.txt",
+        "out/tokenizer.json",
+        "out/.cllm-staging/train_000000.bin",
+    ] {
+        fs::write(d.join(name), name).unwrap();
+    }
+    let skip = [
+        d.join("out/train_000000.bin"),
+        d.join("sub/../out/tokenizer.json"),
+        d.join("out/.cllm-staging"),
+        d.join("out/missing.bin"),
+    ];
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+    let rel = |files: Vec<std::path::PathBuf>| -> Vec<String> {
+        files
+            .iter()
+            .map(|p| p.strip_prefix(d).unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    // A directory walk, a glob that also matches the hidden staging directory, and a file named
+    // with `..` in it.
+    let files = expand_inputs(&[s(""), s("out/*"), s("out/../out/notes.txt")], &skip).unwrap();
+    assert_eq!(
+        rel(files),
+        [
+            "a.txt",
+            "out/notes.txt",
+            "out/notes.txt",
+            "out/../out/notes.txt"
+        ]
+    );
+    let e = expand_inputs(&[s("out/train_*.bin")], &skip)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds only files this run writes"), "{e}");
 }
 
 #[test]
@@ -229,7 +279,7 @@ fn jsonl_documents_come_from_the_named_field() {
         field: "text".into(),
     };
     let inputs = [p.to_string_lossy().into_owned()];
-    let (docs, r) = clean_inputs(&inputs, &fmt, &CleanOptions::default()).unwrap();
+    let (docs, r) = clean_inputs(&inputs, &[], &fmt, &CleanOptions::default()).unwrap();
     assert_eq!(
         texts(&docs),
         ["First document, long enough.", "Second one is here too."]
@@ -238,12 +288,12 @@ fn jsonl_documents_come_from_the_named_field() {
     assert_eq!(r.docs_in, 2);
 
     fs::write(&p, "{\"text\": \"ok\"}\n{\"body\": \"x\"}\n").unwrap();
-    let e = clean_inputs(&inputs, &fmt, &CleanOptions::default())
+    let e = clean_inputs(&inputs, &[], &fmt, &CleanOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("d.jsonl:2: no field \"text\""), "{e}");
     fs::write(&p, "{\"text\": 5}\n").unwrap();
-    let e = clean_inputs(&inputs, &fmt, &CleanOptions::default())
+    let e = clean_inputs(&inputs, &[], &fmt, &CleanOptions::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -251,7 +301,7 @@ fn jsonl_documents_come_from_the_named_field() {
         "{e}"
     );
     fs::write(&p, "not json\n").unwrap();
-    let e = clean_inputs(&inputs, &fmt, &CleanOptions::default())
+    let e = clean_inputs(&inputs, &[], &fmt, &CleanOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("d.jsonl:1: not JSON"), "{e}");
@@ -263,21 +313,21 @@ fn empty_inputs_are_an_error_with_the_report() {
     fs::write(dir.path().join("a.txt"), "  \n\n").unwrap();
     fs::write(dir.path().join("b.txt"), "").unwrap();
     let inputs = [dir.path().to_string_lossy().into_owned()];
-    let e = clean_inputs(&inputs, &InputFormat::Text, &CleanOptions::default()).unwrap_err();
+    let e = clean_inputs(&inputs, &[], &InputFormat::Text, &CleanOptions::default()).unwrap_err();
     assert!(matches!(e, CleanError::NothingLeft { .. }));
     let e = e.to_string();
     assert!(e.starts_with("no text left: 0 of 2 documents kept"), "{e}");
     assert!(e.contains("2 dropped (empty)"), "{e}");
     // Raw mode keeps empty files, but nothing to tokenize is still an error.
-    let e = clean_inputs(&inputs[..], &InputFormat::Text, &CleanOptions::raw());
+    let e = clean_inputs(&inputs[..], &[], &InputFormat::Text, &CleanOptions::raw());
     assert!(
         e.is_ok(),
         "the first file holds whitespace, which raw mode keeps"
     );
     fs::write(dir.path().join("a.txt"), "").unwrap();
-    let e = clean_inputs(&inputs, &InputFormat::Text, &CleanOptions::raw()).unwrap_err();
+    let e = clean_inputs(&inputs, &[], &InputFormat::Text, &CleanOptions::raw()).unwrap_err();
     assert!(e.to_string().starts_with("no text left"), "{e}");
-    let e = expand_inputs(&[]).unwrap_err().to_string();
+    let e = expand_inputs(&[], &[]).unwrap_err().to_string();
     assert!(e.contains("no inputs given"), "{e}");
 }
 
@@ -291,11 +341,12 @@ fn strict_mode_refuses_non_utf8_files_and_lossy_mode_counts_them() {
         strict: true,
         ..CleanOptions::default()
     };
-    let e = clean_inputs(&inputs, &InputFormat::Text, &strict)
+    let e = clean_inputs(&inputs, &[], &InputFormat::Text, &strict)
         .unwrap_err()
         .to_string();
     assert!(e.contains("latin1.txt: invalid UTF-8 at byte 3"), "{e}");
-    let (docs, r) = clean_inputs(&inputs, &InputFormat::Text, &CleanOptions::default()).unwrap();
+    let (docs, r) =
+        clean_inputs(&inputs, &[], &InputFormat::Text, &CleanOptions::default()).unwrap();
     assert_eq!(r.invalid_utf8, 1);
     assert!(docs[0].text.starts_with("Caf\u{fffd} au lait"));
     assert!(r.to_string().contains("1 invalid UTF-8 sequences replaced"));

@@ -7,8 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use cllm_engine::data::{
-    pad_batch, shard::HEADER_BYTES, write_shard, write_shard_set, DataError, DataPosition, Loader,
-    LoaderConfig, Shard, ShardSetConfig, ShardWriter, TokenSource, TokenWidth, Tokens,
+    pad_batch, shard::HEADER_BYTES, shard_set_files, write_shard, write_shard_set, DataError,
+    DataPosition, Loader, LoaderConfig, Shard, ShardSetConfig, ShardWriter, TokenSource,
+    TokenWidth, Tokens,
 };
 
 // ---- a counting allocator that counts only on threads that ask it to -------------------------
@@ -765,8 +766,12 @@ fn shard_set_replaces_a_larger_earlier_set_and_cleans_up_after_errors() {
     );
     fs::write(dir.path().join("notes.txt"), "kept").unwrap();
     let small = vec![tokens(6, 100, 1)];
+    let earlier = shard_set_files(dir.path()).unwrap();
+    assert_eq!(earlier.len(), 12, "11 shards and the staging directory");
+    assert_eq!(earlier[11], dir.path().join(".cllm-staging"));
     let sum = write_shard_set(dir.path(), &small, &cfg, &[]).unwrap();
     assert_eq!(sum.train.len(), 2);
+    assert_eq!((sum.replaced, sum.removed), (2, 9));
     let mut names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,5 +1,6 @@
 //! cllm-prepare end to end: GPT-2 shards hold exactly the tokenizer's ids with EOT before each
-//! document, and the shards do not depend on the thread count.
+//! document, the shards do not depend on the thread count, and an output directory inside the
+//! input is not read back as input.
 
 use cllm_engine::data::Shard;
 use cllm_engine::tokenizer::Tokenizer;
@@ -8,14 +9,17 @@ use std::process::Command;
 
 const TEXT: &str = "Hello, world! It's 2026 — naïve café, 東京, emoji 👍🏽 and   spaces.\r\nSecond line\twith a tab.\n\n  DON'T stop 1234567890.\n";
 
-fn prepare(input: &Path, out: &Path, threads: &str, extra: &[&str]) {
-    let status = Command::new(env!("CARGO_BIN_EXE_cllm-prepare"))
+/// Runs cllm-prepare, which must succeed; returns its stderr.
+fn prepare(input: &Path, out: &Path, threads: &str, extra: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_cllm-prepare"))
         .arg(input)
         .args(["--out", out.to_str().unwrap(), "--threads", threads])
         .args(extra)
-        .status()
+        .output()
         .expect("cllm-prepare runs");
-    assert!(status.success(), "cllm-prepare failed");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "cllm-prepare failed: {stderr}");
+    stderr
 }
 
 fn tokens(path: &Path) -> Vec<u32> {
@@ -75,5 +79,68 @@ fn trained_bpe_shards_do_not_depend_on_the_thread_count() {
             std::fs::read(two.join(file)).unwrap(),
         );
         assert!(a == b, "{file} differs between 1 and 2 threads");
+    }
+}
+
+/// Every `train_*.bin` of `dir`, in order, as one token stream.
+fn train_tokens(dir: &Path) -> Vec<u32> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("train_")
+        })
+        .collect();
+    paths.sort();
+    paths.iter().flat_map(|p| tokens(p)).collect()
+}
+
+#[test]
+fn output_inside_the_input_is_not_read_back_and_replaced_shards_are_counted() {
+    let gpt2 = Tokenizer::gpt2_builtin();
+    let mut want = vec![gpt2.eot_token()];
+    want.extend(gpt2.encode_ordinary(TEXT));
+    let shards = want.len().div_ceil(8);
+    let opts = |shard_tokens: &'static str| {
+        [
+            "--tokenizer",
+            "gpt2",
+            "--raw",
+            "--val-fraction",
+            "0",
+            "--shard-tokens",
+            shard_tokens,
+        ]
+    };
+    // Below the input directory, and the input directory itself.
+    for below in ["shards", ""] {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus");
+        std::fs::create_dir(&corpus).unwrap();
+        std::fs::write(corpus.join("doc.txt"), TEXT).unwrap();
+        let out = corpus.join(below);
+        let first = prepare(&corpus, &out, "1", &opts("8"));
+        assert!(!first.contains("replaced"), "{first}");
+        assert_eq!(train_tokens(&out), want);
+        // A second run reads only doc.txt again, and says what it replaced.
+        let second = prepare(&corpus, &out, "1", &opts("8"));
+        assert_eq!(train_tokens(&out), want, "{}", out.display());
+        assert!(
+            second.contains(&format!("replaced {shards} and removed 0 shard file(s)")),
+            "{second}"
+        );
+        // One larger shard replaces the first and removes the others.
+        let third = prepare(&corpus, &out, "1", &opts("1000"));
+        assert_eq!(train_tokens(&out), want);
+        assert!(
+            third.contains(&format!(
+                "replaced 1 and removed {} shard file(s)",
+                shards - 1
+            )),
+            "{third}"
+        );
     }
 }

@@ -34,16 +34,27 @@ pub struct Document {
 /// every regular file under it (recursively, hidden entries skipped, sorted by path); anything
 /// containing `*`, `?` or `[` is a glob pattern (matches sorted, directories expanded). An input
 /// that names nothing, or a pattern matching nothing, is an error naming it.
-pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>, CleanError> {
+///
+/// Paths in `skip` (files or directories, e.g. the files a run will write) are left out wherever
+/// they turn up, under any spelling (they are compared canonicalized); one that does not exist is
+/// ignored. An input holding nothing but skipped paths is an error that says so.
+pub fn expand_inputs(inputs: &[String], skip: &[PathBuf]) -> Result<Vec<PathBuf>, CleanError> {
     if inputs.is_empty() {
         return Err(CleanError::NoInput {
             input: String::new(),
             problem: "no inputs given".into(),
         });
     }
-    let mut out = Vec::new();
+    let mut walk = Walk {
+        skip: skip
+            .iter()
+            .filter_map(|p| fs::canonicalize(p).ok())
+            .collect(),
+        skipped: 0,
+        out: Vec::new(),
+    };
     for input in inputs {
-        let before = out.len();
+        let (before, skipped_before) = (walk.out.len(), walk.skipped);
         if input.contains(['*', '?', '[']) {
             let paths = glob::glob(input).map_err(|e| CleanError::NoInput {
                 input: input.clone(),
@@ -59,7 +70,7 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>, CleanError> {
             }
             matched.sort();
             for p in matched {
-                push_path(&p, &mut out)?;
+                walk.push(&p)?;
             }
         } else {
             let p = Path::new(input);
@@ -69,36 +80,62 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>, CleanError> {
                     problem: "no such file or directory".into(),
                 });
             }
-            push_path(p, &mut out)?;
+            walk.push(p)?;
         }
-        if out.len() == before {
+        if walk.out.len() == before {
+            let problem = if walk.skipped > skipped_before {
+                "holds only files this run writes (its own output), which are never read \
+                 as input"
+            } else {
+                "matches no file"
+            };
             return Err(CleanError::NoInput {
                 input: input.clone(),
-                problem: "matches no file".into(),
+                problem: problem.into(),
             });
         }
     }
-    Ok(out)
+    Ok(walk.out)
 }
 
-/// Pushes `p` if it is a file, or every file under it if it is a directory.
-fn push_path(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), CleanError> {
-    if p.is_dir() {
-        let mut entries = Vec::new();
-        for e in fs::read_dir(p).map_err(CleanError::io("list", p))? {
-            let e = e.map_err(CleanError::io("list", p))?;
-            if !e.file_name().to_string_lossy().starts_with('.') {
-                entries.push(e.path());
-            }
-        }
-        entries.sort();
-        for e in entries {
-            push_path(&e, out)?;
-        }
-    } else if p.is_file() {
-        out.push(p.to_path_buf());
+/// The files found so far, and the canonical paths to leave out.
+struct Walk {
+    skip: Vec<PathBuf>,
+    skipped: usize,
+    out: Vec<PathBuf>,
+}
+
+impl Walk {
+    /// Whether `p` is one of the paths to leave out (canonicalized only when its name matches).
+    fn skips(&self, p: &Path) -> bool {
+        let Some(name) = p.file_name() else {
+            return false;
+        };
+        self.skip.iter().any(|s| s.file_name() == Some(name))
+            && fs::canonicalize(p).is_ok_and(|c| self.skip.contains(&c))
     }
-    Ok(())
+
+    /// Pushes `p` if it is a file, or every file under it if it is a directory.
+    fn push(&mut self, p: &Path) -> Result<(), CleanError> {
+        if self.skips(p) {
+            self.skipped += 1;
+        } else if p.is_dir() {
+            let mut entries = Vec::new();
+            for e in fs::read_dir(p).map_err(CleanError::io("list", p))? {
+                let e = e.map_err(CleanError::io("list", p))?;
+                if !e.file_name().to_string_lossy().starts_with('.') {
+                    entries.push(e.path());
+                }
+            }
+            entries.sort();
+            for e in entries {
+                self.push(&e)?;
+            }
+        } else if p.is_file() {
+            self.out.push(p.to_path_buf());
+        }
+        Ok(())
+    }
 }
 
 /// Decodes `bytes` as UTF-8. Each maximal invalid sequence becomes one U+FFFD (as

@@ -373,14 +373,15 @@ fn quality_problem(text: &str, opts: &CleanOptions) -> Option<DropReason> {
     None
 }
 
-/// Reads `inputs` (files, directories, globs; see [`expand_inputs`]) in `format` and cleans them
-/// with `opts`. An error when nothing is left.
+/// Reads `inputs` (files, directories, globs; see [`expand_inputs`], which leaves out the paths in
+/// `skip`) in `format` and cleans them with `opts`. An error when nothing is left.
 pub fn clean_inputs(
     inputs: &[String],
+    skip: &[PathBuf],
     format: &InputFormat,
     opts: &CleanOptions,
 ) -> Result<(Vec<Document>, CleanReport), CleanError> {
-    let paths = expand_inputs(inputs)?;
+    let paths = expand_inputs(inputs, skip)?;
     let mut report = CleanReport::default();
     let docs = read_documents(&paths, format, opts.strict, &mut report)?;
     let docs = clean_documents(docs, opts, &mut report);

@@ -15,4 +15,6 @@ pub use error::DataError;
 pub use loader::{shard_paths, DataPosition, Loader, LoaderConfig, TokenSource};
 pub use pad::{pad_batch, pad_batch_into, PaddedBatch};
 pub use shard::{write_shard, Shard, ShardWriter, TokenWidth, Tokens, MAX_SHARD_TOKENS};
-pub use shard_set::{shard_name, write_shard_set, ShardSetConfig, ShardSetSummary, ShardSetWriter};
+pub use shard_set::{
+    shard_name, shard_set_files, write_shard_set, ShardSetConfig, ShardSetSummary, ShardSetWriter,
+};

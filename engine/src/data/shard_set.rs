@@ -13,7 +13,7 @@
 //! for both at once. Only when all of it is on disk is it published: the old set's files (its
 //! tokenizer) removed, the shards renamed into place, stale `train_*.bin` / `val_*.bin` shards of
 //! an earlier, larger set removed (a glob over the directory then sees exactly this set), and the
-//! new files renamed in last. A crash while publishing leaves shards without a tokenizer, which
+//! new files renamed in last. The summary says how many earlier shards were replaced and removed. A crash while publishing leaves shards without a tokenizer, which
 //! fails loudly, never shards beside another set's tokenizer.
 
 use std::fs;
@@ -43,6 +43,10 @@ pub struct ShardSetSummary {
     pub train: Vec<(PathBuf, usize)>,
     /// `val_NNNNNN.bin` files.
     pub val: Vec<(PathBuf, usize)>,
+    /// Shards of an earlier set in the directory that a shard of this set replaced (same name).
+    pub replaced: usize,
+    /// Shards of an earlier, larger set that were removed (no shard of this set has their name).
+    pub removed: usize,
 }
 
 impl ShardSetSummary {
@@ -55,6 +59,39 @@ impl ShardSetSummary {
 /// The file name of shard `index` of `split` ("train" or "val").
 pub fn shard_name(split: &str, index: usize) -> String {
     format!("{split}_{index:06}.bin")
+}
+
+/// The index NNNNNN of a file named `<split>_NNNNNN.bin`.
+fn shard_index(name: &str, split: &str) -> Option<usize> {
+    name.strip_prefix(split)
+        .and_then(|r| r.strip_prefix('_'))
+        .and_then(|r| r.strip_suffix(".bin"))
+        .filter(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<usize>().ok())
+}
+
+/// What a shard set in `dir` consists of now: its `train_NNNNNN.bin` and `val_NNNNNN.bin` files
+/// and the staging directory an interrupted write left (not the files written beside the shards,
+/// which the caller names). Writing a new set replaces or removes all of them, so a caller that
+/// reads input from under `dir` leaves them out. Empty when `dir` does not exist.
+pub fn shard_set_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for e in fs::read_dir(dir).map_err(DataError::io("list", dir))? {
+        let e = e.map_err(DataError::io("list", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if ["train", "val"]
+            .iter()
+            .any(|s| shard_index(&name, s).is_some())
+        {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    files.push(dir.join(STAGING));
+    Ok(files)
 }
 
 /// Writes one split as consecutive shards `DIR/<split>_NNNNNN.bin`, rolling over to the next file
@@ -213,22 +250,26 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
             _ => {}
         }
     }
-    let publish = |written: Vec<(PathBuf, usize)>| -> Result<Vec<(PathBuf, usize)>, DataError> {
+    let mut replaced = 0;
+    let mut publish = |written: Vec<(PathBuf, usize)>| -> Result<Vec<(PathBuf, usize)>, DataError> {
         written
             .into_iter()
             .map(|(from, n)| {
                 let to = dir.join(from.file_name().expect("a shard path names a file"));
+                replaced += fs::symlink_metadata(&to).is_ok() as usize;
                 fs::rename(&from, &to).map_err(DataError::io("rename", &from))?;
                 Ok((to, n))
             })
             .collect()
     };
+    let (train, val) = (publish(train)?, publish(val)?);
+    let removed = remove_stale(dir, "train", train.len())? + remove_stale(dir, "val", val.len())?;
     let summary = ShardSetSummary {
-        train: publish(train)?,
-        val: publish(val)?,
+        train,
+        val,
+        replaced,
+        removed,
     };
-    remove_stale(dir, "train", summary.train.len())?;
-    remove_stale(dir, "val", summary.val.len())?;
     for (name, _) in files {
         let from = staging.join(name);
         fs::rename(&from, dir.join(name)).map_err(DataError::io("rename", &from))?;
@@ -238,20 +279,16 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
     Ok(summary)
 }
 
-/// Removes `<split>_NNNNNN.bin` in `dir` with NNNNNN ≥ `keep`.
-fn remove_stale(dir: &Path, split: &str, keep: usize) -> Result<(), DataError> {
+/// Removes `<split>_NNNNNN.bin` in `dir` with NNNNNN ≥ `keep`; returns how many.
+fn remove_stale(dir: &Path, split: &str, keep: usize) -> Result<usize, DataError> {
+    let mut removed = 0;
     for e in fs::read_dir(dir).map_err(DataError::io("list", dir))? {
         let e = e.map_err(DataError::io("list", dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let index = name
-            .strip_prefix(split)
-            .and_then(|r| r.strip_prefix('_'))
-            .and_then(|r| r.strip_suffix(".bin"))
-            .filter(|n| n.len() == 6)
-            .and_then(|n| n.parse::<usize>().ok());
-        if index.is_some_and(|i| i >= keep) {
+        if shard_index(&name, split).is_some_and(|i| i >= keep) {
             fs::remove_file(e.path()).map_err(DataError::io("remove stale shard", e.path()))?;
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use cllm_engine::clean::{clean_inputs, CleanOptions, InputFormat};
 use cllm_engine::data::encode::{count_words, encode_documents};
-use cllm_engine::data::{write_shard_set, ShardSetConfig, MAX_SHARD_TOKENS};
+use cllm_engine::data::{shard_set_files, write_shard_set, ShardSetConfig, MAX_SHARD_TOKENS};
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -121,7 +121,13 @@ fn run(args: Args) -> Result<()> {
         },
         None => InputFormat::Text,
     };
-    let (docs, report) = clean_inputs(&args.inputs, &format, &opts)?;
+    // --out may lie inside an input directory (or be one): `corpus --out corpus/shards` is a
+    // natural layout, and a second run would read the first run's shards, tokenizer file and
+    // staging directory as text. Rather than refuse that layout, the input walk leaves out
+    // exactly what this run replaces in --out; any other file there is the user's and is read.
+    let mut skip = shard_set_files(&args.out)?;
+    skip.push(args.out.join(TOKENIZER_FILE));
+    let (docs, report) = clean_inputs(&args.inputs, &skip, &format, &opts)?;
     eprintln!("{report}");
     let texts: Vec<&str> = docs
         .iter()
@@ -182,6 +188,14 @@ fn run(args: Args) -> Result<()> {
     let tokenizer_json = tokenizer.to_json();
     let files = [(TOKENIZER_FILE, tokenizer_json.as_bytes())];
     let summary = write_shard_set(&args.out, &encoded, &cfg, &files)?;
+    if summary.replaced + summary.removed > 0 {
+        eprintln!(
+            "{}: replaced {} and removed {} shard file(s) of the earlier shard set there",
+            args.out.display(),
+            summary.replaced,
+            summary.removed
+        );
+    }
     for (path, n) in summary.train.iter().chain(&summary.val) {
         println!("{}: {n} tokens", path.display());
     }

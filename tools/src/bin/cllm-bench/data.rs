@@ -23,6 +23,7 @@ pub struct TokenizeResult {
 pub fn tokenize(input: &str, spheres: Option<&Spheres>, passes: usize) -> Result<TokenizeResult> {
     let (docs, _) = clean_inputs(
         &[input.to_string()],
+        &[],
         &InputFormat::Text,
         &CleanOptions::raw(),
     )
