@@ -176,16 +176,44 @@ impl GenOptions {
     }
 }
 
-/// Loads the model of `path`: a Hugging Face GPT-2 directory, a cllm checkpoint, or a cllm run
-/// directory (its `latest` checkpoint). Returns the model, its config and the directory read.
-pub fn load_model(path: &Path) -> Result<(Gpt, HfConfig, PathBuf)> {
-    let dir = match path.join(checkpoint::CONFIG_FILE).exists() {
+/// The directory the model of `path` is read from: `path` itself (a Hugging Face GPT-2 directory
+/// or a cllm checkpoint), or the checkpoint a cllm run directory's `latest` names.
+pub fn model_dir(path: &Path) -> Result<PathBuf> {
+    Ok(match path.join(checkpoint::CONFIG_FILE).exists() {
         true => path.to_path_buf(),
         false => match checkpoint::read_pointer(path, checkpoint::LATEST)? {
             Some(name) => path.join(name),
             None => path.to_path_buf(),
         },
-    };
+    })
+}
+
+/// The files that loading the model of `path` and its own tokenizer may read ([`load_model`],
+/// [`Codec::for_model`]): the run directory's `latest` when it leads there, and the model
+/// directory's config, weights, manifest and tokenizer files. Some may not exist.
+pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let dir = model_dir(path)?;
+    let mut files = Vec::new();
+    if dir != path {
+        files.push(path.join(checkpoint::LATEST));
+    }
+    for name in [
+        checkpoint::CONFIG_FILE,
+        checkpoint::MODEL_FILE,
+        checkpoint::MANIFEST_FILE,
+        CHECKPOINT_TOKENIZER,
+        "vocab.json",
+        "merges.txt",
+    ] {
+        files.push(dir.join(name));
+    }
+    Ok(files)
+}
+
+/// Loads the model of `path`: a Hugging Face GPT-2 directory, a cllm checkpoint, or a cllm run
+/// directory (its `latest` checkpoint). Returns the model, its config and the directory read.
+pub fn load_model(path: &Path) -> Result<(Gpt, HfConfig, PathBuf)> {
+    let dir = model_dir(path)?;
     let (model, hf) =
         Gpt::from_hf_dir(&dir).with_context(|| format!("loading the model {}", dir.display()))?;
     Ok((model, hf, dir))

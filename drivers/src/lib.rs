@@ -7,6 +7,8 @@ pub mod corpus;
 pub mod generation;
 pub mod report;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
 use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
@@ -36,6 +38,47 @@ pub fn exit_on_error(result: Result<()>) {
         last = text;
     }
     std::process::exit(1);
+}
+
+/// Whether `a` and `b` name the same file, however spelled (`./gp.txt` and `gp.txt`, a symbolic
+/// or hard link). Where both exist they are compared as files (device and inode); otherwise as
+/// canonical paths, a path that does not exist yet by its canonical parent directory and name.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        use std::os::unix::fs::MetadataExt;
+        return (ma.dev(), ma.ino()) == (mb.dev(), mb.ino());
+    }
+    /// The canonical path of `p`, or of its parent joined with its name when `p` does not exist.
+    fn identity(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = std::fs::canonicalize(p) {
+            return Some(c);
+        }
+        let name = p.file_name()?;
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let parent = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+        Some(parent.join(name))
+    }
+    matches!((identity(a), identity(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Refuses, before any work, an output file that is one of the inputs, which writing it would
+/// destroy (`--prompts gp.txt --out gp.txt`). `out_flag` names the output's flag; each input comes
+/// with what names it in the error (its flag, or what it is).
+pub fn refuse_output_over_input(
+    out_flag: &str,
+    out: &Path,
+    inputs: &[(String, PathBuf)],
+) -> Result<()> {
+    if let Some((what, input)) = inputs.iter().find(|(_, input)| same_file(out, input)) {
+        anyhow::bail!(
+            "{out_flag} {} is the same file as {what} {}: writing it would destroy that input; \
+             name another file for {out_flag}",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
 }
 
 /// The sphere tree for `threads` workers (or `CLLM_THREADS`, or one per allowed core), the
@@ -70,5 +113,26 @@ pub fn memory_report() -> String {
     match cllm_engine::train::bench::peak_rss_bytes() {
         Some(bytes) => format!("peak RSS {:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
         None => "peak RSS unknown (no /proc/self/status)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_file;
+
+    #[test]
+    fn same_file_sees_through_spellings_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        // Files that do not exist yet, by their parent directory.
+        assert!(same_file(&d.join("new.txt"), &d.join("sub/../new.txt")));
+        assert!(same_file(&d.join("new.txt"), &d.join("./new.txt")));
+        assert!(!same_file(&d.join("new.txt"), &d.join("sub/new.txt")));
+        // Files that exist, as files.
+        std::fs::write(d.join("a.txt"), "a").unwrap();
+        std::fs::hard_link(d.join("a.txt"), d.join("b.txt")).unwrap();
+        assert!(same_file(&d.join("a.txt"), &d.join("sub/../b.txt")));
+        assert!(!same_file(&d.join("a.txt"), &d.join("new.txt")));
     }
 }

@@ -353,3 +353,58 @@ fn bad_input_names_file_and_line() {
         stderr(&out)
     );
 }
+
+#[test]
+fn out_may_not_be_one_of_the_inputs() {
+    let s = Setup::new();
+    std::fs::create_dir(s.dir.path().join("sub")).unwrap();
+    // The model is copied here so that a failure cannot write over the shared golden one.
+    let model = s.dir.path().join("mdl");
+    std::fs::create_dir(&model).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(common::golden("tiny/trained").join(name), model.join(name)).unwrap();
+    }
+    for (out, input) in [
+        ("prompts.txt", "--prompts prompts.txt"),
+        ("./prompts.txt", "--prompts prompts.txt"),
+        ("sub/../ref2.txt", "--ref ref2.txt"),
+        ("tok.json", "--tokenizer tok.json"),
+        ("mdl/config.json", "the model's file mdl/config.json"),
+    ] {
+        let args = [
+            &[
+                "generate-and-score",
+                "--model",
+                "mdl",
+                "--tokenizer",
+                "tok.json",
+                "--prompts",
+                "prompts.txt",
+                "--ref",
+                "ref.txt",
+                "--ref",
+                "ref2.txt",
+                "--out",
+                out,
+            ],
+            &GEN[..],
+        ]
+        .concat();
+        let result = s.run(env!("CARGO_BIN_EXE_cllm-eval"), &args);
+        let err = stderr(&result);
+        assert!(!result.status.success(), "--out {out} was accepted");
+        assert!(
+            err.contains(&format!("--out {out} is the same file as {input}")),
+            "{err}"
+        );
+    }
+    // Nothing was written over.
+    let read = |name: &str| std::fs::read(s.dir.path().join(name)).unwrap();
+    assert_eq!(read("prompts.txt"), PROMPTS.as_bytes());
+    assert_eq!(read("ref2.txt"), REF2.as_bytes());
+    assert_eq!(
+        read("mdl/config.json"),
+        std::fs::read(common::golden("tiny/trained/config.json")).unwrap()
+    );
+    Tokenizer::load(&s.dir.path().join("tok.json")).unwrap();
+}

@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cllm_drivers::generation::{beam_best, generate_text, load_model, Codec, GenOptions};
-use cllm_drivers::threads_plan;
+use cllm_drivers::generation::{
+    beam_best, generate_text, load_model, model_files, Codec, GenOptions,
+};
+use cllm_drivers::{refuse_output_over_input, threads_plan};
 use cllm_engine::eval::{bleu, rouge};
 use serde_json::{json, Value};
 
@@ -69,7 +71,8 @@ struct GenScoreArgs {
     /// Porter-stem tokens longer than 3 characters for ROUGE (rouge-score's use_stemmer=True).
     #[arg(long)]
     stem: bool,
-    /// Write the continuations to this file, one per line (atomically).
+    /// Write the continuations to this file, one per line (atomically); it may not be one of the
+    /// input files.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also report sentence BLEU and ROUGE of every line.
@@ -532,7 +535,8 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    // Before the generation it would follow: the continuations must have somewhere to go.
+    // Before the generation it would follow: the continuations must have somewhere to go, and
+    // that place must not be one of the files they are made from.
     if let Some(out) = &args.out {
         let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
         if out.is_dir() || parent.is_some_and(|p| !p.is_dir()) {
@@ -541,6 +545,15 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
                 out.display()
             );
         }
+        let mut inputs = vec![("--prompts".to_string(), args.prompts.clone())];
+        inputs.extend(args.refs.iter().map(|r| ("--ref".to_string(), r.clone())));
+        if let Some(t) = args.tokenizer.as_deref().filter(|&t| t != "gpt2") {
+            inputs.push(("--tokenizer".to_string(), PathBuf::from(t)));
+        }
+        for file in model_files(&args.model)? {
+            inputs.push(("the model's file".to_string(), file));
+        }
+        refuse_output_over_input("--out", out, &inputs)?;
     }
     let lines = read_segments(&args.prompts)?;
     let streams = args
