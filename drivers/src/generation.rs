@@ -301,6 +301,22 @@ impl Codec {
     }
 }
 
+/// A row of cllm-generate's `--batch` output: `bytes` with backslash, newline and carriage return
+/// written as `\\`, `\n` and `\r`, so that each row is one line and the original text comes back
+/// by undoing exactly those three escapes. Everything else (tabs included) is left as generated.
+pub fn escape_line(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
 /// Continues every prompt as one left-padded batch. Each new token's bytes go to `on_bytes(row,
 /// bytes)` as it is produced (an error stops generation and is returned); a row stops at a stop
 /// token, at --max-new-tokens, or once its text contains one of `stop_strings`.
@@ -354,4 +370,16 @@ pub fn beam_best(
         bail!("beam search returned no hypothesis");
     }
     Ok((hyps.swap_remove(0), secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_line;
+
+    #[test]
+    fn batch_rows_escape_backslash_newline_and_carriage_return_only() {
+        let row = b"a\\n\nb\r\n\tc\xff";
+        assert_eq!(escape_line(row), b"a\\\\n\\nb\\r\\n\tc\xff");
+        assert!(!escape_line(row).contains(&b'\n'));
+    }
 }

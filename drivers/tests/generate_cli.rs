@@ -1,5 +1,5 @@
 //! cllm-generate on the golden trained tiny model: token ids in, token ids out, as Hugging Face
-//! `generate` gave them; and clear errors on bad input.
+//! `generate` gave them; --batch text one escaped line per prompt; and clear errors on bad input.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -230,4 +230,63 @@ fn a_tokenizer_may_be_smaller_than_the_model_not_larger() {
     assert!(!out.trim().is_empty(), "{err}");
     let (ok, _, err) = generate(&["--tokenizer", "gpt2", "the fox"]);
     assert!(!ok && err.contains("do not belong together"), "{err}");
+}
+
+#[test]
+fn batch_text_is_one_escaped_line_per_prompt_line() {
+    // A byte-level tokenizer (no merges) whose ids 197, 98 and 78, which GREEDY is made of, are
+    // the bytes newline, carriage return and backslash.
+    let mut byte_ids: Vec<u32> = (0..256).collect();
+    for (byte, id) in [(b'\n', 197), (b'\r', 98), (b'\\', 78)] {
+        byte_ids.swap(byte as usize, id);
+    }
+    let doc = serde_json::json!({
+        "format": "cllm-bpe-tokenizer",
+        "version": 1,
+        "pre_tokenizer": "gpt2",
+        "byte_ids": byte_ids,
+        "specials": ["<|endoftext|>"],
+        "merges": [],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok.json");
+    std::fs::write(&tok, doc.to_string()).unwrap();
+    let file = dir.path().join("prompts.txt");
+    std::fs::write(&file, format!("{PROMPT}\n5,6\n")).unwrap();
+    let opts = [
+        "--batch",
+        file.to_str().unwrap(),
+        "--batch-ids",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        "16",
+    ];
+    let (ok, text, err) = generate(&opts);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = text.split_terminator('\n').collect();
+    assert_eq!(rows.len(), 2, "{text:?}");
+    assert_eq!(
+        rows[0],
+        format!("{}{}{}", "\\n".repeat(5), "\\r".repeat(9), "\\\\".repeat(2))
+    );
+    // Every row is its token ids' text with exactly those three escapes.
+    let (ok, ids, err) = generate(&[&opts[..], &["--print-ids"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(ids.lines().next(), Some(GREEDY));
+    let tokenizer = cllm_engine::tokenizer::Tokenizer::load(&tok).unwrap();
+    for (row, ids) in rows.iter().zip(ids.lines()) {
+        let mut bytes = Vec::new();
+        for id in ids.split(',').filter(|s| !s.is_empty()) {
+            let id = id.parse().unwrap();
+            // Ids past the tokenizer's 257 print as U+FFFD.
+            bytes.extend_from_slice(tokenizer.token_bytes(id).unwrap_or("\u{FFFD}".as_bytes()));
+        }
+        let want = String::from_utf8_lossy(&bytes)
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        assert_eq!(*row, want);
+    }
 }

@@ -4,14 +4,18 @@
 //! or stdin; on a terminal with none of these it asks for prompts interactively. Text goes through
 //! the tokenizer (`--tokenizer FILE|gpt2`, the `tokenizer.json` a cllm checkpoint stores, the
 //! directory's `vocab.json` + `merges.txt`, or bytes for byte-level models of at most 257 tokens); `--print-ids` prints token ids instead. A single
-//! prompt streams its text as it is produced. Prefill and decode speeds go to stderr.
+//! prompt streams its text as it is produced. `--batch` prints one line per prompt line, its
+//! continuation escaped (`\\`, `\n`, `\r`) so that a generated newline cannot split a row. Prefill
+//! and decode speeds go to stderr.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use cllm_drivers::generation::{beam_best, generate_text, load_model, Codec, GenOptions};
+use cllm_drivers::generation::{
+    beam_best, escape_line, generate_text, load_model, Codec, GenOptions,
+};
 use cllm_drivers::threads_plan;
 use cllm_engine::generate::SampleConfig;
 use cllm_engine::model::Gpt;
@@ -35,9 +39,11 @@ struct Cli {
     /// The prompt as token ids, comma-separated (repeat to append more).
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file"])]
     prompt_ids: Vec<String>,
-    /// A file of prompts, one per line, generated as one batch. With 2 to 8 prompts (or beams)
-    /// and room for 32 or more new tokens, the session makes its own copy of the layer weights,
-    /// laid out for decoding several rows.
+    /// A file of prompts, one per line, generated as one batch. The output has one line per
+    /// prompt line, in order: its continuation with backslash, newline and carriage return
+    /// written as `\\`, `\n` and `\r` (tabs and all else as generated), or its new token ids
+    /// with --print-ids. With 2 to 8 prompts (or beams) and room for 32 or more new tokens, the
+    /// session makes its own copy of the layer weights, laid out for decoding several rows.
     #[arg(long, conflicts_with_all = ["prompt", "prompt_file", "prompt_ids"])]
     batch: Option<PathBuf>,
     /// The lines of --batch are comma-separated token ids.
@@ -211,7 +217,8 @@ fn run(
         );
         return Ok(());
     }
-    let stream = prompts.len() == 1 && !cli.print_ids;
+    // --batch output is one escaped line per prompt line, even for a file of one line.
+    let stream = prompts.len() == 1 && !cli.print_ids && cli.batch.is_none();
     let gcfg = gen.generate_config(sample, stop_tokens);
     let g = generate_text(
         model,
@@ -256,6 +263,9 @@ fn print_row(out: &mut impl Write, cli: &Cli, codec: &Codec, ids: &[u32]) -> Res
         let mut bytes = Vec::new();
         for &id in ids {
             codec.bytes(id, &mut bytes);
+        }
+        if cli.batch.is_some() {
+            bytes = escape_line(&bytes);
         }
         out.write_all(&bytes)?;
         writeln!(out)?;
