@@ -1,5 +1,6 @@
 //! `cllm-eval bleu` and `cllm-eval rouge` run as a user runs them: JSON values against sacrebleu
-//! 2.6.0 and rouge-score 0.1.2 on three small pairs, the table, and the bad-input errors.
+//! 2.6.0 and rouge-score 0.1.2 on three small pairs, the table, and the bad-input errors; `ppl`
+//! against the model's own loss; and the help naming every command.
 //!
 //! The expected numbers were printed by `sacrebleu.corpus_bleu`/`sentence_bleu` and
 //! `RougeScorer([...], use_stemmer=...).score(target=ref, prediction=hyp)` on the lines below;
@@ -416,4 +417,40 @@ fn ppl_bits_per_byte_use_the_models_tokenizer() {
 
     let e = error_of(&args("gpt2"), f.dir.path());
     assert!(e.contains("50257") && e.contains("389"), "{e}");
+}
+
+#[test]
+fn ppl_refuses_a_stride_beyond_the_window() {
+    let golden = common::golden("tiny");
+    let f = Files::new();
+    ppl_shard(f.dir.path());
+    let e = error_of(
+        &[
+            "ppl",
+            "--model",
+            golden.to_str().unwrap(),
+            "--data",
+            "val_000000.bin",
+            "--seq",
+            "16",
+            "--stride",
+            "17",
+        ],
+        f.dir.path(),
+    );
+    assert!(
+        e.contains("--stride 17 is larger than the window of 16 tokens"),
+        "{e}"
+    );
+}
+
+#[test]
+fn help_says_what_every_command_does() {
+    let f = Files::new();
+    let out = cllm_eval(&["--help"], f.dir.path());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let about = help.lines().next().unwrap_or_default();
+    for what in ["BLEU", "ROUGE", "perplexity", "continuations"] {
+        assert!(about.contains(what), "{what}: {about}");
+    }
 }

@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 #[derive(Parser, Debug)]
 #[command(
     name = "cllm-eval",
-    about = "Score text against references: BLEU (as sacrebleu) and ROUGE (as rouge-score)"
+    about = "Score text and models: BLEU (as sacrebleu) and ROUGE (as rouge-score) of hypotheses \
+             against references, a model's perplexity over token shards, and BLEU and ROUGE of a \
+             model's continuations of prompts"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -100,7 +102,8 @@ struct PplArgs {
     /// Window length T (default: the model's n_positions).
     #[arg(long)]
     seq: Option<usize>,
-    /// Window stride (default: T, non-overlapping); smaller gives each target more context.
+    /// Window stride, 1 to T (default: T, non-overlapping); smaller gives each target more
+    /// context.
     #[arg(long)]
     stride: Option<usize>,
     /// The shards' tokenizer (a cllm tokenizer file or `gpt2`), for bits per byte; default: the
@@ -460,6 +463,14 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
     let seq = args.seq.unwrap_or(model.config().n_positions);
     if seq == 0 || args.stride == Some(0) {
         bail!("--seq and --stride must be at least 1");
+    }
+    // Windows move by at most their length (every target is scored once); the meter would clamp
+    // a larger stride to T, silently measuring something other than what was asked.
+    if let Some(stride) = args.stride.filter(|&s| s > seq) {
+        bail!(
+            "--stride {stride} is larger than the window of {seq} tokens (--seq, by default the \
+             model's n_positions); give --stride 1 to {seq}"
+        );
     }
     let mut meter = PerplexityMeter::new(&model, seq, args.stride.unwrap_or(seq))?;
     let mut bytes = 0usize;
