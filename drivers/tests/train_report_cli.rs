@@ -224,8 +224,23 @@ fn a_resumed_run_ends_at_its_own_total_and_an_older_checkpoint_continues_beside_
     let out = run_train_args(d, &resume_at_3);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("would replace"), "{err}");
-    // As if the run had stopped after step 3: its later checkpoint moved away. Resumed from the
-    // older checkpoint without --steps, it trains to the run's own 6 steps, saving beside it.
+    // A damaged latest checkpoint: the error says how to continue from the older one.
+    let optimizer = d.join("b/step-00000006/optimizer.safetensors");
+    let len = std::fs::metadata(&optimizer).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&optimizer)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = run_train_args(d, &["--resume", "--ckpt-dir", "b", "--steps", "9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("move step-00000006 out of b and pass --ckpt-dir b/step-00000003"),
+        "{err}"
+    );
+    // Moved away, resumed from the older checkpoint without --steps, the run trains to its own
+    // 6 steps, saving beside it.
     std::fs::rename(d.join("b/step-00000006"), d.join("step-6")).unwrap();
     let out = run_train_args(d, &resume_at_3);
     assert!(

@@ -12,6 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cllm_drivers::generation::load_model;
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, threads_plan};
+use cllm_engine::checkpoint::{list_step_dirs, parse_step_dir, read_pointer, LATEST};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
 use cllm_engine::model::{Gpt, GptConfig};
@@ -240,7 +241,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         None => None,
     };
     if let Some(dir) = &run_dir {
-        if !args.resume && dir.join("latest").exists() {
+        if !args.resume && dir.join(LATEST).exists() {
             bail!(
                 "{} already holds a run (it has a `latest` checkpoint): pass --resume to continue it, or choose another --ckpt-dir",
                 dir.display()
@@ -364,8 +365,9 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             data_position: pos,
             tokenizer,
             total_steps,
-        } = Trainer::resume(dir, spheres)
-            .with_context(|| format!("resuming from {}", dir.display()))?;
+        } = Trainer::resume(dir, spheres).with_context(|| {
+            format!("resuming from {}{}", dir.display(), older_checkpoints(dir))
+        })?;
         // The checkpoint's schedule, with what the command line gives in its place: a longer
         // --steps stretches the decay over the new total.
         let (kind, lr, min_lr, warmup, total) = match trainer.config().schedule {
@@ -970,7 +972,7 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !parent.join("latest").is_file() {
+    if !parent.join(LATEST).is_file() {
         let name = dir
             .file_name()
             .map_or("CHECKPOINT".into(), |n| n.to_string_lossy());
@@ -980,15 +982,14 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let step_of = |name: &str| name.strip_prefix("step-")?.parse::<u64>().ok();
     let this = dir
         .file_name()
-        .and_then(|n| step_of(&n.to_string_lossy()))
+        .and_then(|n| parse_step_dir(&n.to_string_lossy()))
         .unwrap_or(0);
-    let later: Vec<String> = std::fs::read_dir(parent)
-        .with_context(|| format!("listing {}", parent.display()))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| step_of(name).is_some_and(|s| s > this))
+    let later: Vec<String> = list_step_dirs(parent)?
+        .into_iter()
+        .filter(|&(step, _)| step > this)
+        .map(|(_, name)| name)
         .collect();
     if !later.is_empty() {
         bail!(
@@ -999,6 +1000,28 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
         );
     }
     Ok(parent.to_path_buf())
+}
+
+/// For a failed resume of the run directory `dir`: the other checkpoints it holds, and how to
+/// continue from one (empty when there are none, or `dir` is not a run directory).
+fn older_checkpoints(dir: &Path) -> String {
+    let (Ok(Some(latest)), Ok(steps)) = (read_pointer(dir, LATEST), list_step_dirs(dir)) else {
+        return String::new();
+    };
+    let others: Vec<String> = steps
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| *name != latest)
+        .collect();
+    match others.last() {
+        None => String::new(),
+        Some(last) => format!(
+            " (the run also holds {}: to continue from {last}, move {latest} out of {} and pass --ckpt-dir {})",
+            others.join(", "),
+            dir.display(),
+            dir.join(last).display()
+        ),
+    }
 }
 
 /// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, or a glob
