@@ -14,20 +14,23 @@ use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Starts a binary's `main`: a closed output pipe (`cllm-bench gemm | head -1`) then ends the
+/// process quietly, as it does other command-line tools. Rust starts programs with SIGPIPE
+/// ignored, so every print after the reader left would panic instead.
+pub fn restore_sigpipe() {
+    // SAFETY: `signal` only sets the disposition of SIGPIPE back to the default; it touches no
+    // memory of this program, and main calls it before starting any thread.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Ends a binary's `main`: nothing when `result` is Ok; else `error: …` and each cause on stderr
 /// (a cause whose text the line before already holds, such as an I/O error its wrapper quotes, is
-/// not repeated) and exit status 1. A closed stdout (`… | head`) ends the program quietly with
-/// status 0, as it does other command-line tools.
+/// not repeated) and exit status 1.
 pub fn exit_on_error(result: Result<()>) {
     let Err(e) = result else { return };
-    let broken_pipe = e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    });
-    if broken_pipe {
-        std::process::exit(0);
-    }
     let mut last = e.to_string();
     eprintln!("error: {last}");
     for cause in e.chain().skip(1) {

@@ -150,6 +150,7 @@ struct RougeArgs {
 }
 
 fn main() {
+    cllm_drivers::restore_sigpipe();
     cllm_drivers::exit_on_error(run(Cli::parse()));
 }
 

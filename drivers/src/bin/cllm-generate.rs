@@ -73,6 +73,7 @@ fn parse_ids(line: &str) -> Result<Vec<u32>> {
 }
 
 fn main() {
+    cllm_drivers::restore_sigpipe();
     cllm_drivers::exit_on_error(run_cli(Cli::parse()));
 }
 

@@ -183,6 +183,7 @@ const KEPT_ON_RESUME: [&str; 15] = [
 ];
 
 fn main() {
+    cllm_drivers::restore_sigpipe();
     let matches = Args::command().get_matches();
     let given: Vec<String> = matches
         .ids()

@@ -70,6 +70,7 @@ struct Args {
 }
 
 fn main() {
+    cllm_drivers::restore_sigpipe();
     cllm_drivers::exit_on_error(run(Args::parse()));
 }
 

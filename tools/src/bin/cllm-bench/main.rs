@@ -213,6 +213,7 @@ fn positive(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    cllm_drivers::restore_sigpipe();
     let mut code = ExitCode::SUCCESS;
     cllm_drivers::exit_on_error(run().map(|c| code = c));
     code
