@@ -230,9 +230,10 @@ pub enum Codec {
 
 impl Codec {
     /// The tokenizer for a model of `vocab` tokens (at most that many): `tokenizer` (a cllm
-    /// tokenizer file or `gpt2`),
-    /// else the `tokenizer.json` a cllm checkpoint stores in `model_dir`, else the directory's
-    /// `vocab.json` + `merges.txt`, else bytes for models of at most 257 tokens.
+    /// tokenizer file or `gpt2`), else the `tokenizer.json` a cllm checkpoint stores in
+    /// `model_dir`, else the directory's `vocab.json` + `merges.txt`, else bytes for models of
+    /// at most 257 tokens. A Hugging Face `tokenizer.json` (same name, another format) is passed
+    /// over: its directory has `vocab.json` + `merges.txt` beside it, or no tokenizer here.
     pub fn for_model(model_dir: &Path, tokenizer: Option<&str>, vocab: usize) -> Result<Codec> {
         let tok = match tokenizer {
             Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
@@ -243,7 +244,7 @@ impl Codec {
             None => {
                 let (enc, merges) = (model_dir.join("vocab.json"), model_dir.join("merges.txt"));
                 let own = model_dir.join(CHECKPOINT_TOKENIZER);
-                if own.is_file() {
+                if own.is_file() && !is_hf_tokenizer(&own) {
                     Some(
                         Tokenizer::load(&own)
                             .with_context(|| format!("loading {}", own.display()))?,
@@ -277,7 +278,7 @@ impl Codec {
             Codec::Bpe(t) => Ok(t.encode_ordinary(text)),
             Codec::Bytes => Ok(text.bytes().map(u32::from).collect()),
             Codec::None => bail!(
-                "this model has no tokenizer: pass --tokenizer FILE|gpt2, or use --prompt-ids and --print-ids"
+                "no tokenizer cllm reads came with this model (a cllm tokenizer.json, or vocab.json + merges.txt): pass --tokenizer FILE|gpt2, or use --prompt-ids and --print-ids"
             ),
         }
     }
@@ -299,6 +300,15 @@ impl Codec {
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// Whether `path` is a Hugging Face tokenizer file (JSON with a `model` object and no `format`
+/// field), which a Hugging Face model directory may hold under cllm's tokenizer file name.
+fn is_hf_tokenizer(path: &Path) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|v| v.get("format").is_none() && v.get("model").is_some_and(|m| m.is_object()))
 }
 
 /// A row of cllm-generate's `--batch` output: `bytes` with backslash, newline and carriage return

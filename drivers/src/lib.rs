@@ -43,6 +43,22 @@ pub fn exit_on_error(result: Result<()>) {
     std::process::exit(1);
 }
 
+/// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, a shard
+/// file, or a glob whose directory part has no wildcard), if there is one: the shards are its ids.
+pub fn shards_tokenizer(data: &str) -> Option<PathBuf> {
+    let path = Path::new(data);
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if dir.to_string_lossy().contains(['*', '?', '[']) {
+        return None;
+    }
+    Some(dir.join(generation::CHECKPOINT_TOKENIZER)).filter(|file| file.is_file())
+}
+
 /// Whether `a` and `b` name the same file, however spelled (`./gp.txt` and `gp.txt`, a symbolic
 /// or hard link). Where both exist they are compared as files (device and inode); otherwise as
 /// canonical paths, a path that does not exist yet by its canonical parent directory and name.

@@ -417,6 +417,16 @@ fn ppl_bits_per_byte_use_the_models_tokenizer() {
 
     let e = error_of(&args("gpt2"), f.dir.path());
     assert!(e.contains("50257") && e.contains("389"), "{e}");
+
+    // Beside the shard, the tokenizer it was made with: another one is refused.
+    let other = Tokenizer::train([&hamlet[20_000..40_000]], 389, &[]).expect("BPE training");
+    other.save(&f.dir.path().join("tokenizer.json")).unwrap();
+    let e = error_of(&args("tok.json"), f.dir.path());
+    assert!(e.contains("differs from --tokenizer"), "{e}");
+    tokenizer
+        .save(&f.dir.path().join("tokenizer.json"))
+        .unwrap();
+    json_of(&args("tok.json"), f.dir.path());
 }
 
 #[test]

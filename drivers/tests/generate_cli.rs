@@ -290,3 +290,45 @@ fn batch_text_is_one_escaped_line_per_prompt_line() {
         assert_eq!(*row, want);
     }
 }
+
+/// A Hugging Face directory may hold a tokenizer.json of Hugging Face's own format under cllm's
+/// tokenizer file name: it is passed over, so ids in and out need no tokenizer, and text asks for
+/// one cllm reads.
+#[test]
+fn a_hugging_face_tokenizer_json_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(trained_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        r#"{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cllm-generate"))
+            .arg("--model")
+            .arg(dir.path())
+            .args(["--threads", "2", "--greedy"])
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("cllm-generate runs")
+    };
+    let out = run(&[
+        "--prompt-ids",
+        PROMPT,
+        "--print-ids",
+        "--max-new-tokens",
+        "16",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), GREEDY);
+    let out = run(&["--max-new-tokens", "2", "hello"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no tokenizer cllm reads"),
+        "{err}"
+    );
+}

@@ -922,3 +922,27 @@ fn golden_model_resaved_as_a_checkpoint_dir() {
     let back = load_tensors(&dir.join(MODEL_FILE), &table).unwrap();
     assert_eq!(back.tensors, loaded.tensors);
 }
+
+#[test]
+fn weights_in_a_form_cllm_does_not_read_are_named() {
+    for (file, says) in [
+        ("pytorch_model.bin", "PyTorch pickle"),
+        ("model.safetensors.index.json", "sharded"),
+    ] {
+        let root = tmp();
+        fs::copy(
+            golden_dir().join(CONFIG_FILE),
+            root.path().join(CONFIG_FILE),
+        )
+        .unwrap();
+        fs::write(root.path().join(file), b"{}").unwrap();
+        let Err(e) = cllm_engine::model::Gpt::from_hf_dir(root.path()) else {
+            panic!("{file} loaded");
+        };
+        assert!(matches!(e, CheckpointError::WeightsForm { .. }), "{e}");
+        assert!(
+            message(&e).contains(says) && message(&e).contains("save_pretrained"),
+            "{e}"
+        );
+    }
+}

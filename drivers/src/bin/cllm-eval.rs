@@ -15,8 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use cllm_drivers::generation::{
     beam_best, generate_text, load_model, model_files, Codec, GenOptions,
 };
-use cllm_drivers::{refuse_output_over_input, threads_plan};
+use cllm_drivers::{refuse_output_over_input, shards_tokenizer, threads_plan};
 use cllm_engine::eval::{bleu, rouge};
+use cllm_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -461,6 +462,24 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
         Codec::Bpe(t) => Some(t),
         Codec::Bytes | Codec::None => None,
     };
+    // The shards are ids of the tokenizer cllm-prepare wrote beside them: scored by a model of
+    // another tokenizer, or counted in another's bytes, the figures would mean nothing.
+    if let Some(file) = shards_tokenizer(&args.data) {
+        let theirs = Tokenizer::load(&file)
+            .with_context(|| format!("loading {}", file.display()))?
+            .to_json();
+        let own = Codec::for_model(&dir, None, vocab)?;
+        for (what, codec) in [("the model's tokenizer", &own), ("--tokenizer", &codec)] {
+            if let Codec::Bpe(t) = codec {
+                if t.to_json() != theirs {
+                    bail!(
+                        "{} (written with the shards) differs from {what}: the shards were not made for this model's vocabulary, so its perplexity on them means nothing; prepare them with the model's tokenizer (cllm-prepare --tokenizer)",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
     let seq = args.seq.unwrap_or(model.config().n_positions);
     if seq == 0 || args.stride == Some(0) {
         bail!("--seq and --stride must be at least 1");
@@ -581,7 +600,7 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
     let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), model.config().vocab_size)?;
     if matches!(codec, Codec::None) {
         bail!(
-            "{} has no tokenizer and its vocabulary is too large for bytes: pass --tokenizer FILE|gpt2",
+            "no tokenizer cllm reads came with {} (a cllm tokenizer.json, or vocab.json + merges.txt), and its vocabulary is too large for bytes: pass --tokenizer FILE|gpt2",
             args.model.display()
         );
     }

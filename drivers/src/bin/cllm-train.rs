@@ -11,7 +11,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cllm_drivers::generation::load_model;
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
-use cllm_drivers::{corpus, memory_report, progress, threads_plan};
+use cllm_drivers::{corpus, memory_report, progress, shards_tokenizer, threads_plan};
 use cllm_engine::checkpoint::{list_step_dirs, parse_step_dir, read_pointer, LATEST};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
@@ -337,7 +337,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
     // The tokenizer: from --tokenizer, the starting model, or trained on the default corpus (a
     // resumed run takes the one its checkpoint stored instead, below).
-    let shards_tokenizer = args.data.as_deref().and_then(data_tokenizer);
+    let shards_tokenizer = args.data.as_deref().and_then(shards_tokenizer);
     let tokenizer = match (&args.tokenizer, init_tokenizer, &args.data) {
         (Some(name), _, _) => load_tokenizer(name)?,
         (None, Some(file), _) => {
@@ -1023,22 +1023,6 @@ fn older_checkpoints(dir: &Path) -> String {
             dir.join(last).display()
         ),
     }
-}
-
-/// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, or a glob
-/// whose directory part has no wildcard), if there is one.
-fn data_tokenizer(data: &str) -> Option<PathBuf> {
-    let path = Path::new(data);
-    let dir = if path.is_dir() { path } else { path.parent()? };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if dir.to_string_lossy().contains(['*', '?', '[']) {
-        return None;
-    }
-    Some(dir.join(TOKENIZER_FILE)).filter(|file| file.is_file())
 }
 
 /// Creates the directory `path` is to be written in, if it has one.

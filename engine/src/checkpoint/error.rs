@@ -54,6 +54,16 @@ pub enum CheckpointError {
         fix: String,
     },
 
+    /// A model directory without `model.safetensors` whose weights are in a form cllm does not
+    /// read (sharded, or a PyTorch pickle).
+    #[error("{}: no model.safetensors; {problem}", dir.display())]
+    WeightsForm {
+        /// The model directory.
+        dir: PathBuf,
+        /// The form found, and how to convert it.
+        problem: String,
+    },
+
     /// The sizes in a config.json describe no buildable model (e.g. n_embd not divisible by n_head).
     #[error("{}: {problem}", path.display())]
     ConfigInvalid {

@@ -51,6 +51,21 @@ impl Gpt {
         let config = dir.join(checkpoint::CONFIG_FILE);
         let weights = dir.join(checkpoint::MODEL_FILE);
         let hf = HfConfig::read(&config)?;
+        if !weights.exists() {
+            let form = if dir.join("model.safetensors.index.json").is_file() {
+                Some("its weights are sharded (model.safetensors.index.json), and cllm reads one file: save them unsharded (transformers: `model.save_pretrained(dir, max_shard_size=\"100GB\")`)")
+            } else if dir.join("pytorch_model.bin").is_file() {
+                Some("its weights are a PyTorch pickle (pytorch_model.bin), which cllm does not read: save them as safetensors (transformers: `model.save_pretrained(dir, safe_serialization=True)`)")
+            } else {
+                None
+            };
+            if let Some(problem) = form {
+                return Err(CheckpointError::WeightsForm {
+                    dir: dir.to_path_buf(),
+                    problem: problem.to_string(),
+                });
+            }
+        }
         // Before allocating the parameters: a file too small for them even at two bytes each
         // (f16) does not belong to this config (a mistyped size would otherwise abort the
         // process on an impossible allocation, or lay out billions of tensors).
