@@ -211,6 +211,7 @@ fn bad_input_is_a_clear_error() {
         data_position: json!({}),
         total_steps: None,
         tokenizer: None,
+        eot_token: None,
         val_loss: None,
         keep: 1,
     };
@@ -260,6 +261,7 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
                 data_position: json!({ "rng": data.state() }),
                 total_steps: Some(6),
                 tokenizer: Some(("tokenizer.bin", b"bytes")),
+                eot_token: Some(3),
                 val_loss: Some(got[2].loss),
                 keep: 2,
             },
@@ -300,8 +302,12 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
         .all(|(a, b)| a.to_bits() == b.to_bits()));
 
     // The model half is a plain Hugging Face directory.
-    let (hf, _) = Gpt::from_hf_dir(&saved.dir).unwrap();
+    let (hf, config) = Gpt::from_hf_dir(&saved.dir).unwrap();
     assert_eq!(hf.config(), &CFG);
+    assert_eq!(
+        (config.bos_token_id, config.eos_token_id),
+        (Some(3), Some(3))
+    );
 
     // Loading it checks the manifest: a flipped bit in the weights is refused by name, though
     // the file still parses. (The optimizer state, which a model load does not read, is not

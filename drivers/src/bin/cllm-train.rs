@@ -704,6 +704,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
                     data_position: train.position().to_json(),
                     total_steps: Some(steps as u64),
                     tokenizer: Some((TOKENIZER_FILE, tokenizer_json.as_bytes())),
+                    eot_token: Some(tokenizer.eot_token()),
                     val_loss,
                     keep: args.keep,
                 };

@@ -52,6 +52,9 @@ pub struct SaveOptions<'a> {
     pub total_steps: Option<u64>,
     /// A tokenizer file to store beside the model: (file name, contents).
     pub tokenizer: Option<(&'a str, &'a [u8])>,
+    /// The tokenizer's end-of-text id, written as config.json's `bos_token_id` and
+    /// `eos_token_id` (as GPT-2's says 50256), so that transformers' `generate` stops there.
+    pub eot_token: Option<u32>,
     /// The validation loss at this step, if measured: the best one's checkpoint is never rotated
     /// away and the `best` pointer names it.
     pub val_loss: Option<f32>,
@@ -310,7 +313,10 @@ impl Trainer {
             "total_steps": opts.total_steps,
         });
         let state_text = serde_json::to_string_pretty(&state).expect("JSON values serialize");
-        let config_text = HfConfig::new(cfg).to_json();
+        let mut hf = HfConfig::new(cfg);
+        hf.bos_token_id = opts.eot_token.map(u64::from);
+        hf.eos_token_id = hf.bos_token_id;
+        let config_text = hf.to_json();
 
         let mut files: Vec<(&str, &dyn FileSource)> = vec![
             (ckpt::CONFIG_FILE, &config_text),
