@@ -167,7 +167,7 @@ fn short_low_letter_and_repetitive_documents_are_dropped_with_reasons() {
 #[test]
 fn raw_mode_keeps_every_file_as_exactly_one_document() {
     let dir = tempfile::tempdir().unwrap();
-    let a = "  Hello\r\n\n\n\n\nworld \u{0}\n";
+    let a = "  Hello\r\n\n\n\n\nworld \u{7}\n";
     fs::write(dir.path().join("a.txt"), a).unwrap();
     fs::write(dir.path().join("b.txt"), a).unwrap();
     fs::write(dir.path().join("c.txt"), "").unwrap();
@@ -350,4 +350,59 @@ fn strict_mode_refuses_non_utf8_files_and_lossy_mode_counts_them() {
     assert_eq!(r.invalid_utf8, 1);
     assert!(docs[0].text.starts_with("Caf\u{fffd} au lait"));
     assert!(r.to_string().contains("1 invalid UTF-8 sequences replaced"));
+}
+
+/// An executable (or any file holding a NUL byte) among text inputs is skipped, not tokenized as
+/// text, in every mode: counted and named in the report like the other dropped documents.
+#[test]
+fn binary_files_are_skipped_and_named_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "A perfectly ordinary paragraph of English words.\n";
+    fs::write(dir.path().join("a.txt"), text).unwrap();
+    // Mostly letters, as an executable's strings can be: only the NUL bytes give it away.
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0".to_vec();
+    elf.extend(text.repeat(50).bytes());
+    fs::write(dir.path().join("b.out"), &elf).unwrap();
+    let inputs = [dir.path().to_string_lossy().into_owned()];
+    let strict = CleanOptions {
+        strict: true,
+        ..CleanOptions::default()
+    };
+    for opts in [CleanOptions::default(), CleanOptions::raw(), strict] {
+        let (docs, r) = clean_inputs(&inputs, &[], &InputFormat::Text, &opts).unwrap();
+        assert_eq!(
+            texts(&docs),
+            [if opts.raw { text } else { text.trim_end() }]
+        );
+        assert_eq!((r.docs_in, r.docs_out), (2, 1));
+        assert_eq!(r.dropped(DropReason::Binary), 1);
+        assert_eq!(r.bytes_in, (text.len() + elf.len()) as u64);
+        let line = r.to_string();
+        assert!(
+            line.contains("1 dropped (binary, holding NUL bytes: ") && line.contains("b.out)"),
+            "{line}"
+        );
+    }
+    // JSONL inputs too; and nothing but binary files is nothing to tokenize.
+    let jsonl = InputFormat::Jsonl {
+        field: "text".into(),
+    };
+    let only = [dir.path().join("b.out").to_string_lossy().into_owned()];
+    let e = clean_inputs(&only, &[], &jsonl, &CleanOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("no text left: 0 of 1 documents kept"), "{e}");
+    assert!(e.contains("1 dropped (binary"), "{e}");
+    // Many binary files: the first three named, the rest counted.
+    for i in 0..5 {
+        fs::write(dir.path().join(format!("c{i}.bin")), [0u8; 4]).unwrap();
+    }
+    let (_, r) = clean_inputs(&inputs, &[], &InputFormat::Text, &CleanOptions::default()).unwrap();
+    assert_eq!(r.binary_files.len(), 6);
+    let line = r.to_string();
+    assert!(
+        line.contains("6 dropped (binary, holding NUL bytes: "),
+        "{line}"
+    );
+    assert!(line.contains(" and 3 more)"), "{line}");
 }

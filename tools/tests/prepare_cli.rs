@@ -144,3 +144,30 @@ fn output_inside_the_input_is_not_read_back_and_replaced_shards_are_counted() {
         );
     }
 }
+
+#[test]
+fn binary_inputs_are_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    std::fs::write(corpus.join("doc.txt"), TEXT).unwrap();
+    let mut exe = b"\x7fELF\x02\x01\x01\0".to_vec();
+    exe.extend(TEXT.repeat(10).bytes());
+    std::fs::write(corpus.join("tool"), exe).unwrap();
+    let out = dir.path().join("out");
+    let stderr = prepare(
+        &corpus,
+        &out,
+        "1",
+        &["--tokenizer", "gpt2", "--raw", "--val-fraction", "0"],
+    );
+    assert!(stderr.contains("1 of 2 documents kept"), "{stderr}");
+    assert!(
+        stderr.contains("1 dropped (binary, holding NUL bytes: ") && stderr.contains("tool)"),
+        "{stderr}"
+    );
+    let gpt2 = Tokenizer::gpt2_builtin();
+    let mut want = vec![gpt2.eot_token()];
+    want.extend(gpt2.encode_ordinary(TEXT));
+    assert_eq!(tokens(&out.join("train_000000.bin")), want);
+}

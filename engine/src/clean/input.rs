@@ -1,13 +1,17 @@
 //! Reading documents: inputs named as files, directories or globs; text files (one document per
 //! file) or JSONL (one document per line, from a string field); bytes decoded as UTF-8 with
 //! invalid sequences replaced by U+FFFD (counted) or refused under `strict`.
+//!
+//! Text never contains a NUL byte: a file holding one anywhere (an executable, an archive, an
+//! image, UTF-16 text) is binary and is skipped whole, in every mode and format, before it is
+//! decoded; it counts as one document dropped as [`DropReason::Binary`], named in the report.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{CleanError, CleanReport};
+use super::{CleanError, CleanReport, DropReason};
 
 /// How input files hold documents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,7 +174,14 @@ pub fn decode(
     Ok(out)
 }
 
-/// Reads every document from `paths` in order, counting bytes read in `report.bytes_in`.
+/// Whether `bytes` are a binary file's rather than text's: they hold a NUL byte.
+pub fn is_binary(bytes: &[u8]) -> bool {
+    bytes.contains(&0)
+}
+
+/// Reads every document from `paths` in order, counting bytes read in `report.bytes_in`. A binary
+/// file ([`is_binary`]) is skipped: one document in `report.docs_in`, dropped as
+/// [`DropReason::Binary`], its name in `report.binary_files`.
 pub fn read_documents(
     paths: &[PathBuf],
     format: &InputFormat,
@@ -182,6 +193,12 @@ pub fn read_documents(
         let bytes = fs::read(path).map_err(CleanError::io("read", path))?;
         report.bytes_in += bytes.len() as u64;
         let name = path.display().to_string();
+        if is_binary(&bytes) {
+            report.docs_in += 1;
+            report.dropped[DropReason::Binary as usize] += 1;
+            report.binary_files.push(name);
+            continue;
+        }
         let text = decode(bytes, &name, strict, report)?;
         match format {
             InputFormat::Text => docs.push(Document { source: name, text }),

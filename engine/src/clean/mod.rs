@@ -2,6 +2,9 @@
 //! ([`normalize`]), boilerplate lines shared by many documents removed, short or low-quality
 //! documents dropped, exact duplicates dropped, and a [`CleanReport`] of all of it.
 //!
+//! Reading ([`read_documents`]) skips binary files: text never holds a NUL byte, so a file with
+//! one is not read as text but dropped and named in the report.
+//!
 //! The pipeline ([`clean_documents`]) runs in this order, each step on the previous one's output:
 //! 1. normalise every document ([`normalize::normalize`]);
 //! 2. boilerplate: a non-blank line occurring in more than `boilerplate_docs` documents is
@@ -22,7 +25,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::path::PathBuf;
 
-pub use input::{decode, expand_inputs, read_documents, Document, InputFormat};
+pub use input::{decode, expand_inputs, is_binary, read_documents, Document, InputFormat};
 pub use normalize::{normalize, MAX_BLANK_LINES};
 
 /// Why inputs could not be read.
@@ -69,8 +72,8 @@ pub enum CleanError {
     /// Nothing is left to tokenize.
     #[error("no text left: {report}; give more input or loosen the filters")]
     NothingLeft {
-        /// What was read and dropped.
-        report: CleanReport,
+        /// What was read and dropped (boxed: it is far larger than the other variants).
+        report: Box<CleanReport>,
     },
 }
 
@@ -142,6 +145,8 @@ impl CleanOptions {
 /// Why a document was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
+    /// A binary file (it holds a NUL byte), skipped when read.
+    Binary,
     /// Nothing left after normalisation and boilerplate removal.
     Empty,
     /// Fewer than `min_chars` characters.
@@ -156,7 +161,8 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in report order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Binary,
         DropReason::Empty,
         DropReason::TooShort,
         DropReason::LowLetterRatio,
@@ -167,6 +173,7 @@ impl DropReason {
     /// A short name for reports.
     pub fn name(self) -> &'static str {
         match self {
+            DropReason::Binary => "binary",
             DropReason::Empty => "empty",
             DropReason::TooShort => "too short",
             DropReason::LowLetterRatio => "low letter ratio",
@@ -196,7 +203,9 @@ pub struct CleanReport {
     /// Line occurrences removed as boilerplate.
     pub boilerplate_removed: usize,
     /// Documents dropped, per reason (indexed like [`DropReason::ALL`]).
-    pub dropped: [usize; 5],
+    pub dropped: [usize; 6],
+    /// The binary files skipped ([`DropReason::Binary`]), in reading order.
+    pub binary_files: Vec<String>,
 }
 
 impl CleanReport {
@@ -214,9 +223,19 @@ impl fmt::Display for CleanReport {
             self.docs_out, self.docs_in, self.bytes_in, self.bytes_out
         )?;
         for r in DropReason::ALL {
-            if self.dropped(r) > 0 {
-                write!(f, ", {} dropped ({})", self.dropped(r), r.name())?;
+            if self.dropped(r) == 0 {
+                continue;
             }
+            write!(f, ", {} dropped ({}", self.dropped(r), r.name())?;
+            if r == DropReason::Binary {
+                // The first few names: enough to find the stray files without flooding the line.
+                let shown = &self.binary_files[..self.binary_files.len().min(3)];
+                write!(f, ", holding NUL bytes: {}", shown.join(", "))?;
+                if self.binary_files.len() > shown.len() {
+                    write!(f, " and {} more", self.binary_files.len() - shown.len())?;
+                }
+            }
+            write!(f, ")")?;
         }
         if self.invalid_utf8 > 0 {
             write!(
@@ -247,7 +266,7 @@ fn hash_of<T: Hash + ?Sized>(x: &T) -> u64 {
 }
 
 /// Runs the pipeline of the module documentation on `docs`; `report` gains the counts (its
-/// `bytes_in` and `invalid_utf8` come from reading). Kept documents keep their order.
+/// `bytes_in`, `invalid_utf8` and binary files come from reading). Kept documents keep their order.
 pub fn clean_documents(
     docs: Vec<Document>,
     opts: &CleanOptions,
@@ -386,7 +405,9 @@ pub fn clean_inputs(
     let docs = read_documents(&paths, format, opts.strict, &mut report)?;
     let docs = clean_documents(docs, opts, &mut report);
     if docs.iter().all(|d| d.text.is_empty()) {
-        return Err(CleanError::NothingLeft { report });
+        return Err(CleanError::NothingLeft {
+            report: Box::new(report),
+        });
     }
     Ok((docs, report))
 }

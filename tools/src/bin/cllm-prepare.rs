@@ -25,7 +25,8 @@ const TOKENIZER_FILE: &str = "tokenizer.json";
     about = "Clean and tokenize text into llm.c token shards"
 )]
 struct Args {
-    /// Text files, directories or glob patterns.
+    /// Text files, directories or glob patterns. A file holding a NUL byte is binary, not text:
+    /// it is skipped and named in the cleaning report.
     #[arg(required = true)]
     inputs: Vec<String>,
     /// Output directory for the shards and the tokenizer file.
