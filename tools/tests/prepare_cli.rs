@@ -145,6 +145,54 @@ fn output_inside_the_input_is_not_read_back_and_replaced_shards_are_counted() {
     }
 }
 
+/// Runs cllm-prepare, which must fail; returns its stderr.
+fn prepare_fails(input: &Path, out: &Path, extra: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_cllm-prepare"))
+        .arg(input)
+        .args(["--out", out.to_str().unwrap(), "--threads", "1"])
+        .args(extra)
+        .output()
+        .expect("cllm-prepare runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "cllm-prepare succeeded: {stderr}");
+    stderr
+}
+
+#[test]
+fn special_tokens_are_checked_once_and_endoftext_is_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("doc.txt");
+    let text: String = (0..50)
+        .map(|j| format!("line {j} of the quick brown fox {}\n", j * j))
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out");
+    let train = |specials: &[&'static str]| {
+        let mut args = vec!["--vocab-size", "300"];
+        for s in specials {
+            args.extend(["--special", s]);
+        }
+        args
+    };
+    let e = prepare_fails(&input, &out, &train(&[""]));
+    assert_eq!(e.matches("empty").count(), 1, "{e}");
+    assert!(
+        e.contains("--special '': a special token needs at least one character"),
+        "{e}"
+    );
+    let e = prepare_fails(&input, &out, &train(&["<pad>", "<pad>"]));
+    assert_eq!(e.matches("twice").count(), 1, "{e}");
+    assert!(e.contains("--special \"<pad>\" is given twice"), "{e}");
+    let stderr = prepare(&input, &out, "1", &train(&["<|endoftext|>", "<pad>"]));
+    assert!(
+        stderr.contains("warning: --special <|endoftext|>: it is always the first special token"),
+        "{stderr}"
+    );
+    let json = std::fs::read_to_string(out.join("tokenizer.json")).unwrap();
+    assert_eq!(json.matches("<|endoftext|>").count(), 1, "{json}");
+    assert_eq!(json.matches("<pad>").count(), 1, "{json}");
+}
+
 #[test]
 fn binary_inputs_are_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use cllm_engine::clean::{clean_inputs, CleanOptions, InputFormat};
 use cllm_engine::data::encode::{count_words, encode_documents};
 use cllm_engine::data::{shard_set_files, write_shard_set, ShardSetConfig, MAX_SHARD_TOKENS};
 use cllm_engine::spheres::Spheres;
-use cllm_engine::tokenizer::Tokenizer;
+use cllm_engine::tokenizer::{Tokenizer, ENDOFTEXT};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,6 +75,28 @@ fn main() {
     cllm_drivers::exit_on_error(run(Args::parse()));
 }
 
+/// The `--special` tokens to train with, checked: none empty, none given twice. `<|endoftext|>`
+/// is always the first special token, so naming it is a warning and it is left out.
+fn special_tokens(specials: &[String]) -> Result<Vec<&str>> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in specials {
+        if s.is_empty() {
+            bail!("--special '': a special token needs at least one character; drop the empty --special");
+        }
+        if s == ENDOFTEXT {
+            eprintln!(
+                "warning: --special {ENDOFTEXT}: it is always the first special token; \
+                 ignoring the extra one"
+            );
+        } else if out.contains(&s.as_str()) {
+            bail!("--special {s:?} is given twice; give each special token once");
+        } else {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 fn run(args: Args) -> Result<()> {
     cllm_engine::kernels::isa::init()?;
     let start = Instant::now();
@@ -84,6 +106,7 @@ fn run(args: Args) -> Result<()> {
     if !args.specials.is_empty() && args.vocab_size.is_none() {
         bail!("--special adds tokens to a tokenizer cllm-prepare trains: it needs --vocab-size, not --tokenizer");
     }
+    let specials = special_tokens(&args.specials)?;
     // The output settings, checked before the cleaning, training and encoding they would follow.
     if !(0.0..1.0).contains(&args.val_fraction) {
         bail!("--val-fraction {} is outside [0, 1)", args.val_fraction);
@@ -143,7 +166,6 @@ fn run(args: Args) -> Result<()> {
         (Some(path), _) => Tokenizer::load(path.as_ref())?,
         (None, Some(vocab)) => {
             let t = Instant::now();
-            let specials: Vec<&str> = args.specials.iter().map(String::as_str).collect();
             let tok = count_words(&spheres, &texts)?.train(vocab, &specials)?;
             eprintln!(
                 "trained a {}-token BPE in {:.1} s",
