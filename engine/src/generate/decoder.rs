@@ -157,6 +157,16 @@ impl Panels {
     /// The buffer and its ranges for `nw` workers, not yet packed: its pages stay untouched
     /// until then.
     fn new(cfg: &GptConfig, nw: usize) -> Panels {
+        let (at, end) = Panels::layout(cfg, nw);
+        Panels {
+            buf: huge_pages::zeroed(end),
+            at,
+            packed: false,
+        }
+    }
+
+    /// The ranges of [`Panels::at`] for `nw` workers, and the floats of the buffer they span.
+    fn layout(cfg: &GptConfig, nw: usize) -> (Vec<[Range<usize>; 4]>, usize) {
         let c = cfg.n_embd;
         let mut at = Vec::with_capacity(cfg.n_layer * nw);
         let mut end = 0;
@@ -175,11 +185,7 @@ impl Panels {
                 }));
             }
         }
-        Panels {
-            buf: huge_pages::zeroed(end),
-            at,
-            packed: false,
-        }
+        (at, end)
     }
 
     /// Packs `model`'s matrices on `pool`'s workers, each its own blocks, so each block's pages
@@ -364,6 +370,36 @@ impl<'m> Decoder<'m> {
             panels,
             workers,
         })
+    }
+
+    /// The bytes [`Decoder::new`] allocates for a session of `batch` rows of up to `ctx` tokens
+    /// on `workers` workers (the model's weights not included: it borrows them); `None` when that
+    /// is more than a `u64` holds. A caller checks it against the machine's memory before asking
+    /// for a session too large to allocate. Keep it in step with [`Decoder::new`].
+    pub fn memory_bytes(cfg: &GptConfig, workers: usize, batch: usize, ctx: usize) -> Option<u64> {
+        // In f64, which cannot overflow: an estimate of sizes that may be absurd.
+        let f = |x: usize| x as f64;
+        let (c, l, vp) = (f(cfg.n_embd), f(cfg.n_layer), f(cfg.padded_vocab()));
+        let (b, t, nw) = (f(batch), f(ctx), f(workers.max(1)));
+        let m = b * f(ctx.min(PREFILL_CHUNK));
+        let mr = m.min(f(GEMV_MAX_ROWS));
+        let panels = if (2..=GEMV_MAX_ROWS).contains(&batch) {
+            f(Panels::layout(cfg, workers.max(1)).1)
+        } else {
+            0.0
+        };
+        // Per worker: ln, mean, rstd, h, scores, resid.
+        let worker = m * c + 2.0 * m + m * 4.0 * c + t + mr * c;
+        // k and v caches; resid, qkv, atty, fch; logits; the partial products; panels.
+        let floats = 2.0 * l * b * t * c
+            + m * (c + 3.0 * c + c + 4.0 * c)
+            + b * vp
+            + nw * mr * (3.0 * c + c + 4.0 * c)
+            + nw * worker
+            + panels;
+        // pad and reorder_src: one usize per row each.
+        let bytes = floats * 4.0 + b * 2.0 * f(size_of::<usize>());
+        (bytes < u64::MAX as f64).then_some(bytes as u64)
     }
 
     /// B: the rows of this session.
