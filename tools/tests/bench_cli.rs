@@ -1,7 +1,9 @@
-//! `cllm-bench`'s command line: what it does with a closed output pipe.
+//! `cllm-bench`'s command line: what it does with a closed output pipe, and how it refuses
+//! sizes and counts that mean nothing or cannot fit, before doing any work.
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `cllm-bench topology | head -0`: the reader leaves before the first line. The run ends
@@ -29,4 +31,130 @@ fn a_closed_output_pipe_ends_the_run_quietly() {
         status.success() || status.signal() == Some(libc::SIGPIPE),
         "{status:?}: {stderr}"
     );
+}
+
+/// Runs `cllm-bench ARGS` in `dir` (the crate's directory when `None`) with `TMPDIR` set to
+/// `tmp` when given; its success, stdout and stderr.
+fn bench_in(args: &[&str], dir: Option<&Path>, tmp: Option<&Path>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cllm-bench"));
+    cmd.args(args);
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
+    if let Some(t) = tmp {
+        cmd.env("TMPDIR", t);
+    }
+    let out = cmd.output().expect("cllm-bench runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    bench_in(args, None, None)
+}
+
+/// Runs `cllm-bench ARGS`, which must fail with a message holding every one of `want`.
+fn refused(args: &[&str], want: &[&str]) -> String {
+    let (ok, stdout, stderr) = bench(args);
+    assert!(!ok, "{args:?} succeeded: {stdout}");
+    for w in want {
+        assert!(stderr.contains(w), "{args:?}: no {w:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn zero_sizes_and_counts_are_refused_naming_the_flag() {
+    for shape in ["0x5x5", "5x0x5", "5x5x0"] {
+        refused(
+            &["gemm", "--shape", shape, "--threads", "1"],
+            &[shape, "every size must be at least 1"],
+        );
+    }
+    let cases: &[&[&str]] = &[
+        &["reduce", "--floats", "0"],
+        &["reduce", "--reps", "0"],
+        &["loader", "--batches", "0"],
+        &["loader", "--batch", "0"],
+        &["loader", "--seq", "0"],
+        &["decode", "--batch", "0"],
+        &["decode", "--prompt", "0"],
+        &["decode", "--new-tokens", "0"],
+        &["tokenize", "--passes", "0"],
+        &["train", "--steps", "0"],
+        &["train", "--batch", "0"],
+    ];
+    for args in cases {
+        refused(args, &[args[1], "at least 1"]);
+    }
+}
+
+#[test]
+fn a_zero_model_size_is_a_plain_message_naming_the_flag() {
+    for flag in ["--embd", "--vocab", "--seq", "--layers", "--heads"] {
+        let e = refused(&["train", flag, "0"], &[flag, "at least 1"]);
+        assert!(!e.contains("GptConfig"), "{e}");
+    }
+    refused(
+        &["train", "--embd", "10", "--heads", "3"],
+        &["--embd 10 does not divide by --heads 3"],
+    );
+}
+
+#[test]
+fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
+    refused(
+        &["reduce", "--floats", "100000000000000", "--threads", "1"],
+        &[
+            "--floats 100000000000000",
+            "more than this machine's",
+            "smaller --floats",
+        ],
+    );
+    refused(
+        &[
+            "decode",
+            "--prompt",
+            "2",
+            "--new-tokens",
+            "2",
+            "--batch",
+            "100000000",
+        ],
+        &[
+            "--batch 100000000",
+            "more than this machine's",
+            "smaller --batch",
+        ],
+    );
+    refused(
+        &["decode", "--prompt", "1000", "--new-tokens", "100"],
+        &[
+            "--prompt 1000 + --new-tokens 100 = 1100 tokens",
+            "1024 positions",
+        ],
+    );
+    // The loader's temporary directory is not left behind.
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "loader",
+        "--batch",
+        "1000000",
+        "--seq",
+        "1000000",
+        "--batches",
+        "1",
+    ];
+    let (ok, _, stderr) = bench_in(&args, None, Some(tmp.path()));
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("--batch 1000000 x --seq 1000000") && stderr.contains("more than"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

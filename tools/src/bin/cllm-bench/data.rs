@@ -7,7 +7,7 @@ use cllm_engine::data::encode::encode_documents;
 use cllm_engine::data::{write_shard, Loader, LoaderConfig, TokenSource};
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// GPT-2 encoding throughput of a set of documents.
 pub struct TokenizeResult {
@@ -81,8 +81,8 @@ pub const LOADER_SHARD_TOKENS: usize = 8 << 20;
 
 /// The loader serving shuffled (B, T) windows from page-cache u16 shards: the time of each of
 /// `runs` (at least one) timed runs of `batches` batches, after `min(batches, 100)` untimed ones.
-/// Four shards of `shard_tokens` tokens are written to a temporary directory and removed
-/// afterwards.
+/// Four shards of `shard_tokens` tokens are written to a temporary directory, removed on every
+/// way out (an error or a panic included); the batches are allocated before it is made.
 pub fn loader(
     batch: usize,
     seq: usize,
@@ -90,47 +90,59 @@ pub fn loader(
     shard_tokens: usize,
     runs: usize,
 ) -> Result<Vec<Timing>> {
-    let dir = std::env::temp_dir().join(format!("cllm-bench-loader-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = (|| {
-        let mut paths: Vec<PathBuf> = Vec::new();
-        for s in 0..4u32 {
-            let tokens: Vec<u32> = (0..shard_tokens as u32)
-                .map(|i| (i.wrapping_mul(2654435761) ^ s) % 50257)
-                .collect();
-            let path = dir.join(format!("train_{s:06}.bin"));
-            write_shard(&path, &tokens, 50257)?;
-            paths.push(path);
-        }
-        let cfg = LoaderConfig {
-            batch,
-            seq,
-            seed: 1,
-            shuffle: true,
-            vocab_size: None,
-        };
-        let mut loader = Loader::new(TokenSource::Shards(paths), cfg)?;
-        let (mut x, mut y) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
-        for _ in 0..batches.min(100) {
-            loader.next_batch_into(&mut x, &mut y)?;
-        }
-        let mut out = Vec::with_capacity(runs.max(1));
-        for _ in 0..runs.max(1) {
-            let (r, t) = timed(|| -> Result<()> {
-                for _ in 0..batches {
-                    loader.next_batch_into(&mut x, &mut y)?;
-                }
-                Ok(())
-            });
-            r?;
-            out.push(t);
-        }
-        Ok::<_, anyhow::Error>(out)
-    })();
-    remove_dir(&dir);
-    result
+    let rows = batch
+        .checked_mul(seq)
+        .with_context(|| format!("batches of {batch} x {seq} tokens are too large to allocate"))?;
+    let (mut x, mut y) = (vec![0u32; rows], vec![0u32; rows]);
+    let dir = TempDir::create(
+        std::env::temp_dir().join(format!("cllm-bench-loader-{}", std::process::id())),
+    )?;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for s in 0..4u32 {
+        let tokens: Vec<u32> = (0..shard_tokens as u32)
+            .map(|i| (i.wrapping_mul(2654435761) ^ s) % 50257)
+            .collect();
+        let path = dir.0.join(format!("train_{s:06}.bin"));
+        write_shard(&path, &tokens, 50257)?;
+        paths.push(path);
+    }
+    let cfg = LoaderConfig {
+        batch,
+        seq,
+        seed: 1,
+        shuffle: true,
+        vocab_size: None,
+    };
+    let mut loader = Loader::new(TokenSource::Shards(paths), cfg)?;
+    for _ in 0..batches.min(100) {
+        loader.next_batch_into(&mut x, &mut y)?;
+    }
+    let mut out = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let (r, t) = timed(|| -> Result<()> {
+            for _ in 0..batches {
+                loader.next_batch_into(&mut x, &mut y)?;
+            }
+            Ok(())
+        });
+        r?;
+        out.push(t);
+    }
+    Ok(out)
 }
 
-fn remove_dir(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+/// A directory made for this run, removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create(path: PathBuf) -> Result<TempDir> {
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -28,31 +28,20 @@ pub fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
             .with_context(|| format!("shape {s:?}: {d:?} is not a size"))
     };
     let (m, k, n) = (num(dims[0])?, num(dims[1])?, num(dims[2])?);
+    if m == 0 || k == 0 || n == 0 {
+        bail!("shape {s:?}: every size must be at least 1 (a product of nothing measures nothing)");
+    }
     // A, B and C are allocated whole: a shape that cannot fit is refused here, not by an abort
     // on the allocation.
     let floats = [m.checked_mul(k), k.checked_mul(n), m.checked_mul(n)]
         .into_iter()
         .try_fold(0usize, |t, x| t.checked_add(x?));
     let bytes = floats.and_then(|f| f.checked_mul(4)).map(|b| b as u64);
-    let memory = cllm_engine::topology::Topology::detect()
-        .topology
-        .memory_bytes;
-    // Refused when the size overflows, or exceeds the memory when that is known.
-    let too_big = match (bytes, memory) {
-        (None, _) => true,
-        (Some(b), Some(m)) => b > m,
-        (Some(_), None) => false,
-    };
-    if too_big {
-        bail!(
-            "shape {s:?}: its three matrices need {} GB, more than this machine's {} GB of memory",
-            bytes.map_or("over 10^10".to_string(), |b| format!(
-                "{:.1}",
-                b as f64 / 1e9
-            )),
-            memory.map_or("?".to_string(), |b| format!("{:.1}", b as f64 / 1e9)),
-        );
-    }
+    crate::machine::check_memory(
+        &format!("shape {s:?}: its three matrices"),
+        bytes,
+        "use a smaller shape",
+    )?;
     Ok((m, k, n))
 }
 

@@ -1,6 +1,7 @@
 //! What the machine can do, measured in the same run as the benchmark it is compared to.
 
 use crate::{timed, Timing};
+use anyhow::{bail, Result};
 use cllm_engine::huge_pages;
 use cllm_kernels::probe;
 
@@ -43,4 +44,37 @@ pub fn read_runs(data: &[f32], runs: usize) -> Vec<Timing> {
     (0..runs)
         .map(|_| timed(|| std::hint::black_box(probe::stream_sum(data))).1)
         .collect()
+}
+
+/// Refuses a run whose buffers cannot fit: `bytes` (`None`: more than a `u64` holds) more than
+/// this machine's memory, when that is known. The error reads "{what} need{s} N GB, more than
+/// this machine's M GB of memory; {fix}", so the allocation is refused with the flag to change
+/// instead of aborting (or swapping) on it.
+pub fn check_memory(what: &str, bytes: Option<u64>, fix: &str) -> Result<()> {
+    let memory = cllm_engine::topology::Topology::detect()
+        .topology
+        .memory_bytes;
+    let too_big = match (bytes, memory) {
+        (None, _) => true,
+        (Some(b), Some(m)) => b > m,
+        (Some(_), None) => false,
+    };
+    if too_big {
+        bail!(
+            "{what} need {} GB, more than this machine's {} GB of memory; {fix}",
+            bytes.map_or("over 10^10".to_string(), |b| format!(
+                "{:.1}",
+                b as f64 / 1e9
+            )),
+            memory.map_or("?".to_string(), |b| format!("{:.1}", b as f64 / 1e9)),
+        );
+    }
+    Ok(())
+}
+
+/// The product of `factors`, `None` when it overflows a `u64`.
+pub fn product(factors: &[usize]) -> Option<u64> {
+    factors
+        .iter()
+        .try_fold(1u64, |p, &f| p.checked_mul(u64::try_from(f).ok()?))
 }

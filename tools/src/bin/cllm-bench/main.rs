@@ -53,13 +53,13 @@ enum Command {
     /// bit across repeats.
     Reduce {
         /// Floats per worker buffer.
-        #[arg(long, default_value_t = 30_000_000)]
+        #[arg(long, default_value_t = 30_000_000, value_parser = positive)]
         floats: usize,
         /// Workers: the first N of the plan (default: CLLM_THREADS, else all cores).
         #[arg(long)]
         threads: Option<usize>,
         /// Timed reductions after one warm-up.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = positive)]
         reps: usize,
         #[arg(long)]
         json: bool,
@@ -91,17 +91,18 @@ enum Command {
     },
     /// Training tokens/s (median step after warm-up) and MFU against the FMA peak measured now.
     Train {
-        #[arg(long, default_value_t = 65)]
+        #[arg(long, default_value_t = 65, value_parser = positive)]
         vocab: usize,
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 6, value_parser = positive)]
         layers: usize,
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 6, value_parser = positive)]
         heads: usize,
-        #[arg(long, default_value_t = 384)]
+        /// Embedding width (a multiple of --heads).
+        #[arg(long, default_value_t = 384, value_parser = positive)]
         embd: usize,
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = positive)]
         seq: usize,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = positive)]
         batch: usize,
         /// Worker threads (default: CLLM_THREADS, else one per core).
         #[arg(long)]
@@ -120,8 +121,10 @@ enum Command {
         preset: String,
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long, default_value_t = 1)]
+        /// Rows decoded together (their KV cache must fit in memory).
+        #[arg(long, default_value_t = 1, value_parser = positive)]
         batch: usize,
+        /// Prompt tokens per row (--prompt + --new-tokens at most the model's 1024 positions).
         #[arg(long, default_value_t = 128, value_parser = positive)]
         prompt: usize,
         #[arg(long, default_value_t = 128, value_parser = positive)]
@@ -144,11 +147,13 @@ enum Command {
     },
     /// The loader's GB/s serving shuffled (B, T) windows from page-cache shards.
     Loader {
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = positive)]
         batch: usize,
-        #[arg(long, default_value_t = 256)]
+        /// Tokens per row (below the 8 Mi tokens of each shard served).
+        #[arg(long, default_value_t = 256, value_parser = positive)]
         seq: usize,
-        #[arg(long, default_value_t = 20000)]
+        /// Timed batches.
+        #[arg(long, default_value_t = 20000, value_parser = positive)]
         batches: usize,
         #[arg(long)]
         json: bool,
@@ -203,6 +208,9 @@ enum Command {
         no_fail: bool,
     },
 }
+
+/// Bytes `cllm-bench decode` streams to measure the read bandwidth.
+const BANDWIDTH_BYTES: usize = 512 << 20;
 
 /// A count that must be at least 1 (a median of no runs, or a decode of no tokens, means nothing).
 fn positive(s: &str) -> Result<usize, String> {
@@ -326,7 +334,12 @@ fn run() -> Result<ExitCode> {
             json,
         } => {
             let pool = Pool::start(threads)?;
-            let r = spheres::measure_reduce(&pool, floats, reps.max(1))?;
+            machine::check_memory(
+                &format!("--floats {floats} x {} workers", pool.count()),
+                machine::product(&[floats, pool.count(), 4]),
+                "use a smaller --floats",
+            )?;
+            let r = spheres::measure_reduce(&pool, floats, reps)?;
             let gbs = r.bytes as f64 / r.median_s / 1e9;
             if json {
                 println!(
@@ -334,7 +347,7 @@ fn run() -> Result<ExitCode> {
                     json!({
                         "bench": "reduce", "threads": pool.count(), "floats_per_worker": floats,
                         "bytes_per_reduce": r.bytes, "median_ms": round2(r.median_s * 1e3),
-                        "gbs": round2(gbs), "bit_identical": r.bit_identical, "reps": reps.max(1),
+                        "gbs": round2(gbs), "bit_identical": r.bit_identical, "reps": reps,
                         "cpus": pool.cpus(),
                     })
                 );
@@ -352,7 +365,7 @@ fn run() -> Result<ExitCode> {
                      writes its first child's buffer once); output bit-identical across repeats: {}",
                     pool.count(),
                     r.median_s * 1e3,
-                    reps.max(1),
+                    reps,
                     r.bytes as f64 / 1e6,
                     if r.bit_identical { "yes" } else { "NO" }
                 );
@@ -428,6 +441,9 @@ fn run() -> Result<ExitCode> {
                 n_layer: layers,
                 n_head: heads,
             };
+            if embd % heads != 0 {
+                bail!("--embd {embd} does not divide by --heads {heads}: give an --embd that is a multiple of --heads");
+            }
             model.validate().map_err(anyhow::Error::msg)?;
             let peak = machine::fma_peak_gflops();
             let pool = pool::Pool::start(threads)?;
@@ -482,10 +498,36 @@ fn run() -> Result<ExitCode> {
             if preset != "gpt2-124m" {
                 bail!("--preset {preset}: the presets are gpt2-124m");
             }
-            let model = generate::bench::random_model(generate::bench::gpt2_124m(), 0);
+            let cfg = generate::bench::gpt2_124m();
+            let ctx = prompt.saturating_add(new_tokens);
+            if ctx > cfg.n_positions {
+                bail!(
+                    "--prompt {prompt} + --new-tokens {new_tokens} = {ctx} tokens, more than \
+                     {preset}'s {} positions; ask for fewer",
+                    cfg.n_positions
+                );
+            }
             let pool = pool::Pool::start(threads)?;
             let spheres = (pool.spheres.count() > 1).then_some(&pool.spheres);
-            let r = generate::bench::decode(&model, spheres, batch, prompt, new_tokens, 512 << 20)?;
+            // The weights, the bandwidth probe's buffer, the prompts and the session: refused
+            // here rather than by an allocation that aborts (or swaps for minutes).
+            let bytes = generate::Decoder::memory_bytes(&cfg, pool.count(), batch, ctx)
+                .and_then(|d| d.checked_add(machine::product(&[batch, prompt, 4])?))
+                .and_then(|d| d.checked_add((cfg.num_parameters() * 4 + BANDWIDTH_BYTES) as u64));
+            machine::check_memory(
+                &format!("--batch {batch}: the weights, KV cache and activations"),
+                bytes,
+                "use a smaller --batch",
+            )?;
+            let model = generate::bench::random_model(cfg, 0);
+            let r = generate::bench::decode(
+                &model,
+                spheres,
+                batch,
+                prompt,
+                new_tokens,
+                BANDWIDTH_BYTES,
+            )?;
             if json {
                 println!(
                     "{}",
@@ -543,6 +585,14 @@ fn run() -> Result<ExitCode> {
             batches,
             json,
         } => {
+            // x and y, and the shards on disk (in the page cache).
+            let bytes = machine::product(&[batch, seq, 2, 4])
+                .and_then(|b| b.checked_add((4 * data::LOADER_SHARD_TOKENS * 2) as u64));
+            machine::check_memory(
+                &format!("--batch {batch} x --seq {seq}: the loader's batches"),
+                bytes,
+                "use a smaller --batch or --seq",
+            )?;
             let run = data::loader(batch, seq, batches, data::LOADER_SHARD_TOKENS, 1)?[0];
             let gbs = (batches * batch * seq * 4) as f64 / run.wall_s / 1e9;
             let us = run.wall_s / batches as f64 * 1e6;
