@@ -158,3 +158,13 @@ fn sizes_that_cannot_fit_in_memory_are_refused_before_allocating() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn one_barrier_worker_is_singular() {
+    let (ok, stdout, stderr) = bench(&["barrier", "--threads", "1", "--iters", "10"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("barrier round trip, 1 worker: "),
+        "{stdout}"
+    );
+}

@@ -392,8 +392,9 @@ fn run() -> Result<ExitCode> {
             } else {
                 println!("{}", pool.summary());
                 println!(
-                    "barrier round trip, {} workers: {ns:.0} ns (mean of {iters}, median of 7 runs)",
-                    pool.count()
+                    "barrier round trip, {} worker{}: {ns:.0} ns (mean of {iters}, median of 7 runs)",
+                    pool.count(),
+                    if pool.count() == 1 { "" } else { "s" }
                 );
             }
         }
