@@ -168,3 +168,14 @@ fn one_barrier_worker_is_singular() {
         "{stdout}"
     );
 }
+
+#[test]
+fn tokenize_without_input_away_from_the_repository_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = bench_in(&["tokenize", "--passes", "1"], Some(dir.path()), None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("../shared/corpora/shakespeare") && stderr.contains("pass --input"),
+        "{stderr}"
+    );
+}

@@ -134,9 +134,11 @@ enum Command {
     },
     /// GPT-2 encoding MB/s over a corpus (one document per file), single thread or on N workers.
     Tokenize {
-        /// A file, directory or glob of text.
-        #[arg(long, default_value = "../shared/corpora/shakespeare")]
-        input: String,
+        /// A file, directory or glob of text [default: ../shared/corpora/shakespeare, relative to
+        /// the working directory, so found from the repository root; elsewhere, without --input,
+        /// the run stops and asks for one].
+        #[arg(long, value_name = "FILE|DIR|GLOB")]
+        input: Option<String>,
         /// Encode on N sphere workers (default: one thread, no pool).
         #[arg(long)]
         threads: Option<usize>,
@@ -208,6 +210,10 @@ enum Command {
         no_fail: bool,
     },
 }
+
+/// The corpus `cllm-bench tokenize` reads without --input, relative to the working directory
+/// (the repository root, where docs/PERFORMANCE.md's figures were measured).
+const DEFAULT_CORPUS: &str = "../shared/corpora/shakespeare";
 
 /// Bytes `cllm-bench decode` streams to measure the read bandwidth.
 const BANDWIDTH_BYTES: usize = 512 << 20;
@@ -567,6 +573,16 @@ fn run() -> Result<ExitCode> {
             passes,
             json,
         } => {
+            let input = match input {
+                Some(input) => input,
+                None if std::path::Path::new(DEFAULT_CORPUS).exists() => DEFAULT_CORPUS.to_string(),
+                None => bail!(
+                    "no --input, and the default corpus {DEFAULT_CORPUS} is not there (it is \
+                     relative to the working directory, {}): run from the repository root, or \
+                     pass --input FILE|DIR|GLOB",
+                    std::env::current_dir().map_or("?".into(), |d| d.display().to_string())
+                ),
+            };
             let pool = threads.map(|n| pool::Pool::start(Some(n))).transpose()?;
             let r = data::tokenize(&input, pool.as_ref().map(|p| &p.spheres), passes)?;
             let mbs = r.bytes as f64 / r.median_s / 1e6;
