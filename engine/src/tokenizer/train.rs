@@ -109,7 +109,7 @@ impl BpeTrainer {
             specials,
             &Origin {
                 path: Path::new("(training)"),
-                fix: "special tokens must be distinct and non-empty",
+                fix: "give each special token once, and none empty",
             },
         )
     }
