@@ -1,6 +1,7 @@
 //! Decoding allocates nothing per token: after the session is built and warm, `Decoder::step`
-//! (on two sphere workers and on the calling thread) and `Sampler::next` make no allocation. A
-//! counting global allocator sees every thread, so this file holds a single test.
+//! (on two sphere workers and on the calling thread) and `Sampler::next` make no allocation; and
+//! `Decoder::memory_bytes` says what `Decoder::new` allocates. A counting global allocator sees
+//! every thread, so this file holds a single test.
 
 mod counting;
 
@@ -32,9 +33,21 @@ fn no_allocation_per_decoded_token() {
         min_p: Some(0.02),
         repetition_penalty: Some(1.2),
     };
+    // One-time initialisations (the cache sizes read from sysfs) are not the session's.
+    drop(Decoder::new(&model, None, 1, 60).unwrap());
     for pool in [None, Some(&spheres)] {
         for batch in [1, 3] {
+            counting::start();
             let mut dec = Decoder::new(&model, pool, batch, 60).unwrap();
+            counting::stop();
+            // The estimate counts the buffers; the session's small bookkeeping is at most a few hundred bytes more.
+            let workers = pool.map_or(1, Spheres::count);
+            let estimate = Decoder::memory_bytes(&cfg, workers, batch, 60).unwrap() as usize;
+            let allocated = counting::bytes();
+            assert!(
+                estimate <= allocated && allocated - estimate <= 4 << 10,
+                "batch {batch}, {workers} workers: estimate {estimate}, allocated {allocated}"
+            );
             let mut samplers: Vec<Sampler> = (0..batch)
                 .map(|_| Sampler::new(&sample, 300, 5).unwrap())
                 .collect();

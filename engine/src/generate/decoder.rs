@@ -375,7 +375,8 @@ impl<'m> Decoder<'m> {
     /// The bytes [`Decoder::new`] allocates for a session of `batch` rows of up to `ctx` tokens
     /// on `workers` workers (the model's weights not included: it borrows them); `None` when that
     /// is more than a `u64` holds. A caller checks it against the machine's memory before asking
-    /// for a session too large to allocate. Keep it in step with [`Decoder::new`].
+    /// for a session too large to allocate. Kept in step with [`Decoder::new`] by a test that counts
+    /// what it allocates (`engine/tests/generate_alloc.rs`).
     pub fn memory_bytes(cfg: &GptConfig, workers: usize, batch: usize, ctx: usize) -> Option<u64> {
         // In f64, which cannot overflow: an estimate of sizes that may be absurd.
         let f = |x: usize| x as f64;
@@ -388,8 +389,8 @@ impl<'m> Decoder<'m> {
         } else {
             0.0
         };
-        // Per worker: ln, mean, rstd, h, scores, resid.
-        let worker = m * c + 2.0 * m + m * 4.0 * c + t + mr * c;
+        // Per worker: ln, mean, rstd, h, scores, resid, and its GEMM packing buffers.
+        let worker = m * c + 2.0 * m + m * 4.0 * c + t + mr * c + f(GemmScratch::new_bytes()) / 4.0;
         // k and v caches; resid, qkv, atty, fch; logits; the partial products; panels.
         let floats = 2.0 * l * b * t * c
             + m * (c + 3.0 * c + c + 4.0 * c)

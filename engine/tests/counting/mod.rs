@@ -1,5 +1,6 @@
 //! The counting global allocator of the `*_alloc` tests: it forwards to the system allocator and,
-//! between [`start`] and [`stop`], counts every allocation on every thread. Each test binary that
+//! between [`start`] and [`stop`], counts every allocation on every thread, and the bytes asked
+//! for. Each test binary that
 //! uses it holds a single test, so nothing else runs while it counts.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -9,11 +10,13 @@ struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
 
 impl Counting {
-    fn count(&self) {
+    fn count(&self, bytes: usize) {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(bytes, Ordering::Relaxed);
         }
     }
 }
@@ -21,19 +24,19 @@ impl Counting {
 // SAFETY: forwards every call to the system allocator unchanged; only counts on the side.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.count();
+        self.count(layout.size());
         // SAFETY: the caller's contract is passed on as it is.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.count();
+        self.count(layout.size());
         // SAFETY: as above.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.count();
+        self.count(new_size);
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -52,6 +55,7 @@ static GLOBAL: Counting = Counting;
 /// no order (Relaxed).
 pub fn start() {
     ALLOCATIONS.store(0, Ordering::SeqCst);
+    BYTES.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
 }
 
@@ -63,4 +67,11 @@ pub fn stop() {
 /// Allocations counted since the last [`start`].
 pub fn allocations() -> usize {
     ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+/// Bytes asked for by the allocations counted since the last [`start`] (a reallocation counts its
+/// new size).
+#[allow(dead_code)] // Used by some of the test binaries that include this module.
+pub fn bytes() -> usize {
+    BYTES.load(Ordering::SeqCst)
 }

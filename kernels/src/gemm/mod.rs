@@ -127,6 +127,14 @@ impl GemmScratch {
         GemmScratch::with_blocking(Blocking::for_caches(mr, nr, CacheSizes::detect()))
     }
 
+    /// The bytes [`GemmScratch::new`] allocates, without allocating them (for callers that check
+    /// a plan against the machine's memory first).
+    pub fn new_bytes() -> usize {
+        let (mr, nr) = tile(isa::active());
+        let Blocking { mc, kc, nc, .. } = Blocking::for_caches(mr, nr, CacheSizes::detect());
+        (mc * kc + kc * nc + 2 * AlignedBuf::ALIGN_FLOATS) * size_of::<f32>()
+    }
+
     /// Buffers with explicit block sizes (rounded to the active path's tile; see
     /// [`Blocking::custom`]). For tests that must run every blocking loop more than once on small
     /// matrices, and for tuning.
