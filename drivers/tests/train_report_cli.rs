@@ -8,6 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 /// A model small enough for a debug build: six steps, evaluated at 3 and 6.
 const TINY: [&str; 20] = [
     "--layers",
@@ -293,6 +295,30 @@ fn shards_train_with_their_own_tokenizer_and_refuse_another() {
     );
     assert!(err.contains("differs from --tokenizer gpt2"), "{err}");
     assert!(!err.contains("step 1"), "{err}");
+}
+
+/// A model to start from must bring its tokenizer (or be given one): a new BPE would not match
+/// its embeddings. A Hugging Face tokenizer.json (not cllm's format) is not one cllm reads.
+#[test]
+fn init_from_a_model_without_a_tokenizer_asks_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("hf");
+    std::fs::create_dir_all(&model).unwrap();
+    let golden = common::golden("tiny/trained");
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden.join(file), model.join(file)).unwrap();
+    }
+    std::fs::write(
+        model.join("tokenizer.json"),
+        r#"{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}"#,
+    )
+    .unwrap();
+    let err = train_err(d, "2", &["--init-from", "hf", "--report", "none"]);
+    assert!(
+        err.contains("brings no tokenizer cllm reads") && !err.contains("step 1"),
+        "{err}"
+    );
 }
 
 #[test]

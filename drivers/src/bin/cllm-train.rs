@@ -9,7 +9,7 @@
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use cllm_drivers::generation::load_model;
+use cllm_drivers::generation::{load_model, Codec};
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, shards_tokenizer, threads_plan};
 use cllm_engine::checkpoint::{list_step_dirs, parse_step_dir, read_pointer, LATEST};
@@ -321,10 +321,17 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         (Some(path), false) => Some(load_model(path)?),
         _ => None,
     };
-    let init_tokenizer = init
-        .as_ref()
-        .map(|(_, _, dir)| dir.join(TOKENIZER_FILE))
-        .filter(|file| file.is_file());
+    // Its tokenizer is found as cllm-generate finds one: a cllm checkpoint's tokenizer.json, or a
+    // Hugging Face directory's vocab.json + merges.txt.
+    let init_tokenizer = match (&init, &args.tokenizer) {
+        (Some((model, _, dir)), None) => {
+            match Codec::for_model(dir, None, model.config().vocab_size)? {
+                Codec::Bpe(t) => Some(*t),
+                Codec::Bytes | Codec::None => None,
+            }
+        }
+        _ => None,
+    };
     if args.init_from.is_some() && !args.resume {
         for id in ["layers", "heads", "embd"] {
             if given.iter().any(|g| g == id) {
@@ -340,13 +347,14 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     let shards_tokenizer = args.data.as_deref().and_then(shards_tokenizer);
     let tokenizer = match (&args.tokenizer, init_tokenizer, &args.data) {
         (Some(name), _, _) => load_tokenizer(name)?,
-        (None, Some(file), _) => {
-            Tokenizer::load(&file).with_context(|| format!("loading {}", file.display()))?
-        }
+        (None, Some(t), _) => t,
         (None, None, Some(_)) if !args.resume && shards_tokenizer.is_some() => {
             let file = shards_tokenizer.as_deref().expect("matched is_some");
             Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?
         }
+        (None, None, None) if init.is_some() && !args.resume => bail!(
+            "the --init-from model brings no tokenizer cllm reads (a cllm tokenizer.json, or vocab.json + merges.txt), and a new one would not match its embeddings: pass --tokenizer FILE|gpt2"
+        ),
         (None, None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
         (None, None, None) => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
         (None, None, Some(_)) if args.resume => Tokenizer::gpt2_builtin(), // replaced by the checkpoint's
