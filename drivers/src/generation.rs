@@ -304,7 +304,7 @@ impl Codec {
 
 /// Whether `path` is a Hugging Face tokenizer file (JSON with a `model` object and no `format`
 /// field), which a Hugging Face model directory may hold under cllm's tokenizer file name.
-fn is_hf_tokenizer(path: &Path) -> bool {
+pub fn is_hf_tokenizer(path: &Path) -> bool {
     std::fs::read(path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())

@@ -45,6 +45,7 @@ pub fn exit_on_error(result: Result<()>) {
 
 /// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, a shard
 /// file, or a glob whose directory part has no wildcard), if there is one: the shards are its ids.
+/// A Hugging Face tokenizer.json there is not one.
 pub fn shards_tokenizer(data: &str) -> Option<PathBuf> {
     let path = Path::new(data);
     let dir = if path.is_dir() { path } else { path.parent()? };
@@ -56,7 +57,8 @@ pub fn shards_tokenizer(data: &str) -> Option<PathBuf> {
     if dir.to_string_lossy().contains(['*', '?', '[']) {
         return None;
     }
-    Some(dir.join(generation::CHECKPOINT_TOKENIZER)).filter(|file| file.is_file())
+    Some(dir.join(generation::CHECKPOINT_TOKENIZER))
+        .filter(|file| file.is_file() && !generation::is_hf_tokenizer(file))
 }
 
 /// Whether `a` and `b` name the same file, however spelled (`./gp.txt` and `gp.txt`, a symbolic

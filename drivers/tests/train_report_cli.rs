@@ -226,6 +226,12 @@ fn a_resumed_run_ends_at_its_own_total_and_an_older_checkpoint_continues_beside_
     let out = run_train_args(d, &resume_at_3);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("would replace"), "{err}");
+    // A copy under another name is judged by its own step: only step 6 is later.
+    copy_dir(&d.join("b/step-00000003"), &d.join("b/copy"));
+    let out = run_train_args(d, &["--resume", "--ckpt-dir", "b/copy"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(step-00000006)"), "{err}");
+    std::fs::remove_dir_all(d.join("b/copy")).unwrap();
     // A damaged latest checkpoint: the error says how to continue from the older one.
     let optimizer = d.join("b/step-00000006/optimizer.safetensors");
     let len = std::fs::metadata(&optimizer).unwrap().len();
@@ -295,6 +301,35 @@ fn shards_train_with_their_own_tokenizer_and_refuse_another() {
     );
     assert!(err.contains("differs from --tokenizer gpt2"), "{err}");
     assert!(!err.contains("step 1"), "{err}");
+
+    // A Hugging Face tokenizer.json beside shards is not theirs: --tokenizer decides.
+    std::fs::rename(data.join("tokenizer.json"), d.join("tok.json")).unwrap();
+    std::fs::write(
+        data.join("tokenizer.json"),
+        r#"{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}"#,
+    )
+    .unwrap();
+    train(
+        d,
+        "2",
+        &[
+            "--data",
+            "data",
+            "--tokenizer",
+            "tok.json",
+            "--report",
+            "none",
+        ],
+    );
+}
+
+/// Copies the files of directory `from` into a new directory `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
 }
 
 /// A model to start from must bring its tokenizer (or be given one): a new BPE would not match

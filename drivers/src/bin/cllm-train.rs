@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cllm_drivers::generation::{load_model, Codec};
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
 use cllm_drivers::{corpus, memory_report, progress, shards_tokenizer, threads_plan};
-use cllm_engine::checkpoint::{list_step_dirs, parse_step_dir, read_pointer, LATEST};
+use cllm_engine::checkpoint::{list_step_dirs, read_pointer, LATEST};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
 use cllm_engine::model::{Gpt, GptConfig};
@@ -323,14 +323,17 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     };
     // Its tokenizer is found as cllm-generate finds one: a cllm checkpoint's tokenizer.json, or a
     // Hugging Face directory's vocab.json + merges.txt.
-    let init_tokenizer = match (&init, &args.tokenizer) {
+    let (init_tokenizer, init_lacks_tokenizer) = match (&init, &args.tokenizer) {
         (Some((model, _, dir)), None) => {
             match Codec::for_model(dir, None, model.config().vocab_size)? {
-                Codec::Bpe(t) => Some(*t),
-                Codec::Bytes | Codec::None => None,
+                Codec::Bpe(t) => (Some(*t), false),
+                // A byte-level model: a BPE trained on the corpus with --bpe-vocab 257 (the bytes
+                // and <|endoftext|>) matches it; the vocabulary check below refuses a larger one.
+                Codec::Bytes => (None, false),
+                Codec::None => (None, true),
             }
         }
-        _ => None,
+        _ => (None, false),
     };
     if args.init_from.is_some() && !args.resume {
         for id in ["layers", "heads", "embd"] {
@@ -352,7 +355,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             let file = shards_tokenizer.as_deref().expect("matched is_some");
             Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?
         }
-        (None, None, None) if init.is_some() && !args.resume => bail!(
+        (None, None, None) if init_lacks_tokenizer => bail!(
             "the --init-from model brings no tokenizer cllm reads (a cllm tokenizer.json, or vocab.json + merges.txt), and a new one would not match its embeddings: pass --tokenizer FILE|gpt2"
         ),
         (None, None, None) if !args.resume => Tokenizer::train(corpus::PLAYS.iter().map(|(_, text)| *text), args.bpe_vocab, &[])?,
@@ -539,10 +542,12 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             bail!(
                 "{} (written with the shards) differs from {ours}: the shards' ids would be read as another tokenizer's; {}",
                 file.display(),
-                if args.resume {
+                if from_checkpoint {
                     "resume with the shards the run was trained on"
-                } else {
+                } else if args.tokenizer.is_some() {
                     "drop --tokenizer to use the shards' own, or prepare the shards again with this tokenizer"
+                } else {
+                    "prepare the shards with the model's tokenizer (cllm-prepare --tokenizer)"
                 }
             );
         }
@@ -978,10 +983,10 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    // The real path, so that `.` or a symbolic link is judged by where the checkpoint lies.
+    let dir =
+        &std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let parent = dir.parent().unwrap_or(Path::new("/"));
     if !parent.join(LATEST).is_file() {
         let name = dir
             .file_name()
@@ -992,10 +997,13 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let this = dir
-        .file_name()
-        .and_then(|n| parse_step_dir(&n.to_string_lossy()))
-        .unwrap_or(0);
+    // Its step from its own state (its directory may have been renamed or copied).
+    let state = dir.join(TRAINER_STATE_FILE);
+    let this = std::fs::read_to_string(&state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| v["step"].as_u64())
+        .with_context(|| format!("{} holds no `step`", state.display()))?;
     let later: Vec<String> = list_step_dirs(parent)?
         .into_iter()
         .filter(|&(step, _)| step > this)
