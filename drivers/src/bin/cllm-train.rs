@@ -140,7 +140,8 @@ struct Args {
     #[arg(long)]
     resume: bool,
     /// Start from a Hugging Face GPT-2 directory (config.json + model.safetensors), a cllm
-    /// checkpoint or run directory (its latest checkpoint; its tokenizer.json too).
+    /// checkpoint or run directory (its latest checkpoint), with its tokenizer: a cllm
+    /// tokenizer.json, else vocab.json + merges.txt, else --tokenizer.
     #[arg(long)]
     init_from: Option<PathBuf>,
     /// Seed of initialisation, data order and sampling.
