@@ -82,7 +82,8 @@ struct Args {
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
-    /// Optimizer steps (in all, counting the steps of a resumed run).
+    /// Optimizer steps (in all, counting the steps of a resumed run; resumed without it, the
+    /// run's own total).
     #[arg(long, default_value_t = 300)]
     steps: usize,
     #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
