@@ -9,8 +9,9 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cllm_engine::sphere_tree::SphereTree;
+use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::topology::{Topology, TopologyWarning};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -43,22 +44,54 @@ pub fn exit_on_error(result: Result<()>) {
     std::process::exit(1);
 }
 
-/// The tokenizer file cllm-prepare wrote beside the shards `data` names (a directory, a shard
-/// file, or a glob whose directory part has no wildcard), if there is one: the shards are its ids.
-/// A Hugging Face tokenizer.json there is not one.
-pub fn shards_tokenizer(data: &str) -> Option<PathBuf> {
-    let path = Path::new(data);
-    let dir = if path.is_dir() { path } else { path.parent()? };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if dir.to_string_lossy().contains(['*', '?', '[']) {
-        return None;
+/// The tokenizer cllm-prepare wrote beside a set of shards: the shards are its ids.
+pub struct ShardsTokenizer {
+    /// Its file.
+    pub file: PathBuf,
+    pub tokenizer: Tokenizer,
+}
+
+impl ShardsTokenizer {
+    /// The one beside the shards `data` names (a directory, a shard file, or a glob whose
+    /// directory part has no wildcard), if there is one. A Hugging Face tokenizer.json there is
+    /// not one.
+    pub fn find(data: &str) -> Result<Option<ShardsTokenizer>> {
+        let path = Path::new(data);
+        let Some(dir) = (if path.is_dir() {
+            Some(path)
+        } else {
+            path.parent()
+        }) else {
+            return Ok(None);
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let file = dir.join(generation::CHECKPOINT_TOKENIZER);
+        if dir.to_string_lossy().contains(['*', '?', '['])
+            || !file.is_file()
+            || generation::is_hf_tokenizer(&file)
+        {
+            return Ok(None);
+        }
+        let tokenizer =
+            Tokenizer::load(&file).with_context(|| format!("loading {}", file.display()))?;
+        Ok(Some(ShardsTokenizer { file, tokenizer }))
     }
-    Some(dir.join(generation::CHECKPOINT_TOKENIZER))
-        .filter(|file| file.is_file() && !generation::is_hf_tokenizer(file))
+
+    /// Refuses `tokenizer` (`what` names it) unless it is this one: it would read the shards' ids
+    /// as its own. `fix` says what to do instead.
+    pub fn check(&self, tokenizer: &Tokenizer, what: &str, fix: &str) -> Result<()> {
+        if tokenizer.to_json() != self.tokenizer.to_json() {
+            anyhow::bail!(
+                "{} (written with the shards) differs from {what}: the shards' ids would be read as another tokenizer's; {fix}",
+                self.file.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Whether `a` and `b` name the same file, however spelled (`./gp.txt` and `gp.txt`, a symbolic

@@ -15,9 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use cllm_drivers::generation::{
     beam_best, generate_text, load_model, model_files, Codec, GenOptions,
 };
-use cllm_drivers::{refuse_output_over_input, shards_tokenizer, threads_plan};
+use cllm_drivers::{refuse_output_over_input, threads_plan, ShardsTokenizer};
 use cllm_engine::eval::{bleu, rouge};
-use cllm_engine::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -464,20 +463,20 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
     };
     // The shards are ids of the tokenizer cllm-prepare wrote beside them: scored by a model of
     // another tokenizer, or counted in another's bytes, the figures would mean nothing.
-    if let Some(file) = shards_tokenizer(&args.data) {
-        let theirs = Tokenizer::load(&file)
-            .with_context(|| format!("loading {}", file.display()))?
-            .to_json();
-        let own = Codec::for_model(&dir, None, vocab)?;
-        for (what, codec) in [("the model's tokenizer", &own), ("--tokenizer", &codec)] {
-            if let Codec::Bpe(t) = codec {
-                if t.to_json() != theirs {
-                    bail!(
-                        "{} (written with the shards) differs from {what}: the shards were not made for this model's vocabulary, so its perplexity on them means nothing; prepare them with the model's tokenizer (cllm-prepare --tokenizer)",
-                        file.display()
-                    );
-                }
+    if let Some(shards) = ShardsTokenizer::find(&args.data)? {
+        let fix = "prepare them with the model's tokenizer (cllm-prepare --tokenizer)";
+        // Without --tokenizer, `codec` is the model's own.
+        if args.tokenizer.is_some() {
+            if let Codec::Bpe(t) = Codec::for_model(&dir, None, vocab)? {
+                shards.check(&t, "the model's tokenizer", fix)?;
             }
+        }
+        if let Codec::Bpe(t) = &codec {
+            let what = match args.tokenizer {
+                Some(_) => "--tokenizer",
+                None => "the model's tokenizer",
+            };
+            shards.check(t, what, fix)?;
         }
     }
     let seq = args.seq.unwrap_or(model.config().n_positions);

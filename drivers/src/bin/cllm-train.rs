@@ -11,7 +11,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use cllm_drivers::generation::{load_model, Codec};
 use cllm_drivers::report::{f32_value, Curve, EvalPoint, StepPoint, TrainReport};
-use cllm_drivers::{corpus, memory_report, progress, shards_tokenizer, threads_plan};
+use cllm_drivers::{corpus, memory_report, progress, threads_plan, ShardsTokenizer};
 use cllm_engine::checkpoint::{list_step_dirs, read_pointer, LATEST};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
@@ -349,13 +349,15 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     }
     // The tokenizer: from --tokenizer, the starting model, or trained on the default corpus (a
     // resumed run takes the one its checkpoint stored instead, below).
-    let shards_tokenizer = args.data.as_deref().and_then(shards_tokenizer);
+    let shards_tokenizer = match &args.data {
+        Some(data) => ShardsTokenizer::find(data)?,
+        None => None,
+    };
     let tokenizer = match (&args.tokenizer, init_tokenizer, &args.data) {
         (Some(name), _, _) => load_tokenizer(name)?,
         (None, Some(t), _) => t,
         (None, None, Some(_)) if !args.resume && shards_tokenizer.is_some() => {
-            let file = shards_tokenizer.as_deref().expect("matched is_some");
-            Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?
+            shards_tokenizer.as_ref().expect("matched is_some").tokenizer.clone()
         }
         (None, None, None) if init_lacks_tokenizer => bail!(
             "the --init-from model brings no tokenizer cllm reads (a cllm tokenizer.json, or vocab.json + merges.txt), and a new one would not match its embeddings: pass --tokenizer FILE|gpt2"
@@ -530,29 +532,24 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     };
     // Shards are ids of the tokenizer cllm-prepare wrote beside them: any other would train on
     // (and sample) the wrong text.
-    if let Some(file) = &shards_tokenizer {
-        let theirs =
-            Tokenizer::load(file).with_context(|| format!("loading {}", file.display()))?;
-        if theirs.to_json() != tokenizer.to_json() {
-            let ours = if from_checkpoint {
-                "the checkpoint's tokenizer".to_string()
-            } else if let Some(name) = &args.tokenizer {
-                format!("--tokenizer {name}")
-            } else {
-                "the --init-from model's tokenizer".to_string()
-            };
-            bail!(
-                "{} (written with the shards) differs from {ours}: the shards' ids would be read as another tokenizer's; {}",
-                file.display(),
-                if from_checkpoint {
-                    "resume with the shards the run was trained on"
-                } else if args.tokenizer.is_some() {
-                    "drop --tokenizer to use the shards' own, or prepare the shards again with this tokenizer"
-                } else {
-                    "prepare the shards with the model's tokenizer (cllm-prepare --tokenizer)"
-                }
-            );
-        }
+    if let Some(shards) = &shards_tokenizer {
+        let (ours, fix) = if from_checkpoint {
+            (
+                "the checkpoint's tokenizer".to_string(),
+                "resume with the shards the run was trained on",
+            )
+        } else if let Some(name) = &args.tokenizer {
+            (
+                format!("--tokenizer {name}"),
+                "drop --tokenizer to use the shards' own, or prepare the shards again with this tokenizer",
+            )
+        } else {
+            (
+                "the --init-from model's tokenizer".to_string(),
+                "prepare the shards with the model's tokenizer (cllm-prepare --tokenizer)",
+            )
+        };
+        shards.check(&tokenizer, &ours, fix)?;
     }
     let tokenizer_json = tokenizer.to_json();
     let model_cfg = *trainer.model.config();
