@@ -957,8 +957,7 @@ fn schedule_of(kind: ScheduleArg, lr: f32, min_lr: f32, warmup: usize, total: us
 /// The batch and worker count a run directory's latest checkpoint (or a checkpoint directory)
 /// was saved with, when they can be read (resuming reports anything wrong with it properly).
 fn saved_batch_and_workers(dir: &Path) -> Option<(usize, usize)> {
-    let state = checkpoint_dir(dir).ok()?.join(TRAINER_STATE_FILE);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+    let v = saved_state(&checkpoint_dir(dir).ok()?)?;
     let n = |key: &str| {
         v[key]
             .as_u64()
@@ -966,6 +965,12 @@ fn saved_batch_and_workers(dir: &Path) -> Option<(usize, usize)> {
             .filter(|&n| n > 0)
     };
     Some((n("batch")?, n("workers")?))
+}
+
+/// The training state a checkpoint directory holds, read before `Trainer::resume` checks it.
+fn saved_state(checkpoint: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(checkpoint.join(TRAINER_STATE_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Where a run given `--ckpt-dir dir` saves its checkpoints: `dir` itself, or, when `dir` is one
@@ -997,12 +1002,9 @@ fn run_directory(dir: &Path, resume: bool) -> Result<PathBuf> {
         );
     }
     // Its step from its own state (its directory may have been renamed or copied).
-    let state = dir.join(TRAINER_STATE_FILE);
-    let this = std::fs::read_to_string(&state)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+    let this = saved_state(dir)
         .and_then(|v| v["step"].as_u64())
-        .with_context(|| format!("{} holds no `step`", state.display()))?;
+        .with_context(|| format!("{} holds no `step`", dir.join(TRAINER_STATE_FILE).display()))?;
     let later: Vec<String> = list_step_dirs(parent)?
         .into_iter()
         .filter(|&(step, _)| step > this)
