@@ -2,80 +2,116 @@ mod common;
 
 use cllm_kernels::gemv::{self, oracle, GEMV_MAX_ROWS, NN_NB, PANEL_COLS, PANEL_KC};
 use common::*;
+use rand::rngs::StdRng;
 
-/// The `m` rows of a contiguous (m, n) buffer (empty rows when n = 0).
-fn rows(buf: &mut [f32], n: usize, m: usize) -> Vec<&mut [f32]> {
+/// The `m` rows of `n` floats of a buffer with row stride `ld` (empty rows when n = 0).
+fn rows(buf: &mut [f32], n: usize, ld: usize, m: usize) -> Vec<&mut [f32]> {
     let mut out = Vec::with_capacity(m);
     let mut rest = buf;
     for _ in 0..m {
-        let (row, tail) = rest.split_at_mut(n);
-        out.push(row);
+        let (row, tail) = rest.split_at_mut(ld.min(rest.len()));
+        out.push(&mut row[..n]);
         rest = tail;
     }
     out
 }
 
-fn xrows(x: &[f32], k: usize, m: usize) -> Vec<&[f32]> {
-    (0..m).map(|i| &x[i * k..i * k + k]).collect()
+fn xrows(x: &[f32], k: usize, ld: usize, m: usize) -> Vec<&[f32]> {
+    (0..m).map(|i| &x[i * ld..i * ld + k]).collect()
 }
 
+/// `r` rows of `n` random floats at row stride `ld`, starting 1 float into the buffer (so every
+/// row is unaligned for odd strides): NaN everywhere else, so a kernel that reads a gap poisons
+/// its result and one that writes a gap shows there.
+fn gapped(rng: &mut StdRng, r: usize, n: usize, ld: usize) -> Vec<f32> {
+    let mut buf = vec![f32::NAN; 1 + r * ld];
+    for i in 0..r {
+        buf[1 + i * ld..][..n].copy_from_slice(&random_vec(rng, n));
+    }
+    buf
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Each element of `got` against the f64 oracle's `want`, within Higham's bound for a sum formed
+/// in f32: a sum whose terms each go through at most h roundings is off by at most
+/// γ_h·Σ|terms| (γ_h ≈ h·u, u = 2^-24, any order), and the oracle's rounding to f32 adds u·|sum|.
+/// Here the terms are the K products, the bias and (accumulating) the prior y; each goes through
+/// at most K + 4 roundings on any path (gemv_nn: the bias add and one FMA per row of w; gemv_nt:
+/// ceil(K / LANES) FMAs per lane and log2(LANES) ≤ 4 adds across lanes). We allow
+/// (K + 4)·EPSILON = 2·(K + 4)·u times Σ|terms| (`sums`, the oracle on absolute values): twice
+/// the worst case. Both NaN (the gaps between rows) passes.
+fn assert_sum_close(what: &str, got: &[f32], want: &[f32], sums: &[f32], k: usize) {
+    assert_eq!(got.len(), want.len(), "{what}: length mismatch");
+    for (i, ((&g, &w), &sum)) in got.iter().zip(want).zip(sums).enumerate() {
+        let tol = (k + 4) as f32 * f32::EPSILON * sum + f32::MIN_POSITIVE;
+        assert!(
+            (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+            "{what} [isa {}]: element {i}: got {g}, want {w} (tolerance {tol})",
+            cllm_kernels::isa::active()
+        );
+    }
+}
+
+/// Every row count a call takes (all tile remainders of TILE_ROWS and of gemv_nt's pairs of w
+/// rows); K around NN_STREAMS, a vector and 64; N over SIZES and two column blocks of NN_NB.
+/// Rows of x and y are unaligned with gaps between them (`gapped`), w has row stride N + 3.
 #[test]
 fn gemv_nn_matches_oracle_on_odd_sizes() {
     let mut rng = rng(7);
-    for m in [1, 3, GEMV_MAX_ROWS] {
-        for &k in &[0, 1, 3, 4, 7, 65] {
-            for &n in SIZES.iter().chain(&[1100]) {
-                let ldw = n + 3;
-                let x = random_vec(&mut rng, m * k);
-                let w = unaligned(&mut rng, k * ldw, 1);
+    for m in 1..=GEMV_MAX_ROWS {
+        for &k in &[0, 1, 3, 4, 7, 63, 65] {
+            for &n in SIZES.iter().chain(&[NN_NB + 332]) {
+                let (ldx, ldy, ldw) = (k + 1, n + 1, n + 3);
+                let x = gapped(&mut rng, m, k, ldx);
+                let w = gapped(&mut rng, k, n, ldw);
                 let bias = random_vec(&mut rng, n);
-                let init = random_vec(&mut rng, m * n);
-                for (acc, b) in [
-                    (false, &[][..]),
-                    (false, &bias[..]),
-                    (true, &bias[..]),
-                    (true, &[][..]),
-                ] {
-                    let xs = xrows(&x, k, m);
-                    let (mut got, mut want) = (init.clone(), init.clone());
-                    gemv::gemv_nn(&mut rows(&mut got, n, m), &xs, &w[1..], ldw, b, acc).unwrap();
-                    oracle::gemv_nn(&mut rows(&mut want, n, m), &xs, &w[1..], ldw, b, acc);
-                    // K ≤ 65 products of values in [-1, 1) summed in f32 against f64: well
-                    // under 1e-5 relative to the sum's scale (~sqrt(K)).
-                    assert_close(
-                        &format!("gemv_nn m={m} k={k} n={n} acc={acc}"),
-                        &got,
-                        &want,
-                        1e-4,
-                        1e-5,
-                    );
+                let init = gapped(&mut rng, m, n, ldy);
+                let (xs, ws) = (xrows(&x[1..], k, ldx, m), &w[1..]);
+                let (ax, aw, ab) = (abs(&x), abs(&w), abs(&bias));
+                let axs = xrows(&ax[1..], k, ldx, m);
+                for (acc, with_bias) in [(false, false), (false, true), (true, true), (true, false)]
+                {
+                    let (b, abs_b) = if with_bias {
+                        (&bias[..], &ab[..])
+                    } else {
+                        (&[][..], &[][..])
+                    };
+                    let (mut got, mut want, mut sums) = (init.clone(), init.clone(), abs(&init));
+                    gemv::gemv_nn(&mut rows(&mut got[1..], n, ldy, m), &xs, ws, ldw, b, acc)
+                        .unwrap();
+                    oracle::gemv_nn(&mut rows(&mut want[1..], n, ldy, m), &xs, ws, ldw, b, acc);
+                    let mut ys = rows(&mut sums[1..], n, ldy, m);
+                    oracle::gemv_nn(&mut ys, &axs, &aw[1..], ldw, abs_b, acc);
+                    let what = format!("gemv_nn m={m} k={k} n={n} acc={acc} bias={with_bias}");
+                    assert_sum_close(&what, &got, &want, &sums, k);
                 }
             }
         }
     }
 }
 
+/// As for gemv_nn: every row count; K over SIZES; N (rows of w) around NT_STREAMS and 64.
 #[test]
 fn gemv_nt_matches_oracle_on_odd_sizes() {
     let mut rng = rng(8);
-    for m in [1, 2, GEMV_MAX_ROWS] {
+    for m in 1..=GEMV_MAX_ROWS {
         for &k in SIZES {
-            for &n in &[0, 1, 5, 33] {
-                let ldw = k + 1;
-                let x = random_vec(&mut rng, m * k);
-                let w = unaligned(&mut rng, n * ldw, 3);
-                let xs = xrows(&x, k, m);
-                let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
-                gemv::gemv_nt(&mut rows(&mut got, n, m), &xs, &w[3..], ldw).unwrap();
-                oracle::gemv_nt(&mut rows(&mut want, n, m), &xs, &w[3..], ldw);
-                // K ≤ 200 products in f32 (vector partial sums) against f64.
-                assert_close(
-                    &format!("gemv_nt m={m} k={k} n={n}"),
-                    &got,
-                    &want,
-                    1e-4,
-                    1e-5,
-                );
+            for &n in &[0, 1, 5, 7, 33, 63, 65] {
+                let (ldx, ldy, ldw) = (k + 1, n + 1, k + 3);
+                let x = gapped(&mut rng, m, k, ldx);
+                let w = gapped(&mut rng, n, k, ldw);
+                let init = gapped(&mut rng, m, n, ldy);
+                let xs = xrows(&x[1..], k, ldx, m);
+                let (ax, aw) = (abs(&x), abs(&w));
+                let (mut got, mut want, mut sums) = (init.clone(), init.clone(), init.clone());
+                gemv::gemv_nt(&mut rows(&mut got[1..], n, ldy, m), &xs, &w[1..], ldw).unwrap();
+                oracle::gemv_nt(&mut rows(&mut want[1..], n, ldy, m), &xs, &w[1..], ldw);
+                let axs = xrows(&ax[1..], k, ldx, m);
+                oracle::gemv_nt(&mut rows(&mut sums[1..], n, ldy, m), &axs, &aw[1..], ldw);
+                assert_sum_close(&format!("gemv_nt m={m} k={k} n={n}"), &got, &want, &sums, k);
             }
         }
     }
@@ -151,12 +187,12 @@ fn rows_alone_and_batched_agree(k: usize, n: usize) {
         gemv::gemv_nt(&mut [&mut alone_nt[i * n..i * n + n]], &xs, &w, k).unwrap();
     }
     for m in 2..=GEMV_MAX_ROWS {
-        let xs = xrows(&x, k, m);
+        let xs = xrows(&x, k, k, m);
         let mut got = vec![0.0; m * n];
-        gemv::gemv_nn(&mut rows(&mut got, n, m), &xs, &w, n, &bias, false).unwrap();
+        gemv::gemv_nn(&mut rows(&mut got, n, n, m), &xs, &w, n, &bias, false).unwrap();
         assert_eq!(got, alone[..m * n], "gemv_nn m={m}");
         let mut got = vec![0.0; m * n];
-        gemv::gemv_nt(&mut rows(&mut got, n, m), &xs, &w, k).unwrap();
+        gemv::gemv_nt(&mut rows(&mut got, n, n, m), &xs, &w, k).unwrap();
         assert_eq!(got, alone_nt[..m * n], "gemv_nt m={m}");
     }
 }
@@ -179,10 +215,12 @@ fn gemv_nn_panels_equals_gemv_nn_bit_for_bit() {
                 let bias = random_vec(&mut rng, n);
                 let init = random_vec(&mut rng, m * n);
                 for (acc, b) in [(false, &[][..]), (false, &bias[..]), (true, &bias[..])] {
-                    let xs = xrows(&x, k, m);
+                    let xs = xrows(&x, k, k, m);
                     let (mut got, mut want) = (init.clone(), init.clone());
-                    gemv::gemv_nn_panels(&mut rows(&mut got, n, m), &xs, &panels, b, acc).unwrap();
-                    gemv::gemv_nn(&mut rows(&mut want, n, m), &xs, &w[2..], ldw, b, acc).unwrap();
+                    gemv::gemv_nn_panels(&mut rows(&mut got, n, n, m), &xs, &panels, b, acc)
+                        .unwrap();
+                    gemv::gemv_nn(&mut rows(&mut want, n, n, m), &xs, &w[2..], ldw, b, acc)
+                        .unwrap();
                     let same = got
                         .iter()
                         .zip(&want)
