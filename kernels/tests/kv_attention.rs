@@ -3,32 +3,45 @@ mod common;
 use cllm_kernels::kv_attention::{self, oracle, OUT_VECS};
 use common::*;
 
+/// Head sizes below, at and past one vector and one OUT_VECS chunk of every path (64 is GPT-2's).
+const HEAD_SIZES: [usize; 10] = [
+    1,
+    3,
+    7,
+    8,
+    17,
+    63,
+    64,
+    65,
+    8 * OUT_VECS + 3,
+    16 * OUT_VECS + 1,
+];
+
 #[test]
 fn attend_cached_matches_oracle_on_odd_sizes() {
     let mut rng = rng(11);
-    // Head sizes below, at and past one vector and one OUT_VECS chunk of every path (64 is
-    // GPT-2's); cache lengths around the four-key groups and the vector width.
-    for hs in [1, 3, 8, 17, 64, 65, 8 * OUT_VECS + 3, 16 * OUT_VECS + 1] {
-        for t in [0, 1, 2, 3, 4, 5, 7, 9, 16, 33, 65, 300] {
+    // Cache lengths around the four-key groups and the vector width. Every buffer starts at an
+    // odd offset into its allocation.
+    for hs in HEAD_SIZES {
+        for t in [0, 1, 2, 3, 4, 5, 7, 9, 16, 33, 63, 65, 300] {
             let q = unaligned(&mut rng, hs, 1);
             // Scores spread over several units, as trained heads' are.
-            let keys: Vec<f32> = random_vec(&mut rng, t * hs)
-                .iter()
-                .map(|x| 3.0 * x)
-                .collect();
+            let mut keys = unaligned(&mut rng, t * hs, 5);
+            keys[5..].iter_mut().for_each(|x| *x *= 3.0);
             let values = unaligned(&mut rng, t * hs, 3);
             let scale = 1.0 / (hs as f32).sqrt();
-            let (mut got, mut want) = (vec![f32::NAN; hs], vec![0.0; hs]);
-            let mut scores = vec![f32::NAN; t];
-            kv_attention::attend_cached(&mut got, &q[1..], &keys, &values[3..], scale, &mut scores)
+            let (mut got, mut want) = (vec![f32::NAN; hs + 1], vec![0.0; hs]);
+            let mut scores = vec![f32::NAN; t + 1];
+            let (q, keys, values) = (&q[1..], &keys[5..], &values[3..]);
+            kv_attention::attend_cached(&mut got[1..], q, keys, values, scale, &mut scores[1..])
                 .unwrap();
-            oracle::attend_cached(&mut want, &q[1..], &keys, &values[3..], scale, t);
+            oracle::attend_cached(&mut want, q, keys, values, scale, t);
             // A convex combination of values in [-1, 1): f32 dot products of ≤ 137 terms, an
             // exp within 2 ulp and sums of ≤ 300 terms keep every output within ~1e-6 of the
             // f64 result; 1e-5 leaves a margin.
             assert_close(
                 &format!("attend_cached hs={hs} t={t}"),
-                &got,
+                &got[1..],
                 &want,
                 1e-5,
                 1e-5,
@@ -43,7 +56,12 @@ fn attend_cached_rejects_short_buffers() {
     let mut out = vec![0.0; 8];
     let mut scores = vec![0.0; 4];
     let err = kv_attention::attend_cached(&mut out, &q, &kv, &kv, 1.0, &mut scores).unwrap_err();
-    assert!(err.to_string().contains("keys"), "{err}");
+    assert_eq!(err.kernel, "attend_cached");
+    assert!(
+        err.to_string()
+            .contains("`keys` has 24 elements but t * HS = 32"),
+        "{err}"
+    );
     let err = kv_attention::attend_cached(&mut out, &q[..7], &kv, &kv, 1.0, &mut scores[..3])
         .unwrap_err();
     assert!(err.to_string().contains("`q`"), "{err}");
