@@ -609,8 +609,13 @@ fn attention_fwd_generic<S: GemmKernel>(
         for h in 0..nh {
             // SAFETY: the asserts above bound every pointer: rows (bi·T + i)·3C + offset + d with
             // i < T, offset + d < 3C; out rows (bi·T + i)·C + h·HS + d < B·T·C; lse index
-            // (bi·NH + h)·T + i; the Kᵀ tile of block jb / BC is HS·BC floats at jb·HS < HS·tp;
-            // the chunk's tile columns jb − j0 + BC ≤ KEY_CHUNK.
+            // (bi·NH + h)·T + i; the Kᵀ tile of block jb / BC is HS·BC floats at jb·HS, and
+            // jb + BC ≤ Tp (jb ≤ i_last < T, both multiples of BC, Tp a multiple of KEY_PAD);
+            // the chunk's tile columns jb − j0 + BC ≤ KEY_CHUNK (a multiple of BC). The mask
+            // tables are read on diagonal tiles only (jb + BC > i0 + 1, jb ≤ i_last < i0 + BR)
+            // at MASK_ZEROS − 1 + jb − i for a row i in i0 .. i0 + BR: at least
+            // MASK_ZEROS + 2 − BC − BR ≥ 0, and its BC floats end by MASK_ZEROS + BR + BC − 2
+            // ≤ 2·MASK_ZEROS, the tables' length.
             unsafe {
                 let base = qkv.as_ptr().add(bi * t * c3);
                 let q = base.add(h * hs);
@@ -767,8 +772,14 @@ fn attention_bwd_generic<S: GemmKernel>(
         for h in 0..nh {
             // SAFETY: the asserts above bound every pointer: rows i, j < T of the (B, T, 3C) and
             // (B, T, C) buffers at offsets + d < their row width; lse index (bi·NH + h)·T + i;
-            // packed rows i < T of HS floats; Kᵀ/Vᵀ tiles of HS·BC floats at j0·HS < HS·Tp; panel
-            // rows i − j0 < Tp + BR.
+            // packed rows i < T of HS floats; Kᵀ/Vᵀ tiles of HS·BC floats at j0·HS, j0 + BC ≤ Tp;
+            // panel rows i − j0 < Tp + BR. keys_axpy reads KB weights from column k0 < BC of
+            // each panel row i − j0 < T − j0, which may run KB − 1 floats into the next row: that
+            // row exists (T − j0 ≤ Tp of the Tp + BR), and those weights belong to keys ≥ nk,
+            // which are never stored. The mask table is read on diagonal tiles only
+            // (j0 + BC > i0 + 1) at MASK_ZEROS − 1 + j0 − i for a row i in i0 .. i0 + BR, i ≥ j0:
+            // at least MASK_ZEROS + 2 − BC − BR ≥ 0, and its BC floats end by MASK_ZEROS − 1 + BC
+            // ≤ 2·MASK_ZEROS, the table's length.
             unsafe {
                 let base = qkv.as_ptr().add(bi * t * c3);
                 let k = base.add(c + h * hs);
