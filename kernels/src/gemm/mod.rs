@@ -468,6 +468,7 @@ fn few_rows<S: GemmKernel>(
     let (mr, nr) = (S::MR, S::NR);
     let tiles = m.div_ceil(mr);
     assert!(c.len() >= (m - 1) * ldc + n);
+    assert!(apack.len() >= tiles * kc * mr && bpack.len() >= kc * nr);
     let cp = c.as_mut_ptr();
     for pc in (0..k).step_by(kc) {
         let kcb = kc.min(k - pc);
@@ -497,7 +498,8 @@ fn few_rows<S: GemmKernel>(
                 let mrb = mr.min(m - ir);
                 let ap = apack[ip * kcb * mr..].as_ptr();
                 // SAFETY: tile rows ir..ir+mrb <= m and columns jr..jr+nrb <= n lie inside `c`
-                // (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
+                // (asserted above); A panel ip < tiles holds kcb·MR floats from ip·kcb·MR and
+                // `panel` kcb·NR, inside the packing buffers (asserted above, kcb <= kc).
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
                     run_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
