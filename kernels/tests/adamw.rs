@@ -176,7 +176,12 @@ fn scale_matches_oracle_on_odd_sizes_and_offsets() {
             );
         }
     }
-    assert!(adamw::scale(&mut [0.0; 3], 2.0, 4).is_err());
+    let err = adamw::scale(&mut [0.0; 3], 2.0, 4).unwrap_err();
+    assert_eq!(err.kernel, "scale");
+    assert!(
+        err.to_string().contains("`x` has 3 elements but N = 4"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -203,7 +208,12 @@ fn sumsq_matches_oracle_on_odd_sizes_and_offsets() {
             );
         }
     }
-    assert!(adamw::sumsq(&[0.0; 3], 4).is_err());
+    let err = adamw::sumsq(&[0.0; 3], 4).unwrap_err();
+    assert_eq!(err.kernel, "sumsq");
+    assert!(
+        err.to_string().contains("`x` has 3 elements but N = 4"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -139,8 +139,18 @@ fn gemv_rejects_bad_shapes() {
     let x = [1.0f32; 3];
     let err = gemv::gemv_nn(&mut [&mut y[..]], &[&x[..]], &[0.0; 5], 4, &[], false).unwrap_err();
     assert_eq!(err.kernel, "gemv_nn");
+    assert!(
+        err.to_string()
+            .contains("has 5 elements, K=3 rows of stride 4 need 12"),
+        "{err}"
+    );
     let err = gemv::gemv_nt(&mut [&mut y[..]], &[&x[..]], &[0.0; 5], 3).unwrap_err();
     assert_eq!(err.kernel, "gemv_nt");
+    assert!(
+        err.to_string()
+            .contains("has 5 elements, 4 rows of stride 3 need 12"),
+        "{err}"
+    );
     let mut rows9: Vec<&mut [f32]> = (0..GEMV_MAX_ROWS + 1).map(|_| &mut [][..]).collect();
     let xs9: Vec<&[f32]> = (0..GEMV_MAX_ROWS + 1).map(|_| &[][..]).collect();
     assert!(gemv::gemv_nn(&mut rows9, &xs9, &[], 0, &[], false).is_err());
