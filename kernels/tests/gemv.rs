@@ -40,7 +40,7 @@ fn abs(v: &[f32]) -> Vec<f32> {
 /// γ_h·Σ|terms| (γ_h ≈ h·u, u = 2^-24, any order), and the oracle's rounding to f32 adds u·|sum|.
 /// Here the terms are the K products, the bias and (accumulating) the prior y; each goes through
 /// at most K + 4 roundings on any path (gemv_nn: the bias add and one FMA per row of w; gemv_nt:
-/// ceil(K / LANES) FMAs per lane and log2(LANES) ≤ 4 adds across lanes). We allow
+/// ceil(K / LANES) FMAs per lane, then at most 4 adds across lanes on any path). We allow
 /// (K + 4)·EPSILON = 2·(K + 4)·u times Σ|terms| (`sums`, the oracle on absolute values): twice
 /// the worst case. Both NaN (the gaps between rows) passes.
 fn assert_sum_close(what: &str, got: &[f32], want: &[f32], sums: &[f32], k: usize) {
