@@ -946,3 +946,66 @@ fn weights_in_a_form_cllm_does_not_read_are_named() {
         );
     }
 }
+
+#[test]
+fn a_truncated_weights_file_is_blamed_not_the_config() {
+    // Cut short enough that the file is too small for the config's parameters: the error must
+    // still name the weights file and its damage, not call the config a mismatch.
+    for (len, says) in [
+        (0, "shorter than the 8-byte header length"),
+        (20, "truncated"),
+    ] {
+        let root = tmp();
+        fs::copy(
+            golden_dir().join(CONFIG_FILE),
+            root.path().join(CONFIG_FILE),
+        )
+        .unwrap();
+        let path = root.path().join(MODEL_FILE);
+        fs::copy(golden_dir().join(MODEL_FILE), &path).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        let Err(e) = cllm_engine::model::Gpt::from_hf_dir(root.path()) else {
+            panic!("a {len}-byte model.safetensors loaded");
+        };
+        assert!(
+            matches!(e, CheckpointError::SafetensorsHeader { .. }),
+            "{e}"
+        );
+        let m = message(&e);
+        assert!(
+            m.contains(&path.display().to_string()) && m.contains(says),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn a_config_that_does_not_fit_the_weights_names_its_sizes() {
+    // A config.json without `n_embd` takes GPT-2's 768: far more parameters than the golden
+    // weights hold. The error names the config, its sizes, the shapes found, and the fix.
+    let root = tmp();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(golden_dir().join(CONFIG_FILE)).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("n_embd");
+    fs::write(root.path().join(CONFIG_FILE), cfg.to_string()).unwrap();
+    fs::copy(golden_dir().join(MODEL_FILE), root.path().join(MODEL_FILE)).unwrap();
+    let Err(e) = cllm_engine::model::Gpt::from_hf_dir(root.path()) else {
+        panic!("loaded with n_embd 768");
+    };
+    assert!(matches!(e, CheckpointError::ConfigInvalid { .. }), "{e}");
+    let m = message(&e);
+    for part in [
+        CONFIG_FILE,
+        "n_embd 768",
+        "wte.weight is [389, 96]",
+        "do not belong together",
+        "use the config.json saved with these weights",
+    ] {
+        assert!(m.contains(part), "{part:?} not in {m}");
+    }
+}

@@ -43,6 +43,7 @@ pub use rotate::{
     list_step_dirs, parse_step_dir, read_pointer, rotate, step_dir_name, write_pointer, Rotation,
     BEST, LATEST,
 };
+pub(crate) use tensors::stored_shapes;
 pub use tensors::{
     for_each_tensor, gpt2_tensor_table, load_tensors, read_tensors_into, Expected, LoadedTensors,
     SafetensorsWriter, Tensor, TensorRef, TensorSink, HF_PREFIX,

@@ -183,10 +183,10 @@ struct Validated<'a> {
     metadata: BTreeMap<String, String>,
 }
 
-fn open_validated<'a>(
-    path: &'a Path,
-    expected: &'a [Expected],
-) -> Result<Validated<'a>, CheckpointError> {
+/// Opens the safetensors file at `path` and checks its header: the length, the JSON, the offsets,
+/// and that the file's size is what the header describes. Returns the file, where the data
+/// starts, and the parsed header.
+fn open_header(path: &Path) -> Result<(File, u64, Metadata), CheckpointError> {
     let mut file = File::open(path).map_err(CheckpointError::io("open", path))?;
     let size = file
         .metadata()
@@ -231,7 +231,41 @@ fn open_validated<'a>(
             expected: wanted,
         });
     }
+    Ok((file, data_start, meta))
+}
 
+/// Checks that `path` is a whole, readable safetensors file whose tensors all have a dtype cllm
+/// reads, without an expected table, and returns each tensor's shape by name (without the
+/// `transformer.` prefix). For telling a damaged weights file apart from one that belongs to
+/// another config.
+pub(crate) fn stored_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, CheckpointError> {
+    let (_, data_start, meta) = open_header(path)?;
+    let mut shapes = BTreeMap::new();
+    let sorted: BTreeMap<String, _> = meta.tensors().into_iter().collect();
+    for (stored_name, info) in sorted {
+        let name = stored_name.strip_prefix(HF_PREFIX).unwrap_or(&stored_name);
+        if is_mask_buffer(name) {
+            continue;
+        }
+        check_dtype(
+            path,
+            &Stored {
+                name: stored_name.clone(),
+                dtype: info.dtype,
+                start: data_start + info.data_offsets.0 as u64,
+                end: data_start + info.data_offsets.1 as u64,
+            },
+        )?;
+        shapes.insert(name.to_owned(), info.shape.clone());
+    }
+    Ok(shapes)
+}
+
+fn open_validated<'a>(
+    path: &'a Path,
+    expected: &'a [Expected],
+) -> Result<Validated<'a>, CheckpointError> {
+    let (file, data_start, meta) = open_header(path)?;
     // Map stored names to prefix-free names.
     let index: HashMap<&str, usize> = expected
         .iter()

@@ -67,18 +67,35 @@ impl Gpt {
             }
         }
         // Before allocating the parameters: a file too small for them even at two bytes each
-        // (f16) does not belong to this config (a mistyped size would otherwise abort the
-        // process on an impossible allocation, or lay out billions of tensors).
+        // (f16) is damaged, or does not belong to this config (a mistyped size would otherwise
+        // abort the process on an impossible allocation, or lay out billions of tensors).
         let size = std::fs::metadata(&weights)
             .map_err(CheckpointError::io("open", &weights))?
             .len();
         let params = param_count(&hf.gpt);
         if params.saturating_mul(2) > u128::from(size) {
+            // A truncated or damaged weights file is the file's fault, not the config's.
+            let stored = checkpoint::stored_shapes(&weights)?;
+            let g = &hf.gpt;
+            let shape = |name: &str| match stored.get(name) {
+                Some(s) => format!("{s:?}"),
+                None => "absent".to_string(),
+            };
             return Err(CheckpointError::ConfigInvalid {
                 path: config,
                 problem: format!(
-                    "describes a model of {params} parameters, but {} holds only {size} bytes: the config and the weights do not belong together",
-                    weights.display()
+                    "describes a model of {params} parameters (vocab_size {}, n_positions {}, \
+                     n_embd {}, n_layer {}), but {} holds only {size} bytes (its wte.weight is \
+                     {}, its wpe.weight {}): the config and the weights do not belong together; \
+                     use the config.json saved with these weights (a key missing from it takes \
+                     GPT-2's default)",
+                    g.vocab_size,
+                    g.n_positions,
+                    g.n_embd,
+                    g.n_layer,
+                    weights.display(),
+                    shape("wte.weight"),
+                    shape("wpe.weight"),
                 ),
             });
         }
