@@ -511,6 +511,27 @@ fn file_errors_name_the_field_and_the_fix() {
 }
 
 #[test]
+fn merges_that_double_token_lengths_are_refused_before_they_allocate() {
+    // Each merge joins the previous token with itself: 40 short lines would spell 2^41 bytes.
+    // Refused once the tokens pass the limit, naming the merge, instead of allocating until
+    // the process aborts.
+    let ids: Vec<String> = (0..256).map(|i| i.to_string()).collect();
+    let mut merges = vec!["[97, 97]".to_string()];
+    merges.extend((0..40).map(|i| format!("[{}, {}]", 256 + i, 256 + i)));
+    let json = format!(
+        r#"{{"format": "cllm-bpe-tokenizer", "version": 1, "pre_tokenizer": "gpt2",
+            "byte_ids": [{}], "specials": ["<|endoftext|>"], "merges": [{}]}}"#,
+        ids.join(", "),
+        merges.join(", ")
+    );
+    let msg = load_error(&json);
+    assert!(
+        msg.contains("`merges[26]`") && msg.contains("past 256 MiB"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn tokenizer_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Tokenizer>();

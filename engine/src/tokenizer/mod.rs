@@ -34,6 +34,10 @@ pub use train::BpeTrainer;
 use bpe::{pair_key, Pairs};
 use pretokenize::PreTokenizer;
 
+/// The most bytes all tokens together may spell. GPT-2's 50,257 tokens spell about 320 KiB;
+/// the limit keeps a damaged merge list from asking for gigabytes.
+const MAX_TOKEN_BYTES: usize = 256 << 20;
+
 /// The end-of-text special token every tokenizer here has.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
 
@@ -144,18 +148,24 @@ impl Tokenizer {
                 offsets[a as usize] as usize,
                 offsets[a as usize + 1] as usize,
             );
-            bytes.extend_from_within(sa..ea);
             let (sb, eb) = (
                 offsets[b as usize] as usize,
                 offsets[b as usize + 1] as usize,
             );
-            bytes.extend_from_within(sb..eb);
-            if bytes.len() > u32::MAX as usize {
+            // Checked before copying: each merge can double a token's length, so a few dozen
+            // lines of a damaged file could otherwise ask for gigabytes.
+            if start + (ea - sa) + (eb - sb) > MAX_TOKEN_BYTES {
                 return Err(invalid(
-                    "merges".into(),
-                    "make tokens of over 4 GiB in all".into(),
+                    format!("merges[{i}]"),
+                    format!(
+                        "is [{a}, {b}], which takes the tokens' bytes past {} MiB in all, \
+                         far more than a real vocabulary holds",
+                        MAX_TOKEN_BYTES >> 20
+                    ),
                 ));
             }
+            bytes.extend_from_within(sa..ea);
+            bytes.extend_from_within(sb..eb);
             offsets.push(bytes.len() as u32);
             let token: Box<[u8]> = Box::from(&bytes[start..]);
             if let Some(prev) = vocab.insert(token, id) {
