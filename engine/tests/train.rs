@@ -1,6 +1,7 @@
 //! The data-parallel trainer: worker counts, accumulation, determinism, errors, and checkpoints
 //! that resume bit for bit.
 
+use cllm_engine::checkpoint::{write_checkpoint_dir, FileSource};
 use cllm_engine::model::{Gpt, GptConfig, Workspace};
 use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
@@ -368,4 +369,80 @@ fn memory_plan_adds_up() {
         p.total,
         p.params + p.grads + p.optimizer + 2 * p.activations_per_worker
     );
+}
+
+/// The files of checkpoint `dir` but manifest.json, with `edit` applied to trainer_state.json,
+/// written as the checkpoint `parent/name` (with a manifest of its own).
+fn copy_checkpoint(
+    dir: &std::path::Path,
+    parent: &std::path::Path,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let mut bytes = std::fs::read(dir.join(&file)).unwrap();
+        if file == "manifest.json" {
+            continue;
+        }
+        if file == "trainer_state.json" {
+            let mut state: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            edit(&mut state);
+            bytes = state.to_string().into_bytes();
+        }
+        files.push((file, bytes));
+    }
+    let sources: Vec<(&str, &dyn FileSource)> = files
+        .iter()
+        .map(|(f, b)| (f.as_str(), b as &dyn FileSource))
+        .collect();
+    write_checkpoint_dir(parent, name, &sources).unwrap();
+    parent.join(name)
+}
+
+#[test]
+fn a_state_that_disagrees_with_its_directory_is_refused() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(1, 2, 1);
+    run(&mut t, &mut Rng::new(3), 3);
+    let saved = t
+        .save(
+            run_dir.path(),
+            &SaveOptions {
+                tokenizer: Some(("tokenizer.bin", b"bytes")),
+                keep: 5,
+                ..SaveOptions::default()
+            },
+        )
+        .unwrap();
+    drop(t);
+
+    // The step-3 state under a step-7 name: resuming would continue at step 3 and later save
+    // over this directory.
+    let renamed = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000007", |_| {});
+    let err = Trainer::resume(&renamed, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    for part in [
+        "step-00000007/trainer_state.json",
+        "`step` is 3",
+        "named for step 7",
+        "step-00000003",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+
+    // A tokenizer named outside the checkpoint (unverified by its manifest) is not read.
+    let elsewhere = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000003", |s| {
+        s["tokenizer"] = json!("../step-00000007/tokenizer.bin");
+    });
+    let err = Trainer::resume(&elsewhere, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    for part in ["trainer_state.json", "`tokenizer`", "manifest.json"] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
 }

@@ -350,7 +350,7 @@ impl Trainer {
     /// With the same worker count and data, training continues bit for bit as if never stopped.
     pub fn resume(path: &Path, spheres: Spheres) -> Result<Resumed, TrainError> {
         let dir = checkpoint_dir(path)?;
-        verify_checkpoint_dir(&dir)?;
+        let manifest = verify_checkpoint_dir(&dir)?;
         let state_path = dir.join(TRAINER_STATE_FILE);
         let text = fs::read_to_string(&state_path)
             .map_err(ckpt::CheckpointError::io("read", &state_path))?;
@@ -366,6 +366,22 @@ impl Trainer {
         if st.str("format")? != STATE_FORMAT || st.u64("version")? != STATE_VERSION {
             return Err(st.err(format!(
                 "not a {STATE_FORMAT} file of version {STATE_VERSION}"
+            )));
+        }
+        let step = st.u64("step")?;
+        // A state copied into another step's directory (or a directory renamed) would resume at
+        // one step and save over the checkpoints of another.
+        let named = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(ckpt::parse_step_dir);
+        if let Some(named) = named.filter(|&n| n != step) {
+            return Err(st.err(format!(
+                "`step` is {}, but the directory is named for step {named}: the state belongs \
+                 to another checkpoint, or the directory was renamed; rename it {} (or resume \
+                 from the checkpoint this state was saved with)",
+                step,
+                step_dir_name(step)
             )));
         }
         // Verified with the whole checkpoint above.
@@ -467,7 +483,7 @@ impl Trainer {
             },
         )?;
         opt.step = o.u64("step")?;
-        trainer.step = st.u64("step")?;
+        trainer.step = step;
         trainer.rng = Rng::from_state(st.u64("rng_state")?);
         trainer.best = match value.get("best") {
             None | Some(Value::Null) => None,
@@ -480,6 +496,14 @@ impl Trainer {
             None | Some(Value::Null) => None,
             Some(_) => {
                 let name = st.str("tokenizer")?.to_owned();
+                // Only a file of this checkpoint, checked against its manifest above.
+                if !manifest.files.iter().any(|f| f.name == name) {
+                    return Err(st.err(format!(
+                        "`tokenizer` names {name:?}, which is not a file of this checkpoint \
+                         (its manifest.json does not list it); resume from the checkpoint \
+                         directory as cllm saved it"
+                    )));
+                }
                 let p = dir.join(&name);
                 let bytes = fs::read(&p).map_err(ckpt::CheckpointError::io("read", &p))?;
                 Some((name, bytes))
