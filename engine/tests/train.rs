@@ -446,3 +446,35 @@ fn a_state_that_disagrees_with_its_directory_is_refused() {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
 }
+
+#[test]
+fn a_batch_beyond_memory_is_refused_before_allocating() {
+    // 2^50 rows of 16 tokens: allocating their activations used to abort the process.
+    let Err(e) = Trainer::new(Gpt::init_random(CFG, 11), config(1 << 50, 1), spheres(1)) else {
+        panic!("a batch of 2^50 rows was accepted")
+    };
+    let msg = e.to_string();
+    assert!(
+        matches!(e, TrainError::Config(_)) && msg.contains("needs at least"),
+        "{msg}"
+    );
+    assert!(msg.contains("use a smaller batch"), "{msg}");
+
+    // From a training state, the error names the file.
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(1, 2, 1);
+    run(&mut t, &mut Rng::new(3), 1);
+    let saved = t.save(run_dir.path(), &SaveOptions::default()).unwrap();
+    drop(t);
+    let huge = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000001", |s| {
+        s["batch"] = json!(1u64 << 50);
+    });
+    let err = Trainer::resume(&huge, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("step-00000001/trainer_state.json") && err.contains("needs at least"),
+        "{err}"
+    );
+}

@@ -13,7 +13,7 @@
 mod hwloc;
 mod plan;
 mod render;
-mod sysfs;
+pub(crate) mod sysfs;
 
 use std::collections::BTreeMap;
 use std::fmt;

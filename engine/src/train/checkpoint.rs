@@ -457,7 +457,11 @@ impl Trainer {
             clip,
             seed: st.u64("seed")?,
         };
-        let mut trainer = Trainer::new(model, config, spheres)?;
+        // The batch shape and hyperparameters are this file's: say so when they are refused.
+        let mut trainer = Trainer::new(model, config, spheres).map_err(|e| match e {
+            TrainError::Config(problem) => st.err(problem),
+            other => other,
+        })?;
 
         let layout = &trainer.model.layout;
         let prefixes = moment_names(&kind);

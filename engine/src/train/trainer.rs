@@ -15,6 +15,7 @@
 //! is sequential and the reduction order depends only on the tree.
 
 use std::error::Error;
+use std::path::Path;
 use std::slice;
 use std::sync::{Mutex, PoisonError};
 
@@ -24,6 +25,7 @@ use crate::checkpoint::CheckpointError;
 use crate::model::{Gpt, ModelError, Workspace};
 use crate::rng::Rng;
 use crate::spheres::{PerWorker, ReduceBuffers, Spheres, SpheresError};
+use crate::topology::sysfs::mem_total;
 
 /// How to train: batch shape, optimizer, schedule, clipping, seed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,6 +182,31 @@ impl Trainer {
             .into());
         }
         let rows = config.batch / workers;
+        // Before allocating the workspaces: a batch far beyond this machine's memory (a typo, or
+        // a damaged training state) is an error, not an abort on a failed allocation. The
+        // estimate is a lower bound of the activations (each token keeps more than 16·C floats
+        // per layer), so no batch that fits is refused.
+        let need = [
+            config.seq_len as u128,
+            16 * cfg.n_layer as u128 + 1,
+            cfg.n_embd as u128,
+            4 * workers as u128,
+        ]
+        .into_iter()
+        .fold(rows as u128, u128::saturating_mul);
+        let have = mem_total(Path::new("/")).map_or(isize::MAX as u128, u128::from);
+        if need > have {
+            let gib = |bytes: u128| bytes as f64 / (1u64 << 30) as f64;
+            return Err(TrainError::Config(format!(
+                "batch {} of sequence length {} needs at least {:.1} GiB of activations, more \
+                 than this machine's {:.1} GiB of memory; use a smaller batch (and a larger \
+                 grad_accum for the same tokens per step)",
+                config.batch,
+                config.seq_len,
+                gib(need),
+                gib(have)
+            )));
+        }
         let ws_states = spheres.per_worker(|_| {
             Mutex::new(WorkerState {
                 ws: Workspace::for_training(&model, rows, config.seq_len),
