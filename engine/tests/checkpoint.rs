@@ -720,6 +720,18 @@ fn a_corrupted_byte_is_refused_naming_the_file() {
         matches!(e, CheckpointError::Manifest { .. }) && message(&e).contains("manifest.json"),
         "{e}"
     );
+
+    // A missing manifest says what to do, not only that it is missing.
+    fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+    let e = verify_checkpoint_dir(&dir).unwrap_err();
+    let m = message(&e);
+    assert!(
+        matches!(e, CheckpointError::Manifest { .. })
+            && m.contains(&dir.join(MANIFEST_FILE).display().to_string())
+            && m.contains("missing")
+            && m.contains("copy the whole checkpoint directory"),
+        "{m}"
+    );
 }
 
 /// A file source that writes `ok` bytes and then fails as a full disk does.

@@ -109,7 +109,21 @@ impl Manifest {
     /// Reads `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Manifest, CheckpointError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = fs::read_to_string(&path).map_err(CheckpointError::io("read", &path))?;
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(CheckpointError::Manifest {
+                    path,
+                    problem: "the file is missing, so the checkpoint's files cannot be checked \
+                              (it was not copied along, or this directory is not a checkpoint \
+                              cllm wrote); copy the whole checkpoint directory, or load only its \
+                              weights, as a Hugging Face directory (cllm-train --init-from, \
+                              cllm-generate --model)"
+                        .into(),
+                });
+            }
+            Err(e) => return Err(CheckpointError::io("read", &path)(e)),
+        };
         let v: Value = serde_json::from_str(&text).map_err(|source| CheckpointError::Json {
             path: path.clone(),
             source,
