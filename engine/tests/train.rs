@@ -371,26 +371,22 @@ fn memory_plan_adds_up() {
     );
 }
 
-/// The files of checkpoint `dir` but manifest.json, with `edit` applied to trainer_state.json,
+/// The files of checkpoint `dir` but manifest.json, each passed through `edit(name, bytes)`,
 /// written as the checkpoint `parent/name` (with a manifest of its own).
 fn copy_checkpoint(
     dir: &std::path::Path,
     parent: &std::path::Path,
     name: &str,
-    edit: impl Fn(&mut serde_json::Value),
+    edit: impl Fn(&str, &mut Vec<u8>),
 ) -> std::path::PathBuf {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
-        let mut bytes = std::fs::read(dir.join(&file)).unwrap();
         if file == "manifest.json" {
             continue;
         }
-        if file == "trainer_state.json" {
-            let mut state: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            edit(&mut state);
-            bytes = state.to_string().into_bytes();
-        }
+        let mut bytes = std::fs::read(dir.join(&file)).unwrap();
+        edit(&file, &mut bytes);
         files.push((file, bytes));
     }
     let sources: Vec<(&str, &dyn FileSource)> = files
@@ -399,6 +395,17 @@ fn copy_checkpoint(
         .collect();
     write_checkpoint_dir(parent, name, &sources).unwrap();
     parent.join(name)
+}
+
+/// An edit for [`copy_checkpoint`] that changes trainer_state.json's JSON only.
+fn state(edit: impl Fn(&mut serde_json::Value)) -> impl Fn(&str, &mut Vec<u8>) {
+    move |file, bytes| {
+        if file == "trainer_state.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            edit(&mut v);
+            *bytes = v.to_string().into_bytes();
+        }
+    }
 }
 
 #[test]
@@ -420,7 +427,7 @@ fn a_state_that_disagrees_with_its_directory_is_refused() {
 
     // The step-3 state under a step-7 name: resuming would continue at step 3 and later save
     // over this directory.
-    let renamed = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000007", |_| {});
+    let renamed = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000007", |_, _| {});
     let err = Trainer::resume(&renamed, spheres(1))
         .err()
         .unwrap()
@@ -435,9 +442,12 @@ fn a_state_that_disagrees_with_its_directory_is_refused() {
     }
 
     // A tokenizer named outside the checkpoint (unverified by its manifest) is not read.
-    let elsewhere = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000003", |s| {
-        s["tokenizer"] = json!("../step-00000007/tokenizer.bin");
-    });
+    let elsewhere = copy_checkpoint(
+        &saved.dir,
+        run_dir.path(),
+        "step-00000003",
+        state(|s| s["tokenizer"] = json!("../step-00000007/tokenizer.bin")),
+    );
     let err = Trainer::resume(&elsewhere, spheres(1))
         .err()
         .unwrap()
@@ -466,9 +476,12 @@ fn a_batch_beyond_memory_is_refused_before_allocating() {
     run(&mut t, &mut Rng::new(3), 1);
     let saved = t.save(run_dir.path(), &SaveOptions::default()).unwrap();
     drop(t);
-    let huge = copy_checkpoint(&saved.dir, run_dir.path(), "step-00000001", |s| {
-        s["batch"] = json!(1u64 << 50);
-    });
+    let huge = copy_checkpoint(
+        &saved.dir,
+        run_dir.path(),
+        "step-00000001",
+        state(|s| s["batch"] = json!(1u64 << 50)),
+    );
     let err = Trainer::resume(&huge, spheres(1))
         .err()
         .unwrap()
@@ -477,4 +490,44 @@ fn a_batch_beyond_memory_is_refused_before_allocating() {
         err.contains("step-00000001/trainer_state.json") && err.contains("needs at least"),
         "{err}"
     );
+}
+
+#[test]
+fn a_negative_second_moment_is_refused_naming_the_optimizer_file() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(1, 2, 1);
+    run(&mut t, &mut Rng::new(3), 1);
+    let saved = t.save(run_dir.path(), &SaveOptions::default()).unwrap();
+    drop(t);
+    // Negate one stored f32 of `exp_avg_sq.wpe.weight` (a square: positive after a step).
+    let damaged = copy_checkpoint(
+        &saved.dir,
+        run_dir.path(),
+        "step-00000001",
+        |file, bytes| {
+            if file != "optimizer.safetensors" {
+                return;
+            }
+            let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+            let start = header["exp_avg_sq.wpe.weight"]["data_offsets"][0]
+                .as_u64()
+                .unwrap() as usize;
+            let at = 8 + n + start + 4 * 5;
+            let x = f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            assert!(x > 0.0, "{x}");
+            bytes[at..at + 4].copy_from_slice(&(-x).to_le_bytes());
+        },
+    );
+    let err = Trainer::resume(&damaged, spheres(1))
+        .err()
+        .unwrap()
+        .to_string();
+    for part in [
+        "step-00000001/optimizer.safetensors",
+        "`exp_avg_sq.wpe.weight`",
+        "never negative",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
 }

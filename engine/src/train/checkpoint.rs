@@ -486,6 +486,25 @@ impl Trainer {
                 v: &mut opt.v,
             },
         )?;
+        // AdamW's second moments are never negative; one that is would turn the next update
+        // into NaN, reported then as a NaN loss rather than as this file.
+        if let OptimizerKind::AdamW { .. } = kind {
+            if let Some(i) = opt.v.iter().position(|&x| x < 0.0) {
+                let tensor = layout
+                    .tensors
+                    .iter()
+                    .find(|t| t.range.contains(&i))
+                    .map_or("?", |t| t.name.as_str());
+                return Err(TrainError::State {
+                    file: dir.join(OPTIMIZER_FILE).display().to_string(),
+                    problem: format!(
+                        "`exp_avg_sq.{tensor}` holds {} (AdamW's second moments are never \
+                         negative): the file is damaged; resume from an earlier checkpoint",
+                        opt.v[i]
+                    ),
+                });
+            }
+        }
         opt.step = o.u64("step")?;
         trainer.step = step;
         trainer.rng = Rng::from_state(st.u64("rng_state")?);
