@@ -113,8 +113,35 @@ impl Sampler {
         })
     }
 
+    /// The tokens [`Sampler::next`] chooses among after `history` (prompt and output so far),
+    /// from `logits` (V): the repetition penalty, temperature, top-k, top-p and min-p applied as
+    /// Hugging Face's logits processors apply them. Each kept token comes with its probability
+    /// relative to the most likely one (which is 1), in no particular order; divided by their
+    /// sum they are the probabilities a token is drawn with. Greedy keeps the argmax alone.
+    pub fn candidates(&mut self, logits: &[f32], history: &[u32]) -> &[(f32, u32)] {
+        self.filter(logits, history);
+        &self.cand
+    }
+
     /// The next token after `history` (prompt and output so far), from `logits` (V).
     pub fn next(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.filter(logits, history);
+        if self.cfg.is_greedy() {
+            return self.cand[0].1;
+        }
+        let total: f64 = self.cand.iter().map(|c| c.0 as f64).sum();
+        let mut r = uniform(&mut self.rng) * total;
+        for &(w, id) in self.cand.iter() {
+            r -= w as f64;
+            if r < 0.0 {
+                return id;
+            }
+        }
+        self.cand.last().map_or(0, |c| c.1)
+    }
+
+    /// Leaves in `cand` the tokens that may be drawn, with their relative probabilities.
+    fn filter(&mut self, logits: &[f32], history: &[u32]) {
         let cfg = &self.cfg;
         self.work.clear();
         self.work.extend_from_slice(logits);
@@ -126,11 +153,12 @@ impl Sampler {
                 }
             }
         }
+        self.cand.clear();
         if cfg.is_greedy() {
-            return argmax(&self.work);
+            self.cand.push((1.0, argmax(&self.work)));
+            return;
         }
         let inv_t = 1.0 / cfg.temperature;
-        self.cand.clear();
         self.cand.extend(
             self.work
                 .iter()
@@ -174,15 +202,6 @@ impl Sampler {
             // The largest unnormalised probability is exp(0) = 1.
             self.cand.retain(|c| c.0 >= min_p);
         }
-        let total: f64 = self.cand.iter().map(|c| c.0 as f64).sum();
-        let mut r = uniform(&mut self.rng) * total;
-        for &(w, id) in self.cand.iter() {
-            r -= w as f64;
-            if r < 0.0 {
-                return id;
-            }
-        }
-        self.cand.last().map_or(0, |c| c.1)
     }
 }
 
