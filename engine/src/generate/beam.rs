@@ -1,7 +1,8 @@
 //! Beam search as Hugging Face runs it: every step, each running beam's log-probabilities are
-//! added to its summed score, the best 2·beams (beam, token) pairs over all beams are taken in
-//! order, a pair ending in an EOS token (and ranked within the first `beams`) becomes a finished
-//! hypothesis scored `sum / len^length_penalty`, and the best `beams` others run on.
+//! added to its summed score, the best (1 + EOS tokens)·beams (at least 2·beams) (beam, token)
+//! pairs over all beams are taken in order, a pair ending in an EOS token (and ranked within the
+//! first `beams`) becomes a finished hypothesis scored `sum / len^length_penalty`, and the best
+//! `beams` others run on.
 
 use super::{check_prompt, log_softmax, Decoder, GenerateError};
 use crate::model::Gpt;
@@ -99,10 +100,15 @@ pub fn beam_search(
     let mut seqs: Vec<Vec<u32>> = vec![Vec::with_capacity(cfg.max_new_tokens); k];
     let mut finished: Vec<BeamHypothesis> = Vec::new();
     let mut lp = vec![0.0f64; v];
-    // The best 2·beams candidates: a max-heap whose top is the worst of them while it fills,
+    // Enough candidates that `beams` of them still run when all the EOS tokens rank best.
+    let mut eos = cfg.eos.clone();
+    eos.sort_unstable();
+    eos.dedup();
+    let width = (1 + eos.len()).max(2) * k;
+    // The best `width` candidates: a max-heap whose top is the worst of them while it fills,
     // then sorted best first.
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(2 * k);
-    let mut top: Vec<Candidate> = Vec::with_capacity(2 * k);
+    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(width);
+    let mut top: Vec<Candidate> = Vec::with_capacity(width);
     let mut src = vec![0usize; k];
     let mut next = vec![0u32; k];
     let mut next_scores = vec![0.0f64; k];
@@ -119,7 +125,7 @@ pub fn beam_search(
                     beam: b,
                     token: tok as u32,
                 };
-                if heap.len() < 2 * k {
+                if heap.len() < width {
                     heap.push(cand);
                 } else if let Some(mut worst) = heap.peek_mut() {
                     if cand < *worst {
