@@ -12,9 +12,11 @@ use crate::rng::Rng;
 pub struct SampleConfig {
     /// Softmax temperature; 0 means greedy (argmax).
     pub temperature: f32,
-    /// Keep only the k most likely tokens.
+    /// Keep only the k most likely tokens, and any as likely as the k-th.
     pub top_k: Option<usize>,
     /// Keep the smallest set of most likely tokens whose probabilities sum to at least p, in (0, 1].
+    /// When equally likely tokens straddle the boundary, the lower ids stay (Hugging Face leaves
+    /// that to torch's sort, whose order among equal values is not fixed).
     pub top_p: Option<f32>,
     /// Drop tokens less likely than min_p times the most likely one, in [0, 1].
     pub min_p: Option<f32>,
@@ -158,17 +160,20 @@ impl Sampler {
             self.cand.push((1.0, argmax(&self.work)));
             return;
         }
-        let inv_t = 1.0 / cfg.temperature;
+        let t = cfg.temperature;
         self.cand.extend(
             self.work
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| (l * inv_t, i as u32)),
+                .map(|(i, &l)| (l / t, i as u32)),
         );
+        // Most likely first, and among equal logits the lower id first.
         let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if let Some(k) = cfg.top_k.filter(|&k| k < self.cand.len()) {
+            // Every token as likely as the k-th stays, so ties at the boundary are all kept.
             self.cand.select_nth_unstable_by(k - 1, desc);
-            self.cand.truncate(k);
+            let kth = self.cand[k - 1].0;
+            self.cand.retain(|c| c.0 >= kth);
         }
         let sorted = cfg.top_p.is_some_and(|p| p < 1.0);
         if sorted {
@@ -186,6 +191,8 @@ impl Sampler {
             total += c.0 as f64;
         }
         if sorted {
+            // The most likely tokens until their mass reaches p: a token stays while the mass
+            // of those before it is below p.
             let p = cfg.top_p.unwrap_or(1.0) as f64 * total;
             let mut cum = 0.0f64;
             let mut keep = self.cand.len();
