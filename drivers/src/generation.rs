@@ -39,9 +39,14 @@ pub struct GenOptions {
     /// Beam search with this many beams (deterministic: no sampling options).
     #[arg(long)]
     pub beams: Option<usize>,
-    /// Beam search ranks by summed log-probability / length^this.
-    #[arg(long, default_value_t = 1.0)]
+    /// Beam search ranks by summed log-probability / length^this (length: new tokens, the EOS
+    /// included), as transformers' length_penalty (default 1; 0 ranks by the plain sum).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub length_penalty: f64,
+    /// Beam search stops once --beams hypotheses have ended (transformers' early_stopping=True);
+    /// without it, once no running beam can beat the worst of them at its current length.
+    #[arg(long)]
+    pub early_stopping: bool,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
@@ -160,7 +165,7 @@ impl GenOptions {
             max_new_tokens: self.max_new_tokens,
             length_penalty: self.length_penalty,
             eos: stop_tokens.to_vec(),
-            early_stopping: false,
+            early_stopping: self.early_stopping,
         })
     }
 

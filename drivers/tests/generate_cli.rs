@@ -76,6 +76,63 @@ fn greedy_and_beam_ids_match_hugging_face() {
     );
 }
 
+/// Beam search and greedy settings as transformers 5.24's `generate` names them, on the CLI: the
+/// ids are those of engine/tests/fixtures/generate_hf.json (scripts/peers/generate_refs.py), and
+/// the second of each early-stopping pair is the same search with early_stopping=False.
+#[test]
+fn length_penalty_eos_and_early_stopping_match_hugging_face() {
+    // `args`: space-separated; the only EOS ids are the --stop-id ones, as eos_token_id there.
+    let run = |prompt: &str, args: &str| {
+        let fixed = ["--prompt-ids", prompt, "--print-ids", "--ignore-eos"];
+        let args: Vec<&str> = args.split(' ').collect();
+        let (ok, out, err) = generate(&[&fixed[..], &args].concat());
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    // 4 beams, length_penalty 1 (the default of both).
+    assert_eq!(
+        run(PROMPT, "--beams 4 --max-new-tokens 16 --stop-id 78"),
+        "197,197,197,197,124,98,98,98,98,98,98,98,98,98,78"
+    );
+    // early_stopping=True ends at the second finished hypothesis; False searches on.
+    let two = "--beams 2 --max-new-tokens 12 --stop-id 78";
+    assert_eq!(
+        run(PROMPT, &format!("{two} --early-stopping")),
+        "197,197,197,197,124,98,98,98,98,98,78"
+    );
+    assert_eq!(run(PROMPT, two), "197,197,197,197,124,98,98,98,98,98,98,98");
+    let five = "--beams 5 --max-new-tokens 24 --stop-id 372 --length-penalty 2";
+    assert_eq!(
+        run("5,17,300,2", &format!("{five} --early-stopping")),
+        "311,311,311,301,301,301,301,301,372"
+    );
+    assert_eq!(run("5,17,300,2", five), ["132"; 24].join(","));
+    // A negative length penalty (shorter hypotheses rank higher) is a value, not a flag.
+    assert_eq!(
+        run(
+            "100,200,300,101,250,12,7,388,3",
+            "--beams 5 --max-new-tokens 16 --stop-id 145 --length-penalty -1"
+        ),
+        "321,321,179,179,179,179,302,302,302,205,205,145"
+    );
+    // Four EOS ids: generate keeps (1 + 4) * 3 candidates a step.
+    assert_eq!(
+        run(
+            "4,195,351,110,216",
+            "--beams 3 --max-new-tokens 10 --stop-id 148 --stop-id 385 --stop-id 230 --stop-id 302"
+        ),
+        "258,258,258,32,32,32,32,32,32,296"
+    );
+    // Greedy with repetition_penalty 1.3.
+    assert_eq!(
+        run(
+            PROMPT,
+            "--greedy --repetition-penalty 1.3 --max-new-tokens 24"
+        ),
+        "197,245,344,323,124,98,98,78,212,182,182,311,205,205,145,145,235,233,32,296,147,68,178,7"
+    );
+}
+
 #[test]
 fn batch_rows_match_single_prompts() {
     let dir = tempfile::tempdir().unwrap();
