@@ -41,8 +41,8 @@ pub struct GenOptions {
     pub beams: Option<usize>,
     /// Beam search ranks by summed log-probability / length^this (length: new tokens, the EOS
     /// included), as transformers' length_penalty (default 1; 0 ranks by the plain sum).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub length_penalty: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    pub length_penalty: Option<f64>,
     /// Beam search stops once --beams hypotheses have ended (transformers' early_stopping=True);
     /// without it, once no running beam can beat the worst of them at its current length.
     #[arg(long)]
@@ -64,6 +64,7 @@ pub struct GenOptions {
 
 impl GenOptions {
     /// The sampler's settings: greedy unless a sampling option is given (temperature 1 then).
+    /// The beam-search options are refused without --beams rather than ignored.
     pub fn sample_config(&self) -> Result<SampleConfig> {
         let sampling = self.temperature.is_some()
             || self.top_k.is_some()
@@ -71,6 +72,15 @@ impl GenOptions {
             || self.min_p.is_some();
         if self.greedy && sampling {
             bail!("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p");
+        }
+        if self.beams.is_none() {
+            let beam_only = [
+                (self.length_penalty.is_some(), "--length-penalty"),
+                (self.early_stopping, "--early-stopping"),
+            ];
+            if let Some((_, flag)) = beam_only.iter().find(|(given, _)| *given) {
+                bail!("{flag} applies only to beam search: add --beams N, or leave {flag} out");
+            }
         }
         let sample = SampleConfig {
             temperature: if sampling {
@@ -154,16 +164,14 @@ impl GenOptions {
         if let Some((_, flag)) = ignored.iter().find(|(given, _)| *given) {
             bail!("{flag} does not apply to beam search (--beams), which ranks beams by their summed log-probability and stops on tokens (--stop-id)");
         }
-        if !self.length_penalty.is_finite() {
-            bail!(
-                "--length-penalty {} is not a finite number",
-                self.length_penalty
-            );
+        let length_penalty = self.length_penalty.unwrap_or(1.0);
+        if !length_penalty.is_finite() {
+            bail!("--length-penalty {length_penalty} is not a finite number");
         }
         Ok(BeamConfig {
             beams,
             max_new_tokens: self.max_new_tokens,
-            length_penalty: self.length_penalty,
+            length_penalty,
             eos: stop_tokens.to_vec(),
             early_stopping: self.early_stopping,
         })

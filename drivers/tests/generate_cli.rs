@@ -216,6 +216,14 @@ fn bad_input_is_a_clear_error() {
             "--length-penalty NaN is not a finite number",
         ),
         (
+            vec!["--prompt-ids", "1", "--length-penalty", "2"],
+            "--length-penalty applies only to beam search",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--early-stopping"],
+            "--early-stopping applies only to beam search",
+        ),
+        (
             vec!["--prompt-ids", "1", "--temperature", "inf"],
             "temperature must be a finite number >= 0, got inf",
         ),
