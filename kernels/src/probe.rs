@@ -80,7 +80,13 @@ mod tests {
     fn stream_sum_adds_everything() {
         // Integers below 2^24 with sums below 2^24: every order of addition is exact, so any
         // float dropped or read twice (the streams' seams, the tail) changes the result.
-        for n in [0usize, 1, 7, 63, 65, 127, 129, 1000, 4099] {
+        // Under Miri (`scripts/ub_check.sh`), sizes up to one past two AVX-512 vectors of streams.
+        let sizes: &[usize] = if cfg!(miri) {
+            &[0, 1, 7, 129]
+        } else {
+            &[0, 1, 7, 63, 65, 127, 129, 1000, 4099]
+        };
+        for &n in sizes {
             let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let want = (n * n.saturating_sub(1) / 2) as f32;
             assert_eq!(super::stream_sum(&data), want, "n = {n}");

@@ -61,9 +61,15 @@ fn assert_sum_close(what: &str, got: &[f32], want: &[f32], sums: &[f32], k: usiz
 #[test]
 fn gemv_nn_matches_oracle_on_odd_sizes() {
     let mut rng = rng(7);
-    for m in 1..=GEMV_MAX_ROWS {
-        for &k in &[0, 1, 3, 4, 7, 63, 65] {
-            for &n in SIZES.iter().chain(&[NN_NB + 332]) {
+    // Under Miri (`scripts/ub_check.sh`, about a thousand times slower): fewer row counts and
+    // depths, and no second column block (rows_alone_and_batched_agree takes one).
+    let ms = full_or_miri(&[1, 2, 3, 4, 5, 6, 7, 8], &[1, 3, 5, 8]);
+    assert_eq!(ms.last(), Some(&GEMV_MAX_ROWS));
+    let ks = full_or_miri(&[0, 1, 3, 4, 7, 63, 65], &[0, 3, 7, 17]);
+    let big_n = full_or_miri(&[NN_NB + 332], &[]);
+    for &m in ms {
+        for &k in ks {
+            for &n in SIZES.iter().chain(big_n) {
                 let (ldx, ldy, ldw) = (k + 1, n + 1, n + 3);
                 let x = gapped(&mut rng, m, k, ldx);
                 let w = gapped(&mut rng, k, n, ldw);
@@ -97,9 +103,10 @@ fn gemv_nn_matches_oracle_on_odd_sizes() {
 #[test]
 fn gemv_nt_matches_oracle_on_odd_sizes() {
     let mut rng = rng(8);
-    for m in 1..=GEMV_MAX_ROWS {
+    // Under Miri: fewer row counts and rows of w (see gemv_nn_matches_oracle_on_odd_sizes).
+    for &m in full_or_miri(&[1, 2, 3, 4, 5, 6, 7, 8], &[1, 3, 8]) {
         for &k in SIZES {
-            for &n in &[0, 1, 5, 7, 33, 63, 65] {
+            for &n in full_or_miri(&[0, 1, 5, 7, 33, 63, 65], &[0, 5, 7, 33]) {
                 let (ldx, ldy, ldw) = (k + 1, n + 1, k + 3);
                 let x = gapped(&mut rng, m, k, ldx);
                 let w = gapped(&mut rng, n, k, ldw);
@@ -163,14 +170,20 @@ fn gemv_rows_do_not_depend_on_their_neighbours() {
     // The second shape spans two column blocks and several deep sweeps of the batched path; the
     // others give K below and at every remainder of NN_STREAMS, and N (gemv_nt's rows) below and
     // at every remainder of NT_STREAMS.
-    for (k, n) in [
-        (67, 61),
-        (40, NN_NB + 41),
-        (2, 30),
-        (66, 62),
-        (65, 8),
-        (5, 3),
-    ] {
+    // Under Miri (`scripts/ub_check.sh`): a shallow K across two column blocks, and K and N
+    // at two remainders of the streams.
+    let shapes = full_or_miri(
+        &[
+            (67, 61),
+            (40, NN_NB + 41),
+            (2, 30),
+            (66, 62),
+            (65, 8),
+            (5, 3),
+        ],
+        &[(3, NN_NB + 9), (6, 7)],
+    );
+    for &(k, n) in shapes {
         rows_alone_and_batched_agree(k, n);
     }
 }
@@ -214,13 +227,22 @@ fn gemv_nn_panels_equals_gemv_nn_bit_for_bit() {
     let mut rng = rng(10);
     // K below, at and across chunk boundaries and every remainder of NN_STREAMS; N below, at and
     // across panel widths.
-    for &k in &[0, 1, 3, 5, 65, PANEL_KC, PANEL_KC + 7, 3 * PANEL_KC + 2] {
-        for &n in &[1, 7, 8, 9, PANEL_COLS, PANEL_COLS + 1, 45, 100] {
+    // Under Miri (`scripts/ub_check.sh`): one chunk boundary crossed, one ragged panel.
+    let ks = full_or_miri(
+        &[0, 1, 3, 5, 65, PANEL_KC, PANEL_KC + 7, 3 * PANEL_KC + 2],
+        &[0, 3, PANEL_KC + 1],
+    );
+    let ns = full_or_miri(
+        &[1, 7, 8, 9, PANEL_COLS, PANEL_COLS + 1, 45, 100],
+        &[7, PANEL_COLS + 1],
+    );
+    for &k in ks {
+        for &n in ns {
             let ldw = n + 3;
             let w = unaligned(&mut rng, k * ldw, 2);
             let mut panels = vec![f32::NAN; gemv::nn_panels_len(k, n)];
             gemv::pack_nn_panels(&mut panels, &w[2..], ldw, k, n).unwrap();
-            for m in 1..=GEMV_MAX_ROWS {
+            for &m in full_or_miri(&[1, 2, 3, 4, 5, 6, 7, 8], &[1, 5]) {
                 let x = random_vec(&mut rng, m * k);
                 let bias = random_vec(&mut rng, n);
                 let init = random_vec(&mut rng, m * n);

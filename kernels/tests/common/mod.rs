@@ -8,9 +8,24 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Sizes that hit empty, single, sub-vector, just-below and just-above vector and tile multiples.
+#[cfg(not(miri))]
 pub const SIZES: &[usize] = &[
     0, 1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 200,
 ];
+/// Under Miri (`scripts/ub_check.sh`), which interprets about a thousand times slower: empty,
+/// all tail, one AVX-512 vector, and the largest and smallest tails after whole vectors of 8 and
+/// 16 lanes.
+#[cfg(miri)]
+pub const SIZES: &[usize] = &[0, 1, 7, 16, 31, 33];
+
+/// `full` in normal builds; under Miri the shorter `miri`, chosen to keep the tails `full` takes.
+pub fn full_or_miri<T>(full: &'static [T], miri: &'static [T]) -> &'static [T] {
+    if cfg!(miri) {
+        miri
+    } else {
+        full
+    }
+}
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
