@@ -467,9 +467,9 @@ impl Job<'_> {
             let nb = cc.min(cols.end - j0);
             'rows: for i0 in rows.clone().step_by(rc) {
                 let mb = rc.min(rows.end - i0);
+                // Row i of this tile, columns j0..j0+nb, belongs to this worker alone (tiles
+                // are disjoint) and lies inside C's checked span (i < m, j0 + nb <= n).
                 let buf = &mut w.tile[..mb * nb]; // [mb][nb]
-                                                  // Row i of this tile, columns j0..j0+nb, belongs to this worker alone (tiles
-                                                  // are disjoint) and lies inside C's checked span (i < m, j0 + nb <= n).
                 if self.accumulate {
                     for (r, line) in buf.chunks_exact_mut(nb).enumerate() {
                         // SAFETY: a row of this worker's piece (above); lives for one copy.
