@@ -513,6 +513,43 @@ mod tests {
         Blocking::for_caches(6, 16, CacheSizes::FALLBACK)
     }
 
+    /// Both kinds of piece (whole rows of C written in place; tiles computed in chunks and
+    /// copied row by row), accumulating into a C with padded rows, equal the one-thread GEMM with
+    /// the same blocks bit for bit. Sized for Miri (`scripts/ub_check.sh`), which checks that the
+    /// workers' writes through `CPtr` are in bounds and race-free.
+    #[test]
+    fn small_grids_of_both_piece_kinds_match_sgemm() {
+        use crate::sphere_tree::SphereTree;
+        let blocks = (4, 2, 8);
+        for (workers, (m, k, n), tile, split_n) in
+            [(2, (9, 3, 5), 1 << 20, false), (4, (3, 40, 150), 32, true)]
+        {
+            let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
+            let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, tile).unwrap();
+            let grid = Grid::choose((m, k, n), workers, ws.blocking, tile);
+            assert_eq!(grid.cols > 1, split_n, "{grid:?}");
+            for layout in Layout::ALL {
+                let (ar, ac) = layout.a_dims(m, k);
+                let (br, bc) = layout.b_dims(k, n);
+                let a: Vec<f32> = (0..ar * ac).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
+                let b: Vec<f32> = (0..br * bc).map(|i| (i % 5) as f32 * 0.7 - 1.3).collect();
+                let ldc = n + 3;
+                let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 3) as f32).collect();
+                let (mut got, mut want) = (c0.clone(), c0);
+                par_sgemm(
+                    &spheres, &mut ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc, true,
+                )
+                .unwrap();
+                let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+                gemm::sgemm(
+                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, true,
+                )
+                .unwrap();
+                assert_eq!(got, want, "{workers} workers, {layout:?}");
+            }
+        }
+    }
+
     #[test]
     fn splits_cover_the_range_in_whole_panels() {
         for (len, unit, parts) in [(0, 6, 3), (7, 6, 5), (4096, 6, 2), (100, 16, 7), (5, 4, 1)] {
