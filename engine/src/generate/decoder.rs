@@ -1157,3 +1157,50 @@ impl Job<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sphere_tree::SphereTree;
+
+    /// Two workers give the calling thread's logits in both paths: two rows (the narrow path,
+    /// its weights packed into panels by the workers at the first step) and more rows than
+    /// GEMV_MAX_ROWS (the wide path). Sized for Miri (`scripts/ub_check.sh`), which checks the
+    /// workers' reads and writes through `Shared` for bounds and data races.
+    #[test]
+    fn two_workers_give_the_calling_threads_logits_on_a_tiny_model() {
+        let cfg = GptConfig {
+            vocab_size: 11,
+            n_positions: 40,
+            n_embd: 8,
+            n_layer: 1,
+            n_head: 2,
+        };
+        let mut model = Gpt::zeros(cfg);
+        for (i, p) in model.params.iter_mut().enumerate() {
+            *p = ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.6;
+        }
+        let pool = Spheres::new(&SphereTree::flat(&[0, 0])).unwrap();
+        let ctx = 3 + PANEL_MIN_STEPS;
+        for batch in [2, GEMV_MAX_ROWS + 1] {
+            let tokens: Vec<u32> = (0..batch * 3).map(|i| (i * 5 % 11) as u32).collect();
+            let pads = vec![0; batch];
+            let mut alone = Decoder::new(&model, None, batch, ctx).unwrap();
+            let mut split = Decoder::new(&model, Some(&pool), batch, ctx).unwrap();
+            alone.prefill(&tokens, &pads).unwrap();
+            split.prefill(&tokens, &pads).unwrap();
+            for step in 0..3 {
+                if step > 0 {
+                    let next: Vec<u32> = (0..batch).map(|b| (b + step) as u32 % 11).collect();
+                    alone.step(&next).unwrap();
+                    split.step(&next).unwrap();
+                }
+                for b in 0..batch {
+                    for (x, y) in alone.logits(b).iter().zip(split.logits(b)) {
+                        assert!((x - y).abs() < 1e-5, "batch {batch} step {step} row {b}");
+                    }
+                }
+            }
+        }
+    }
+}
