@@ -66,7 +66,7 @@ fn adamw_step_matches_oracle_on_odd_sizes_and_offsets() {
         for &step in full_or_miri(&[1, 2, 10, 1000], &[2]) {
             let h = AdamWHparams { step, ..base };
             for &n in SIZES {
-                for off in [0, 1, 3] {
+                for &off in OFFSETS {
                     let mut got = state(&mut rng, n, off);
                     let mut want = [
                         got[0][off..].to_vec(),
@@ -156,7 +156,7 @@ fn adamw_step_rejects_step_zero_and_short_slices() {
 fn scale_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(53);
     for &n in SIZES {
-        for off in [0, 1, 3] {
+        for &off in OFFSETS {
             let x = unaligned(&mut rng, n, off);
             let k = rng.gen_range(0.1f32..2.0);
             let mut got = x.clone();
@@ -192,7 +192,7 @@ fn sumsq_matches_oracle_on_odd_sizes_and_offsets() {
     let big = full_or_miri(&[1023, 1024, 1025, 3 * 1024 + 17, 10_000], &[1025]);
     let sizes = SIZES.iter().chain(big).copied();
     for n in sizes {
-        for off in [0, 1, 3] {
+        for &off in OFFSETS {
             let x = unaligned(&mut rng, n, off);
             let got = adamw::sumsq(&x[off..], n).unwrap();
             let want = oracle::sumsq(&x[off..]);

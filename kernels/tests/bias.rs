@@ -16,7 +16,7 @@ fn bias_fwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(11);
     for &n in ROWS {
         for &c in SIZES {
-            for off in [0, 1, 3] {
+            for &off in OFFSETS {
                 let bias = unaligned(&mut rng, c, off);
                 let out0 = unaligned(&mut rng, n * c, off + 2);
                 let mut got = out0.clone();
@@ -41,7 +41,7 @@ fn bias_bwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(12);
     for &n in ROWS {
         for &c in SIZES {
-            for off in [0, 1, 3] {
+            for &off in OFFSETS {
                 let dout = unaligned(&mut rng, n * c, off);
                 let db0 = unaligned(&mut rng, c, off + 1);
                 let mut got = db0.clone();

@@ -17,7 +17,7 @@ fn encoder_fwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(41);
     for &(b, t) in BT {
         for &c in SIZES {
-            for off in [0, 1, 3] {
+            for &off in OFFSETS {
                 let tokens: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..V as u32)).collect();
                 let wte = unaligned(&mut rng, V * c, off);
                 // wpe holds more positions than T (n_positions > T).
@@ -54,7 +54,7 @@ fn encoder_bwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(42);
     for &(b, t) in BT {
         for &c in SIZES {
-            for off in [0, 1, 3] {
+            for &off in OFFSETS {
                 let tokens: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..V as u32)).collect();
                 let dout = unaligned(&mut rng, b * t * c, off);
                 let dwte0 = unaligned(&mut rng, V * c, off + 1);

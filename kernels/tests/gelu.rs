@@ -39,7 +39,7 @@ const ATOL: f32 = 1e-7;
 fn gelu_fwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(31);
     for &n in SIZES {
-        for off in [0, 1, 3] {
+        for &off in OFFSETS {
             let inp = preact(&mut rng, n, off);
             let mut got = vec![f32::NAN; n + 2];
             let mut want = vec![0.0; n];
@@ -60,7 +60,7 @@ fn gelu_fwd_matches_oracle_on_odd_sizes_and_offsets() {
 fn gelu_bwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(32);
     for &n in SIZES {
-        for off in [0, 1, 3] {
+        for &off in OFFSETS {
             let inp = preact(&mut rng, n, off);
             let dout = unaligned(&mut rng, n, off + 1);
             let dinp0 = unaligned(&mut rng, n, off + 2);

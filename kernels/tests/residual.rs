@@ -7,7 +7,7 @@ use common::*;
 fn residual_fwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(1);
     for &n in SIZES {
-        for off in [0, 1, 3] {
+        for &off in OFFSETS {
             let a = unaligned(&mut rng, n, off);
             let b = unaligned(&mut rng, n, off + 1);
             let mut got = vec![0.0; n];

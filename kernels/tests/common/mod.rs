@@ -18,6 +18,13 @@ pub const SIZES: &[usize] = &[
 #[cfg(miri)]
 pub const SIZES: &[usize] = &[0, 1, 7, 16, 31, 33];
 
+/// Offsets of a buffer into its allocation: aligned, and unaligned by one and three floats.
+#[cfg(not(miri))]
+pub const OFFSETS: &[usize] = &[0, 1, 3];
+/// Under Miri: aligned, and unaligned by three floats.
+#[cfg(miri)]
+pub const OFFSETS: &[usize] = &[0, 3];
+
 /// `full` in normal builds; under Miri the shorter `miri`, chosen to keep the tails `full` takes.
 pub fn full_or_miri<T>(full: &'static [T], miri: &'static [T]) -> &'static [T] {
     if cfg!(miri) {
