@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Developer check for undefined behaviour and data races in the unsafe code: Miri on kernels
+# (the AVX2 path and the emulated AVX-512 path: the widest vectors and tiles), on the sphere
+# workers and on the parallel GEMM; ThreadSanitizer on the engine's threaded tests.
+#
+# Needs the nightly toolchain with Miri and the standard library's source:
+#     rustup toolchain install nightly --component miri rust-src
+# A developer check, not part of CI (.ci/run, scripts/test.sh), which has only stable Rust.
+#
+# Miri interprets about a thousand times slower than native code: the tests shrink their size
+# lists under cfg(miri) (kernels/tests/common/mod.rs and each test file); normal builds run the
+# full lists. Usage: scripts/ub_check.sh [TEST...]  (kernel test files; default: all of them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+kernel_tests=("$@")
+if [[ ${#kernel_tests[@]} -eq 0 ]]; then
+    kernel_tests=(residual gelu bias embedding layernorm adamw loss kv_attention gemv gemm
+        attention huge_shapes)
+fi
+selection=(--lib)
+for t in "${kernel_tests[@]}"; do
+    selection+=(--test "$t")
+done
+
+# Reads of sysfs and /proc fail quietly under isolation, and the code falls back (the default
+# cache sizes, one allowed CPU). cargo-miri replays the environment a test binary was built
+# with, so CLLM_ISA goes in through -Zmiri-env-set.
+miri_base="-Zmiri-isolation-error=hide"
+
+echo "== Miri: kernel tests, CLLM_ISA=avx512 (emulated)"
+MIRIFLAGS="$miri_base -Zmiri-env-set=CLLM_ISA=avx512" \
+    cargo +nightly miri test -q -p cllm-kernels --features emulate-avx512 "${selection[@]}"
+
+# Miri reports as detected only the target features enabled at compile time, so this path is
+# built with them, in its own target directory so as not to rebuild the others' each time.
+echo "== Miri: kernel tests, CLLM_ISA=avx2"
+RUSTFLAGS="-C target-feature=+avx2,+fma" CARGO_TARGET_DIR=target/miri-avx2 \
+    MIRIFLAGS="$miri_base -Zmiri-env-set=CLLM_ISA=avx2" \
+    cargo +nightly miri test -q -p cllm-kernels "${selection[@]}"
+
+# The sphere workers (jobs, barrier, parallel-for, reduction, panics) and the parallel GEMM's
+# writes through a shared pointer, under Miri's data-race detector. Weak-memory emulation is
+# off: with it, Miri reports a lost wake-up in the pool's sleep handshake (pool.rs: park_worker,
+# wait_caller) that C++20 rules out: each flag's Relaxed store is sequenced before the same
+# thread's SeqCst store, which the waker's SeqCst load must see or pass. Miri's emulation of a
+# location with both SeqCst and Relaxed stores is incomplete; with those stores SeqCst, or with
+# weak memory off, the tests pass. Skipped: the tests that read the kernel's view of the
+# threads (/proc).
+engine_flags="$miri_base -Zmiri-disable-weak-memory-emulation"
+echo "== Miri: sphere workers"
+MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --test spheres -- \
+    --skip idle_workers_park_and_use_no_cpu \
+    --skip workers_are_pinned_and_named_in_the_kernel \
+    --skip drop_joins_every_worker
+echo "== Miri: parallel GEMM"
+MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --lib \
+    par_gemm::tests::small_grids_of_both_piece_kinds_match_sgemm
+
+# ThreadSanitizer on every test that runs work on several workers. The standard library is
+# rebuilt with the sanitizer (-Zbuild-std), so the target must be named.
+echo "== ThreadSanitizer: sphere workers, parallel GEMM, decoding, training"
+RUSTFLAGS="-Zsanitizer=thread" cargo +nightly test -q -Zbuild-std \
+    --target x86_64-unknown-linux-gnu -p cllm-engine \
+    --test spheres --test par_gemm --test generate --test train
