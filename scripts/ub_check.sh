@@ -39,8 +39,8 @@ RUSTFLAGS="-C target-feature=+avx2,+fma" CARGO_TARGET_DIR=target/miri-avx2 \
     MIRIFLAGS="$miri_base -Zmiri-env-set=CLLM_ISA=avx2" \
     cargo +nightly miri test -q -p cllm-kernels "${selection[@]}"
 
-# The sphere workers (jobs, barrier, parallel-for, reduction, panics) and the parallel GEMM's
-# writes through a shared pointer, under Miri's data-race detector. Weak-memory emulation is
+# The sphere workers (jobs, barrier, parallel-for, reduction, panics), and the parallel GEMM's
+# and the decoder's accesses through shared pointers, under Miri's data-race detector. Weak-memory emulation is
 # off: with it, Miri reports a lost wake-up in the pool's sleep handshake (pool.rs: park_worker,
 # wait_caller) that C++20 rules out: each flag's Relaxed store is sequenced before the same
 # thread's SeqCst store, which the waker's SeqCst load must see or pass. Miri's emulation of a
@@ -53,9 +53,10 @@ MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --test sphe
     --skip idle_workers_park_and_use_no_cpu \
     --skip workers_are_pinned_and_named_in_the_kernel \
     --skip drop_joins_every_worker
-echo "== Miri: parallel GEMM"
-MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --lib \
-    par_gemm::tests::small_grids_of_both_piece_kinds_match_sgemm
+echo "== Miri: parallel GEMM and the decoder's shared buffers"
+MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --lib -- \
+    par_gemm::tests::small_grids_of_both_piece_kinds_match_sgemm \
+    generate::decoder::tests::two_workers_give_the_calling_threads_logits_on_a_tiny_model
 
 # ThreadSanitizer on every test that runs work on several workers. The standard library is
 # rebuilt with the sanitizer (-Zbuild-std), so the target must be named.
