@@ -186,7 +186,7 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
     // Under Miri, the smallest blocks (one tile, K slices of 2) on a matrix still past them.
     let mut rng = rng(9);
     let ((mc, kc, nc), (m, k, n)) = if cfg!(miri) {
-        ((1, 2, 1), (29, 5, 65))
+        ((1, 2, 1), (29, 7, 65))
     } else {
         ((20, 24, 40), (71, 70, 83))
     };
