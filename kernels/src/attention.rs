@@ -594,6 +594,11 @@ fn attention_fwd_generic<S: GemmKernel>(
             && qkv.len() == elems(&[b, t, 3, c])
     );
     assert!(scratch.len() >= elems(&[2, hs, tp]));
+    if t == 0 {
+        // No tokens, nothing to compute; and with B > 0 the head pointers below would be
+        // offset past the end of the empty slices, which is undefined even with no access.
+        return;
+    }
     let l = S::LANES;
     let bc = 2 * l;
     let scale = 1.0 / (hs as f32).sqrt();
@@ -750,6 +755,11 @@ fn attention_bwd_generic<S: GemmKernel>(
             && lse.len() == elems(&[b, nh, t])
     );
     assert!(scratch.len() >= attention_scratch_len(t, hs));
+    if t == 0 {
+        // No tokens, nothing to compute; and with B > 0 the head pointers below would be
+        // offset past the end of the empty slices, which is undefined even with no access.
+        return;
+    }
     let l = S::LANES;
     let bc = 2 * l;
     let scale = 1.0 / (hs as f32).sqrt();
