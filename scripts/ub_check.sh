@@ -16,7 +16,7 @@
 # Usage: scripts/ub_check.sh [--avx2] [KERNEL_TEST...]
 #   --avx2           also run the kernel tests on the AVX2 path (about 10 minutes more)
 #   KERNEL_TEST...   kernel test files to run besides the unit tests (default: the list below;
-#                    gemv, gemm, attention and huge_shapes take longer and can be named)
+#                    gemv and gemm take 5 to 15 minutes each and can be named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ if [[ "${1:-}" == "--avx2" ]]; then
 fi
 kernel_tests=("$@")
 if [[ ${#kernel_tests[@]} -eq 0 ]]; then
-    kernel_tests=(residual gelu bias embedding layernorm adamw loss kv_attention)
+    kernel_tests=(residual gelu bias embedding layernorm adamw loss kv_attention attention)
 fi
 selection=(--lib)
 for t in "${kernel_tests[@]}"; do
