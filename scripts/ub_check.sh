@@ -53,14 +53,11 @@ if $avx2; then
 fi
 
 # The sphere workers (jobs, barrier, parallel-for, reduction, panics), and the parallel GEMM's
-# and the decoder's accesses through shared pointers, under Miri's data-race detector.
-# Weak-memory emulation is off: with it, Miri reports a lost wake-up in the pool's sleep
-# handshake (pool.rs: park_worker, wait_caller) that C++20 rules out: each flag's Relaxed
-# store is sequenced before the same thread's SeqCst store, which the waker's SeqCst load must
-# see or pass. Miri's emulation of a location with both SeqCst and Relaxed stores is
-# incomplete; with those stores SeqCst, or with weak memory off, the tests pass. Skipped: the
-# tests that read the kernel's view of the threads (/proc).
-engine_flags="$miri_base -Zmiri-disable-weak-memory-emulation"
+# and the decoder's accesses through shared pointers, under Miri's data-race detector and its
+# weak-memory emulation (which needs every access to the pool's sleep flags SeqCst: see
+# engine/src/spheres/README.md). Skipped: the tests that read the kernel's view of the threads
+# (/proc).
+engine_flags="$miri_base"
 echo "== Miri: sphere workers"
 MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --test spheres -- \
     --skip idle_workers_park_and_use_no_cpu \

@@ -279,11 +279,15 @@ impl Shared {
             if !finished {
                 thread::park();
             }
-            // Relaxed: a waker that still sees the stale announcement only unparks a thread
-            // that is awake, which leaves a token and a spurious return from a later `park`
-            // (every park here sits in a loop that re-checks its condition).
-            sleepers.fetch_sub(1, Ordering::Relaxed);
-            slot.asleep.store(AWAKE, Ordering::Relaxed);
+            // A waker that still sees the stale announcement only unparks a thread that is
+            // awake, which leaves a token and a spurious return from a later `park` (every park
+            // here sits in a loop that re-checks its condition). SeqCst although Relaxed would
+            // do: with every access to these flags SeqCst, the handshake's argument needs only
+            // the single total order (no rule about Relaxed stores before SeqCst ones), and
+            // Miri's weak-memory emulation can check it (scripts/ub_check.sh). This runs only
+            // after a park, so the cost is nil.
+            sleepers.fetch_sub(1, Ordering::SeqCst);
+            slot.asleep.store(AWAKE, Ordering::SeqCst);
             if finished || done() {
                 return;
             }
@@ -310,9 +314,10 @@ impl Shared {
                 if !finished {
                     thread::park();
                 }
-                // Relaxed: a stale `true` costs at most a spurious unpark (a token; callers of
-                // `park` must tolerate spurious wake-ups anyway).
-                self.caller_asleep.store(false, Ordering::Relaxed);
+                // A stale `true` costs at most a spurious unpark (a token; callers of `park`
+                // must tolerate spurious wake-ups anyway). SeqCst for the reason given in
+                // `park_worker`.
+                self.caller_asleep.store(false, Ordering::SeqCst);
                 if finished || done() {
                     return;
                 }
