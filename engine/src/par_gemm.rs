@@ -521,9 +521,15 @@ mod tests {
     fn small_grids_of_both_piece_kinds_match_sgemm() {
         use crate::sphere_tree::SphereTree;
         let blocks = (4, 2, 8);
-        for (workers, (m, k, n), tile, split_n) in
-            [(2, (9, 3, 5), 1 << 20, false), (4, (3, 40, 150), 32, true)]
-        {
+        // In the active path's tiles (6 × 16 on AVX2, 14 × 32 on AVX-512, ...): a C of fewer
+        // rows than one panel and 9.4 panels of columns is split by columns, in chunks of two
+        // microtiles.
+        let Blocking { mr, nr, .. } =
+            GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2).blocking();
+        for (workers, (m, k, n), tile, split_n) in [
+            (2, (9, 3, 5), 1 << 20, false),
+            (4, (3, 40, 9 * nr + 6), 2 * mr * nr, true),
+        ] {
             let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
             let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, tile).unwrap();
             let grid = Grid::choose((m, k, n), workers, ws.blocking, tile);
