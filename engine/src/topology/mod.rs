@@ -13,12 +13,12 @@
 mod hwloc;
 mod plan;
 mod render;
-pub(crate) mod sysfs;
+mod sysfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use plan::Plan;
 
@@ -389,6 +389,12 @@ impl Topology {
     pub fn smt(&self) -> usize {
         self.cores.iter().map(|c| c.cpus.len()).max().unwrap_or(1)
     }
+}
+
+/// This machine's total memory in bytes (`MemTotal` in /proc/meminfo), when it can be read:
+/// the figure [`Topology::detect`]'s sysfs reader records, without reading the rest of the machine.
+pub fn memory_bytes() -> Option<u64> {
+    sysfs::mem_total(Path::new("/")).ok()
 }
 
 /// The CPUs this process may run on, ascending: the affinity mask (`sched_getaffinity`) of the

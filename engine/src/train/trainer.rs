@@ -15,7 +15,6 @@
 //! is sequential and the reduction order depends only on the tree.
 
 use std::error::Error;
-use std::path::Path;
 use std::slice;
 use std::sync::{Mutex, PoisonError};
 
@@ -25,7 +24,7 @@ use crate::checkpoint::CheckpointError;
 use crate::model::{Gpt, ModelError, Workspace};
 use crate::rng::Rng;
 use crate::spheres::{PerWorker, ReduceBuffers, Spheres, SpheresError};
-use crate::topology::sysfs::mem_total;
+use crate::topology;
 
 /// How to train: batch shape, optimizer, schedule, clipping, seed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,7 +193,7 @@ impl Trainer {
         ]
         .into_iter()
         .fold(rows as u128, u128::saturating_mul);
-        let have = mem_total(Path::new("/")).map_or(isize::MAX as u128, u128::from);
+        let have = topology::memory_bytes().map_or(isize::MAX as u128, u128::from);
         if need > have {
             let gib = |bytes: u128| bytes as f64 / (1u64 << 30) as f64;
             return Err(TrainError::Config(format!(

@@ -51,9 +51,7 @@ pub fn read_runs(data: &[f32], runs: usize) -> Vec<Timing> {
 /// this machine's M GB of memory; {fix}", so the allocation is refused with the flag to change
 /// instead of aborting (or swapping) on it.
 pub fn check_memory(what: &str, bytes: Option<u64>, fix: &str) -> Result<()> {
-    let memory = cllm_engine::topology::Topology::detect()
-        .topology
-        .memory_bytes;
+    let memory = cllm_engine::topology::memory_bytes();
     let too_big = match (bytes, memory) {
         (None, _) => true,
         (Some(b), Some(m)) => b > m,
