@@ -278,6 +278,72 @@ fn a_resumed_run_ends_at_its_own_total_and_an_older_checkpoint_continues_beside_
     );
 }
 
+/// TINY with samples and two micro-batches a step, without --threads (CLLM_THREADS decides).
+const SEEDED: [&str; 22] = [
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--embd",
+    "32",
+    "--seq",
+    "32",
+    "--batch",
+    "2",
+    "--grad-accum",
+    "2",
+    "--eval-every",
+    "3",
+    "--eval-batches",
+    "2",
+    "--bpe-vocab",
+    "300",
+    "--sample-tokens",
+    "12",
+    "--report",
+    "none",
+];
+
+/// cllm-train on SEEDED with `args` in `dir`, `CLLM_THREADS` set to `threads`; stdout and stderr.
+fn train_seeded(dir: &Path, threads: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+        .args(SEEDED)
+        .args(args)
+        .current_dir(dir)
+        .env("CLLM_THREADS", threads)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("cllm-train runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
+
+#[test]
+fn resuming_on_fewer_workers_than_the_checkpoint_warns_whatever_chose_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train_seeded(
+        d,
+        "2",
+        &["--steps", "4", "--ckpt-dir", "r", "--ckpt-every", "2"],
+    );
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(d.join("r/step-00000002/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    if state["workers"] == 1 {
+        return; // a one-core machine: no fewer workers to resume on.
+    }
+    std::fs::remove_dir_all(d.join("r/step-00000004")).unwrap();
+    // CLLM_THREADS (like a machine with fewer cores) picks the workers, not --threads.
+    let (_, err) = train_seeded(d, "1", &["--resume", "--ckpt-dir", "r/step-00000002"]);
+    assert!(
+        err.contains("trained on 2 workers; on 1 the run continues, but not bit for bit"),
+        "{err}"
+    );
+}
+
 #[test]
 fn shards_train_with_their_own_tokenizer_and_refuse_another() {
     use cllm_engine::tokenizer::Tokenizer;

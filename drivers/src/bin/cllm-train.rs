@@ -280,13 +280,6 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         _ => None,
     };
     let batch = saved.map_or(args.batch, |(batch, _)| batch);
-    if let (Some((_, workers)), Some(threads)) = (saved, args.threads) {
-        if threads != workers {
-            eprintln!(
-                "warning: the checkpoint was trained on {workers} workers; on --threads {threads} the run continues, but not bit for bit as an uninterrupted run would (the workers' gradient sums add in another order)"
-            );
-        }
-    }
     if args.threads.is_none() {
         let fit = match saved {
             Some((_, workers)) if workers <= cores && batch.is_multiple_of(workers) => workers,
@@ -298,12 +291,22 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         if fit != cores {
             eprintln!(
                 "note: training on {fit} of {cores} workers (the batch of {batch} rows divides over {fit}{})",
-                if saved.is_some() { ", as the checkpoint did" } else { "" }
+                if saved.is_some_and(|(_, workers)| workers == fit) { ", as the checkpoint did" } else { "" }
             );
             (tree, _, topology_text) = threads_plan(Some(fit))?;
         }
     }
     let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
+    // Checked on the workers the run got, whatever chose them: --threads (capped at the allowed
+    // cores), CLLM_THREADS, or a machine with fewer cores than the checkpoint's workers.
+    if let Some((_, workers)) = saved {
+        let now = spheres.count();
+        if now != workers {
+            eprintln!(
+                "warning: the checkpoint was trained on {workers} workers; on {now} the run continues, but not bit for bit as an uninterrupted run would (the workers' gradient sums add in another order)"
+            );
+        }
+    }
     for w in spheres.warnings() {
         eprintln!("warning: {w}");
     }
