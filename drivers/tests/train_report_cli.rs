@@ -320,6 +320,45 @@ fn train_seeded(dir: &Path, threads: &str, args: &[&str]) -> (String, String) {
 }
 
 #[test]
+fn a_resumed_run_keeps_its_seed_and_matches_the_straight_run_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    train_seeded(d, "2", &["--steps", "6", "--seed", "7", "--ckpt-dir", "a"]);
+    let part = [
+        "--steps",
+        "6",
+        "--seed",
+        "7",
+        "--ckpt-dir",
+        "b",
+        "--ckpt-every",
+        "3",
+    ];
+    train_seeded(d, "2", &part);
+    std::fs::remove_dir_all(d.join("b/step-00000006")).unwrap();
+    // Without --seed: the data order is the checkpoint's seed's, not 1337's.
+    train_seeded(d, "2", &["--resume", "--ckpt-dir", "b/step-00000003"]);
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        let read = |run: &str| std::fs::read(d.join(run).join("step-00000006").join(file)).unwrap();
+        assert!(
+            read("a") == read("b"),
+            "{file} differs from the straight run's"
+        );
+    }
+    // Another --seed cannot change a resumed run's data order: it is ignored, with a warning.
+    let (_, err) = train_seeded(
+        d,
+        "2",
+        &["--resume", "--ckpt-dir", "b", "--steps", "7", "--seed", "8"],
+    );
+    assert!(err.contains("--seed is ignored when resuming"), "{err}");
+}
+
+#[test]
 fn resuming_on_fewer_workers_than_the_checkpoint_warns_whatever_chose_them() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

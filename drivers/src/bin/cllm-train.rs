@@ -145,7 +145,7 @@ struct Args {
     /// tokenizer.json, else vocab.json + merges.txt, else --tokenizer.
     #[arg(long)]
     init_from: Option<PathBuf>,
-    /// Seed of initialisation, data order and sampling.
+    /// Seed of initialisation, data order and sampling (a resumed run keeps its checkpoint's).
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Append JSON lines of metrics (step, loss, val_loss, val_ppl, lr, grad_norm, tokens_per_s,
@@ -166,7 +166,7 @@ struct Args {
 
 /// Flags a resumed run takes from its checkpoint instead (the model, the optimizer and the batch
 /// shape are the checkpoint's); given anyway, they get a warning.
-const KEPT_ON_RESUME: [&str; 15] = [
+const KEPT_ON_RESUME: [&str; 16] = [
     "layers",
     "heads",
     "embd",
@@ -182,6 +182,7 @@ const KEPT_ON_RESUME: [&str; 15] = [
     "clip",
     "init_from",
     "bpe_vocab",
+    "seed",
 ];
 
 fn main() {
@@ -460,6 +461,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             "seq" => args.seq != c.seq_len,
             "batch" => args.batch != c.batch,
             "grad_accum" => args.grad_accum != c.grad_accum,
+            "seed" => args.seed != c.seed,
             _ => true,
         };
         for id in KEPT_ON_RESUME
@@ -589,10 +591,11 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         }
     }
     let cfg = *trainer.config();
+    // The trainer's seed: a resumed run's data order is its checkpoint's, whatever --seed says.
     let loader_cfg = |shuffle| LoaderConfig {
         batch: cfg.batch,
         seq: cfg.seq_len,
-        seed: args.seed,
+        seed: cfg.seed,
         shuffle,
         vocab_size: Some(model_cfg.vocab_size),
     };
