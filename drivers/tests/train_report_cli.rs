@@ -319,11 +319,21 @@ fn train_seeded(dir: &Path, threads: &str, args: &[&str]) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), err)
 }
 
+/// The sampled lines a run printed after its line starting with `from`.
+fn samples_after(stdout: &str, from: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(from))
+        .filter(|l| l.starts_with("    | "))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn a_resumed_run_keeps_its_seed_and_matches_the_straight_run_bit_for_bit() {
+fn a_resumed_run_keeps_its_seed_and_samples_and_matches_the_straight_run_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    train_seeded(d, "2", &["--steps", "6", "--seed", "7", "--ckpt-dir", "a"]);
+    let (straight, _) = train_seeded(d, "2", &["--steps", "6", "--seed", "7", "--ckpt-dir", "a"]);
     let part = [
         "--steps",
         "6",
@@ -336,8 +346,8 @@ fn a_resumed_run_keeps_its_seed_and_matches_the_straight_run_bit_for_bit() {
     ];
     train_seeded(d, "2", &part);
     std::fs::remove_dir_all(d.join("b/step-00000006")).unwrap();
-    // Without --seed: the data order is the checkpoint's seed's, not 1337's.
-    train_seeded(d, "2", &["--resume", "--ckpt-dir", "b/step-00000003"]);
+    // Without --seed: the data order and the samples are the checkpoint's seed's, not 1337's.
+    let (resumed, _) = train_seeded(d, "2", &["--resume", "--ckpt-dir", "b/step-00000003"]);
     for file in [
         "model.safetensors",
         "optimizer.safetensors",
@@ -349,6 +359,10 @@ fn a_resumed_run_keeps_its_seed_and_matches_the_straight_run_bit_for_bit() {
             "{file} differs from the straight run's"
         );
     }
+    // The samples at step 6 and at the end are drawn as the uninterrupted run drew them.
+    let want = samples_after(&straight, "step 6:");
+    assert!(!want.is_empty(), "{straight}");
+    assert_eq!(samples_after(&resumed, "step 6:"), want);
     // Another --seed cannot change a resumed run's data order: it is ignored, with a warning.
     let (_, err) = train_seeded(
         d,

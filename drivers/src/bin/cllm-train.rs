@@ -16,7 +16,6 @@ use cllm_engine::checkpoint::{list_step_dirs, read_pointer, LATEST};
 use cllm_engine::data::{DataPosition, Loader, LoaderConfig, TokenSource};
 use cllm_engine::generate::{sample_continuation, SampleConfig};
 use cllm_engine::model::{Gpt, GptConfig};
-use cllm_engine::rng::Rng;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 use cllm_engine::train::{
@@ -648,7 +647,6 @@ fn run(args: Args, given: &[String]) -> Result<()> {
         ),
         None => None,
     };
-    let mut rng = Rng::new(args.seed ^ 0x5eed);
     let bar = progress(steps as u64, trainer.step_count());
     let (mut tokens_buf, mut targets_buf) = (
         vec![0u32; cfg.batch * cfg.seq_len],
@@ -716,6 +714,10 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             });
             writeln!(f, "{line}")?;
         }
+        // The sample's seed is drawn from the trainer's RNG before the checkpoint, whose state
+        // it saves: a run resumed from here draws the samples the uninterrupted run draws.
+        let sample_seed =
+            (val_loss.is_some() && args.sample_tokens > 0).then(|| trainer.rng.next_u64());
         if let Some(dir) = &run_dir {
             if last || (args.ckpt_every > 0 && step.is_multiple_of(args.ckpt_every)) {
                 let opts = SaveOptions {
@@ -733,9 +735,9 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             }
         }
         // Samples come after the checkpoint, and a failed one is only a warning.
-        if val_loss.is_some() && args.sample_tokens > 0 {
+        if let Some(seed) = sample_seed {
             let n = args.sample_tokens.min(120);
-            let text = sample_text(&trainer.model, &tokenizer, n, &sample_cfg, &mut rng);
+            let text = sample_text(&trainer.model, &tokenizer, n, &sample_cfg, seed);
             bar.suspend(|| match text {
                 Ok(text) => println!("{}", indent(&text)),
                 Err(e) => eprintln!("warning: sampling failed: {e:#}"),
@@ -792,7 +794,7 @@ fn run(args: Args, given: &[String]) -> Result<()> {
             &tokenizer,
             args.sample_tokens,
             &sample_cfg,
-            &mut rng,
+            trainer.rng.next_u64(),
         ) {
             Ok(text) => println!("sample:\n{}", indent(&text)),
             Err(e) => eprintln!("warning: sampling failed: {e:#}"),
@@ -903,18 +905,18 @@ fn run_config(
 }
 
 /// A continuation of a newline (as long as the context allows), decoded.
-/// `n` tokens sampled after a newline. Ids the tokenizer lacks (a model whose vocabulary is
-/// larger than its tokenizer's) show as U+FFFD.
+/// `n` tokens sampled after a newline, drawn with `seed`. Ids the tokenizer lacks (a model whose
+/// vocabulary is larger than its tokenizer's) show as U+FFFD.
 fn sample_text(
     model: &Gpt,
     tokenizer: &Tokenizer,
     n: usize,
     cfg: &SampleConfig,
-    rng: &mut Rng,
+    seed: u64,
 ) -> Result<String> {
     let n = n.min(model.config().n_positions - 1);
     let prompt = tokenizer.encode_ordinary("\n");
-    let ids = sample_continuation(model, &prompt, n, cfg, rng.next_u64())?;
+    let ids = sample_continuation(model, &prompt, n, cfg, seed)?;
     let mut bytes = Vec::new();
     for id in ids {
         bytes.extend_from_slice(tokenizer.token_bytes(id).unwrap_or("\u{FFFD}".as_bytes()));

@@ -39,7 +39,8 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Global-norm clipping threshold (`clip_grad_norm_`'s max_norm), or none.
     pub clip: Option<f32>,
-    /// The seed of the trainer's [`Rng`] (which the caller may use for data order).
+    /// The seed of the trainer's [`Rng`] (which the caller may draw from; cllm-train also orders
+    /// its data with this seed).
     pub seed: u64,
 }
 
@@ -128,7 +129,7 @@ pub(super) struct WorkerState {
 pub struct Trainer {
     pub model: Gpt,
     pub optimizer: Optimizer,
-    /// For the caller's data order; saved and restored with checkpoints.
+    /// For the caller's random draws (cllm-train's samples); saved and restored with checkpoints.
     pub rng: Rng,
     pub(super) config: TrainConfig,
     /// Optimizer steps taken.
