@@ -531,6 +531,20 @@ fn an_unpinnable_cpu_is_a_warning_not_a_failure() {
     spheres.run(|ctx| ctx.barrier()).unwrap();
 }
 
+/// A leaf on an absurd CPU number (as a hand-made tree or a bogus allowed set can give) used to
+/// size the affinity mask after it: an allocation of 2^61 bytes, which aborts the process.
+#[test]
+fn a_huge_cpu_number_is_a_warning_not_an_abort() {
+    let spheres = Spheres::new(&SphereTree::flat(&[allowed_cpus()[0], usize::MAX])).unwrap();
+    match spheres.warnings() {
+        [SpheresWarning::NotPinned {
+            worker: 1, reason, ..
+        }] => assert!(reason.contains("beyond"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    spheres.run(|ctx| ctx.barrier()).unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn drop_joins_every_worker() {

@@ -1,8 +1,19 @@
 //! Pinning the calling thread to one CPU, and its kernel thread id.
 
+/// The most CPUs a mask may name here: as far as `topology::allowed_cpus` reads the kernel's mask
+/// (2^16 words of 64 bits). Linux itself stops at 8192 (`CONFIG_NR_CPUS`).
+#[cfg(target_os = "linux")]
+const MAX_CPUS: usize = 1 << 22;
+
 /// Restricts the calling thread to logical CPU `cpu`. The error is a message for a warning.
 #[cfg(target_os = "linux")]
 pub(crate) fn pin_current_thread(cpu: usize) -> Result<(), String> {
+    // A mask for CPU 2^60 would be an allocation of exabytes, which aborts the process.
+    if cpu >= MAX_CPUS {
+        return Err(format!(
+            "CPU {cpu} is beyond the {MAX_CPUS} CPUs an affinity mask can name"
+        ));
+    }
     // A mask as long as `cpu` needs (the fixed cpu_set_t stops at 1024 CPUs).
     let bits = libc::c_ulong::BITS as usize;
     let mut mask: Vec<libc::c_ulong> = vec![0; cpu / bits + 1];
