@@ -357,6 +357,17 @@ fn threads_setting_is_checked() {
         assert!(matches!(err, TopologyError::BadThreads { .. }), "{bad}");
         assert!(err.to_string().contains("CLLM_THREADS"), "{err}");
     }
+    // A number too large for a usize is a whole number all the same: say what is wrong with it.
+    assert_eq!(
+        parse_threads(Some("1000000000000000000000000000000"))
+            .unwrap_err()
+            .to_string(),
+        "CLLM_THREADS=\"1000000000000000000000000000000\" is too large to be a worker count"
+    );
+    assert_eq!(
+        parse_threads(Some("2x")).unwrap_err().to_string(),
+        "CLLM_THREADS=\"2x\" is not a positive whole number"
+    );
 
     let t = read("4node", 0..48).topology;
     let plan = t.plan_with_threads_value(Some("0"), false);

@@ -48,9 +48,13 @@ pub enum TopologyError {
     /// `sched_getaffinity` failed.
     #[error("cannot read the process's allowed CPUs (sched_getaffinity): {0}")]
     Affinity(io::Error),
-    /// `CLLM_THREADS` held something other than a positive whole number.
-    #[error("{THREADS_ENV}={value:?} is not a positive whole number")]
-    BadThreads { value: String },
+    /// `CLLM_THREADS` held something other than a positive whole number, or one too large to
+    /// hold; `problem` says which ("is not a positive whole number", ...).
+    #[error("{THREADS_ENV}={value:?} {problem}")]
+    BadThreads {
+        value: String,
+        problem: &'static str,
+    },
     /// hwloc could not build its topology.
     #[cfg(feature = "hwloc")]
     #[error("hwloc could not load the topology")]
@@ -446,12 +450,17 @@ pub fn parse_threads(value: Option<&str>) -> Result<Option<usize>, TopologyError
     if trimmed.is_empty() {
         return Ok(None);
     }
-    match trimmed.parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
-        _ => Err(TopologyError::BadThreads {
-            value: value.to_string(),
-        }),
-    }
+    let problem = match trimmed.parse::<usize>() {
+        Ok(n) if n > 0 => return Ok(Some(n)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            "is too large to be a worker count"
+        }
+        _ => "is not a positive whole number",
+    };
+    Err(TopologyError::BadThreads {
+        value: value.to_string(),
+        problem,
+    })
 }
 
 /// Parse a kernel CPU list ("0-3,8,10-11"; empty means no CPU) into ascending, distinct numbers.
