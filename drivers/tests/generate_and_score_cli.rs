@@ -354,6 +354,48 @@ fn bad_input_names_file_and_line() {
     );
 }
 
+/// A CLLM_THREADS value that is ignored, or a worker count the machine cannot give, is said on
+/// stderr, as cllm-generate and cllm-train say it (generate-and-score used to drop the warnings).
+#[test]
+fn thread_count_warnings_reach_stderr() {
+    let s = Setup::new();
+    let model = common::golden("tiny/trained");
+    let base = [
+        "generate-and-score",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokenizer",
+        "tok.json",
+        "--prompts",
+        "prompts.txt",
+        "--ref",
+        "ref.txt",
+        "--max-new-tokens",
+        "2",
+    ];
+    let run = |extra: &[&str], threads_env: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cllm-eval"))
+            .args(base)
+            .args(extra)
+            .env("CLLM_THREADS", threads_env)
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let err = run(&[], "2x");
+    assert!(
+        err.contains("warning: CLLM_THREADS=\"2x\" is not a positive whole number"),
+        "{err}"
+    );
+    let err = run(&["--threads", "100000"], "");
+    assert!(
+        err.contains("warning: 100000 threads asked for but only"),
+        "{err}"
+    );
+}
+
 #[test]
 fn out_may_not_be_one_of_the_inputs() {
     let s = Setup::new();

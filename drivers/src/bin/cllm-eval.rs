@@ -625,8 +625,14 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
         stops.push(b"\n".to_vec());
     }
 
-    let (tree, _, _) = threads_plan(args.threads)?;
+    let (tree, warnings, _) = threads_plan(args.threads)?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     let pool = Spheres::new(&tree).context("starting the worker threads")?;
+    for w in pool.warnings() {
+        eprintln!("warning: {w}");
+    }
     let mut rows: Vec<Vec<u32>> = Vec::with_capacity(prompts.len());
     let mut time = Duration::ZERO;
     if let Some(beams) = gen.beams {
