@@ -385,6 +385,12 @@ fn threads_setting_is_checked() {
         plan.warnings[0].to_string(),
         "1000 threads asked for but only 48 CPUs are allowed; using 48"
     );
+    // `taskset -c 1` with CLLM_THREADS=4: one CPU.
+    let single = read("single", [0]).topology;
+    assert_eq!(
+        single.plan(Some(4), false).warnings[0].to_string(),
+        "4 threads asked for but only 1 CPU is allowed; using 1"
+    );
 }
 
 /// Remove `rel` under `root`, file or directory.

@@ -98,7 +98,8 @@ pub enum TopologyWarning {
     BadThreads(TopologyError),
     /// More workers were asked for than there are allowed CPUs.
     #[error(
-        "{requested} threads asked for but only {available} CPUs are allowed; using {available}"
+        "{requested} threads asked for but only {available} {} allowed; using {available}",
+        if *available == 1 { "CPU is" } else { "CPUs are" }
     )]
     TooManyThreads { requested: usize, available: usize },
 }
