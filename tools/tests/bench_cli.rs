@@ -179,3 +179,28 @@ fn tokenize_without_input_away_from_the_repository_asks_for_one() {
         "{stderr}"
     );
 }
+
+/// `suite --threads` beyond the allowed CPUs: the pools are capped (with a warning), and the
+/// document records the workers that ran, not the count asked for.
+#[test]
+fn the_suite_records_the_workers_it_ran_on() {
+    let (ok, stdout, stderr) = bench(&[
+        "suite",
+        "--quick",
+        "--only",
+        "tokenize",
+        "--repeats",
+        "1",
+        "--threads",
+        "100000",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("100000 threads asked for"), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let threads = doc["threads"].as_u64().unwrap();
+    assert!((1..100000).contains(&threads), "threads {threads}");
+    for e in doc["entries"].as_array().unwrap() {
+        assert_eq!(e["threads"].as_u64(), Some(threads), "{e}");
+    }
+}

@@ -33,6 +33,17 @@ impl Pool {
         })
     }
 
+    /// How many workers [`Pool::start`] gives for `threads`: capped at the allowed CPUs, with
+    /// the warnings on stderr.
+    pub fn workers_for(threads: usize) -> usize {
+        let detected = Topology::detect();
+        let plan = detected.topology.plan_for(Some(threads), false);
+        for w in detected.warnings.iter().chain(&plan.warnings) {
+            eprintln!("warning: {w}");
+        }
+        plan.tree.cpus().len()
+    }
+
     /// How many workers.
     pub fn count(&self) -> usize {
         self.spheres.count()

@@ -253,6 +253,12 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Value> {
     if opts.threads == 0 {
         bail!("--threads 0: at least one worker is needed");
     }
+    // What the pools will get (--threads is capped at the allowed CPUs): the entries and the
+    // document record the workers that ran, not the count asked for.
+    let opts = &Options {
+        threads: Pool::workers_for(opts.threads),
+        ..opts.clone()
+    };
     for g in &opts.only {
         if !GROUPS.contains(&g.as_str()) {
             bail!("--only {g}: the groups are {}", GROUPS.join(", "));
