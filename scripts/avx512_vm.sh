@@ -6,12 +6,14 @@
 # CI, like `scripts/ub_check.sh`: Bochs runs some 35-50 M instructions a second here, and a full
 # pass takes 15-20 minutes after the build.
 #
-# Not yet dependable: each of three full runs here stopped partway through a test binary (gemv
-# twice, attention once, at a different test each time, each of which passed in another run),
-# with no output after and the guest's timers apparently stopped (a watchdog inside the guest
-# never fired). The cause, in Bochs or in its kernel, is not found. A fourth run of the binaries
-# not yet passed completed, so each kernel test binary has passed in some run, and none failed.
-# A run that stops ends at TIMEOUT_SECONDS with the results so far.
+# Not yet dependable: each of five full runs here stopped partway (in gemv three times, in the
+# attention forward and in bias once each, at a different test each time, each of which passed
+# in another run), with no output after, Bochs still executing. A watchdog loop inside the guest
+# never fired, and output sent as kernel messages (which the console writes by polling) stopped
+# too, so the whole guest stalls, not just its serial port. The cause, in Bochs or in its
+# kernel, is not found. A run of the binaries not yet passed completed, so each kernel test
+# binary has passed in some run, and none failed. A run that stops ends at TIMEOUT_SECONDS with
+# the results so far.
 #
 # Needs Debian's packages (as root: `apt-get install bochs bochs-term bochsbios vgabios
 # busybox-static isolinux syslinux-common xorriso`) and fetches a kernel image with `apt-get
