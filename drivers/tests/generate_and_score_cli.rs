@@ -43,18 +43,24 @@ impl Setup {
         path
     }
 
-    fn run(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(bin)
-            .args(args)
-            .args(["--threads", "2"])
+    /// `bin ARGS` in the directory, its worker count left to the caller.
+    fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .current_dir(self.dir.path())
-            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_BACKTRACE");
+        cmd
+    }
+
+    fn run(&self, bin: &str, args: &[&str]) -> Output {
+        self.command(bin, args)
+            .args(["--threads", "2"])
             .output()
             .unwrap_or_else(|e| panic!("{bin}: {e}"))
     }
 
-    /// `cllm-eval generate-and-score` on the golden model with our tokenizer.
-    fn score(&self, args: &[&str]) -> Output {
+    /// `cllm-eval generate-and-score` on the golden model with our tokenizer, without --threads.
+    fn score_command(&self, args: &[&str]) -> Command {
         let model = common::golden("tiny/trained");
         let mut all = vec![
             "generate-and-score",
@@ -64,7 +70,15 @@ impl Setup {
             "tok.json",
         ];
         all.extend_from_slice(args);
-        self.run(env!("CARGO_BIN_EXE_cllm-eval"), &all)
+        self.command(env!("CARGO_BIN_EXE_cllm-eval"), &all)
+    }
+
+    /// As [`Setup::score_command`], on two workers.
+    fn score(&self, args: &[&str]) -> Output {
+        self.score_command(args)
+            .args(["--threads", "2"])
+            .output()
+            .expect("cllm-eval runs")
     }
 
     fn score_json(&self, args: &[&str]) -> Value {
@@ -359,13 +373,7 @@ fn bad_input_names_file_and_line() {
 #[test]
 fn thread_count_warnings_reach_stderr() {
     let s = Setup::new();
-    let model = common::golden("tiny/trained");
     let base = [
-        "generate-and-score",
-        "--model",
-        model.to_str().unwrap(),
-        "--tokenizer",
-        "tok.json",
         "--prompts",
         "prompts.txt",
         "--ref",
@@ -374,11 +382,9 @@ fn thread_count_warnings_reach_stderr() {
         "2",
     ];
     let run = |extra: &[&str], threads_env: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_cllm-eval"))
-            .args(base)
-            .args(extra)
+        let out = s
+            .score_command(&[&base[..], extra].concat())
             .env("CLLM_THREADS", threads_env)
-            .current_dir(s.dir.path())
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 mod common;
 
-/// A model small enough for a debug build: six steps, evaluated at 3 and 6.
-const TINY: [&str; 20] = [
+/// A model small enough for a debug build, evaluated every 3 steps.
+const MODEL: [&str; 16] = [
     "--layers",
     "1",
     "--heads",
@@ -28,20 +28,20 @@ const TINY: [&str; 20] = [
     "2",
     "--bpe-vocab",
     "300",
-    "--sample-tokens",
-    "0",
-    "--threads",
-    "2",
 ];
 
-/// cllm-train on TINY for `steps` steps in `dir`, with `args`.
+/// MODEL without samples, on two workers: six steps, evaluated at 3 and 6.
+const TINY: [&str; 4] = ["--sample-tokens", "0", "--threads", "2"];
+
+/// cllm-train on MODEL and TINY for `steps` steps in `dir`, with `args`.
 fn run_train(dir: &Path, steps: &str, args: &[&str]) -> std::process::Output {
     run_train_args(dir, &[&["--steps", steps], args].concat())
 }
 
-/// cllm-train on TINY in `dir` with `args` alone.
+/// cllm-train on MODEL and TINY in `dir` with `args` alone.
 fn run_train_args(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+        .args(MODEL)
         .args(TINY)
         .args(args)
         .current_dir(dir)
@@ -278,35 +278,20 @@ fn a_resumed_run_ends_at_its_own_total_and_an_older_checkpoint_continues_beside_
     );
 }
 
-/// TINY with samples and two micro-batches a step, without --threads (CLLM_THREADS decides).
-const SEEDED: [&str; 22] = [
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--embd",
-    "32",
-    "--seq",
-    "32",
-    "--batch",
-    "2",
+/// MODEL with samples and two micro-batches a step, without --threads (CLLM_THREADS decides).
+const SEEDED: [&str; 6] = [
     "--grad-accum",
     "2",
-    "--eval-every",
-    "3",
-    "--eval-batches",
-    "2",
-    "--bpe-vocab",
-    "300",
     "--sample-tokens",
     "12",
     "--report",
     "none",
 ];
 
-/// cllm-train on SEEDED with `args` in `dir`, `CLLM_THREADS` set to `threads`; stdout and stderr.
+/// cllm-train on MODEL and SEEDED with `args` in `dir`, `CLLM_THREADS` set to `threads`; stdout and stderr.
 fn train_seeded(dir: &Path, threads: &str, args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cllm-train"))
+        .args(MODEL)
         .args(SEEDED)
         .args(args)
         .current_dir(dir)

@@ -11,6 +11,17 @@ pub struct Pool {
     pub tree: SphereTree,
 }
 
+/// The detected machine's sphere tree for `threads` workers (as `CLLM_THREADS` says when
+/// `None`), with the detection's and the plan's warnings on stderr.
+fn plan(threads: Option<usize>) -> SphereTree {
+    let detected = Topology::detect();
+    let plan = detected.topology.plan_for(threads, false);
+    for w in detected.warnings.iter().chain(&plan.warnings) {
+        eprintln!("warning: {w}");
+    }
+    plan.tree
+}
+
 impl Pool {
     /// The detected machine's sphere tree: the first `threads` workers of the plan when given,
     /// else as many as `CLLM_THREADS` says (all cores when unset). Warnings go to stderr.
@@ -18,30 +29,18 @@ impl Pool {
         if threads == Some(0) {
             bail!("--threads 0: at least one worker is needed");
         }
-        let detected = Topology::detect();
-        let plan = detected.topology.plan_for(threads, false);
-        for w in detected.warnings.iter().chain(&plan.warnings) {
-            eprintln!("warning: {w}");
-        }
-        let spheres = Spheres::new(&plan.tree).context("starting the sphere workers")?;
+        let tree = plan(threads);
+        let spheres = Spheres::new(&tree).context("starting the sphere workers")?;
         for w in spheres.warnings() {
             eprintln!("warning: {w}");
         }
-        Ok(Pool {
-            spheres,
-            tree: plan.tree,
-        })
+        Ok(Pool { spheres, tree })
     }
 
     /// How many workers [`Pool::start`] gives for `threads`: capped at the allowed CPUs, with
     /// the warnings on stderr.
     pub fn workers_for(threads: usize) -> usize {
-        let detected = Topology::detect();
-        let plan = detected.topology.plan_for(Some(threads), false);
-        for w in detected.warnings.iter().chain(&plan.warnings) {
-            eprintln!("warning: {w}");
-        }
-        plan.tree.cpus().len()
+        plan(Some(threads)).cpus().len()
     }
 
     /// How many workers.
