@@ -90,10 +90,10 @@ run() {
     local py=${PYTHON:-python3}
     if "$py" -c 'import numpy' 2>/dev/null; then
         stamp "numpy beside the GEMM"
-        for n in 1 "$cores"; do
-            "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$n" --layouts nn \
-                --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
-        done
+        # One thread: every GPT shape and layout of issue 2; all cores: the scaling shapes.
+        "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads 1 --reps 3
+        "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$cores" --layouts nn \
+            --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
     fi
     if "$py" -c 'import torch' 2>/dev/null; then
         stamp "PyTorch beside training and decoding"
@@ -103,6 +103,9 @@ run() {
         # One thread at V=50257 is the issue's own figure (PyTorch 5.4× from 1 to 16 threads).
         "$py" "$D/torch_gpt_bench.py" train "$cores" 50257 3
         "$py" "$D/torch_gpt_bench.py" gen "$cores"
+        for n in 1 "$cores"; do
+            "$py" "$D/torch_gpt_bench.py" mm "$n"
+        done
     fi
     stamp end
 }

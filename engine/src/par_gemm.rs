@@ -506,11 +506,11 @@ impl Job<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cllm_kernels::gemm::blocking::CacheSizes;
+    use cllm_kernels::gemm::blocking::{CacheSizes, PanelCache};
 
     /// The AVX2 path's blocks on this machine's caches (32 KiB L1d, 512 KiB L2, 8 MiB L3).
     fn avx2_blocks() -> Blocking {
-        Blocking::for_caches(6, 16, CacheSizes::FALLBACK)
+        Blocking::for_caches(6, 16, PanelCache::L1, CacheSizes::FALLBACK)
     }
 
     /// Both kinds of piece (whole rows of C written in place; tiles computed in chunks and
@@ -521,7 +521,7 @@ mod tests {
     fn small_grids_of_both_piece_kinds_match_sgemm() {
         use crate::sphere_tree::SphereTree;
         let blocks = (4, 2, 8);
-        // In the active path's tiles (6 × 16 on AVX2, 14 × 32 on AVX-512, ...): a C of fewer
+        // In the active path's tiles (6 × 16 on AVX2, 9 × 48 on AVX-512, ...): a C of fewer
         // rows than one panel and 9.4 panels of columns is split by columns, in chunks of two
         // microtiles.
         let Blocking { mr, nr, .. } =

@@ -5,12 +5,15 @@
 //!
 //! | block             | size       | lives in | reused across             |
 //! |-------------------|------------|----------|---------------------------|
-//! | B micro-panel     | KC × NR    | L1       | every MR-row panel of A   |
+//! | B micro-panel     | KC × NR    | L1 or L2 | every MR-row panel of A   |
 //! | packed A block    | MC × KC    | L2       | every NR-column panel of B|
 //! | packed B block    | KC × NC    | L3       | every MC-row block of A   |
 //!
 //! Each block takes about half of its level, leaving the other half for the stream that passes
 //! through it (the A micro-panels through L1, the B micro-panels through L2, C through L3).
+//! A path whose microkernel runs as fast from L2 as from L1 sizes its B micro-panel for L2
+//! instead ([`PanelCache::L2`]): a deeper KC means fewer passes over C, each of which loads and
+//! stores every C tile once.
 
 use std::sync::OnceLock;
 
@@ -71,6 +74,15 @@ fn parse_size(s: &str) -> Option<usize> {
     digits.parse::<usize>().ok()?.checked_mul(unit)
 }
 
+/// The cache a path sizes its KC × NR B micro-panel for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanelCache {
+    /// Half of L1d: the classic choice, for cores that feed the FMAs only from L1.
+    L1,
+    /// An eighth of L2 (KC at most 1024), for cores that stream both panels from L2 at full speed.
+    L2,
+}
+
 /// Block sizes for one microkernel shape. `mc` is a multiple of `mr` and `nc` of `nr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
@@ -87,11 +99,17 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    /// Block sizes for an `mr × nr` microkernel on caches of `sizes` (f32 elements, 4 bytes).
-    pub fn for_caches(mr: usize, nr: usize, sizes: CacheSizes) -> Blocking {
+    /// Block sizes for an `mr × nr` microkernel whose B micro-panel is sized for `panel`, on
+    /// caches of `sizes` (f32 elements, 4 bytes).
+    pub fn for_caches(mr: usize, nr: usize, panel: PanelCache, sizes: CacheSizes) -> Blocking {
         const F32: usize = 4;
-        // KC: a KC × NR B micro-panel fills half of L1d (32 KiB, NR = 16 gives KC = 256).
-        let kc = (sizes.l1d / 2 / (nr * F32)).clamp(64, 1024) / 4 * 4;
+        // KC: a KC × NR B micro-panel fills half of L1d (32 KiB, NR = 16 gives KC = 256), or an
+        // eighth of L2 (2 MiB, NR = 48 gives 1365, capped to 1024).
+        let panel_bytes = match panel {
+            PanelCache::L1 => sizes.l1d / 2,
+            PanelCache::L2 => sizes.l2 / 8,
+        };
+        let kc = (panel_bytes / (nr * F32)).clamp(64, 1024) / 4 * 4;
         // MC: an MC × KC packed A block fills half of L2.
         let mc = round_down((sizes.l2 / 2 / (kc * F32)).clamp(mr, 1024), mr);
         // NC: a KC × NC packed B block fills half of L3.
@@ -130,7 +148,7 @@ mod tests {
 
     #[test]
     fn blocks_respect_the_tile_and_the_caches() {
-        let b = Blocking::for_caches(6, 16, CacheSizes::FALLBACK);
+        let b = Blocking::for_caches(6, 16, PanelCache::L1, CacheSizes::FALLBACK);
         assert_eq!(b.kc, 256);
         assert_eq!(b.mc % 6, 0);
         assert_eq!(b.nc % 16, 0);
@@ -138,6 +156,7 @@ mod tests {
         let tiny = Blocking::for_caches(
             6,
             16,
+            PanelCache::L1,
             CacheSizes {
                 l1d: 1,
                 l2: 1,
@@ -145,5 +164,21 @@ mod tests {
             },
         );
         assert!(tiny.mc >= 6 && tiny.kc >= 64 && tiny.nc >= 16);
+    }
+
+    #[test]
+    fn an_l2_panel_is_deeper() {
+        // The AVX-512 tile on a core with 48 KiB L1d, 2 MiB L2 and a large L3.
+        let sizes = CacheSizes {
+            l1d: 48 << 10,
+            l2: 2 << 20,
+            l3: 480 << 20,
+        };
+        let l1 = Blocking::for_caches(9, 48, PanelCache::L1, sizes);
+        let l2 = Blocking::for_caches(9, 48, PanelCache::L2, sizes);
+        assert_eq!((l1.kc, l2.kc), (128, 1024));
+        // The A block still fills half of L2: 252 rows of 1024 floats.
+        assert_eq!(l2.mc, 252);
+        assert!(l2.mc * l2.kc * 4 <= sizes.l2 / 2);
     }
 }

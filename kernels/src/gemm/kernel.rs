@@ -9,17 +9,18 @@
 //!
 //! | path     | MR × NR | accumulators        | registers used        |
 //! |----------|---------|---------------------|-----------------------|
-//! | avx512   | 14 × 32 | 28 zmm              | 28 + 2 B + 1 A of 32  |
+//! | avx512   | 9 × 48  | 27 zmm              | 27 + 3 B + 1 A of 32  |
 //! | avx2     | 6 × 16  | 12 ymm              | 12 + 2 B + 1 A of 16  |
 //! | portable | 6 × 8   | 6 f32x8 (12 xmm)    | 12 + 2 B + 1 A of 16  |
 //! | scalar   | 4 × 4   | 16 f32              | (whatever LLVM makes) |
 
+use super::blocking::PanelCache;
 use crate::simd::{prefetch_read, Portable, Scalar, Simd};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
 
 /// The largest `MR · NR` of any path (sizes the stack tile for edge tiles).
-pub(crate) const MAX_TILE: usize = 14 * 32;
+pub(crate) const MAX_TILE: usize = 9 * 48;
 
 /// A microkernel tile shape and the kernel for it, per ISA token.
 pub(crate) trait GemmKernel: Simd {
@@ -27,6 +28,8 @@ pub(crate) trait GemmKernel: Simd {
     const MR: usize;
     /// Columns of the C tile (a multiple of `LANES`).
     const NR: usize;
+    /// The cache this path's KC × NR B micro-panel is sized for.
+    const B_PANEL: PanelCache;
 
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.
     ///
@@ -131,15 +134,18 @@ macro_rules! tile_kernels {
 
 impl GemmKernel for Scalar {
     tile_kernels!(4, 4, [1 2 3]);
+    const B_PANEL: PanelCache = PanelCache::L1;
 }
 
 impl GemmKernel for Portable {
     tile_kernels!(6, 1, [1 2 3 4 5]);
+    const B_PANEL: PanelCache = PanelCache::L1;
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
     tile_kernels!(6, 2, [1 2 3 4 5]);
+    const B_PANEL: PanelCache = PanelCache::L1;
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -156,7 +162,8 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    tile_kernels!(14, 2, [1 2 3 4 5 6 7 8 9 10 11 12 13]);
+    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8]);
+    const B_PANEL: PanelCache = PanelCache::L2;
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -176,13 +183,14 @@ impl GemmKernel for Avx512 {
 /// machines without it (its transposes are the default scalar loop: the same result).
 #[cfg(feature = "emulate-avx512")]
 impl GemmKernel for crate::simd::Emulated512 {
-    tile_kernels!(14, 2, [1 2 3 4 5 6 7 8 9 10 11 12 13]);
+    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8]);
+    const B_PANEL: PanelCache = PanelCache::L2;
 }
 
 /// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
 /// swap 128-bit halves (8 loads, 24 shuffles, 8 stores for a full block). Rows at or past `lines`
 /// are zeros, not loads, and each column stores only its first `lines` floats: an A panel is
-/// MR = 6 rows on AVX2 (and its second 8-row group of 14 on AVX-512), so most blocks are partial.
+/// MR = 6 rows on AVX2 (and its second 8-row group of 9 on AVX-512), so most blocks are partial.
 ///
 /// # Safety
 /// As [`GemmKernel::transpose8`], and the CPU has AVX.

@@ -33,7 +33,7 @@ mod pack;
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
 use crate::isa::{self, Isa};
-use blocking::{Blocking, CacheSizes};
+use blocking::{Blocking, CacheSizes, PanelCache};
 pub(crate) use kernel::GemmKernel;
 use kernel::MAX_TILE;
 use std::fmt;
@@ -123,15 +123,15 @@ pub struct GemmScratch {
 impl GemmScratch {
     /// Buffers for the active path ([`isa::active`]) with block sizes from this CPU's caches.
     pub fn new() -> GemmScratch {
-        let (mr, nr) = tile(isa::active());
-        GemmScratch::with_blocking(Blocking::for_caches(mr, nr, CacheSizes::detect()))
+        let (mr, nr, panel) = tile(isa::active());
+        GemmScratch::with_blocking(Blocking::for_caches(mr, nr, panel, CacheSizes::detect()))
     }
 
     /// The bytes [`GemmScratch::new`] allocates, without allocating them (for callers that check
     /// a plan against the machine's memory first).
     pub fn new_bytes() -> usize {
-        let (mr, nr) = tile(isa::active());
-        let Blocking { mc, kc, nc, .. } = Blocking::for_caches(mr, nr, CacheSizes::detect());
+        let (mr, nr, panel) = tile(isa::active());
+        let Blocking { mc, kc, nc, .. } = Blocking::for_caches(mr, nr, panel, CacheSizes::detect());
         (mc * kc + kc * nc + 2 * AlignedBuf::ALIGN_FLOATS) * size_of::<f32>()
     }
 
@@ -139,7 +139,7 @@ impl GemmScratch {
     /// [`Blocking::custom`]). For tests that must run every blocking loop more than once on small
     /// matrices, and for tuning.
     pub fn with_blocks(mc: usize, kc: usize, nc: usize) -> GemmScratch {
-        let (mr, nr) = tile(isa::active());
+        let (mr, nr, _) = tile(isa::active());
         GemmScratch::with_blocking(Blocking::custom(mr, nr, mc, kc, nc))
     }
 
@@ -164,21 +164,21 @@ impl Default for GemmScratch {
     }
 }
 
-/// The microkernel tile (MR, NR) of a path.
-fn tile(isa: Isa) -> (usize, usize) {
+/// The microkernel tile (MR, NR) of a path and the cache its B micro-panel is sized for.
+fn tile(isa: Isa) -> (usize, usize, PanelCache) {
     use crate::simd::{Portable, Scalar};
+    fn of<S: GemmKernel>() -> (usize, usize, PanelCache) {
+        (S::MR, S::NR, S::B_PANEL)
+    }
     match isa {
-        Isa::Scalar => (Scalar::MR, Scalar::NR),
-        Isa::Portable => (Portable::MR, Portable::NR),
+        Isa::Scalar => of::<Scalar>(),
+        Isa::Portable => of::<Portable>(),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (crate::simd::Avx2::MR, crate::simd::Avx2::NR),
+        Isa::Avx2 => of::<crate::simd::Avx2>(),
         #[cfg(feature = "emulate-avx512")]
-        Isa::Avx512 if !crate::isa::avx512_native() => {
-            use crate::simd::Emulated512;
-            (Emulated512::MR, Emulated512::NR)
-        }
+        Isa::Avx512 if !crate::isa::avx512_native() => of::<crate::simd::Emulated512>(),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (crate::simd::Avx512::MR, crate::simd::Avx512::NR),
+        Isa::Avx512 => of::<crate::simd::Avx512>(),
         #[cfg(not(target_arch = "x86_64"))]
         Isa::Avx2 | Isa::Avx512 => unreachable!("x86 paths are never supported here"),
     }

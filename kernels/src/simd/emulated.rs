@@ -1,7 +1,7 @@
 //! The AVX-512 path's shape in plain Rust, for machines without AVX-512F (feature
 //! `emulate-avx512`, for tests only).
 //!
-//! Every generic kernel branches on its token's lane count and tile (16 lanes and the 14 × 32
+//! Every generic kernel branches on its token's lane count and tile (16 lanes and the 9 × 48
 //! GEMM tile on AVX-512: other loop bounds, tails, tiles and prefetch distances than the 8-lane
 //! paths). With this feature, `CLLM_ISA=avx512` on a CPU that lacks AVX-512F runs those same
 //! instantiations with this token, so the kernel tests check the AVX-512 path's logic on any
