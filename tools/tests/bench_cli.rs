@@ -87,6 +87,7 @@ fn zero_sizes_and_counts_are_refused_naming_the_flag() {
         &["tokenize", "--passes", "0"],
         &["train", "--steps", "0"],
         &["train", "--batch", "0"],
+        &["peak", "--threads", "0"],
     ];
     for args in cases {
         refused(args, &[args[1], "at least 1"]);
@@ -167,6 +168,26 @@ fn one_barrier_worker_is_singular() {
         stdout.contains("barrier round trip, 1 worker: "),
         "{stdout}"
     );
+}
+
+/// `peak --threads N` probes the workers all at once: the document gives the workers that ran
+/// (capped at the allowed CPUs), the peak per core and its sum over them.
+#[test]
+fn the_parallel_peak_is_summed_over_the_workers_that_ran() {
+    let (ok, stdout, stderr) = bench(&["peak", "--threads", "100000", "--json"]);
+    assert!(ok, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let threads = doc["threads"].as_f64().unwrap();
+    assert!((1.0..100000.0).contains(&threads), "{doc}");
+    let (per_core, all) = (
+        doc["peak_gflops"].as_f64().unwrap(),
+        doc["all_peak_gflops"].as_f64().unwrap(),
+    );
+    assert!(
+        per_core > 0.0 && doc["read_gbs"].as_f64().unwrap() > 0.0,
+        "{doc}"
+    );
+    assert!((all - per_core * threads).abs() <= 0.01 * threads, "{doc}");
 }
 
 #[test]

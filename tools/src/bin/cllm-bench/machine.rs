@@ -3,6 +3,7 @@
 use crate::{timed, Timing};
 use anyhow::{bail, Result};
 use cllm_engine::huge_pages;
+use cllm_engine::spheres::Spheres;
 use cllm_kernels::probe;
 
 /// One core's f32 FMA peak on the active kernel path, in GFLOP/s: the best of several timed runs
@@ -15,6 +16,35 @@ pub fn fma_peak_gflops() -> f64 {
         .iter()
         .map(|t| flops / t.wall_s / 1e9)
         .fold(0.0, f64::max)
+}
+
+/// The FMA peak of every worker of `pool` running [`probe::fma_loop`] at once, in GFLOP/s summed
+/// over the workers: the best of several timed runs, each timed from the start of the run to the
+/// last worker's end.
+pub fn fma_peak_gflops_on(pool: &Spheres) -> Result<f64> {
+    let iters = 20_000_000;
+    let flops = (probe::fma_loop_flops(iters) * pool.count() as u64) as f64;
+    let mut best = 0.0f64;
+    for run in 0..6 {
+        // The first run warms the clocks and is not counted.
+        let iters = if run == 0 { iters / 10 } else { iters };
+        let (done, t) = timed(|| {
+            pool.run(|_| {
+                std::hint::black_box(probe::fma_loop(iters));
+            })
+        });
+        done?;
+        if run > 0 {
+            best = best.max(flops / t.wall_s / 1e9);
+        }
+    }
+    Ok(best)
+}
+
+/// The read bandwidth of every worker of `pool` summing its share of a 256 MiB buffer at once,
+/// in GB/s (the best of three passes, as the decode benchmark measures it).
+pub fn read_bandwidth_gbs_on(pool: &Spheres) -> Result<f64> {
+    Ok(cllm_engine::generate::bench::read_bandwidth(Some(pool), 256 << 20, 3)? / 1e9)
 }
 
 /// `runs` timed runs of [`probe::fma_loop`] with `iters` iterations on the calling thread

@@ -160,8 +160,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s).
+    /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s);
+    /// with --threads N, the same on N sphere workers at once (cores share power and clocks, so the
+    /// per-core peak with all of them busy is what a parallel kernel is measured against).
     Peak {
+        /// Workers: 1 (default) probes the calling thread; more probe the first N sphere workers,
+        /// all at once.
+        #[arg(long, default_value_t = 1, value_parser = positive)]
+        threads: usize,
         #[arg(long)]
         json: bool,
     },
@@ -622,16 +628,35 @@ fn run() -> Result<ExitCode> {
                 println!("loader B={batch} T={seq}: {us:.2} µs per batch, {gbs:.2} GB/s of input tokens (u32)");
             }
         }
-        Command::Peak { json } => {
+        Command::Peak { threads: 1, json } => {
             let peak = machine::fma_peak_gflops();
             let bw = machine::read_bandwidth_gbs();
             if json {
                 println!(
                     "{}",
-                    json!({"bench": "peak", "isa": isa.name(), "peak_gflops": round2(peak), "read_gbs": round2(bw)})
+                    json!({"bench": "peak", "isa": isa.name(), "threads": 1, "peak_gflops": round2(peak), "read_gbs": round2(bw)})
                 );
             } else {
                 println!("isa {isa}: FMA peak {peak:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
+            }
+        }
+        Command::Peak { threads, json } => {
+            let pool = Pool::start(Some(threads))?;
+            if !json {
+                println!("{}", pool.summary());
+            }
+            let n = pool.count();
+            let all = machine::fma_peak_gflops_on(&pool.spheres)?;
+            let bw = machine::read_bandwidth_gbs_on(&pool.spheres)?;
+            let per_core = all / n as f64;
+            if json {
+                println!(
+                    "{}",
+                    json!({"bench": "peak", "isa": isa.name(), "threads": n, "peak_gflops": round2(per_core),
+                           "all_peak_gflops": round2(all), "read_gbs": round2(bw)})
+                );
+            } else {
+                println!("isa {isa}, {n} workers at once: FMA peak {all:.1} GFLOP/s in all, {per_core:.1} per core; read bandwidth {bw:.1} GB/s");
             }
         }
         Command::Suite {
