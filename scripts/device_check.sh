@@ -2,11 +2,11 @@
 # The checks that need a many-core x86-64 host (issues 2, 3, 4, 6: AVX-512 paths, scaling to 16
 # threads), as one short run from binaries built here, for the lent machine that has no toolchain.
 #
-#   scripts/device_check.sh prepare   # here: release build, stripped copies in .device/ (git-ignored)
-#   scripts/device_check.sh run       # there, with .device carried; writes $OUT/device.log
+#   scripts/device_check.sh prepare            # here: release build, stripped copies in .device/
+#   scripts/device_check.sh run [SECTION...]   # there, with .device carried: $OUT/device.log
 #
 # `run` works on any machine with the binaries (it caps the thread counts at the cores it finds),
-# so try it here first: on this 2-core machine it takes 5 minutes, peers included. Then, there:
+# so try it here first: on a 2-core machine it takes about 3 minutes, peers included. Then, there:
 #   run(command="scripts/device_check.sh run", carry=[".device"], timeout_s=540)
 # $OUT/device.log comes back even if the run is cut short. The peers run with python3 (the lent
 # machine's has numpy and PyTorch); elsewhere PYTHON names one that has them.
@@ -33,23 +33,21 @@ for line in sys.stdin:
     du -sh "$D"
 }
 
-run() {
-    set +e
-    local out=${OUT:-$D/out}
-    mkdir -p "$out"
-    exec > >(tee "$out/device.log") 2>&1
-    local B="$D/cllm-bench" cores
-    cores=$(nproc)
-    local threads=""
-    for n in 1 2 4 8 16; do [ "$n" -le "$cores" ] && threads="$threads $n"; done
-    stamp() { echo "### $1 $(date -u +%FT%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"; }
+# Each section, in the order `run` takes them; `run SECTION...` runs only those (after machine).
+SECTIONS="tests gemm barriers train decode numpy torch"
+
+stamp() { echo "### $1 $(date -u +%FT%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+machine() {
     stamp machine
     grep -m1 'model name' /proc/cpuinfo
     echo "cores: $cores; flags: $(grep -m1 -o -w -E 'avx512f|avx512vl|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
     "$B" isa
     "$B" topology
     "$B" peak
+}
 
+tests() {
     stamp "kernel tests on every path this CPU has"
     for isa in scalar portable avx2 avx512; do
         if ! CLLM_ISA=$isa "$B" isa >/dev/null 2>&1; then
@@ -61,60 +59,94 @@ run() {
             CLLM_ISA=$isa "$t" -q 2>&1 | grep -E '^test result' || echo FAILED
         done
     done
+}
 
-    stamp "GEMM scaling (issue 3)"
+gemm() {
+    stamp "GEMM scaling (issue 3), each beside the FMA peak of as many cores busy at once"
     for n in $threads; do
+        [ "$n" -gt 1 ] && "$B" peak --threads "$n"
         "$B" gemm --threads "$n" --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
     done
+}
 
+barriers() {
     stamp "barrier and reduction"
     for n in $threads; do
         "$B" barrier --threads "$n"
         "$B" reduce --threads "$n"
     done
+}
 
+train() {
     stamp "training scaling (issue 4)"
+    # The batch's rows are split over the workers: B = 8 up to 8 workers, then one row each.
     for n in $threads; do
-        "$B" train --threads "$n" --steps 3
+        "$B" train --threads "$n" --steps 3 --batch $((n > 8 ? n : 8))
     done
     "$B" train --threads 1 --steps 2 --vocab 50257
-    "$B" train --threads "$cores" --steps 3 --vocab 50257
+    "$B" train --threads "$cores" --steps 3 --vocab 50257 --batch $((cores > 8 ? cores : 8))
+}
 
+decode() {
     stamp "decode against the bandwidth bound (issue 6)"
     for n in $threads; do
         "$B" decode --threads "$n" --new-tokens 64
     done
     "$B" decode --threads "$cores" --batch 8 --new-tokens 64
+}
 
-    # Peers last, so that a run cut short still has every figure of ours.
-    local py=${PYTHON:-python3}
-    if "$py" -c 'import numpy' 2>/dev/null; then
-        stamp "numpy beside the GEMM"
-        # One thread: every GPT shape and layout of issue 2; all cores: the scaling shapes.
-        "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads 1 --reps 3
-        "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$cores" --layouts nn \
-            --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
-    fi
-    if "$py" -c 'import torch' 2>/dev/null; then
-        stamp "PyTorch beside training and decoding"
-        for n in 1 "$cores"; do
-            "$py" "$D/torch_gpt_bench.py" train "$n" 65 4
-        done
-        # One thread at V=50257 is the issue's own figure (PyTorch 5.4× from 1 to 16 threads).
-        "$py" "$D/torch_gpt_bench.py" train "$cores" 50257 3
-        "$py" "$D/torch_gpt_bench.py" gen "$cores"
-        for n in 1 "$cores"; do
-            "$py" "$D/torch_gpt_bench.py" mm "$n"
-        done
-    fi
+# Peers last, so that a run cut short still has every figure of ours.
+numpy() {
+    "$py" -c 'import numpy' 2>/dev/null || return 0
+    stamp "numpy beside the GEMM"
+    # One thread: every GPT shape and layout of issue 2; all cores: the scaling shapes.
+    "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads 1 --reps 3
+    "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$cores" --layouts nn \
+        --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
+}
+
+torch() {
+    "$py" -c 'import torch' 2>/dev/null || return 0
+    stamp "PyTorch beside training and decoding"
+    for n in 1 "$cores"; do
+        "$py" "$D/torch_gpt_bench.py" train "$n" 65 4
+    done
+    # One thread at V=50257 is the issue's own figure (PyTorch 5.4× from 1 to 16 threads).
+    "$py" "$D/torch_gpt_bench.py" train "$cores" 50257 3
+    "$py" "$D/torch_gpt_bench.py" gen "$cores"
+    for n in 1 "$cores"; do
+        "$py" "$D/torch_gpt_bench.py" mm "$n"
+    done
+}
+
+run() {
+    set +e
+    local out=${OUT:-$D/out}
+    mkdir -p "$out"
+    exec > >(tee "$out/device.log") 2>&1
+    B="$D/cllm-bench"
+    py=${PYTHON:-python3}
+    cores=$(nproc)
+    threads=""
+    for n in 1 2 4 8 16; do [ "$n" -le "$cores" ] && threads="$threads $n"; done
+    machine
+    for section in ${*:-$SECTIONS}; do
+        case " $SECTIONS " in
+        *" $section "*) "$section" ;;
+        *) echo "no section $section (sections: $SECTIONS)" ;;
+        esac
+    done
     stamp end
 }
 
 case "${1:-}" in
 prepare) prepare ;;
-run) run ;;
+run)
+    shift
+    run "$@"
+    ;;
 *)
-    echo "usage: $0 prepare|run" >&2
+    echo "usage: $0 prepare | run [SECTION...]" >&2
     exit 2
     ;;
 esac
