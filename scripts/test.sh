@@ -42,5 +42,10 @@ cargo bench --locked --workspace --no-run
 echo "== benchmark suite (quick) and compare with the baseline"
 cargo run -q --release --locked -p cllm-tools --bin cllm-bench -- suite --quick --json \
     --out target/suite-quick.json >/dev/null
+# Against the baseline of this machine kind (docs/REGRESSIONS.md); compare warns if they differ.
+case "$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null)" in
+    *Xeon*) baseline=benches/baseline/xeon-spr-2vcpu-quick.json ;;
+    *) baseline=benches/baseline/zen1-2vcpu-quick.json ;;
+esac
 cargo run -q --release --locked -p cllm-tools --bin cllm-bench -- compare \
-    benches/baseline/zen1-2vcpu-quick.json target/suite-quick.json --no-fail
+    "$baseline" target/suite-quick.json --no-fail
