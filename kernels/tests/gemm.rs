@@ -4,9 +4,11 @@ use cllm_kernels::gemm::{self, oracle, GemmScratch, Layout};
 use common::*;
 use rand::rngs::StdRng;
 
-/// Sizes for M, K and N: empty, single, and around the tiles of every path (MR 4/6/14,
-/// NR 4/8/16/32): 7 < 8, 17 = 16 + 1 = 14 + 3, 63 and 65 around 64 = 2·32 = 4·16.
-const DIMS: &[usize] = &[0, 1, 7, 17, 63, 65];
+/// Sizes for M, K and N: empty, single, and around the tiles of every path (MR 4/6/9,
+/// NR 4/8/16/48): 7 < 8, 17 = 16 + 1 = 9 + 8, 63 and 65 around 64 = 4·16; and last column
+/// panels of whole vectors (the column kernels): 24 = 16 + 8 on AVX2, 64 = 48 + 16 and
+/// 80 = 48 + 32 on AVX-512, 7 = 4 + 3 on the scalar path.
+const DIMS: &[usize] = &[0, 1, 7, 17, 24, 63, 64, 65, 80];
 
 /// Every (M, K, N) of DIMS; under Miri (`scripts/ub_check.sh`, about a thousand times slower) a
 /// few with a shallow K that still take empty, single, full and ragged tiles on every path.

@@ -64,6 +64,25 @@ pub(crate) trait GemmKernel: Simd {
         accumulate: bool,
     );
 
+    /// The first `vecs` vectors of columns of the tile, `0 < vecs < NR / LANES`, all MR rows,
+    /// for a block's last column panel when it is that many whole vectors wide: the same
+    /// operations as [`GemmKernel::kernel`] on those columns (the packed panel is still NR wide).
+    ///
+    /// # Safety
+    /// As [`GemmKernel::kernel`], except that `c` need only be valid for columns
+    /// `< vecs · LANES` of each row.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_cols(
+        self,
+        vecs: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    );
+
     /// Transpose a `lines` × 8 block (`lines` ≤ 8): `dst[j·ldd + i] = src[i·lds + j]` for
     /// `i < lines`, `j < 8`.
     ///
@@ -92,7 +111,7 @@ pub(crate) trait GemmKernel: Simd {
 /// [`GemmKernel::kernel_rows`]: the microkernel instantiated for the full tile and for each row
 /// count `$r` below it.
 macro_rules! tile_kernels {
-    ($mr:literal, $nv:literal, [$($r:literal)*]) => {
+    ($mr:literal, $nv:literal, [$($r:literal)*], [$($v:literal)*]) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
 
@@ -107,7 +126,7 @@ macro_rules! tile_kernels {
             acc: bool,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
-            unsafe { kernel_generic::<Self, $mr, $mr, $nv>(self, kc, a, b, c, ldc, acc) }
+            unsafe { kernel_generic::<Self, $mr, $mr, $nv>(self, kc, a, b, Self::NR, c, ldc, acc) }
         }
 
         #[inline(always)]
@@ -124,8 +143,32 @@ macro_rules! tile_kernels {
             // SAFETY: forwarded caller contract, for the rows the caller says C has.
             unsafe {
                 match rows {
-                    $($r => kernel_generic::<Self, $mr, $r, $nv>(self, kc, a, b, c, ldc, acc),)*
+                    $($r => kernel_generic::<Self, $mr, $r, $nv>(self, kc, a, b, Self::NR, c, ldc, acc),)*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn kernel_cols(
+            self,
+            vecs: usize,
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            acc: bool,
+        ) {
+            match vecs {
+                // SAFETY: forwarded caller contract, for the columns the caller says C has; the
+                // packed panel's rows are NR floats apart.
+                $($v => unsafe {
+                    kernel_generic::<Self, $mr, $mr, $v>(self, kc, a, b, Self::NR, c, ldc, acc)
+                },)*
+                _ => {
+                    let _ = (kc, a, b, c, ldc, acc);
+                    unreachable!("kernel_cols takes 0 < vecs < {}, got {vecs}", $nv)
                 }
             }
         }
@@ -133,18 +176,18 @@ macro_rules! tile_kernels {
 }
 
 impl GemmKernel for Scalar {
-    tile_kernels!(4, 4, [1 2 3]);
+    tile_kernels!(4, 4, [1 2 3], [1 2 3]);
     const B_PANEL: PanelCache = PanelCache::L1;
 }
 
 impl GemmKernel for Portable {
-    tile_kernels!(6, 1, [1 2 3 4 5]);
+    tile_kernels!(6, 1, [1 2 3 4 5], []);
     const B_PANEL: PanelCache = PanelCache::L1;
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
-    tile_kernels!(6, 2, [1 2 3 4 5]);
+    tile_kernels!(6, 2, [1 2 3 4 5], [1]);
     const B_PANEL: PanelCache = PanelCache::L1;
     #[inline(always)]
     unsafe fn transpose8(
@@ -162,7 +205,7 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8]);
+    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8], [1 2]);
     const B_PANEL: PanelCache = PanelCache::L2;
     #[inline(always)]
     unsafe fn transpose8(
@@ -183,7 +226,7 @@ impl GemmKernel for Avx512 {
 /// machines without it (its transposes are the default scalar loop: the same result).
 #[cfg(feature = "emulate-avx512")]
 impl GemmKernel for crate::simd::Emulated512 {
-    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8]);
+    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8], [1 2]);
     const B_PANEL: PanelCache = PanelCache::L2;
 }
 
@@ -297,18 +340,23 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
     }
 }
 
-/// The microkernel for rows `0..R` (`R ≤ MR`) of an `MR × (NV · LANES)` tile: `R = MR` is the
-/// full tile, a smaller `R` a block's last row panel (whose packed panel is still `MR` wide).
+/// The microkernel for rows `0..R` (`R ≤ MR`) and columns `0..NV · LANES` of a tile: `R = MR`
+/// and the path's NV is the full tile, a smaller `R` a block's last row panel (whose packed
+/// panel is still `MR` wide), a smaller `NV` its last column panel (whose packed rows are still
+/// `ldb` = NR floats apart).
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES`, for rows `r < R` of C.
+/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C, and
+/// a B panel of `kc` rows `ldb` floats apart.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usize>(
     s: S,
     kc: usize,
     mut a: *const f32, // [kc][MR]
-    mut b: *const f32, // [kc][NV · LANES]
-    c: *mut f32,       // [R][ldc]
+    mut b: *const f32, // [kc][ldb], NV · LANES ≤ ldb
+    ldb: usize,
+    c: *mut f32, // [R][ldc]
     ldc: usize,
     accumulate: bool,
 ) {
@@ -319,36 +367,36 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usi
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
     let mut acc = [[s.zero(); NV]; R];
-    // SAFETY: the loops advance `a` by MR and `b` by NR exactly `kc` times, inside the panels.
+    // SAFETY: the loops advance `a` by MR and `b` by ldb exactly `kc` times, inside the panels.
     unsafe {
         for _ in 0..kc / 4 {
             rank1::<S, R, NV>(s, &mut acc, a, b);
-            rank1::<S, R, NV>(s, &mut acc, a.add(MR), b.add(nr));
-            rank1::<S, R, NV>(s, &mut acc, a.add(2 * MR), b.add(2 * nr));
-            rank1::<S, R, NV>(s, &mut acc, a.add(3 * MR), b.add(3 * nr));
+            rank1::<S, R, NV>(s, &mut acc, a.add(MR), b.add(ldb));
+            rank1::<S, R, NV>(s, &mut acc, a.add(2 * MR), b.add(2 * ldb));
+            rank1::<S, R, NV>(s, &mut acc, a.add(3 * MR), b.add(3 * ldb));
             a = a.add(4 * MR);
-            b = b.add(4 * nr);
+            b = b.add(4 * ldb);
         }
         for _ in 0..kc % 4 {
             rank1::<S, R, NV>(s, &mut acc, a, b);
             a = a.add(MR);
-            b = b.add(nr);
+            b = b.add(ldb);
         }
     }
-    // Vector v of row r of the C tile; the caller guarantees rows r < R have NR writable floats.
+    // Vector v of row r of the C tile; the caller guarantees rows r < R have nr writable floats.
     let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
     // Branch once on `accumulate`, outside the stores.
     if accumulate {
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &acc) in acc_r.iter().enumerate() {
-                // SAFETY: inside row r's NR floats (see `c_at`).
+                // SAFETY: inside row r's nr floats (see `c_at`).
                 unsafe { s.store(c_at(r, v), s.add(s.load(c_at(r, v)), acc)) };
             }
         }
     } else {
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &acc) in acc_r.iter().enumerate() {
-                // SAFETY: inside row r's NR floats (see `c_at`).
+                // SAFETY: inside row r's nr floats (see `c_at`).
                 unsafe { s.store(c_at(r, v), acc) };
             }
         }

@@ -547,8 +547,8 @@ fn gemm_packed<S: GemmKernel>(
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
-/// full, the kernel for its rows when only the block's last rows cut it, [`edge_tile`] when the
-/// last columns do.
+/// full, the kernel for its rows when only the block's last rows cut it, the kernel for its
+/// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
@@ -565,7 +565,11 @@ unsafe fn run_tile<S: GemmKernel>(
     // SAFETY: forwarded caller contract; each branch writes only the tile's rows and columns.
     unsafe {
         if nrb < S::NR {
-            edge_tile(s, kcb, ap, bp, (c, ldc), (mrb, nrb), accumulate);
+            if mrb == S::MR && nrb % S::LANES == 0 {
+                s.kernel_cols(nrb / S::LANES, kcb, ap, bp, c, ldc, accumulate);
+            } else {
+                edge_tile(s, kcb, ap, bp, (c, ldc), (mrb, nrb), accumulate);
+            }
         } else if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, bp, c, ldc, accumulate);
         } else {
