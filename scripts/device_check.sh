@@ -79,12 +79,13 @@ barriers() {
 
 train() {
     stamp "training scaling (issue 4)"
-    # The batch's rows are split over the workers: B = 8 up to 8 workers, then one row each.
+    # The batch's rows are split over the workers: B = 8 rounded up to a multiple of them.
+    batch() { echo $(((8 + $1 - 1) / $1 * $1)); }
     for n in $threads; do
-        "$B" train --threads "$n" --steps 3 --batch $((n > 8 ? n : 8))
+        "$B" train --threads "$n" --steps 3 --batch "$(batch "$n")"
     done
     "$B" train --threads 1 --steps 2 --vocab 50257
-    "$B" train --threads "$cores" --steps 3 --vocab 50257 --batch $((cores > 8 ? cores : 8))
+    "$B" train --threads "$cores" --steps 3 --vocab 50257 --batch "$(batch "$cores")"
 }
 
 decode() {

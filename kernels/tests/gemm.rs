@@ -14,7 +14,17 @@ const DIMS: &[usize] = &[0, 1, 7, 17, 24, 63, 64, 65, 80];
 /// few with a shallow K that still take empty, single, full and ragged tiles on every path.
 fn shapes() -> Vec<(usize, usize, usize)> {
     if cfg!(miri) {
-        return vec![(0, 3, 5), (2, 0, 3), (1, 1, 1), (15, 2, 33), (17, 5, 9)];
+        // (17, 3, 32) and (13, 3, 24): last column panels of whole vectors (the column kernels)
+        // on AVX-512 and AVX2.
+        return vec![
+            (0, 3, 5),
+            (2, 0, 3),
+            (1, 1, 1),
+            (15, 2, 33),
+            (17, 5, 9),
+            (17, 3, 32),
+            (13, 3, 24),
+        ];
     }
     let mut v = Vec::new();
     for &m in DIMS {
@@ -163,7 +173,16 @@ fn sgemm_handles_strided_and_unaligned_operands() {
     let mut rng = rng(8);
     let mut ws = GemmScratch::new();
     for layout in Layout::ALL {
-        for &(m, k, n) in full_or_miri(&[(7, 9, 17), (13, 33, 40), (65, 63, 31)], &[(7, 9, 17)]) {
+        // 64, 24 and 18 end in column panels of whole vectors on AVX-512, AVX2 and scalar.
+        const FULL: &[(usize, usize, usize)] = &[
+            (7, 9, 17),
+            (13, 33, 40),
+            (65, 63, 31),
+            (17, 33, 64),
+            (13, 9, 24),
+            (9, 5, 18),
+        ];
+        for &(m, k, n) in full_or_miri(FULL, &[(7, 9, 17)]) {
             for (pad, off) in [(1, 1), (3, 5), (16, 3)] {
                 for accumulate in [false, true] {
                     let case = Case {
@@ -186,26 +205,31 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
     // Blocks far smaller than the matrices: K > KC (three K slices, the first overwriting and
     // the later ones accumulating), M > MC and N > NC, with ragged last blocks everywhere.
     // Under Miri, the smallest blocks (one tile, K slices of 2) on a matrix still past them.
+    // The block of NC = 48 columns (40 rounded up to every vector path's NR) leaves a ragged
+    // last column block at N = 83, two whole AVX-512 vectors at N = 80 and one AVX2 vector past
+    // a full panel at N = 72 (the column kernels).
     let mut rng = rng(9);
-    let ((mc, kc, nc), (m, k, n)) = if cfg!(miri) {
-        ((1, 2, 1), (29, 7, 65))
+    let ((mc, kc, nc), (m, k), ns) = if cfg!(miri) {
+        ((1, 2, 1), (29, 7), &[65][..])
     } else {
-        ((20, 24, 40), (71, 70, 83))
+        ((20, 24, 40), (71, 70), &[83, 80, 72][..])
     };
     let mut ws = GemmScratch::with_blocks(mc, kc, nc);
     let b = ws.blocking();
-    assert!(b.mc < m && b.kc < k / 2 && b.nc < n);
-    for layout in Layout::ALL {
-        for accumulate in [false, true] {
-            let case = Case {
-                layout,
-                m,
-                k,
-                n,
-                pad: 2,
-                off: 1,
-            };
-            case.check(&mut rng, &mut ws, accumulate);
+    for &n in ns {
+        assert!(b.mc < m && b.kc < k / 2 && b.nc < n);
+        for layout in Layout::ALL {
+            for accumulate in [false, true] {
+                let case = Case {
+                    layout,
+                    m,
+                    k,
+                    n,
+                    pad: 2,
+                    off: 1,
+                };
+                case.check(&mut rng, &mut ws, accumulate);
+            }
         }
     }
 }
@@ -217,38 +241,41 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
 fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
     let mut rng = rng(12);
     // Under Miri, smaller blocks on a smaller matrix, in the same relations.
-    let ((m, k, n), (kc, nc)) = if cfg!(miri) {
-        ((29, 5, 65), (2, 1))
+    // N = 83, 80 and 72: a ragged last column block, and whole vectors on AVX-512 and AVX2.
+    let ((m, k), ns, (kc, nc)) = if cfg!(miri) {
+        ((29, 5), &[65][..], (2, 1))
     } else {
-        ((53, 70, 83), (24, 40))
+        ((53, 70), &[83, 80, 72][..], (24, 40))
     };
     let mut one = GemmScratch::with_blocks(64, kc, nc);
     let mut many = GemmScratch::with_blocks(12, kc, nc);
     assert!(one.blocking().mc >= m && many.blocking().mc < m);
-    for layout in Layout::ALL {
-        let (ar, ac) = layout.a_dims(m, k);
-        let (br, bc) = layout.b_dims(k, n);
-        let a = random_vec(&mut rng, ar * ac);
-        let b = random_vec(&mut rng, br * bc);
-        let c0 = random_vec(&mut rng, m * n);
-        for accumulate in [false, true] {
-            let (mut c1, mut c2) = (c0.clone(), c0.clone());
-            gemm::sgemm(
-                &mut one, layout, m, k, n, &a, ac, &b, bc, &mut c1, n, accumulate,
-            )
-            .unwrap();
-            gemm::sgemm(
-                &mut many, layout, m, k, n, &a, ac, &b, bc, &mut c2, n, accumulate,
-            )
-            .unwrap();
-            assert_eq!(c1, c2, "{layout:?} accumulate={accumulate}");
+    for &n in ns {
+        for layout in Layout::ALL {
+            let (ar, ac) = layout.a_dims(m, k);
+            let (br, bc) = layout.b_dims(k, n);
+            let a = random_vec(&mut rng, ar * ac);
+            let b = random_vec(&mut rng, br * bc);
+            let c0 = random_vec(&mut rng, m * n);
+            for accumulate in [false, true] {
+                let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                gemm::sgemm(
+                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut c1, n, accumulate,
+                )
+                .unwrap();
+                gemm::sgemm(
+                    &mut many, layout, m, k, n, &a, ac, &b, bc, &mut c2, n, accumulate,
+                )
+                .unwrap();
+                assert_eq!(c1, c2, "N={n} {layout:?} accumulate={accumulate}");
+            }
         }
     }
 }
 
 /// A row of C computed alone (a one-row tile, gemm's kernel_rows) equals the same row computed in
 /// a call with more rows, bit for bit, in every layout. M runs over 1..=30, so the last row panel
-/// takes every row count below MR on every path (MR = 4, 6 or 14), after one full tile or more;
+/// takes every row count below MR on every path (MR = 4, 6 or 9), after one full tile or more;
 /// N = 69 gives full column panels of every NR and a ragged last one.
 #[test]
 fn sgemm_rows_do_not_depend_on_the_rows_beside_them() {

@@ -4,8 +4,9 @@
 //! It is written once over [`Simd`]: per step of k it loads `NR / LANES` vectors of B, broadcasts
 //! each of the `MR` values of A and issues `MR · NR / LANES` independent FMAs into accumulators
 //! that stay in registers for the whole depth. A block's last row panel, when fewer than `MR`
-//! rows are left, runs the same kernel instantiated for that many rows (`kernel_rows`). Each ISA
-//! picks the tile that fills its register file without spilling:
+//! rows are left, runs the same kernel instantiated for that many rows (`kernel_rows`), and its
+//! last column panel, when it is whole vectors narrower than `NR`, for that many vectors
+//! (`kernel_cols`). Each ISA picks the tile that fills its register file without spilling:
 //!
 //! | path     | MR × NR | accumulators        | registers used        |
 //! |----------|---------|---------------------|-----------------------|
@@ -15,7 +16,7 @@
 //! | scalar   | 4 × 4   | 16 f32              | (whatever LLVM makes) |
 
 use super::blocking::PanelCache;
-use crate::simd::{prefetch_read, Portable, Scalar, Simd};
+use crate::simd::{prefetch_read, Portable, Scalar, Simd, LINE_FLOATS};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
 
@@ -107,9 +108,9 @@ pub(crate) trait GemmKernel: Simd {
     }
 }
 
-/// The tile of a path, `$mr` rows of `$nv` vectors, and its [`GemmKernel::kernel`] and
-/// [`GemmKernel::kernel_rows`]: the microkernel instantiated for the full tile and for each row
-/// count `$r` below it.
+/// The tile of a path, `$mr` rows of `$nv` vectors, and its [`GemmKernel::kernel`],
+/// [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the microkernel instantiated for
+/// the full tile, for each row count `$r` below it and for each vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
     ($mr:literal, $nv:literal, [$($r:literal)*], [$($v:literal)*]) => {
         const MR: usize = $mr;
@@ -361,9 +362,12 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usi
     accumulate: bool,
 ) {
     let nr = NV * S::LANES;
-    // The C tile is touched only after the k loop; start pulling it in now.
+    // The C tile is touched only after the k loop; start pulling it in now: each line of each
+    // row (a row of 48 floats spans three or four lines).
     for r in 0..R {
-        prefetch_read(c.wrapping_add(r * ldc));
+        for col in (0..nr).step_by(LINE_FLOATS) {
+            prefetch_read(c.wrapping_add(r * ldc + col));
+        }
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
     let mut acc = [[s.zero(); NV]; R];

@@ -528,7 +528,8 @@ fn gemm_packed<S: GemmKernel>(
     );
     assert!(c.len() >= (mcb - 1) * ldc + ncb);
     let c = c.as_mut_ptr();
-    // Loop 2 (jr): NR-column panels of packed B; each stays in L1 for all of loop 1.
+    // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
+    // of loop 1.
     for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
         let nrb = nr.min(ncb - jr);
         let bp = bpack[jp * kcb * nr..].as_ptr();

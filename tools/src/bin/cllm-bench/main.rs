@@ -634,7 +634,8 @@ fn run() -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    json!({"bench": "peak", "isa": isa.name(), "threads": 1, "peak_gflops": round2(peak), "read_gbs": round2(bw)})
+                    json!({"bench": "peak", "isa": isa.name(), "threads": 1, "peak_gflops": round2(peak),
+                           "all_peak_gflops": round2(peak), "read_gbs": round2(bw)})
                 );
             } else {
                 println!("isa {isa}: FMA peak {peak:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
