@@ -6,37 +6,41 @@ use cllm_engine::huge_pages;
 use cllm_engine::spheres::Spheres;
 use cllm_kernels::probe;
 
-/// One core's f32 FMA peak on the active kernel path, in GFLOP/s: the best of several timed runs
-/// of an independent-FMA loop (the best, not the median, since a peak is what no run can exceed).
+/// One core's f32 FMA peak on the active kernel path, in GFLOP/s, on the calling thread.
 pub fn fma_peak_gflops() -> f64 {
-    let iters = 20_000_000;
-    probe::fma_loop(iters / 10); // warm up clocks
-    let flops = probe::fma_loop_flops(iters) as f64;
-    fma_runs(iters, 5)
-        .iter()
-        .map(|t| flops / t.wall_s / 1e9)
-        .fold(0.0, f64::max)
+    let Ok(peak) = best_fma_gflops::<std::convert::Infallible>(1, |iters| {
+        std::hint::black_box(probe::fma_loop(iters));
+        Ok(())
+    });
+    peak
 }
 
 /// The FMA peak of every worker of `pool` running [`probe::fma_loop`] at once, in GFLOP/s summed
-/// over the workers: the best of several timed runs, each timed from the start of the run to the
-/// last worker's end.
+/// over the workers, each run timed from its start to the last worker's end.
 pub fn fma_peak_gflops_on(pool: &Spheres) -> Result<f64> {
+    best_fma_gflops(pool.count(), |iters| {
+        pool.run(|_| {
+            std::hint::black_box(probe::fma_loop(iters));
+        })?;
+        Ok(())
+    })
+}
+
+/// The best GFLOP/s of five timed `run(iters)`, each `workers` independent-FMA loops of `iters`
+/// iterations, after a short one that warms the clocks (the best, not the median, since a peak is
+/// what no run can exceed).
+fn best_fma_gflops<E>(
+    workers: usize,
+    mut run: impl FnMut(usize) -> Result<(), E>,
+) -> Result<f64, E> {
     let iters = 20_000_000;
-    let flops = (probe::fma_loop_flops(iters) * pool.count() as u64) as f64;
+    run(iters / 10)?;
+    let flops = (probe::fma_loop_flops(iters) * workers as u64) as f64;
     let mut best = 0.0f64;
-    for run in 0..6 {
-        // The first run warms the clocks and is not counted.
-        let iters = if run == 0 { iters / 10 } else { iters };
-        let (done, t) = timed(|| {
-            pool.run(|_| {
-                std::hint::black_box(probe::fma_loop(iters));
-            })
-        });
+    for _ in 0..5 {
+        let (done, t) = timed(|| run(iters));
         done?;
-        if run > 0 {
-            best = best.max(flops / t.wall_s / 1e9);
-        }
+        best = best.max(flops / t.wall_s / 1e9);
     }
     Ok(best)
 }

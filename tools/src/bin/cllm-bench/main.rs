@@ -628,27 +628,22 @@ fn run() -> Result<ExitCode> {
                 println!("loader B={batch} T={seq}: {us:.2} µs per batch, {gbs:.2} GB/s of input tokens (u32)");
             }
         }
-        Command::Peak { threads: 1, json } => {
-            let peak = machine::fma_peak_gflops();
-            let bw = machine::read_bandwidth_gbs();
-            if json {
-                println!(
-                    "{}",
-                    json!({"bench": "peak", "isa": isa.name(), "threads": 1, "peak_gflops": round2(peak),
-                           "all_peak_gflops": round2(peak), "read_gbs": round2(bw)})
-                );
-            } else {
-                println!("isa {isa}: FMA peak {peak:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
-            }
-        }
         Command::Peak { threads, json } => {
-            let pool = Pool::start(Some(threads))?;
-            if !json {
-                println!("{}", pool.summary());
-            }
-            let n = pool.count();
-            let all = machine::fma_peak_gflops_on(&pool.spheres)?;
-            let bw = machine::read_bandwidth_gbs_on(&pool.spheres)?;
+            // One thread probes the calling thread; more, that many sphere workers at once.
+            let (n, all, bw) = if threads == 1 {
+                (1, machine::fma_peak_gflops(), machine::read_bandwidth_gbs())
+            } else {
+                let pool = Pool::start(Some(threads))?;
+                if !json {
+                    println!("{}", pool.summary());
+                }
+                let all = machine::fma_peak_gflops_on(&pool.spheres)?;
+                (
+                    pool.count(),
+                    all,
+                    machine::read_bandwidth_gbs_on(&pool.spheres)?,
+                )
+            };
             let per_core = all / n as f64;
             if json {
                 println!(
@@ -656,6 +651,8 @@ fn run() -> Result<ExitCode> {
                     json!({"bench": "peak", "isa": isa.name(), "threads": n, "peak_gflops": round2(per_core),
                            "all_peak_gflops": round2(all), "read_gbs": round2(bw)})
                 );
+            } else if n == 1 {
+                println!("isa {isa}: FMA peak {all:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
             } else {
                 println!("isa {isa}, {n} workers at once: FMA peak {all:.1} GFLOP/s in all, {per_core:.1} per core; read bandwidth {bw:.1} GB/s");
             }
