@@ -108,13 +108,15 @@ pub(crate) trait GemmKernel: Simd {
     }
 }
 
-/// The tile of a path, `$mr` rows of `$nv` vectors, and its [`GemmKernel::kernel`],
-/// [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the microkernel instantiated for
-/// the full tile, for each row count `$r` below it and for each vector count `$v` below `$nv`.
+/// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache `$panel`,
+/// and its [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]:
+/// the microkernel instantiated for the full tile, for each row count `$r` below it and for each
+/// vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
-    ($mr:literal, $nv:literal, [$($r:literal)*], [$($v:literal)*]) => {
+    ($mr:literal, $nv:literal, $panel:ident, [$($r:literal)*], [$($v:literal)*]) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
+        const B_PANEL: PanelCache = PanelCache::$panel;
 
         #[inline(always)]
         unsafe fn kernel(
@@ -177,19 +179,16 @@ macro_rules! tile_kernels {
 }
 
 impl GemmKernel for Scalar {
-    tile_kernels!(4, 4, [1 2 3], [1 2 3]);
-    const B_PANEL: PanelCache = PanelCache::L1;
+    tile_kernels!(4, 4, L1, [1 2 3], [1 2 3]);
 }
 
 impl GemmKernel for Portable {
-    tile_kernels!(6, 1, [1 2 3 4 5], []);
-    const B_PANEL: PanelCache = PanelCache::L1;
+    tile_kernels!(6, 1, L1, [1 2 3 4 5], []);
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
-    tile_kernels!(6, 2, [1 2 3 4 5], [1]);
-    const B_PANEL: PanelCache = PanelCache::L1;
+    tile_kernels!(6, 2, L1, [1 2 3 4 5], [1]);
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -206,8 +205,7 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8], [1 2]);
-    const B_PANEL: PanelCache = PanelCache::L2;
+    tile_kernels!(9, 3, L2, [1 2 3 4 5 6 7 8], [1 2]);
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -227,8 +225,7 @@ impl GemmKernel for Avx512 {
 /// machines without it (its transposes are the default scalar loop: the same result).
 #[cfg(feature = "emulate-avx512")]
 impl GemmKernel for crate::simd::Emulated512 {
-    tile_kernels!(9, 3, [1 2 3 4 5 6 7 8], [1 2]);
-    const B_PANEL: PanelCache = PanelCache::L2;
+    tile_kernels!(9, 3, L2, [1 2 3 4 5 6 7 8], [1 2]);
 }
 
 /// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
