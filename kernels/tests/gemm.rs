@@ -421,3 +421,40 @@ fn sgemm_unchecked_panics_on_bad_shapes() {
         false,
     );
 }
+
+// The microkernel probe computes what it says: `rounds` times the sum over the A panels of
+// panel · B, for the active path's tile. Tolerance: each element sums rounds · panels · kc = 42
+// products of values in [-1, 1) in f32 (FMA), an error within 42 eps of the sum of |terms|
+// (< 42): atol 1e-4 covers it with room; the oracle is f64.
+#[test]
+fn microkernel_probe_computes_its_sweeps() {
+    let gemm::blocking::Blocking { mr, nr, .. } = gemm::active_blocking();
+    let (kc, panels, rounds) = (7, 3, 2);
+    let mut rng = rng(77);
+    let a = random_vec(&mut rng, panels * kc * mr);
+    let b = random_vec(&mut rng, kc * nr);
+    let mut c = vec![0.0f32; mr * nr];
+    let flops = gemm::microkernel_sweeps(&a, &b, &mut c, kc, rounds);
+    assert_eq!(flops, (2 * mr * nr * kc * panels * rounds) as u64);
+    let mut want = vec![0.0f32; mr * nr];
+    for r in 0..mr {
+        for j in 0..nr {
+            let mut sum = 0.0f64;
+            for p in 0..panels {
+                for k in 0..kc {
+                    sum += a[(p * kc + k) * mr + r] as f64 * b[k * nr + j] as f64;
+                }
+            }
+            want[r * nr + j] = (rounds as f64 * sum) as f32;
+        }
+    }
+    assert_close("microkernel_sweeps", &c, &want, 1e-4, 0.0);
+}
+
+#[test]
+#[should_panic(expected = "microkernel_sweeps")]
+fn microkernel_probe_rejects_a_partial_panel() {
+    let gemm::blocking::Blocking { mr, nr, .. } = gemm::active_blocking();
+    let mut c = vec![0.0f32; mr * nr];
+    gemm::microkernel_sweeps(&vec![0.0; 4 * mr + 1], &vec![0.0; 4 * nr], &mut c, 4, 1);
+}

@@ -190,6 +190,20 @@ fn the_parallel_peak_is_summed_over_the_workers_that_ran() {
     assert!((all - per_core * threads).abs() <= 0.01 * threads, "{doc}");
 }
 
+/// `peak` on one thread also times the GEMM microkernel alone, in L1 and as blocked, on the
+/// active path's tile.
+#[test]
+fn the_one_thread_peak_times_the_gemm_microkernel() {
+    let (ok, stdout, stderr) = bench(&["peak", "--json"]);
+    assert!(ok, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let b = cllm_kernels::gemm::active_blocking();
+    assert_eq!(doc["tile"], format!("{}x{}", b.mr, b.nr), "{doc}");
+    for key in ["microkernel_l1_gflops", "microkernel_blocked_gflops"] {
+        assert!(doc[key].as_f64().unwrap() > 0.0, "{key}: {doc}");
+    }
+}
+
 #[test]
 fn tokenize_without_input_away_from_the_repository_asks_for_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -123,15 +123,13 @@ pub struct GemmScratch {
 impl GemmScratch {
     /// Buffers for the active path ([`isa::active`]) with block sizes from this CPU's caches.
     pub fn new() -> GemmScratch {
-        let (mr, nr, panel) = tile(isa::active());
-        GemmScratch::with_blocking(Blocking::for_caches(mr, nr, panel, CacheSizes::detect()))
+        GemmScratch::with_blocking(active_blocking())
     }
 
     /// The bytes [`GemmScratch::new`] allocates, without allocating them (for callers that check
     /// a plan against the machine's memory first).
     pub fn new_bytes() -> usize {
-        let (mr, nr, panel) = tile(isa::active());
-        let Blocking { mc, kc, nc, .. } = Blocking::for_caches(mr, nr, panel, CacheSizes::detect());
+        let Blocking { mc, kc, nc, .. } = active_blocking();
         (mc * kc + kc * nc + 2 * AlignedBuf::ALIGN_FLOATS) * size_of::<f32>()
     }
 
@@ -162,6 +160,12 @@ impl Default for GemmScratch {
     fn default() -> Self {
         GemmScratch::new()
     }
+}
+
+/// The block sizes of [`GemmScratch::new`]: the active path's tile, blocked for this CPU's caches.
+pub fn active_blocking() -> Blocking {
+    let (mr, nr, panel) = tile(isa::active());
+    Blocking::for_caches(mr, nr, panel, CacheSizes::detect())
 }
 
 /// The microkernel tile (MR, NR) of a path and the cache its B micro-panel is sized for.
@@ -366,6 +370,57 @@ dispatch! {
         ldc: usize,
         accumulate: bool,
     ) = sgemm_generic;
+}
+
+dispatch! {
+    /// The microkernel alone: the ceiling the blocking loops can reach on this core. Runs
+    /// `rounds` sweeps of loop 1, each one full tile `C += A panel · B panel` for every MR-row
+    /// panel of `a` against the one `kc`-deep B panel `b`, as the blocked GEMM runs them but
+    /// with the panels packed once and C a single tile that stays in L1. Returns the FLOPs
+    /// done. For `cllm-bench peak`, which times it with panels sized for L1 and as
+    /// [`active_blocking`] sizes them.
+    ///
+    /// a (panels, kc, MR), b (kc, NR), c (MR, NR), for the active path's MR × NR.
+    pub fn microkernel_sweeps(a: &[f32], b: &[f32], c: &mut [f32], kc: usize, rounds: usize) -> u64
+        = microkernel_sweeps_generic;
+}
+
+#[inline(always)]
+fn microkernel_sweeps_generic<S: GemmKernel>(
+    s: S,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    kc: usize,
+    rounds: usize,
+) -> u64 {
+    let (mr, nr) = (S::MR, S::NR);
+    assert!(
+        kc > 0 && a.len().is_multiple_of(kc * mr) && b.len() == kc * nr && c.len() == mr * nr,
+        "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, b ({}) \
+         kc × NR = {kc} × {nr} and c ({}) MR × NR",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    let panels = a.len() / (kc * mr);
+    for _ in 0..rounds {
+        for p in 0..panels {
+            // SAFETY: panel p is a[p·kc·MR..][..kc·MR], `b` holds kc·NR floats and `c` MR rows
+            // of NR with ldc = NR (all asserted above).
+            unsafe {
+                s.kernel(
+                    kc,
+                    a.as_ptr().add(p * kc * mr),
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                    nr,
+                    true,
+                )
+            };
+        }
+    }
+    (2 * mr * nr * kc * panels * rounds) as u64
 }
 
 /// The five blocking loops. The caller has checked the shapes (`shapes_fit`).

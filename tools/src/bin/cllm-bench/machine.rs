@@ -4,6 +4,7 @@ use crate::{timed, Timing};
 use anyhow::{bail, Result};
 use cllm_engine::huge_pages;
 use cllm_engine::spheres::Spheres;
+use cllm_kernels::gemm::{self, blocking::Blocking};
 use cllm_kernels::probe;
 
 /// One core's f32 FMA peak on the active kernel path, in GFLOP/s, on the calling thread.
@@ -43,6 +44,41 @@ fn best_fma_gflops<E>(
         best = best.max(flops / t.wall_s / 1e9);
     }
     Ok(best)
+}
+
+/// The active path's GEMM microkernel alone ([`gemm::microkernel_sweeps`]) on the calling
+/// thread, in GFLOP/s: `panels` packed A panels against one B panel, both `kc` deep, swept for
+/// ~0.1 s; the best of five runs after one sweep, as [`fma_peak_gflops`] (a ceiling, like it).
+pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
+    let Blocking { mr, nr, .. } = gemm::active_blocking();
+    // Small values, so that thousands of sweeps sum to nothing near overflow or denormals; each
+    // buffer starts on a cache line, as the GEMM's packing buffers do.
+    let (mut a, mut b, mut c) = (
+        vec![1e-3f32; panels * kc * mr + 16],
+        vec![1e-3f32; kc * nr + 16],
+        vec![0.0f32; mr * nr + 16],
+    );
+    let (a, b, c) = (
+        line_aligned(&mut a, panels * kc * mr),
+        line_aligned(&mut b, kc * nr),
+        line_aligned(&mut c, mr * nr),
+    );
+    // One sweep, timed, sizes the runs to ~0.1 s each.
+    let (_, one) = timed(|| gemm::microkernel_sweeps(a, b, c, kc, 1));
+    let rounds = ((0.1 / one.wall_s.max(1e-9)) as usize).clamp(1, 1 << 20);
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let (flops, t) = timed(|| gemm::microkernel_sweeps(a, b, c, kc, rounds));
+        best = best.max(flops as f64 / t.wall_s / 1e9);
+    }
+    std::hint::black_box(c);
+    best
+}
+
+/// The first `len` floats of `v` from its first 64-byte boundary (`v` has 16 floats to spare).
+fn line_aligned(v: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = v.as_ptr().align_offset(64);
+    &mut v[skip..][..len]
 }
 
 /// The read bandwidth of every worker of `pool` summing its share of a 256 MiB buffer at once,

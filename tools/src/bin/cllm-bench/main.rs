@@ -160,8 +160,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// This core's FMA peak (GFLOP/s) on the active path and the single-thread read bandwidth (GB/s);
-    /// with --threads N, the same on N sphere workers at once (cores share power and clocks, so the
+    /// This core's FMA peak (GFLOP/s) on the active path, the GEMM microkernel alone (the ceiling of
+    /// the blocked GEMM) and the single-thread read bandwidth (GB/s); with --threads N, the peak and bandwidth the same on N sphere workers at once (cores share power and clocks, so the
     /// per-core peak with all of them busy is what a parallel kernel is measured against).
     Peak {
         /// Workers: 1 (default) probes the calling thread; more probe the first N sphere workers,
@@ -645,14 +645,31 @@ fn run() -> Result<ExitCode> {
                 )
             };
             let per_core = all / n as f64;
+            // One thread also times the GEMM microkernel alone: with its panels in L1 (one A
+            // panel, 64 deep), and sized as the blocking loops size them (an MC block of A
+            // panels KC deep against one B panel), the ceiling of the blocked GEMM.
+            let kernel = (n == 1).then(|| {
+                let b = cllm_kernels::gemm::active_blocking();
+                let l1 = machine::microkernel_gflops(64, 1);
+                (b, l1, machine::microkernel_gflops(b.kc, b.mc / b.mr))
+            });
             if json {
-                println!(
-                    "{}",
-                    json!({"bench": "peak", "isa": isa.name(), "threads": n, "peak_gflops": round2(per_core),
-                           "all_peak_gflops": round2(all), "read_gbs": round2(bw)})
-                );
-            } else if n == 1 {
+                let mut doc = json!({"bench": "peak", "isa": isa.name(), "threads": n, "peak_gflops": round2(per_core),
+                                     "all_peak_gflops": round2(all), "read_gbs": round2(bw)});
+                if let Some((b, l1, blocked)) = kernel {
+                    doc["tile"] = json!(format!("{}x{}", b.mr, b.nr));
+                    doc["microkernel_l1_gflops"] = json!(round2(l1));
+                    doc["microkernel_blocked_gflops"] = json!(round2(blocked));
+                }
+                println!("{doc}");
+            } else if let Some((b, l1, blocked)) = kernel {
                 println!("isa {isa}: FMA peak {all:.1} GFLOP/s per core; read bandwidth {bw:.1} GB/s (one thread)");
+                let pct = |g: f64| 100.0 * g / all;
+                println!(
+                    "GEMM microkernel {}x{}: {l1:.1} GFLOP/s ({:.1} % of peak) with its panels in L1 (kc 64), \
+                     {blocked:.1} ({:.1} %) as blocked here (kc {}, {} A panels of an MC = {} block, one B panel)",
+                    b.mr, b.nr, pct(l1), pct(blocked), b.kc, b.mc / b.mr, b.mc
+                );
             } else {
                 println!("isa {isa}, {n} workers at once: FMA peak {all:.1} GFLOP/s in all, {per_core:.1} per core; read bandwidth {bw:.1} GB/s");
             }
