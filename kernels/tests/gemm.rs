@@ -423,9 +423,10 @@ fn sgemm_unchecked_panics_on_bad_shapes() {
 }
 
 // The microkernel probe computes what it says: `rounds` times the sum over the A panels of
-// panel · B, for the active path's tile. Tolerance: each element sums rounds · panels · kc = 42
-// products of values in [-1, 1) in f32 (FMA), an error within 42 eps of the sum of |terms|
-// (< 42): atol 1e-4 covers it with room; the oracle is f64.
+// panel · B, for the active path's tile. Tolerance: each element is a chain of kc FMAs per call
+// added into C once per call, panels · rounds = 6 calls: at most kc + 6 = 13 roundings of partial
+// sums bounded by the 42 terms' |sum| < 42, so an error below 13 · 2^-24 · 42 ~ 3.3e-5; atol
+// 1e-4 covers it; the oracle is f64.
 #[test]
 fn microkernel_probe_computes_its_sweeps() {
     let gemm::blocking::Blocking { mr, nr, .. } = gemm::active_blocking();
@@ -457,4 +458,13 @@ fn microkernel_probe_rejects_a_partial_panel() {
     let gemm::blocking::Blocking { mr, nr, .. } = gemm::active_blocking();
     let mut c = vec![0.0f32; mr * nr];
     gemm::microkernel_sweeps(&vec![0.0; 4 * mr + 1], &vec![0.0; 4 * nr], &mut c, 4, 1);
+}
+
+// A depth whose panel sizes overflow is refused, not wrapped into a small panel.
+#[test]
+#[should_panic(expected = "microkernel_sweeps")]
+fn microkernel_probe_rejects_a_depth_whose_panels_overflow() {
+    let gemm::blocking::Blocking { mr, nr, .. } = gemm::active_blocking();
+    let mut c = vec![0.0f32; mr * nr];
+    gemm::microkernel_sweeps(&vec![0.0; mr], &vec![0.0; nr], &mut c, (1 << 63) + 1, 1);
 }

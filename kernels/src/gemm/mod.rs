@@ -377,7 +377,7 @@ dispatch! {
     /// `rounds` sweeps of loop 1, each one full tile `C += A panel · B panel` for every MR-row
     /// panel of `a` against the one `kc`-deep B panel `b`, as the blocked GEMM runs them but
     /// with the panels packed once and C a single tile that stays in L1. Returns the FLOPs
-    /// done. For `cllm-bench peak`, which times it with panels sized for L1 and as
+    /// done (saturating). For `cllm-bench peak`, which times it with panels sized for L1 and as
     /// [`active_blocking`] sizes them.
     ///
     /// a (panels, kc, MR), b (kc, NR), c (MR, NR), for the active path's MR × NR.
@@ -395,8 +395,13 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     rounds: usize,
 ) -> u64 {
     let (mr, nr) = (S::MR, S::NR);
+    // Checked products: a wrapped kc · MR could pass for a small panel.
+    let (panel_a, panel_b) = (kc.checked_mul(mr), kc.checked_mul(nr));
     assert!(
-        kc > 0 && a.len().is_multiple_of(kc * mr) && b.len() == kc * nr && c.len() == mr * nr,
+        kc > 0
+            && panel_a.is_some_and(|pa| a.len().is_multiple_of(pa))
+            && panel_b == Some(b.len())
+            && c.len() == mr * nr,
         "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, b ({}) \
          kc × NR = {kc} × {nr} and c ({}) MR × NR",
         a.len(),
@@ -420,7 +425,9 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
             };
         }
     }
-    (2 * mr * nr * kc * panels * rounds) as u64
+    [mr, nr, kc, panels, rounds]
+        .iter()
+        .fold(2u64, |f, &x| f.saturating_mul(x as u64))
 }
 
 /// The five blocking loops. The caller has checked the shapes (`shapes_fit`).

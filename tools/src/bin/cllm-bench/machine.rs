@@ -47,8 +47,8 @@ fn best_fma_gflops<E>(
 }
 
 /// The active path's GEMM microkernel alone ([`gemm::microkernel_sweeps`]) on the calling
-/// thread, in GFLOP/s: `panels` packed A panels against one B panel, both `kc` deep, swept for
-/// ~0.1 s; the best of five runs after one sweep, as [`fma_peak_gflops`] (a ceiling, like it).
+/// thread, in GFLOP/s: `panels` packed A panels against one B panel, both `kc` deep; the best of
+/// five runs of ~0.1 s each (a ceiling, like [`fma_peak_gflops`]).
 pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
     let Blocking { mr, nr, .. } = gemm::active_blocking();
     // Small values, so that thousands of sweeps sum to nothing near overflow or denormals; each
@@ -63,9 +63,16 @@ pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
         line_aligned(&mut b, kc * nr),
         line_aligned(&mut c, mr * nr),
     );
-    // One sweep, timed, sizes the runs to ~0.1 s each.
-    let (_, one) = timed(|| gemm::microkernel_sweeps(a, b, c, kc, 1));
-    let rounds = ((0.1 / one.wall_s.max(1e-9)) as usize).clamp(1, 1 << 20);
+    // Sweeps doubled until a run takes 10 ms (which also warms the caches and faults in the
+    // pages), then scaled to ~0.1 s a run.
+    let mut rounds = 1usize;
+    let rounds = loop {
+        let (_, t) = timed(|| gemm::microkernel_sweeps(a, b, c, kc, rounds));
+        if t.wall_s >= 0.01 || rounds >= 1 << 30 {
+            break ((rounds as f64 * 0.1 / t.wall_s.max(1e-9)) as usize).max(1);
+        }
+        rounds *= 2;
+    };
     let mut best = 0.0f64;
     for _ in 0..5 {
         let (flops, t) = timed(|| gemm::microkernel_sweeps(a, b, c, kc, rounds));

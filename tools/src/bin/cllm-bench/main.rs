@@ -161,7 +161,8 @@ enum Command {
         json: bool,
     },
     /// This core's FMA peak (GFLOP/s) on the active path, the GEMM microkernel alone (the ceiling of
-    /// the blocked GEMM) and the single-thread read bandwidth (GB/s); with --threads N, the peak and bandwidth the same on N sphere workers at once (cores share power and clocks, so the
+    /// the blocked GEMM) and the single-thread read bandwidth (GB/s); with --threads N, the FMA
+    /// peak and read bandwidth on N sphere workers at once (cores share power and clocks, so the
     /// per-core peak with all of them busy is what a parallel kernel is measured against).
     Peak {
         /// Workers: 1 (default) probes the calling thread; more probe the first N sphere workers,
