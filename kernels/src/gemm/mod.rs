@@ -395,28 +395,31 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     rounds: usize,
 ) -> u64 {
     let (mr, nr) = (S::MR, S::NR);
-    // Checked products: a wrapped kc · MR could pass for a small panel.
-    let (panel_a, panel_b) = (kc.checked_mul(mr), kc.checked_mul(nr));
-    assert!(
-        kc > 0
-            && panel_a.is_some_and(|pa| a.len().is_multiple_of(pa))
-            && panel_b == Some(b.len())
-            && c.len() == mr * nr,
-        "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, b ({}) \
-         kc × NR = {kc} × {nr} and c ({}) MR × NR",
-        a.len(),
-        b.len(),
-        c.len()
-    );
-    let panels = a.len() / (kc * mr);
+    // The panels' sizes as checked products: a wrapped kc · MR could pass for a small panel.
+    let panel_a = kc.checked_mul(mr).filter(|&pa| {
+        pa > 0
+            && a.len().is_multiple_of(pa)
+            && kc.checked_mul(nr) == Some(b.len())
+            && c.len() == mr * nr
+    });
+    let Some(panel_a) = panel_a else {
+        panic!(
+            "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, b ({}) \
+             kc × NR = {kc} × {nr} and c ({}) MR × NR",
+            a.len(),
+            b.len(),
+            c.len()
+        );
+    };
+    let panels = a.len() / panel_a;
     for _ in 0..rounds {
         for p in 0..panels {
             // SAFETY: panel p is a[p·kc·MR..][..kc·MR], `b` holds kc·NR floats and `c` MR rows
-            // of NR with ldc = NR (all asserted above).
+            // of NR with ldc = NR (all checked above).
             unsafe {
                 s.kernel(
                     kc,
-                    a.as_ptr().add(p * kc * mr),
+                    a.as_ptr().add(p * panel_a),
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     nr,
