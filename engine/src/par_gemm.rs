@@ -10,7 +10,8 @@
 //! fall on multiples of the microkernel tile (MR rows, NR columns), and the pieces differ by at
 //! most one MR panel (one NR panel), so the work is balanced to within one panel. Each worker
 //! runs the single-threaded blocked sgemm on its tile, reading the rows of A and the columns of
-//! B it needs; every element of C is computed by exactly one worker.
+//! B it needs (tall row splits share their packed B instead; see below); every element of C is
+//! computed by exactly one worker.
 //!
 //! The grid minimises a per-worker cost, summed per unit of K, for the largest tile
 //! `tm × tn`: the multiply-adds `tm · tn / 16` (a packed float costs about as much as 16 FMA
@@ -28,7 +29,8 @@
 //! each worker computes its own tile; on a shared one a worker that finishes early takes the
 //! pieces a descheduled sibling has not started. A piece packs its columns of B again: for
 //! K = N = 768 that is 0.6 M floats (~0.1 ms) against ~13 ms of multiply-adds for a piece of
-//! 1008 rows on an idle core, under 1 %.
+//! 1008 rows on an idle core, under 1 % by that count, though sharing the packed B (below) gained
+//! more than that.
 //!
 //! Row-split grids (`cols == 1`) write C in place: each piece's rows are a contiguous span of
 //! C that no other piece's span overlaps. In a column-split grid a piece's rows interleave
@@ -44,19 +46,29 @@
 //! to [`cllm_kernels::gemm::sgemm`] for any worker count, grid and stealing outcome (tests check
 //! it bit for bit).
 //!
-//! # Shared packed B panels: not done
+//! # Shared packed B blocks
 //!
-//! BLIS-style threading packs each KC×NC block of B once and lets the workers of a row split
-//! share it behind a barrier. The gemm module keeps its packing private, so sharing would need a
-//! second packing path; whether it could pay was measured first. Packing B is what a row split
-//! duplicates: for 4096×768×768 on 2 workers each worker packs all of B (768×768) against
-//! 2048×768×768 multiply-adds of its own. `cllm-bench gemm --threads 1 --shape 6x768x768
-//! --shape 2048x768x768` times one B pack plus a sliver of compute, then one worker's whole
-//! share: 0.36 ms against 245 ms on the busy machine (0.15 %); against the ~65 ms the share takes
-//! on an idle core of that machine (~37 GFLOP/s) it is 0.6 % (the two stealing pieces pack B
-//! twice). Sharing could save no more, minus a barrier per KC×NC block: it does not pay at these
-//! shapes. On wide machines the 2-D grid keeps duplicated packing small instead (a 4×4 grid
-//! packs a quarter of B per worker).
+//! A row split duplicates the packing of B: each worker packs every B block for its own rows,
+//! and each of its pieces packs them again. When every worker has more than one MC block of
+//! rows and the product has at most [`SHARED_B_MAX_BLOCKS`] B blocks (NC-column blocks × K
+//! slices), the workers share instead, as BLIS does: for each B block, each packs a contiguous
+//! run of its NR panels into one shared buffer, they meet at a barrier, each runs loops 3 to 1
+//! ([`gemm::gemm_block`]) on blocks of rows against the shared block, and they meet again before
+//! the buffer is repacked. The rows are cut into blocks of at most MC rows, a multiple of the
+//! worker count, differing by at most one MR panel; worker `w` owns a contiguous run of them
+//! and claims its own first, then any another worker has not claimed yet, so on an idle machine
+//! each runs exactly its own and on a busy one nobody waits for a descheduled sibling's rows.
+//! Blocks of rows start on MR panels and B panels on NR panels, so the tiles and the result
+//! are those of `sgemm`, bit for bit.
+//!
+//! Measured on 2 workers (a scratch harness calling `par_sgemm` both ways in one process,
+//! alternating call by call, 9–25 calls each, the median of the per-pair ratios): sharing took
+//! 4096×768×2304 and 4096×768×3072 (NN, NT) 7–12 % faster, 1024³ 4–9 %, 4096×768×768 and
+//! 4096×3072×768 2–5 %, and left 2048-row products with K ≤ 1536 level (−3 to +3 % across
+//! repeats); over the 50 K slices of the LM head's input gradient (2048×50257×768) it was 3–8 %
+//! slower, the workers meeting a hundred times, hence the limit on blocks. The grid's cost model
+//! still counts a row split's B packing as unshared, which only leans it towards the 2-D grids
+//! measured on wide machines.
 //!
 //! # Measured
 //!
@@ -65,6 +77,7 @@
 //! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cllm_kernels::gemm::blocking::Blocking;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
@@ -76,6 +89,11 @@ use crate::spheres::{PerWorker, Schedule, Spheres, SpheresError};
 /// 1024 × 1024 tile, or row chunks of a larger one. Allocated once per worker; its pages are
 /// touched only by that worker.
 pub const TILE_FLOATS: usize = 1 << 20;
+
+/// The most B blocks (NC-column blocks × K slices) a product may have for its row split to
+/// share them: each block is a meeting of all workers, and over dozens of them (the LM head's
+/// K = 50,257) waiting on the slowest outweighed the packing saved (see the module docs).
+pub const SHARED_B_MAX_BLOCKS: usize = 8;
 
 /// How many multiply-adds cost as much as packing one float, for [`Grid::choose`]. An AVX2 core
 /// here issues 2 × 8 FMA lanes per cycle and packs a few floats per cycle at best.
@@ -99,12 +117,22 @@ struct WorkerScratch {
     tile: Vec<f32>,
 }
 
-/// Every worker's packing buffers and private C tile, each made on its own worker.
+/// Every worker's packing buffers and private C tile, each made on its own worker, and the B
+/// block the workers of a row split share.
 pub struct ParGemmScratch {
     workers: PerWorker<WorkerScratch>,
     blocking: Blocking,
     tile_floats: usize,
+    /// The shared packed B block: `[NC / NR][KC][NR]`, 64-byte aligned (see [`SharedB`]).
+    shared_b: Vec<f32>,
+    /// Per worker, the next of its blocks of rows to claim in the current B block of a shared-B
+    /// job.
+    claims: Box<[Claims]>,
 }
+
+/// A counter on a cache line of its own: one worker's claims do not slow another's.
+#[repr(align(64))]
+struct Claims(AtomicUsize);
 
 impl ParGemmScratch {
     /// Buffers for every worker of `spheres`, with block sizes from this CPU's caches
@@ -145,10 +173,17 @@ impl ParGemmScratch {
         })?;
         let blocking = workers.get(0).gemm.blocking();
         let tile_floats = workers.get(0).tile.len();
+        // Zeroed by the allocator, so its pages are first touched by the workers that pack
+        // into them.
+        let shared_b = vec![0.0; blocking.kc * blocking.nc + SharedB::ALIGN_FLOATS];
         Ok(ParGemmScratch {
             workers,
             blocking,
             tile_floats,
+            shared_b,
+            claims: (0..spheres.count())
+                .map(|_| Claims(AtomicUsize::new(0)))
+                .collect(),
         })
     }
 
@@ -174,6 +209,10 @@ pub struct Grid {
     pub cols: usize,
     /// Row pieces per tile: the units of work stealing (see [`Grid::piece`]).
     pub pieces: usize,
+    /// Whether the workers pack each B block together and share it instead (see the module
+    /// docs): a row split of several workers, each with more than one MC block of rows, over at
+    /// most [`SHARED_B_MAX_BLOCKS`] B blocks.
+    pub share_b: bool,
     m: usize,
     n: usize,
     mr: usize,
@@ -195,6 +234,7 @@ impl Grid {
             rows,
             cols,
             pieces: 1,
+            share_b: false,
             m,
             n,
             mr: blocking.mr,
@@ -215,6 +255,11 @@ impl Grid {
         // Pieces of at least four MC blocks, at most four per tile: each piece packs its B
         // columns again, under 1 % of a piece of four MC blocks of rows.
         best.pieces = (best.largest().0 / (4 * blocking.mc)).clamp(1, 4);
+        let b_blocks = n.div_ceil(blocking.nc) * k.div_ceil(gemm::k_slice(k, blocking.kc).max(1));
+        best.share_b = best.cols == 1
+            && workers > 1
+            && m > workers * blocking.mc
+            && (1..=SHARED_B_MAX_BLOCKS).contains(&b_blocks);
         best
     }
 
@@ -358,6 +403,36 @@ pub fn par_sgemm(
     let blocking = ws.blocking;
     let grid = Grid::choose((m, k, n), spheres.count(), blocking, ws.tile_floats);
     let cp = CPtr(c.as_mut_ptr());
+    if grid.share_b {
+        let job = SharedJob {
+            layout,
+            shape: (m, k, n),
+            a: (a, lda),
+            b: (b, ldb),
+            ldc,
+            accumulate,
+            blocking,
+        };
+        let ParGemmScratch {
+            workers,
+            shared_b,
+            claims,
+            ..
+        } = ws;
+        let panels = SharedB::new(shared_b);
+        spheres.run_with(workers, |ctx, w| {
+            job.run(
+                ctx.index(),
+                ctx.count(),
+                &|| ctx.barrier(),
+                w,
+                panels,
+                claims,
+                cp,
+            )
+        })?;
+        return Ok(());
+    }
     let job = Job {
         layout,
         k,
@@ -397,6 +472,153 @@ pub fn par_sgemm(
         },
     )?;
     Ok(())
+}
+
+/// The shared packed B block's base pointer, 64-byte aligned, shared with the workers of one
+/// job.
+#[derive(Clone, Copy)]
+struct SharedB {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: between two barriers of a job the workers either write disjoint runs of panels or
+// only read (see `SharedJob::run`), while the caller's `&mut` borrow of the buffer is held for
+// the whole job.
+unsafe impl Sync for SharedB {}
+
+impl SharedB {
+    /// Floats of slack for aligning the start to a cache line.
+    const ALIGN_FLOATS: usize = 64 / size_of::<f32>();
+
+    fn new(buf: &mut [f32]) -> SharedB {
+        let start = buf.as_ptr().align_offset(64).min(Self::ALIGN_FLOATS);
+        let len = buf.len() - start;
+        SharedB {
+            // In bounds: start <= ALIGN_FLOATS <= buf.len() (the buffer has that slack).
+            ptr: buf[start..].as_mut_ptr(),
+            len,
+        }
+    }
+
+    /// # Safety
+    /// `range` must lie inside the buffer, and no other live reference may overlap it while
+    /// the result lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut<'a>(&self, range: Range<usize>) -> &'a mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (asserted) and exclusive, as the caller promises.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// No live mutable reference may overlap `0..len` while the result lives.
+    unsafe fn slice<'a>(&self, len: usize) -> &'a [f32] {
+        assert!(len <= self.len);
+        // SAFETY: in bounds (asserted), and only read while it lives, as the caller promises.
+        unsafe { std::slice::from_raw_parts(self.ptr, len) }
+    }
+}
+
+/// A row-split product with one packed B block for all workers (see the module docs).
+struct SharedJob<'a> {
+    layout: Layout,
+    shape: (usize, usize, usize),
+    a: (&'a [f32], usize),
+    b: (&'a [f32], usize),
+    ldc: usize,
+    accumulate: bool,
+    blocking: Blocking,
+}
+
+impl SharedJob<'_> {
+    /// Worker `w`'s part: for each B block, pack its share of the panels, meet, claim blocks of
+    /// rows until none is left, meet. Every worker runs the same loops, so all call `barrier`
+    /// equally often.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        w: usize,
+        nw: usize,
+        barrier: &dyn Fn(),
+        ws: &mut WorkerScratch,
+        panels: SharedB,
+        claims: &[Claims],
+        c: CPtr,
+    ) {
+        let (m, k, n) = self.shape;
+        let Blocking { mr, nr, mc, kc, nc } = self.blocking;
+        let (layout, (a, lda), (b, ldb), ldc) = (self.layout, self.a, self.b, self.ldc);
+        let kc = gemm::k_slice(k, kc);
+        // Blocks of rows: a multiple of the worker count, each at most MC rows, differing by
+        // at most one MR panel, so an idle machine gives every worker the same share.
+        let row_panels = m.div_ceil(mr);
+        let blocks = nw * row_panels.div_ceil(nw * (mc / mr));
+        for jc in (0..n).step_by(nc) {
+            let ncb = nc.min(n - jc);
+            let col_panels = ncb.div_ceil(nr);
+            for pc in (0..k).step_by(kc) {
+                let kcb = kc.min(k - pc);
+                // Relaxed: every worker passed the barrier that ended the last block's claims,
+                // and none claims before the barrier below, which orders this.
+                claims[w].0.store(0, Ordering::Relaxed);
+                let mine = split(col_panels, 1, nw, w);
+                if !mine.is_empty() {
+                    let first = mine.start * nr;
+                    let cols = (jc + first, (mine.end * nr).min(ncb) - first);
+                    // SAFETY: the workers' panel runs are disjoint and inside the KC × NC
+                    // buffer (kcb <= KC, panels <= NC / NR); nobody reads the block until the
+                    // barrier below, and the last block's readers passed the one after it.
+                    let dst =
+                        unsafe { panels.slice_mut(mine.start * kcb * nr..mine.end * kcb * nr) };
+                    gemm::pack_b_panels(layout, b, ldb, (pc, kcb), cols, dst);
+                }
+                barrier();
+                // SAFETY: the block is complete (barrier above) and nobody writes it until
+                // every worker has passed the barrier below.
+                let bpack = unsafe { panels.slice(col_panels * kcb * nr) };
+                // Worker v owns blocks `split(blocks, 1, nw, v)` and claims them in order; one
+                // that runs out of its own takes those another has not claimed yet (on an idle
+                // machine, none are left: each worker runs exactly its own).
+                for v in (w..nw).chain(0..w) {
+                    let own = split(blocks, 1, nw, v);
+                    loop {
+                        // Relaxed: the counter only hands out indices, each once (its RMWs are
+                        // totally ordered); the data a block reads was published by the barrier.
+                        let i = claims[v].0.fetch_add(1, Ordering::Relaxed);
+                        if i >= own.len() {
+                            break;
+                        }
+                        let rows = split(m, mr, blocks, own.start + i);
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        // SAFETY: blocks of rows are claimed once each and disjoint, so the
+                        // span from row rows.start, column jc, to row rows.end - 1, column
+                        // jc + ncb (ncb <= n <= ldc) overlaps no other claim's; it lies inside
+                        // C's checked span because rows.end <= m; `c` is borrowed mutably for
+                        // the whole job.
+                        let cw =
+                            unsafe { c.slice(rows.start * ldc + jc, (rows.len() - 1) * ldc + ncb) };
+                        gemm::gemm_block(
+                            &mut ws.gemm,
+                            layout,
+                            a,
+                            lda,
+                            (rows.start, rows.len()),
+                            (pc, kcb),
+                            bpack,
+                            ncb,
+                            cw,
+                            ldc,
+                            self.accumulate || pc > 0,
+                        );
+                    }
+                }
+                barrier();
+            }
+        }
+    }
 }
 
 /// What every worker of one [`par_sgemm`] call needs besides its tile.
@@ -556,6 +778,50 @@ mod tests {
         }
     }
 
+    /// Row splits of more rows than one MC block per worker share one packed B block: over
+    /// several NC blocks and K slices, with a last partial panel each way and more blocks of
+    /// rows than workers, writing and accumulating, the result equals the one-thread GEMM with
+    /// the same blocks bit for bit. Sized for Miri, which checks the workers' packing into and
+    /// reading from the shared block, and their writes to C, for races.
+    #[test]
+    fn row_splits_sharing_packed_b_match_sgemm() {
+        use crate::sphere_tree::SphereTree;
+        // MC and NC round up to one panel (MR rows, NR columns); K slices of 3, 3 and 1.
+        let blocks = (1, 3, 1);
+        let Blocking { mr, nr, mc, .. } =
+            GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2).blocking();
+        let workers = 3;
+        let (m, k, n) = (26 * mr + 5, 7, nr + 5);
+        let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
+        let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, TILE_FLOATS).unwrap();
+        let grid = Grid::choose((m, k, n), workers, ws.blocking, ws.tile_floats);
+        assert!(
+            grid.share_b && m > workers * mc,
+            "{grid:?}: not the shared path"
+        );
+        for layout in Layout::ALL {
+            for accumulate in [false, true] {
+                let (ar, ac) = layout.a_dims(m, k);
+                let (br, bc) = layout.b_dims(k, n);
+                let a: Vec<f32> = (0..ar * ac).map(|i| (i % 11) as f32 * 0.25 - 1.0).collect();
+                let b: Vec<f32> = (0..br * bc).map(|i| (i % 13) as f32 * 0.5 - 2.5).collect();
+                let ldc = n + 2;
+                let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32 - 2.0).collect();
+                let (mut got, mut want) = (c0.clone(), c0);
+                par_sgemm(
+                    &spheres, &mut ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc, accumulate,
+                )
+                .unwrap();
+                let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+                gemm::sgemm(
+                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, accumulate,
+                )
+                .unwrap();
+                assert_eq!(got, want, "{layout:?}, accumulate {accumulate}");
+            }
+        }
+    }
+
     #[test]
     fn splits_cover_the_range_in_whole_panels() {
         for (len, unit, parts) in [(0, 6, 3), (7, 6, 5), (4096, 6, 2), (100, 16, 7), (5, 4, 1)] {
@@ -585,6 +851,33 @@ mod tests {
         assert_eq!((g.rows, g.cols), (1, 2), "a wide C splits N");
         let g = Grid::choose((7, 3, 5), 5, b, TILE_FLOATS);
         assert_eq!(g.rows * g.cols, 5);
+    }
+
+    #[test]
+    fn row_splits_share_b_over_few_blocks() {
+        let b = avx2_blocks(); // KC 256, NC 4096: 4096×768×3072 is three B blocks
+        assert!(Grid::choose((4096, 768, 3072), 2, b, TILE_FLOATS).share_b);
+        assert!(Grid::choose((1024, 1024, 1024), 2, b, TILE_FLOATS).share_b);
+        assert!(
+            !Grid::choose((2048, 50257, 768), 2, b, TILE_FLOATS).share_b,
+            "197 K slices: too many meetings"
+        );
+        assert!(
+            !Grid::choose((4096, 768, 3072), 1, b, TILE_FLOATS).share_b,
+            "one worker"
+        );
+        assert!(
+            !Grid::choose((400, 768, 768), 2, b, TILE_FLOATS).share_b,
+            "one MC block per worker"
+        );
+        assert!(
+            !Grid::choose((4096, 0, 768), 2, b, TILE_FLOATS).share_b,
+            "k = 0"
+        );
+        assert!(
+            !Grid::choose((64, 768, 8192), 2, b, TILE_FLOATS).share_b,
+            "a column split"
+        );
     }
 
     #[test]

@@ -273,6 +273,97 @@ fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
     }
 }
 
+/// The blocked loops in parts (`pack_b_panels`, `gemm_block`), run as a threaded caller runs
+/// them: each B block packed as two runs of panels, rows in blocks of whole MR panels in any
+/// order, K in `k_slice` slices. The result equals `sgemm`'s bit for bit, in every layout, with
+/// ragged last panels both ways.
+#[test]
+fn gemm_in_parts_gives_the_bits_of_sgemm() {
+    let mut rng = rng(21);
+    let (kc, nc) = if cfg!(miri) { (3, 1) } else { (24, 40) };
+    let mut ws = GemmScratch::with_blocks(1, kc, nc);
+    let b = ws.blocking();
+    let (m, k, n) = if cfg!(miri) {
+        (3 * b.mr + 2, 7, b.nr + 5)
+    } else {
+        (5 * b.mr + 4, 70, 2 * b.nc + 2 * b.nr + 7)
+    };
+    let kcs = gemm::k_slice(k, b.kc);
+    for layout in Layout::ALL {
+        let (ar, ac) = layout.a_dims(m, k);
+        let (br, bc) = layout.b_dims(k, n);
+        let a = random_vec(&mut rng, ar * ac);
+        let bm = random_vec(&mut rng, br * bc);
+        let ldc = n + 3;
+        let c0 = random_vec(&mut rng, m * ldc);
+        for accumulate in [false, true] {
+            let mut want = c0.clone();
+            let mut one = GemmScratch::with_blocks(1, kc, nc);
+            gemm::sgemm(
+                &mut one, layout, m, k, n, &a, ac, &bm, bc, &mut want, ldc, accumulate,
+            )
+            .unwrap();
+            let mut got = c0.clone();
+            let mut packed = vec![0.0; b.kc * b.nc];
+            for jc in (0..n).step_by(b.nc) {
+                let ncb = b.nc.min(n - jc);
+                let panels = ncb.div_ceil(b.nr);
+                for pc in (0..k).step_by(kcs) {
+                    let kcb = kcs.min(k - pc);
+                    // Two runs of panels, the second packed first.
+                    let half = panels / 2;
+                    for (p0, p1) in [(half, panels), (0, half)] {
+                        let cols = (jc + p0 * b.nr, (p1 * b.nr).min(ncb) - p0 * b.nr);
+                        let dst = &mut packed[p0 * kcb * b.nr..p1 * kcb * b.nr];
+                        gemm::pack_b_panels(layout, &bm, bc, (pc, kcb), cols, dst);
+                    }
+                    // Blocks of one MR panel, last rows first.
+                    for i0 in (0..m).step_by(b.mr).rev() {
+                        let mcb = b.mr.min(m - i0);
+                        let c = &mut got[i0 * ldc + jc..];
+                        gemm::gemm_block(
+                            &mut ws,
+                            layout,
+                            &a,
+                            ac,
+                            (i0, mcb),
+                            (pc, kcb),
+                            &packed[..panels * kcb * b.nr],
+                            ncb,
+                            c,
+                            ldc,
+                            accumulate || pc > 0,
+                        );
+                    }
+                }
+            }
+            assert_eq!(got, want, "{layout:?} accumulate={accumulate}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "gemm_block")]
+fn gemm_block_refuses_more_rows_than_its_scratch_packs() {
+    let mut ws = GemmScratch::with_blocks(1, 4, 1);
+    let b = ws.blocking();
+    let (m, k, n) = (b.mc + 1, 4, b.nr);
+    let (a, packed, mut c) = (vec![0.0; m * k], vec![0.0; k * n], vec![0.0; m * n]);
+    gemm::gemm_block(
+        &mut ws,
+        Layout::NN,
+        &a,
+        k,
+        (0, m),
+        (0, k),
+        &packed,
+        n,
+        &mut c,
+        n,
+        false,
+    );
+}
+
 /// A row of C computed alone (a one-row tile, gemm's kernel_rows) equals the same row computed in
 /// a call with more rows, bit for bit, in every layout. M runs over 1..=30, so the last row panel
 /// takes every row count below MR on every path (MR = 4, 6 or 9), after one full tile or more;

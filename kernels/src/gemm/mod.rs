@@ -469,8 +469,7 @@ fn sgemm_generic<S: GemmKernel>(
         }
         return;
     }
-    // Split K into equal slices no deeper than KC, so no slice is a sliver.
-    let kc = k.div_ceil(k.div_ceil(kc));
+    let kc = k_slice(k, kc);
     let apack = ws.a.as_mut_slice();
     let bpack = ws.b.as_mut_slice();
     if m <= mc {
@@ -506,6 +505,88 @@ fn sgemm_generic<S: GemmKernel>(
             }
         }
     }
+}
+
+/// The depth of the K slices the blocking loops cut a product of depth `k` into: equal slices no
+/// deeper than `kc`, so no slice is a sliver (the last may be shallower by the division's rest).
+pub fn k_slice(k: usize, kc: usize) -> usize {
+    k.div_ceil(k.div_ceil(kc.max(1)).max(1))
+}
+
+// The blocked loops in parts, for callers that run loop 3 on several threads against one packed
+// B block they share (`cllm-engine`'s `par_gemm`): the workers pack the block's panels between
+// them with `pack_b_panels`, then each runs `gemm_block` on blocks of rows. With blocks of rows
+// starting at multiples of MR, B panels at multiples of NR from the block's first column, and K
+// slices of `k_slice`, every tile is the one `sgemm` runs, so the result is the same bit for bit.
+
+dispatch! {
+    /// Packs `B[p0 .. p0 + kcb, j0 .. j0 + ncols]` of op(B) into NR-column panels at the start
+    /// of `dst`, `[ceil(ncols / NR)][kcb][NR]` with the last panel zero-padded: a B block of the
+    /// blocking loops, or a run of its panels when `j0` is a panel's first column. `b` is stored
+    /// as [`Layout::b_dims`] says, with row stride `ldb`. Panics when the block is not inside
+    /// `b` or `dst` is too short.
+    pub fn pack_b_panels(
+        layout: Layout,
+        b: &[f32],
+        ldb: usize,
+        depth: (usize, usize),
+        cols: (usize, usize),
+        dst: &mut [f32],
+    ) = pack::pack_b;
+}
+
+dispatch! {
+    /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
+    /// into `ws` and writes its product with the packed B block `bpack` (`ncb` columns, packed
+    /// by [`pack_b_panels`] with the same `kcb`) into `c`, or adds it when `accumulate`. `c`
+    /// starts at the block's first element and has row stride `ldc`. `mcb` is at most the
+    /// scratch's MC, `kcb` at most its KC and more than 0. Panics when a slice is too short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_block(
+        ws: &mut GemmScratch,
+        layout: Layout,
+        a: &[f32],
+        lda: usize,
+        rows: (usize, usize),
+        depth: (usize, usize),
+        bpack: &[f32],
+        ncb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) = gemm_block_generic;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemm_block_generic<S: GemmKernel>(
+    s: S,
+    ws: &mut GemmScratch,
+    layout: Layout,
+    a: &[f32],
+    lda: usize,
+    (i0, mcb): (usize, usize),
+    (p0, kcb): (usize, usize),
+    bpack: &[f32],
+    ncb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let Blocking { mr, nr, mc, kc, .. } = ws.blocking;
+    assert!(
+        (mr, nr) == (S::MR, S::NR) && mcb <= mc && 0 < kcb && kcb <= kc,
+        "gemm_block: {mcb} rows × {kcb} deep on scratch for {mc} × {kc} with a {mr}×{nr} tile \
+         (the active path's is {}×{})",
+        S::MR,
+        S::NR
+    );
+    if mcb == 0 || ncb == 0 {
+        return;
+    }
+    let apack = ws.a.as_mut_slice();
+    pack::pack_a(s, layout, a, lda, (i0, mcb), (p0, kcb), apack);
+    gemm_packed(s, (mcb, kcb, ncb), apack, bpack, c, ldc, accumulate);
 }
 
 /// The blocking loops when all M rows fit one packed A block (`m <= MC`), as in a prefill of a
