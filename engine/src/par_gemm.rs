@@ -24,7 +24,8 @@
 //! # Work stealing
 //!
 //! Each tile is cut across its rows into up to four pieces of at least four MC blocks
-//! ([`Grid::piece`]); the job is one [`Spheres::par_for_with`] over the pieces with
+//! ([`Grid::piece`]); unless the workers share B (below, with stealing of its own), the job
+//! is one [`Spheres::par_for_with`] over the pieces with
 //! [`Schedule::Stealing`], where worker `w`'s own share is exactly its tile. On an idle machine
 //! each worker computes its own tile; on a shared one a worker that finishes early takes the
 //! pieces a descheduled sibling has not started. A piece packs its columns of B again: for
@@ -54,10 +55,11 @@
 //! slices), the workers share instead, as BLIS does: for each B block, each packs a contiguous
 //! run of its NR panels into one shared buffer, they meet at a barrier, each runs loops 3 to 1
 //! ([`gemm::gemm_block`]) on blocks of rows against the shared block, and they meet again before
-//! the buffer is repacked. The rows are cut into blocks of at most MC rows, a multiple of the
-//! worker count, differing by at most one MR panel; worker `w` owns a contiguous run of them
-//! and claims its own first, then any another worker has not claimed yet, so on an idle machine
-//! each runs exactly its own and on a busy one nobody waits for a descheduled sibling's rows.
+//! the buffer is repacked. Worker `w` owns the rows of a row split's tile `w` (the shares differ
+//! by at most one MR panel), cut into blocks of at most MC rows; it claims its own blocks first,
+//! then any that another worker has not claimed yet. On an idle machine each runs exactly its
+//! own; on a busy one the others take a descheduled worker's unclaimed blocks, though they still
+//! wait for it to pack its panels and to reach each barrier (twice per B block).
 //! Blocks of rows start on MR panels and B panels on NR panels, so the tiles and the result
 //! are those of `sgemm`, bit for bit.
 //!
@@ -363,7 +365,8 @@ impl CPtr {
 /// arguments and meaning of [`cllm_kernels::gemm::sgemm`] (row-major, strides as stored).
 ///
 /// The result is bit-identical to `sgemm`'s. One pool job per call (a stealing
-/// [`Spheres::par_for_with`] over the grid's pieces); nothing is allocated. Fails with `sgemm`'s [`ShapeError`] before any work starts, or with a
+/// [`Spheres::par_for_with`] over the grid's pieces, or one [`Spheres::run_with`] when the
+/// workers share the packed B blocks); nothing is allocated. Fails with `sgemm`'s [`ShapeError`] before any work starts, or with a
 /// [`SpheresError`] (e.g. `ws` was made for a pool of another size).
 #[allow(clippy::too_many_arguments)]
 pub fn par_sgemm(
@@ -550,10 +553,10 @@ impl SharedJob<'_> {
         let Blocking { mr, nr, mc, kc, nc } = self.blocking;
         let (layout, (a, lda), (b, ldb), ldc) = (self.layout, self.a, self.b, self.ldc);
         let kc = gemm::k_slice(k, kc);
-        // Blocks of rows: a multiple of the worker count, each at most MC rows, differing by
-        // at most one MR panel, so an idle machine gives every worker the same share.
-        let row_panels = m.div_ceil(mr);
-        let blocks = nw * row_panels.div_ceil(nw * (mc / mr));
+        // Worker v's rows are `split(m, mr, nw, v)`, as in a row split's grid (the shares
+        // differ by at most one MR panel), cut into `per` blocks of whole panels, each at most
+        // MC rows: `per` MC blocks hold the largest share.
+        let per = m.div_ceil(mr).div_ceil(nw).div_ceil(mc / mr);
         for jc in (0..n).step_by(nc) {
             let ncb = nc.min(n - jc);
             let col_panels = ncb.div_ceil(nr);
@@ -577,19 +580,20 @@ impl SharedJob<'_> {
                 // SAFETY: the block is complete (barrier above) and nobody writes it until
                 // every worker has passed the barrier below.
                 let bpack = unsafe { panels.slice(col_panels * kcb * nr) };
-                // Worker v owns blocks `split(blocks, 1, nw, v)` and claims them in order; one
-                // that runs out of its own takes those another has not claimed yet (on an idle
-                // machine, none are left: each worker runs exactly its own).
+                // Worker v claims its own blocks in order; one that runs out of its own takes
+                // those another has not claimed yet (on an idle machine none are left, and
+                // each worker runs exactly its own).
                 for v in (w..nw).chain(0..w) {
-                    let own = split(blocks, 1, nw, v);
+                    let share = split(m, mr, nw, v);
                     loop {
                         // Relaxed: the counter only hands out indices, each once (its RMWs are
                         // totally ordered); the data a block reads was published by the barrier.
                         let i = claims[v].0.fetch_add(1, Ordering::Relaxed);
-                        if i >= own.len() {
+                        if i >= per {
                             break;
                         }
-                        let rows = split(m, mr, blocks, own.start + i);
+                        let part = split(share.len(), mr, per, i);
+                        let rows = share.start + part.start..share.start + part.end;
                         if rows.is_empty() {
                             continue;
                         }
@@ -779,19 +783,22 @@ mod tests {
     }
 
     /// Row splits of more rows than one MC block per worker share one packed B block: over
-    /// several NC blocks and K slices, with a last partial panel each way and more blocks of
-    /// rows than workers, writing and accumulating, the result equals the one-thread GEMM with
-    /// the same blocks bit for bit. Sized for Miri, which checks the workers' packing into and
+    /// several NC blocks of two panels (so the third worker's run of panels is empty and the
+    /// second's starts past the first panel) and two K slices, with a last partial panel each
+    /// way and more blocks of rows than workers, writing and accumulating, the result equals
+    /// the one-thread GEMM with the same blocks bit for bit. The workers share one CPU, so they
+    /// steal each other's blocks. Sized for Miri, which checks the workers' packing into and
     /// reading from the shared block, and their writes to C, for races.
     #[test]
     fn row_splits_sharing_packed_b_match_sgemm() {
         use crate::sphere_tree::SphereTree;
-        // MC and NC round up to one panel (MR rows, NR columns); K slices of 3, 3 and 1.
-        let blocks = (1, 3, 1);
-        let Blocking { mr, nr, mc, .. } =
+        let nr = GemmScratch::with_blocks(1, 1, 1).blocking().nr;
+        // MC rounds up to one panel (MR rows), NC is two panels; K slices of 3 and 2.
+        let blocks = (1, 3, 2 * nr);
+        let Blocking { mr, mc, .. } =
             GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2).blocking();
         let workers = 3;
-        let (m, k, n) = (26 * mr + 5, 7, nr + 5);
+        let (m, k, n) = (26 * mr + 5, 5, 4 * nr + 5);
         let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
         let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, TILE_FLOATS).unwrap();
         let grid = Grid::choose((m, k, n), workers, ws.blocking, ws.tile_floats);

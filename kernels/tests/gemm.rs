@@ -280,7 +280,13 @@ fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
 #[test]
 fn gemm_in_parts_gives_the_bits_of_sgemm() {
     let mut rng = rng(21);
-    let (kc, nc) = if cfg!(miri) { (3, 1) } else { (24, 40) };
+    // NC of several panels, so each B block is packed as two non-empty runs.
+    let nr = GemmScratch::with_blocks(1, 1, 1).blocking().nr;
+    let (kc, nc) = if cfg!(miri) {
+        (3, 2 * nr)
+    } else {
+        (24, 4 * nr)
+    };
     let mut ws = GemmScratch::with_blocks(1, kc, nc);
     let b = ws.blocking();
     let (m, k, n) = if cfg!(miri) {
@@ -310,7 +316,8 @@ fn gemm_in_parts_gives_the_bits_of_sgemm() {
                 let panels = ncb.div_ceil(b.nr);
                 for pc in (0..k).step_by(kcs) {
                     let kcb = kcs.min(k - pc);
-                    // Two runs of panels, the second packed first.
+                    // Two runs of panels, the second packed first (both non-empty but in the
+                    // last block, which may have one panel).
                     let half = panels / 2;
                     for (p0, p1) in [(half, panels), (0, half)] {
                         let cols = (jc + p0 * b.nr, (p1 * b.nr).min(ncb) - p0 * b.nr);
@@ -362,6 +369,63 @@ fn gemm_block_refuses_more_rows_than_its_scratch_packs() {
         n,
         false,
     );
+}
+
+/// Strides so large that the last row's offset wraps around `usize` are refused, never used to
+/// compute an address: the block checks of `gemm_block` and `pack_b_panels` are checked sums
+/// and products.
+#[test]
+fn gemm_parts_refuse_strides_whose_spans_wrap() {
+    let wrap = usize::MAX / 3 + 1; // 3 · wrap wraps to 2
+    let b = GemmScratch::with_blocks(1, 4, 1).blocking();
+    let refused =
+        |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    let mut ws = GemmScratch::with_blocks(1, 4, 1);
+    let (a, packed) = (vec![0.0; 4 * 4], vec![0.0; 4 * b.nr]);
+    let mut c = vec![0.0; b.nr + 2];
+    assert!(refused(&mut || gemm::gemm_block(
+        &mut ws,
+        Layout::NN,
+        &a,
+        4,
+        (0, 4),
+        (0, 4),
+        &packed,
+        b.nr,
+        &mut c,
+        wrap,
+        false,
+    )));
+    assert!(refused(&mut || gemm::gemm_block(
+        &mut ws,
+        Layout::NN,
+        &a,
+        wrap,
+        (0, 4),
+        (0, 4),
+        &packed,
+        b.nr,
+        &mut c[..b.nr],
+        b.nr,
+        false,
+    )));
+    let mut dst = vec![0.0; 4 * b.nr];
+    assert!(refused(&mut || gemm::pack_b_panels(
+        Layout::NT,
+        &[0.0; 4],
+        wrap,
+        (0, 1),
+        (0, 4),
+        &mut dst,
+    )));
+    assert!(refused(&mut || gemm::pack_b_panels(
+        Layout::NN,
+        &[0.0; 4],
+        4,
+        (0, 1),
+        (0, 4),
+        &mut dst[..1],
+    )));
 }
 
 /// A row of C computed alone (a one-row tile, gemm's kernel_rows) equals the same row computed in

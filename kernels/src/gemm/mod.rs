@@ -282,6 +282,29 @@ fn span(rows: usize, cols: usize, ld: usize) -> Option<usize> {
     }
 }
 
+/// Whether the `rows × cols` block at row `r0`, column `c0` of a row-major matrix stored in
+/// `len` floats with row stride `ld` lies inside it, each row within the stride. Checked: a
+/// wrapped sum or product fits nothing.
+fn block_fits(
+    (r0, rows): (usize, usize),
+    (c0, cols): (usize, usize),
+    (len, ld): (usize, usize),
+) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let (Some(r_end), Some(c_end)) = (r0.checked_add(rows), c0.checked_add(cols)) else {
+        return false;
+    };
+    c_end <= ld && span(r_end, c_end, ld).is_some_and(|need| len >= need)
+}
+
+/// Floats in the panels of `width` positions, `t` wide, `kc` deep (the last panel padded), or
+/// `None` on overflow.
+fn panels_len(width: usize, kc: usize, t: usize) -> Option<usize> {
+    width.div_ceil(t).checked_mul(kc)?.checked_mul(t)
+}
+
 /// The three operands as (name, stored rows, stored cols, (len, ld)).
 type Operand = (&'static str, usize, usize, (usize, usize));
 
@@ -524,7 +547,7 @@ dispatch! {
     /// of `dst`, `[ceil(ncols / NR)][kcb][NR]` with the last panel zero-padded: a B block of the
     /// blocking loops, or a run of its panels when `j0` is a panel's first column. `b` is stored
     /// as [`Layout::b_dims`] says, with row stride `ldb`. Panics when the block is not inside
-    /// `b` or `dst` is too short.
+    /// `b` (its rows within the stride) or `dst` is too short.
     pub fn pack_b_panels(
         layout: Layout,
         b: &[f32],
@@ -532,15 +555,41 @@ dispatch! {
         depth: (usize, usize),
         cols: (usize, usize),
         dst: &mut [f32],
-    ) = pack::pack_b;
+    ) = pack_b_panels_generic;
+}
+
+#[inline(always)]
+fn pack_b_panels_generic<S: GemmKernel>(
+    s: S,
+    layout: Layout,
+    b: &[f32],
+    ldb: usize,
+    depth: (usize, usize),
+    cols: (usize, usize),
+    dst: &mut [f32],
+) {
+    let (rows_b, cols_b) = match layout {
+        Layout::NN | Layout::TN => (depth, cols),
+        Layout::NT => (cols, depth),
+    };
+    assert!(
+        block_fits(rows_b, cols_b, (b.len(), ldb))
+            && panels_len(cols.1, depth.1, S::NR).is_some_and(|need| dst.len() >= need),
+        "pack_b_panels: the {layout} block of depths {depth:?} × columns {cols:?} is not inside b \
+         ({} floats, ldb {ldb}) or does not fit dst ({} floats)",
+        b.len(),
+        dst.len()
+    );
+    pack::pack_b(s, layout, b, ldb, depth, cols, dst);
 }
 
 dispatch! {
     /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
     /// into `ws` and writes its product with the packed B block `bpack` (`ncb` columns, packed
     /// by [`pack_b_panels`] with the same `kcb`) into `c`, or adds it when `accumulate`. `c`
-    /// starts at the block's first element and has row stride `ldc`. `mcb` is at most the
-    /// scratch's MC, `kcb` at most its KC and more than 0. Panics when a slice is too short.
+    /// starts at the block's first element and has row stride `ldc` (at least `ncb`). `mcb` is
+    /// at most the scratch's MC, `kcb` at most its KC and more than 0. Panics when a block is not
+    /// inside its slice or a stride is below its row width.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_block(
         ws: &mut GemmScratch,
@@ -580,6 +629,23 @@ fn gemm_block_generic<S: GemmKernel>(
          (the active path's is {}×{})",
         S::MR,
         S::NR
+    );
+    let (rows_a, cols_a) = match layout {
+        Layout::NN | Layout::NT => ((i0, mcb), (p0, kcb)),
+        Layout::TN => ((p0, kcb), (i0, mcb)),
+    };
+    assert!(
+        block_fits(rows_a, cols_a, (a.len(), lda))
+            && panels_len(ncb, kcb, nr).is_some_and(|need| bpack.len() >= need)
+            && block_fits((0, mcb), (0, ncb), (c.len(), ldc)),
+        "gemm_block: the {layout} block of rows {:?} × depths {:?} is not inside a ({} floats, \
+         lda {lda}), or {ncb} packed columns do not fit bpack ({} floats), or {mcb} × {ncb} do \
+         not fit c ({} floats, ldc {ldc})",
+        (i0, mcb),
+        (p0, kcb),
+        a.len(),
+        bpack.len(),
+        c.len()
     );
     if mcb == 0 || ncb == 0 {
         return;
@@ -669,10 +735,12 @@ fn gemm_packed<S: GemmKernel>(
     accumulate: bool,
 ) {
     let (mr, nr) = (S::MR, S::NR);
+    // Checked: these guard the raw tile pointers below.
     assert!(
-        apack.len() >= mcb.div_ceil(mr) * kcb * mr && bpack.len() >= ncb.div_ceil(nr) * kcb * nr
+        panels_len(mcb, kcb, mr).is_some_and(|need| apack.len() >= need)
+            && panels_len(ncb, kcb, nr).is_some_and(|need| bpack.len() >= need)
     );
-    assert!(c.len() >= (mcb - 1) * ldc + ncb);
+    assert!(span(mcb, ncb, ldc).is_some_and(|need| c.len() >= need));
     let c = c.as_mut_ptr();
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
     // of loop 1.

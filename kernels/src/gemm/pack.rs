@@ -165,8 +165,9 @@ fn copy_transposed<S: GemmKernel>(
     t: usize,
     out: &mut [f32],
 ) {
-    assert!(w <= t && out.len() >= kc * t);
-    assert!(w == 0 || kc == 0 || src.len() >= (w - 1) * ld + kc);
+    // Checked: these guard the raw reads and writes below.
+    assert!(w <= t && kc.checked_mul(t).is_some_and(|need| out.len() >= need));
+    assert!(super::span(w, kc, ld).is_some_and(|need| src.len() >= need));
     if w < t {
         out[..kc * t].fill(0.0);
     }
