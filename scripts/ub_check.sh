@@ -66,6 +66,7 @@ MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --test sphe
 echo "== Miri: parallel GEMM and the decoder's shared buffers"
 MIRIFLAGS="$engine_flags" cargo +nightly miri test -q -p cllm-engine --lib -- \
     par_gemm::tests::small_grids_of_both_piece_kinds_match_sgemm \
+    par_gemm::tests::row_splits_sharing_packed_b_match_sgemm \
     generate::decoder::tests::two_workers_give_the_calling_threads_logits_on_a_tiny_model
 
 # ThreadSanitizer on every test that runs work on several workers. The standard library is
