@@ -66,8 +66,8 @@
 //! Measured on 2 workers (a scratch harness calling `par_sgemm` both ways in one process,
 //! alternating call by call, 9–25 calls each, the median of the per-pair ratios): sharing took
 //! 4096×768×2304 and 4096×768×3072 5–12 % faster (the three layouts), 4096×768×768 and
-//! 4096×3072×768 2–7 %, 1024³ 0.5–9 %, and left 2048-row products with K ≤ 1536 level (−3 to +3 % across
-//! repeats); over the 50 K slices of the LM head's input gradient (2048×50257×768) it was 3–8 %
+//! 4096×3072×768 2–7 %, 1024³ 0.5–9 %, and left 2048-row products with K ≤ 1536 level (−3 to
+//! +3 % across repeats); over the 50 K slices of the LM head's input gradient (2048×50257×768) it was 3–8 %
 //! slower, the workers meeting a hundred times, hence the limit on blocks. The grid's cost model
 //! still counts a row split's B packing as unshared, which only leans it towards the 2-D grids
 //! measured on wide machines.
