@@ -82,7 +82,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cllm_kernels::gemm::blocking::Blocking;
-use cllm_kernels::gemm::{self, GemmScratch, Layout};
+use cllm_kernels::gemm::{self, AlignedBuf, GemmScratch, Layout};
 use cllm_kernels::ShapeError;
 
 use crate::spheres::{PerWorker, Schedule, Spheres, SpheresError};
@@ -125,8 +125,8 @@ pub struct ParGemmScratch {
     workers: PerWorker<WorkerScratch>,
     blocking: Blocking,
     tile_floats: usize,
-    /// The shared packed B block: `[NC / NR][KC][NR]`, 64-byte aligned (see [`SharedB`]).
-    shared_b: Vec<f32>,
+    /// The shared packed B block: `[NC / NR][KC][NR]` (see [`SharedB`]).
+    shared_b: AlignedBuf,
     /// Per worker, the next of its blocks of rows to claim in the current B block of a shared-B
     /// job.
     claims: Box<[Claims]>,
@@ -177,7 +177,7 @@ impl ParGemmScratch {
         let tile_floats = workers.get(0).tile.len();
         // Zeroed by the allocator, so its pages are first touched by the workers that pack
         // into them.
-        let shared_b = vec![0.0; blocking.kc * blocking.nc + SharedB::ALIGN_FLOATS];
+        let shared_b = AlignedBuf::new(blocking.kc * blocking.nc);
         Ok(ParGemmScratch {
             workers,
             blocking,
@@ -422,7 +422,7 @@ pub fn par_sgemm(
             claims,
             ..
         } = ws;
-        let panels = SharedB::new(shared_b);
+        let panels = SharedB::new(shared_b.as_mut_slice());
         spheres.run_with(workers, |ctx, w| {
             job.run(
                 ctx.index(),
@@ -491,16 +491,10 @@ struct SharedB {
 unsafe impl Sync for SharedB {}
 
 impl SharedB {
-    /// Floats of slack for aligning the start to a cache line.
-    const ALIGN_FLOATS: usize = 64 / size_of::<f32>();
-
     fn new(buf: &mut [f32]) -> SharedB {
-        let start = buf.as_ptr().align_offset(64).min(Self::ALIGN_FLOATS);
-        let len = buf.len() - start;
         SharedB {
-            // In bounds: start <= ALIGN_FLOATS <= buf.len() (the buffer has that slack).
-            ptr: buf[start..].as_mut_ptr(),
-            len,
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
         }
     }
 
@@ -739,6 +733,36 @@ mod tests {
         Blocking::for_caches(6, 16, PanelCache::L1, CacheSizes::FALLBACK)
     }
 
+    /// `par_sgemm` on `spheres` with `ws` gives the bits of `sgemm` with the same `blocks`, on
+    /// fixed operands and a C with padded rows, written or accumulated into.
+    fn assert_matches_sgemm(
+        spheres: &Spheres,
+        ws: &mut ParGemmScratch,
+        blocks: (usize, usize, usize),
+        layout: Layout,
+        (m, k, n): (usize, usize, usize),
+        accumulate: bool,
+        what: &str,
+    ) {
+        let (ar, ac) = layout.a_dims(m, k);
+        let (br, bc) = layout.b_dims(k, n);
+        let a: Vec<f32> = (0..ar * ac).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
+        let b: Vec<f32> = (0..br * bc).map(|i| (i % 5) as f32 * 0.7 - 1.3).collect();
+        let ldc = n + 3;
+        let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 3) as f32).collect();
+        let (mut got, mut want) = (c0.clone(), c0);
+        par_sgemm(
+            spheres, ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc, accumulate,
+        )
+        .unwrap();
+        let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+        gemm::sgemm(
+            &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, accumulate,
+        )
+        .unwrap();
+        assert_eq!(got, want, "{what}");
+    }
+
     /// Both kinds of piece (whole rows of C written in place; tiles computed in chunks and
     /// copied row by row), accumulating into a C with padded rows, equal the one-thread GEMM with
     /// the same blocks bit for bit. Sized for Miri (`scripts/ub_check.sh`), which checks that the
@@ -761,23 +785,8 @@ mod tests {
             let grid = Grid::choose((m, k, n), workers, ws.blocking, tile);
             assert_eq!(grid.cols > 1, split_n, "{grid:?}");
             for layout in Layout::ALL {
-                let (ar, ac) = layout.a_dims(m, k);
-                let (br, bc) = layout.b_dims(k, n);
-                let a: Vec<f32> = (0..ar * ac).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect();
-                let b: Vec<f32> = (0..br * bc).map(|i| (i % 5) as f32 * 0.7 - 1.3).collect();
-                let ldc = n + 3;
-                let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 3) as f32).collect();
-                let (mut got, mut want) = (c0.clone(), c0);
-                par_sgemm(
-                    &spheres, &mut ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc, true,
-                )
-                .unwrap();
-                let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
-                gemm::sgemm(
-                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, true,
-                )
-                .unwrap();
-                assert_eq!(got, want, "{workers} workers, {layout:?}");
+                let what = format!("{workers} workers, {layout:?}");
+                assert_matches_sgemm(&spheres, &mut ws, blocks, layout, (m, k, n), true, &what);
             }
         }
     }
@@ -808,23 +817,16 @@ mod tests {
         );
         for layout in Layout::ALL {
             for accumulate in [false, true] {
-                let (ar, ac) = layout.a_dims(m, k);
-                let (br, bc) = layout.b_dims(k, n);
-                let a: Vec<f32> = (0..ar * ac).map(|i| (i % 11) as f32 * 0.25 - 1.0).collect();
-                let b: Vec<f32> = (0..br * bc).map(|i| (i % 13) as f32 * 0.5 - 2.5).collect();
-                let ldc = n + 2;
-                let c0: Vec<f32> = (0..m * ldc).map(|i| (i % 5) as f32 - 2.0).collect();
-                let (mut got, mut want) = (c0.clone(), c0);
-                par_sgemm(
-                    &spheres, &mut ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc, accumulate,
-                )
-                .unwrap();
-                let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
-                gemm::sgemm(
-                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, accumulate,
-                )
-                .unwrap();
-                assert_eq!(got, want, "{layout:?}, accumulate {accumulate}");
+                let what = format!("{layout:?}, accumulate {accumulate}");
+                assert_matches_sgemm(
+                    &spheres,
+                    &mut ws,
+                    blocks,
+                    layout,
+                    (m, k, n),
+                    accumulate,
+                    &what,
+                );
             }
         }
     }

@@ -85,8 +85,10 @@ impl fmt::Display for Layout {
     }
 }
 
-/// A `Vec<f32>` view starting on a 64-byte boundary (one cache line, one zmm load).
-struct AlignedBuf {
+/// A zeroed `Vec<f32>` view starting on a 64-byte boundary (one cache line, one zmm load): the
+/// packing buffers, and other buffers the microkernel reads (the parallel GEMM's shared B
+/// block, `cllm-bench peak`'s panels).
+pub struct AlignedBuf {
     buf: Vec<f32>,
     start: usize,
     len: usize,
@@ -95,7 +97,9 @@ struct AlignedBuf {
 impl AlignedBuf {
     const ALIGN_FLOATS: usize = 64 / 4;
 
-    fn new(len: usize) -> AlignedBuf {
+    /// `len` zeros from a 64-byte boundary. Large buffers come from the allocator's zeroed pages,
+    /// so each page is first touched by whoever writes it first.
+    pub fn new(len: usize) -> AlignedBuf {
         let buf = vec![0.0f32; len + Self::ALIGN_FLOATS];
         let start = buf.as_ptr().align_offset(64);
         assert!(
@@ -105,7 +109,8 @@ impl AlignedBuf {
         AlignedBuf { buf, start, len }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [f32] {
+    /// The `len` aligned floats.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.buf[self.start..self.start + self.len]
     }
 }

@@ -4,7 +4,7 @@ use crate::{timed, Timing};
 use anyhow::{bail, Result};
 use cllm_engine::huge_pages;
 use cllm_engine::spheres::Spheres;
-use cllm_kernels::gemm::{self, blocking::Blocking};
+use cllm_kernels::gemm::{self, blocking::Blocking, AlignedBuf};
 use cllm_kernels::probe;
 
 /// One core's f32 FMA peak on the active kernel path, in GFLOP/s, on the calling thread.
@@ -51,18 +51,16 @@ fn best_fma_gflops<E>(
 /// five runs of ~0.1 s each (a ceiling, like [`fma_peak_gflops`]).
 pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
     let Blocking { mr, nr, .. } = gemm::active_blocking();
-    // Small values, so that thousands of sweeps sum to nothing near overflow or denormals; each
-    // buffer starts on a cache line, as the GEMM's packing buffers do.
+    // Each buffer starts on a cache line, as the GEMM's packing buffers do; small values, so
+    // that thousands of sweeps sum to nothing near overflow or denormals.
     let (mut a, mut b, mut c) = (
-        vec![1e-3f32; panels * kc * mr + 16],
-        vec![1e-3f32; kc * nr + 16],
-        vec![0.0f32; mr * nr + 16],
+        AlignedBuf::new(panels * kc * mr),
+        AlignedBuf::new(kc * nr),
+        AlignedBuf::new(mr * nr),
     );
-    let (a, b, c) = (
-        line_aligned(&mut a, panels * kc * mr),
-        line_aligned(&mut b, kc * nr),
-        line_aligned(&mut c, mr * nr),
-    );
+    let (a, b, c) = (a.as_mut_slice(), b.as_mut_slice(), c.as_mut_slice());
+    a.fill(1e-3);
+    b.fill(1e-3);
     // Sweeps doubled until a run takes 10 ms (which also warms the caches and faults in the
     // pages), then scaled to ~0.1 s a run.
     let mut rounds = 1usize;
@@ -80,12 +78,6 @@ pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
     }
     std::hint::black_box(c);
     best
-}
-
-/// The first `len` floats of `v` from its first 64-byte boundary (`v` has 16 floats to spare).
-fn line_aligned(v: &mut [f32], len: usize) -> &mut [f32] {
-    let skip = v.as_ptr().align_offset(64);
-    &mut v[skip..][..len]
 }
 
 /// The read bandwidth of every worker of `pool` summing its share of a 256 MiB buffer at once,
