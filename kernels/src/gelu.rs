@@ -30,17 +30,22 @@
 //! eighths table of [`crate::math::exp2_eighths_parts_k`] took two of them out (backward 4 %
 //! faster, forward level).
 //!
-//! On an AVX-512 core (Sapphire Rapids class) the same loop takes 0.25 ns per element in L1
-//! (0.265 on its AVX2 path: a 512-bit division costs twice a 256-bit one) but 0.73–0.79 ns on
-//! 50 MB that a copy streams at 0.12 ns per element: there the loop waits on its loads. Both
-//! loops now prefetch each input [`PREFETCH_AHEAD`] floats ahead; criterion's 4096×3072 and
-//! 8192×1536, the binaries alternated twice: forward 7.2–8.1 → 6.0–6.9 ms, backward 12.9–13.6 →
-//! 12.0–12.4. Streaming stores for `out` on top took the forward from ~0.6 to ~0.45 ns per
-//! element in a scratch test, but leave the output out of cache for the GEMM that reads it next,
-//! so they were not kept.
+//! On an AVX-512 core (Sapphire Rapids class) the same loop takes 0.25 ns per element in L1 (0.265
+//! on its AVX2 path: a 512-bit division costs twice a 256-bit one), and out of cache it keeps up
+//! with memory. Both loops prefetch each input 16 KiB ahead (Intel's prefetchers stop at each 4 KiB
+//! page; criterion's forward 7.2–8.1 → 6.0–6.9 ms), and the forward writes an output longer than
+//! [`stream_threshold`] with streaming stores: a plain store first reads its line for ownership, a
+//! third memory stream beside the input and the output. Criterion's forward on 4096×3072 and
+//! 8192×1536 (every buffer on huge pages), the binaries alternated twice: 5.4–7.3 ms with plain
+//! stores, 3.9–4.2 with streaming ones, where a copy of the same bytes at the memory's rate takes
+//! 4.5–4.8. The GEMM that reads the output next then finds none of it in the last-level cache;
+//! training steps at GPT-2 small's width (C = 768, 4096 tokens, 2 threads) and of the default bench
+//! model (1 thread) came out level, three alternated pairs each. (The 10 % loss of streaming stores
+//! on the Zen core above was measured with the input on 4 KiB pages, and not since.)
 
 use crate::dispatch::dispatch;
 use crate::error::{check_len, ShapeError};
+use crate::gemm::blocking::CacheSizes;
 use crate::math::exp2_eighths_parts_k;
 use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
 
@@ -88,13 +93,60 @@ fn prefetch_ahead(p: *const f32, i: usize, lanes: usize) {
     }
 }
 
+/// Outputs of more floats than this are written with streaming stores: the size of this core's
+/// L2 (detected once; [`crate::gemm::blocking::CacheSizes`]). An output that large is not all in
+/// the core's own caches when the next kernel reads it, whatever the stores, and a plain store
+/// first reads its line for ownership: out of cache that is a third read stream on top of the
+/// input and the output. Below it the output stays where its reader finds it.
+pub fn stream_threshold() -> usize {
+    CacheSizes::detect().l2 / std::mem::size_of::<f32>()
+}
+
 #[inline(always)]
 fn gelu_fwd_generic<S: Simd>(s: S, out: &mut [f32], inp: &[f32]) {
     let n = out.len();
     assert!(inp.len() == n);
+    if n > stream_threshold() {
+        // Plain stores up to the first cache line of `out`, streaming stores of whole aligned
+        // vectors from there, then the fence that orders them before whatever hands `out` on.
+        let head = out.as_ptr().align_offset(4 * LINE_FLOATS).min(n);
+        let (out_head, out_rest) = out.split_at_mut(head);
+        let (inp_head, inp_rest) = inp.split_at(head);
+        gelu_fwd_run::<S, false>(s, out_head, inp_head);
+        gelu_fwd_run::<S, true>(s, out_rest, inp_rest);
+        s.stream_fence();
+    } else {
+        gelu_fwd_run::<S, false>(s, out, inp);
+    }
+}
+
+/// A plain store, or with `STREAM` a streaming one.
+///
+/// # Safety
+/// As [`Simd::store`]; with `STREAM`, as [`Simd::store_stream`] (`p` aligned to the vector).
+#[inline(always)]
+unsafe fn put<S: Simd, const STREAM: bool>(s: S, p: *mut f32, v: S::V) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if STREAM {
+            s.store_stream(p, v)
+        } else {
+            s.store(p, v)
+        }
+    }
+}
+
+#[inline(always)]
+fn gelu_fwd_run<S: Simd, const STREAM: bool>(s: S, out: &mut [f32], inp: &[f32]) {
+    let n = out.len();
+    assert!(inp.len() == n);
+    // Streaming stores need `out` aligned to the vector; every full vector below starts a whole
+    // number of vectors past `out`.
+    assert!(!STREAM || n < S::LANES || (out.as_ptr() as usize).is_multiple_of(4 * S::LANES));
     let (o, x, l) = (out.as_mut_ptr(), inp.as_ptr(), S::LANES);
     let mut i = 0;
-    // SAFETY: every access is below `n`, the common length asserted above.
+    // SAFETY: every access is below `n`, the common length asserted above; with `STREAM`, every
+    // full vector stored is aligned (asserted above).
     unsafe {
         while i + STEP * l <= n {
             prefetch_ahead(x, i, l);
@@ -108,14 +160,14 @@ fn gelu_fwd_generic<S: Simd>(s: S, out: &mut [f32], inp: &[f32]) {
             for k in 0..STEP {
                 let j = i + k * l;
                 let d = s.fma(p[k], scale[k], s.splat(1.0));
-                s.store(o.add(j), s.div(s.load(x.add(j)), d));
+                put::<S, STREAM>(s, o.add(j), s.div(s.load(x.add(j)), d));
             }
             i += STEP * l;
         }
         while i + l <= n {
             let v = s.load(x.add(i));
             let ([p], [scale]) = exp_m2u_k(s, [v]);
-            s.store(o.add(i), s.div(v, s.fma(p, scale, s.splat(1.0))));
+            put::<S, STREAM>(s, o.add(i), s.div(v, s.fma(p, scale, s.splat(1.0))));
             i += l;
         }
         if i < n {

@@ -56,6 +56,34 @@ fn gelu_fwd_matches_oracle_on_odd_sizes_and_offsets() {
     }
 }
 
+/// Outputs past [`gelu::stream_threshold`] take streaming stores after a plain head up to the
+/// first cache line of `out`: every head length (`out` unaligned by 0 to 16 floats), with a tail
+/// that is not a whole step.
+#[test]
+#[cfg_attr(miri, ignore = "half a million elements per call")]
+fn gelu_fwd_matches_oracle_past_the_streaming_threshold() {
+    let mut rng = rng(37);
+    let n = gelu::stream_threshold() + 37;
+    let inp = preact(&mut rng, n, 1);
+    let mut want = vec![0.0; n];
+    oracle::gelu_fwd(&mut want, &inp[1..]);
+    let mut got = vec![f32::NAN; n + 32];
+    // Offsets from the first cache line in `got`.
+    let line = got.as_ptr().align_offset(64);
+    for head in [0, 1, 3, 8, 15, 16] {
+        got.fill(f32::NAN);
+        let start = line + head;
+        gelu::gelu_fwd(&mut got[start..start + n], &inp[1..], n).unwrap();
+        assert_close(
+            &format!("gelu_fwd streaming n={n} start={start}"),
+            &got[start..start + n],
+            &want,
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
 #[test]
 fn gelu_bwd_matches_oracle_on_odd_sizes_and_offsets() {
     let mut rng = rng(32);

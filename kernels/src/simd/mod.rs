@@ -135,6 +135,23 @@ pub trait Simd: Copy {
         }
     }
 
+    /// Store `LANES` floats around the caches: a non-temporal store where the ISA has one, which
+    /// writes the line without first reading it for ownership; a plain store elsewhere. A run of
+    /// them must end with [`Simd::stream_fence`] before the data is handed to another thread.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `LANES` floats and aligned to `4 * LANES` bytes.
+    #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32, v: Self::V) {
+        // SAFETY: the caller's promise covers the plain store's.
+        unsafe { self.store(p, v) }
+    }
+
+    /// Order every earlier [`Simd::store_stream`] before the stores that follow (x86's `sfence`:
+    /// non-temporal stores are weakly ordered, and a Release store alone does not publish them).
+    #[inline(always)]
+    fn stream_fence(self) {}
+
     /// Store the first `n < LANES` lanes of `v` to `p`.
     ///
     /// # Safety

@@ -42,6 +42,17 @@ impl Simd for Avx2 {
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32, v: __m256) {
+        // SAFETY: the caller guarantees 8 writable floats at `p`, aligned to 32 bytes as
+        // `_mm256_stream_ps` requires.
+        unsafe { _mm256_stream_ps(p, v) }
+    }
+    #[inline(always)]
+    fn stream_fence(self) {
+        // SAFETY: sfence is SSE, part of the x86-64 baseline.
+        unsafe { _mm_sfence() }
+    }
+    #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: token.
         unsafe { _mm256_add_ps(a, b) }
@@ -168,6 +179,17 @@ impl Simd for Avx512 {
     unsafe fn store(self, p: *mut f32, v: __m512) {
         // SAFETY: the caller guarantees 16 writable floats; storeu needs no alignment.
         unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_stream(self, p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees 16 writable floats at `p`, aligned to 64 bytes as
+        // `_mm512_stream_ps` requires.
+        unsafe { _mm512_stream_ps(p, v) }
+    }
+    #[inline(always)]
+    fn stream_fence(self) {
+        // SAFETY: sfence is SSE, part of the x86-64 baseline.
+        unsafe { _mm_sfence() }
     }
     #[inline(always)]
     unsafe fn load_partial(self, p: *const f32, n: usize, fill: f32) -> __m512 {
