@@ -551,6 +551,8 @@ fn run() -> Result<ExitCode> {
                         "prefill_tokens_per_s": round2(r.prefill_tokens_per_s), "decode_tokens_per_s": round2(r.decode_tokens_per_s),
                         "bandwidth_fraction": (r.bandwidth_fraction * 1e4).round() / 1e4,
                         "bandwidth_gbs": round2(r.bandwidth_bytes_per_s / 1e9), "weight_bytes_per_step": r.weight_bytes_per_step,
+                        "bandwidth_best_gbs": round2(r.bandwidth_best_bytes_per_s / 1e9),
+                        "bandwidth_fraction_best": (r.bandwidth_fraction_best * 1e4).round() / 1e4,
                     })
                 );
             } else {
@@ -571,6 +573,12 @@ fn run() -> Result<ExitCode> {
                     r.bound_steps_per_s,
                     r.bandwidth_bytes_per_s / 1e9,
                     100.0 * r.bandwidth_fraction
+                );
+                println!(
+                    "  (read probe: {} passes spread over the steps; the fastest pass {:.1} GB/s -> {:.1}%)",
+                    generate::bench::PROBE_PASSES + 1,
+                    r.bandwidth_best_bytes_per_s / 1e9,
+                    100.0 * r.bandwidth_fraction_best
                 );
             }
         }
