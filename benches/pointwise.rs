@@ -21,12 +21,13 @@ const V: usize = 50257;
 const B: usize = 4;
 const T: usize = 1024;
 /// AdamW and the clipping kernels run on 10M parameters (GPT-2 small has 124M; the kernels are
-/// per-element, so 10M, well past every cache, shows the same rate).
+/// per-element, so 10M shows the same rate; its 40 MB per buffer fits a last-level cache of
+/// 50–60 MiB when only one or two are touched, as scale and sum of squares do).
 const P: usize = 10_000_000;
 const F: u64 = 4; // bytes per f32
 /// Floats per buffer of the `stream` group: 256 MiB, as `cllm-bench peak`'s read probe. A
 /// yardstick that fits the last-level cache measures the cache: on a Xeon guest whose reads ran at
-/// 26 GB/s up to 48 MiB and at DRAM's 13.5–14 from 96 MiB on, 40 MB buffers read and copied at
+/// 26 GB/s up to 48 MiB and at DRAM's 13.5–14.8 from 96 MiB on, 40 MB buffers read and copied at
 /// twice what memory gives. glibc copies buffers this large with streaming stores, so the copy
 /// moves each byte once each way, with no read for ownership before the writes; it is the
 /// faster of the two and the one the kernels are held to.

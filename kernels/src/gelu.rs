@@ -38,7 +38,7 @@
 //! third memory stream beside the input and the output. Criterion's forward on 4096×3072 and
 //! 8192×1536 (every buffer on huge pages), the binaries alternated twice: 5.4–7.3 ms with plain
 //! stores, 3.9–4.2 with streaming ones, where a copy of the same bytes at the memory's rate takes
-//! 4.5–4.8. The GEMM that reads the output next then finds none of it in the last-level cache;
+//! 4.5–4.8 (its AVX2 path: 6.4–6.6 against 3.9–4.3). The GEMM that reads the output next then finds none of it in the last-level cache;
 //! training steps at GPT-2 small's width (C = 768, 4096 tokens, 2 threads) and of the default bench
 //! model (1 thread) came out level, three alternated pairs each. (The 10 % loss of streaming stores
 //! on the Zen core above was measured with the input on 4 KiB pages, and not since.)
@@ -97,7 +97,10 @@ fn prefetch_ahead(p: *const f32, i: usize, lanes: usize) {
 /// L2 (detected once; [`crate::gemm::blocking::CacheSizes`]). An output that large is not all in
 /// the core's own caches when the next kernel reads it, whatever the stores, and a plain store
 /// first reads its line for ownership: out of cache that is a third read stream on top of the
-/// input and the output. Below it the output stays where its reader finds it.
+/// input and the output. Below it the output stays where its reader finds it. Between L2 and
+/// the last-level cache (a VM's reported L3 says little about its share) streaming is a
+/// trade: on the Xeon guest, 2–12 MB outputs took 0–7 % longer with the input in the cache and
+/// 10–25 % less with it in memory (one process, alternated, best of 12).
 pub fn stream_threshold() -> usize {
     CacheSizes::detect().l2 / std::mem::size_of::<f32>()
 }

@@ -128,7 +128,7 @@ pub struct DecodeReport {
     pub decode_ms_per_step: f64,
     pub weight_bytes_per_step: usize,
     /// Read bandwidth measured in the same run, bytes/s: the bytes of all the probe's passes
-    /// (one before the decode steps, [`PROBE_PASSES`] between them) over their time, as the
+    /// (one before the decode steps, [`PROBE_PASSES`] spread over them) over their time, as the
     /// decode's rate is its steps over theirs.
     pub bandwidth_bytes_per_s: f64,
     /// The fastest single pass of the probe, bytes/s.
@@ -141,10 +141,11 @@ pub struct DecodeReport {
     pub bandwidth_fraction_best: f64,
 }
 
-/// Passes of the bandwidth probe run between the decode steps, evenly spread, besides the one
-/// before them. A shared host's bandwidth moves from one 10 ms pass to the next (two workers
-/// here: 19–29.5 GB/s over thirty passes, median 26.1), so the probe samples the same
-/// stretch of time the decode runs in and is summed the same way.
+/// Passes of the bandwidth probe spread evenly over the decode steps (the last after the final
+/// step), besides the one before them. A shared host's bandwidth moves from one pass to the
+/// next (two workers, 256 MiB passes of ~10 ms here: 19–29.5 GB/s over thirty passes, median
+/// 26.1), so the probe samples the same stretch of time the decode runs in and is summed the
+/// same way.
 pub const PROBE_PASSES: usize = 8;
 
 /// Timed prefills per report (odd: the median is one of them).
@@ -152,7 +153,7 @@ const PREFILL_REPEATS: usize = 3;
 
 /// Prefill `prompt` random tokens in each of `batch` rows (`PREFILL_REPEATS` times, the median
 /// reported), then decode `new_tokens` greedy steps; the bandwidth is measured on a buffer of
-/// `bandwidth_bytes`, once before the steps and [`PROBE_PASSES`] times between them (untimed
+/// `bandwidth_bytes`, once before the steps and [`PROBE_PASSES`] times spread over them (untimed
 /// for the decode).
 pub fn decode(
     model: &Gpt,

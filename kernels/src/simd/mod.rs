@@ -137,7 +137,8 @@ pub trait Simd: Copy {
 
     /// Store `LANES` floats around the caches: a non-temporal store where the ISA has one, which
     /// writes the line without first reading it for ownership; a plain store elsewhere. A run of
-    /// them must end with [`Simd::stream_fence`] before the data is handed to another thread.
+    /// them must end with [`Simd::stream_fence`] before the stored data is read again, by this
+    /// thread or another, or handed on.
     ///
     /// # Safety
     /// `p` must be valid for writing `LANES` floats and aligned to `4 * LANES` bytes.

@@ -575,7 +575,7 @@ fn run() -> Result<ExitCode> {
                     100.0 * r.bandwidth_fraction
                 );
                 println!(
-                    "  (read probe: {} passes spread over the steps; the fastest pass {:.1} GB/s -> {:.1}%)",
+                    "  (read probe: {} passes, one before the steps and the others spread over them; the fastest pass {:.1} GB/s -> {:.1}%)",
                     generate::bench::PROBE_PASSES + 1,
                     r.bandwidth_best_bytes_per_s / 1e9,
                     100.0 * r.bandwidth_fraction_best
