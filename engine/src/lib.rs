@@ -18,6 +18,7 @@ pub mod huge_pages;
 pub mod model;
 pub mod par_gemm;
 pub mod rng;
+mod shared_slice;
 pub mod sphere_tree;
 pub mod spheres;
 pub mod tokenizer;

@@ -85,6 +85,7 @@ use cllm_kernels::gemm::blocking::Blocking;
 use cllm_kernels::gemm::{self, AlignedBuf, GemmScratch, Layout};
 use cllm_kernels::ShapeError;
 
+use crate::shared_slice::SharedSlice;
 use crate::spheres::{PerWorker, Schedule, Spheres, SpheresError};
 
 /// Floats in each worker's private C buffer for column-split grids (4 MiB) by default: a
@@ -125,7 +126,7 @@ pub struct ParGemmScratch {
     workers: PerWorker<WorkerScratch>,
     blocking: Blocking,
     tile_floats: usize,
-    /// The shared packed B block: `[NC / NR][KC][NR]` (see [`SharedB`]).
+    /// The shared packed B block: `[NC / NR][KC][NR]` (see `SharedJob::run`).
     shared_b: AlignedBuf,
     /// Per worker, the next of its blocks of rows to claim in the current B block of a shared-B
     /// job.
@@ -422,7 +423,9 @@ pub fn par_sgemm(
             claims,
             ..
         } = ws;
-        let panels = SharedB::new(shared_b.as_mut_slice());
+        // The workers write disjoint runs of panels or only read between two barriers (see
+        // `SharedJob::run`), while the `&mut` borrow of the buffer is held for the whole job.
+        let panels = SharedSlice::new(shared_b.as_mut_slice());
         spheres.run_with(workers, |ctx, w| {
             job.run(
                 ctx.index(),
@@ -477,46 +480,6 @@ pub fn par_sgemm(
     Ok(())
 }
 
-/// The shared packed B block's base pointer, 64-byte aligned, shared with the workers of one
-/// job.
-#[derive(Clone, Copy)]
-struct SharedB {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: between two barriers of a job the workers either write disjoint runs of panels or
-// only read (see `SharedJob::run`), while the caller's `&mut` borrow of the buffer is held for
-// the whole job.
-unsafe impl Sync for SharedB {}
-
-impl SharedB {
-    fn new(buf: &mut [f32]) -> SharedB {
-        SharedB {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-        }
-    }
-
-    /// # Safety
-    /// `range` must lie inside the buffer, and no other live reference may overlap it while
-    /// the result lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut<'a>(&self, range: Range<usize>) -> &'a mut [f32] {
-        assert!(range.start <= range.end && range.end <= self.len);
-        // SAFETY: in bounds (asserted) and exclusive, as the caller promises.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
-    }
-
-    /// # Safety
-    /// No live mutable reference may overlap `0..len` while the result lives.
-    unsafe fn slice<'a>(&self, len: usize) -> &'a [f32] {
-        assert!(len <= self.len);
-        // SAFETY: in bounds (asserted), and only read while it lives, as the caller promises.
-        unsafe { std::slice::from_raw_parts(self.ptr, len) }
-    }
-}
-
 /// A row-split product with one packed B block for all workers (see the module docs).
 struct SharedJob<'a> {
     layout: Layout,
@@ -539,7 +502,7 @@ impl SharedJob<'_> {
         nw: usize,
         barrier: &dyn Fn(),
         ws: &mut WorkerScratch,
-        panels: SharedB,
+        panels: SharedSlice,
         claims: &[Claims],
         c: CPtr,
     ) {
@@ -566,14 +529,13 @@ impl SharedJob<'_> {
                     // SAFETY: the workers' panel runs are disjoint and inside the KC × NC
                     // buffer (kcb <= KC, panels <= NC / NR); nobody reads the block until the
                     // barrier below, and the last block's readers passed the one after it.
-                    let dst =
-                        unsafe { panels.slice_mut(mine.start * kcb * nr..mine.end * kcb * nr) };
+                    let dst = unsafe { panels.mut_at(mine.start * kcb * nr..mine.end * kcb * nr) };
                     gemm::pack_b_panels(layout, b, ldb, (pc, kcb), cols, dst);
                 }
                 barrier();
                 // SAFETY: the block is complete (barrier above) and nobody writes it until
                 // every worker has passed the barrier below.
-                let bpack = unsafe { panels.slice(col_panels * kcb * nr) };
+                let bpack = unsafe { panels.at(0..col_panels * kcb * nr) };
                 // Worker v claims its own blocks in order; one that runs out of its own takes
                 // those another has not claimed yet (on an idle machine none are left, and
                 // each worker runs exactly its own).

@@ -41,6 +41,7 @@
 use super::GenerateError;
 use crate::huge_pages;
 use crate::model::{Gpt, GptConfig, LayerRanges, LN_EPS};
+use crate::shared_slice::SharedSlice;
 use crate::spheres::Spheres;
 use cllm_kernels::gemm::{self, GemmScratch, Layout};
 use cllm_kernels::gemv::{self, GEMV_MAX_ROWS};
@@ -199,7 +200,7 @@ impl Panels {
             cfg.n_layer * nw,
             "panels sized for another pool"
         );
-        let shared = Shared::new(&mut self.buf);
+        let shared = SharedSlice::new(&mut self.buf);
         let (p, pl, at) = (&model.params, &model.layout, &self.at);
         let pack = |w: usize| {
             let r = WorkerRows::new(&cfg, nw, w);
@@ -237,47 +238,6 @@ struct WorkerScratch {
     /// (MR, C) this worker's copy of the residual stream in the narrow path.
     resid: Vec<f32>,
     gemm: GemmScratch,
-}
-
-/// A mutable buffer shared by the workers of one job, each writing only ranges no other worker
-/// touches between two barriers.
-#[derive(Clone, Copy)]
-struct Shared {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: `Shared` is only a pointer; the disjointness rule of its accessors makes the accesses
-// from different threads race-free.
-unsafe impl Send for Shared {}
-// SAFETY: as above.
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn new(buf: &mut [f32]) -> Shared {
-        Shared {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-        }
-    }
-
-    /// # Safety
-    /// No other live reference may cover `r` while the result lives (the workers write disjoint
-    /// ranges between barriers), and the buffer must outlive it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn mut_at(&self, r: Range<usize>) -> &mut [f32] {
-        assert!(r.start <= r.end && r.end <= self.len);
-        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
-    }
-
-    /// # Safety
-    /// No live mutable reference may cover `r` while the result lives.
-    unsafe fn at(&self, r: Range<usize>) -> &[f32] {
-        assert!(r.start <= r.end && r.end <= self.len);
-        // SAFETY: in bounds (asserted); no writer is the caller's promise.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.len()) }
-    }
 }
 
 /// Part `i` of `parts` of `range` (contiguous, sizes differ by at most one).
@@ -569,16 +529,16 @@ impl<'m> Decoder<'m> {
             len: self.len,
             ctx: self.ctx,
             pad: &self.pad,
-            resid: Shared::new(&mut self.resid[..m * c]),
-            qkv: Shared::new(&mut self.qkv[..m * 3 * c]),
-            atty: Shared::new(&mut self.atty[..m * c]),
-            fch: Shared::new(&mut self.fch[..m * 4 * c]),
-            logits: Shared::new(&mut self.logits),
-            k_cache: Shared::new(&mut self.k_cache),
-            v_cache: Shared::new(&mut self.v_cache),
-            part_qkv: Shared::new(&mut self.part_qkv),
-            part_c: Shared::new(&mut self.part_c),
-            part_fc: Shared::new(&mut self.part_fc),
+            resid: SharedSlice::new(&mut self.resid[..m * c]),
+            qkv: SharedSlice::new(&mut self.qkv[..m * 3 * c]),
+            atty: SharedSlice::new(&mut self.atty[..m * c]),
+            fch: SharedSlice::new(&mut self.fch[..m * 4 * c]),
+            logits: SharedSlice::new(&mut self.logits),
+            k_cache: SharedSlice::new(&mut self.k_cache),
+            v_cache: SharedSlice::new(&mut self.v_cache),
+            part_qkv: SharedSlice::new(&mut self.part_qkv),
+            part_c: SharedSlice::new(&mut self.part_c),
+            part_fc: SharedSlice::new(&mut self.part_fc),
             panels: self.panels.as_ref().filter(|p| p.packed),
             workers: &self.workers,
             nh,
@@ -607,16 +567,16 @@ struct Job<'a> {
     len: usize,
     ctx: usize,
     pad: &'a [usize],
-    resid: Shared,
-    qkv: Shared,
-    atty: Shared,
-    fch: Shared,
-    logits: Shared,
-    k_cache: Shared,
-    v_cache: Shared,
-    part_qkv: Shared,
-    part_c: Shared,
-    part_fc: Shared,
+    resid: SharedSlice,
+    qkv: SharedSlice,
+    atty: SharedSlice,
+    fch: SharedSlice,
+    logits: SharedSlice,
+    k_cache: SharedSlice,
+    v_cache: SharedSlice,
+    part_qkv: SharedSlice,
+    part_c: SharedSlice,
+    part_fc: SharedSlice,
     panels: Option<&'a Panels>,
     workers: &'a [Mutex<WorkerScratch>],
     nh: usize,
@@ -626,10 +586,10 @@ struct Job<'a> {
 /// Up to [`GEMV_MAX_ROWS`] row slices of a (rows, ld) shared buffer, columns `cols`, rows `rows`.
 ///
 /// # Safety
-/// As [`Shared::mut_at`], for every row's range.
+/// As [`SharedSlice::mut_at`], for every row's range.
 #[allow(clippy::mut_from_ref)]
 unsafe fn rows_mut<'b>(
-    buf: &'b Shared,
+    buf: &'b SharedSlice,
     ld: usize,
     rows: Range<usize>,
     cols: &Range<usize>,
@@ -659,9 +619,9 @@ fn rows_of<'b>(
 /// As [`rows_of`], on a shared buffer.
 ///
 /// # Safety
-/// As [`Shared::at`], for every row's range.
+/// As [`SharedSlice::at`], for every row's range.
 unsafe fn rows_at<'b>(
-    buf: &'b Shared,
+    buf: &'b SharedSlice,
     ld: usize,
     rows: Range<usize>,
     cols: &Range<usize>,
@@ -693,7 +653,7 @@ fn gemv_rows(y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32], n: usize, panel: Opt
 unsafe fn sum_parts(
     out: &mut [f32],
     bias: &[f32],
-    parts: &Shared,
+    parts: &SharedSlice,
     nw: usize,
     mr: usize,
     ld: usize,
@@ -1005,7 +965,7 @@ impl Job<'_> {
         k: usize,
         wt: &[f32],
         bs: &[f32],
-        dst: Shared,
+        dst: SharedSlice,
         epilogue: Epilogue,
     ) {
         let (m, n) = (self.m, bs.len());
@@ -1166,7 +1126,7 @@ mod tests {
     /// Two workers give the calling thread's logits in both paths: two rows (the narrow path,
     /// its weights packed into panels by the workers at the first step) and more rows than
     /// GEMV_MAX_ROWS (the wide path). Sized for Miri (`scripts/ub_check.sh`), which checks the
-    /// workers' reads and writes through `Shared` for bounds and data races.
+    /// workers' reads and writes through `SharedSlice` for bounds and data races.
     #[test]
     fn two_workers_give_the_calling_threads_logits_on_a_tiny_model() {
         let cfg = GptConfig {
