@@ -112,44 +112,28 @@ pub(crate) fn prefetch_b_panel(
 }
 
 /// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide.
+///
+/// Row by row, in memory order: each source line is read once, as the hardware's stream
+/// prefetch expects, and each row's pieces go to their panels. Walking one panel down all `kc`
+/// rows and then the next (a panel's row is a whole number of lines on the AVX-512 and AVX2
+/// tiles) read the same bytes at 0.55–0.6 ns per float where the rows were 4 KiB-multiples
+/// apart (K × N = 1024 × 1024, 768 × 3072) or deep (3072 × 768), against 0.35–0.4 this way:
+/// such a walk's lines fall into few L2 sets, and the neighbouring lines the adjacent-line
+/// prefetch brings in for the next panel are gone by the time it starts. Elsewhere the walk
+/// was up to a tenth faster (768 × 2304: 0.35 against 0.39), a few µs per GEMM.
 #[inline(always)]
 fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
-    if t * 4 >= 64 {
-        // A panel row is at least a cache line: copy panel by panel, each read a whole line.
-        for (panel, x) in (0..width).step_by(t).enumerate() {
-            let out = &mut dst[panel * kc * t..][..kc * t];
-            copy_direct(&src[x..], ld, t.min(width - x), kc, t, out);
+    let full = width / t;
+    for p in 0..kc {
+        let row = &src[p * ld..][..width];
+        for (panel, part) in row.chunks_exact(t).enumerate() {
+            dst[panel * kc * t + p * t..][..t].copy_from_slice(part);
         }
-    } else {
-        // Narrower panels would each use part of every line they read, and a line would leave
-        // L1 before the next panel got to it: go row by row instead, reading each line once.
-        for p in 0..kc {
-            let row = &src[p * ld..][..width];
-            let full = width / t;
-            for (panel, part) in row.chunks_exact(t).enumerate() {
-                dst[panel * kc * t + p * t..][..t].copy_from_slice(part);
-            }
-            let tail = row.chunks_exact(t).remainder();
-            if !tail.is_empty() {
-                let out = &mut dst[full * kc * t + p * t..][..t];
-                out[..tail.len()].copy_from_slice(tail);
-                out[tail.len()..].fill(0.0);
-            }
-        }
-    }
-}
-
-/// `out[p·t + x] = src[p·ld + x]` for `p < kc`, `x < w`; zero for `w <= x < t`.
-#[inline(always)]
-fn copy_direct(src: &[f32], ld: usize, w: usize, kc: usize, t: usize, out: &mut [f32]) {
-    if w == t {
-        for (p, row) in out.chunks_exact_mut(t).enumerate() {
-            row.copy_from_slice(&src[p * ld..][..t]);
-        }
-    } else {
-        for (p, row) in out.chunks_exact_mut(t).take(kc).enumerate() {
-            row[..w].copy_from_slice(&src[p * ld..][..w]);
-            row[w..].fill(0.0);
+        let tail = row.chunks_exact(t).remainder();
+        if !tail.is_empty() {
+            let out = &mut dst[full * kc * t + p * t..][..t];
+            out[..tail.len()].copy_from_slice(tail);
+            out[tail.len()..].fill(0.0);
         }
     }
 }
