@@ -15,7 +15,7 @@ $B peak
 $B peak
 stamp gemm
 python3 scripts/peers/gemm_vs_numpy.py --threads 1 --layouts nn,nt,tn --reps 5
-python3 scripts/peers/gemm_vs_numpy.py --threads 2 --layouts nn --reps 5
+python3 scripts/peers/gemm_vs_numpy.py --threads 2 --layouts nn,nt,tn --reps 5
 $B gemm --threads 1 --shape 4096x768x3072 --shape 4096x3072x768 --shape 1024x1024x1024
 $B gemm --threads 2 --shape 4096x768x3072 --shape 4096x3072x768 --shape 1024x1024x1024
 $B gemm --threads 1 --shape 4096x768x50304 --reps 3
