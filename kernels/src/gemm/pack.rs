@@ -116,6 +116,7 @@ pub(crate) fn prefetch_b_panel(
 /// the cache): 4096 × 768 × 3072 155.9–158.6 → 158.2–161.7 GFLOP/s, 4096 × 768 × 2304 158.4–159.5
 /// → 162.9–163.9, 4096 × 768 × 768 156.5–159.0 → 161.9–168.0; 16 and 32 rows gave the same, and
 /// 1024³ and 4096 × 3072 × 768 stayed level. Prefetching B's rows too (long runs) was level.
+/// (docs/PERFORMANCE.md has a second set, the binaries alternated.)
 const PACK_AHEAD: usize = 8;
 
 /// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide.
@@ -129,20 +130,23 @@ const PACK_AHEAD: usize = 8;
 /// prefetch brings in for the next panel are gone by the time it starts. Elsewhere the walk
 /// was up to a tenth faster (768 × 2304: 0.35 against 0.39), a few µs per GEMM.
 ///
-/// Panels narrower than a line are A's in TN, whose block is `kc` runs of only MC floats (~1 KiB)
-/// a whole row of A apart: each run starts a new stream that the hardware prefetchers pick up
-/// late, and when A comes from memory (a GEMM whose C is larger than the cache) the copy waits on
-/// every run. Those rows are prefetched [`PACK_AHEAD`] rows ahead.
+/// Panels narrower than a line are A's in TN (and, on the portable and scalar tiles, B's too); an
+/// A block in TN is `kc` runs of only MC floats (~1 KiB) a whole row of A apart:
+/// each run starts a new stream that the hardware prefetchers pick up late, and when A comes from
+/// memory (a GEMM whose C is larger than the cache) the copy waits on every run. Those rows are
+/// prefetched [`PACK_AHEAD`] rows ahead, every line of the run (its first float's, each 16
+/// floats on, and its last float's, as a run need not start on a line).
 #[inline(always)]
 fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
     let full = width / t;
     let ahead = if t < LINE_FLOATS { PACK_AHEAD } else { 0 };
     for p in 0..kc {
-        if ahead > 0 && p + ahead < kc {
+        if ahead > 0 && p + ahead < kc && width > 0 {
             let next = src[(p + ahead) * ld..][..width].as_ptr();
             for q in (0..width).step_by(LINE_FLOATS) {
                 prefetch_read(next.wrapping_add(q));
             }
+            prefetch_read(next.wrapping_add(width - 1));
         }
         let row = &src[p * ld..][..width];
         for (panel, part) in row.chunks_exact(t).enumerate() {
