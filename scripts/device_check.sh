@@ -101,9 +101,10 @@ numpy() {
     "$py" -c 'import numpy' 2>/dev/null || return 0
     stamp "numpy beside the GEMM"
     # One thread: every GPT shape and layout of issue 2; all cores: the scaling shapes.
-    "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads 1 --reps 3
+    # One round each (the script's default is three), to keep the run inside its time limit.
+    "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads 1 --reps 3 --rounds 1
     "$py" scripts/peers/gemm_vs_numpy.py --bench "$B" --threads "$cores" --layouts nn \
-        --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
+        --shape 4096x768x3072 --shape 4096x3072x768 --reps 3 --rounds 1
 }
 
 torch() {

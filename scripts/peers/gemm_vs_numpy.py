@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""sgemm side by side: cllm-bench and numpy (OpenBLAS) on the same shapes, alternating, one run.
+"""sgemm side by side: cllm-bench and numpy (OpenBLAS) on the same shapes, in alternating rounds.
 
     python3 scripts/peers/gemm_vs_numpy.py [--threads N] [--layouts nn,nt,tn] [--shape MxKxN ...]
                                            [--reps R] [--rounds N] [--json]
