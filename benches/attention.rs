@@ -10,6 +10,7 @@
 //! once, 2·N·V·4 bytes (its three passes over a row meet the row in L2).
 //! Criterion prints the FLOP counts as "elem/s": read them as FLOP/s.
 
+use cllm::engine::huge_pages::HugeBuf;
 use cllm::kernels::attention::{self, attention_scratch_len};
 use cllm::kernels::loss;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -32,37 +33,36 @@ fn bench_attention(c: &mut Criterion) {
     // (B, T, NH, HS): the training config of the L=6 benchmark, and GPT-2 small.
     for (b, t, nh, hs) in [(8, 256, 6, 64), (4, 1024, 12, 64)] {
         let ch = nh * hs;
-        let qkv = pseudo_random(b * t * 3 * ch, 1, 1.0); // (B, T, 3C)
-        let dout = pseudo_random(b * t * ch, 2, 1.0); // (B, T, C)
-        let mut out = vec![0.0f32; b * t * ch]; // (B, T, C)
-        let mut lse = vec![0.0f32; b * nh * t]; // (B, NH, T)
-        let mut dqkv = vec![0.0f32; b * t * 3 * ch]; // (B, T, 3C)
-        let mut scratch = vec![0.0f32; attention_scratch_len(t, hs)];
+        // One arena from a huge-page boundary, the buffers back to back, as the engine's
+        // activations lie (on small pages the timing moved with the physical pages a run got;
+        // see huge_pages::HugeBuf).
+        let lens = [
+            b * t * 3 * ch,
+            b * t * ch,
+            b * t * ch,
+            b * nh * t,
+            b * t * 3 * ch,
+            attention_scratch_len(t, hs),
+        ];
+        let mut arena = HugeBuf::zeroed(lens.iter().sum());
+        let (qkv, rest) = arena.split_at_mut(lens[0]); // (B, T, 3C)
+        let (dout, rest) = rest.split_at_mut(lens[1]); // (B, T, C)
+        let (out, rest) = rest.split_at_mut(lens[2]); // (B, T, C)
+        let (lse, rest) = rest.split_at_mut(lens[3]); // (B, NH, T)
+        let (dqkv, scratch) = rest.split_at_mut(lens[4]); // (B, T, 3C); scratch
+        qkv.copy_from_slice(&pseudo_random(lens[0], 1, 1.0));
+        dout.copy_from_slice(&pseudo_random(lens[1], 2, 1.0));
+        let (qkv, dout) = (&*qkv, &*dout);
         let pairs = (b * nh * t * t) as u64; // 2·(T²/2) causal pairs per head, times HS·2 FLOPs
         let name = format!("B{b}_T{t}_NH{nh}_HS{hs}");
         g.throughput(Throughput::Elements(2 * pairs * hs as u64));
         g.bench_function(format!("fwd_flops/{name}"), |bench| {
-            bench.iter(|| {
-                attention::attention_fwd(&mut out, &mut lse, &qkv, &mut scratch, b, t, ch, nh)
-                    .unwrap()
-            })
+            bench.iter(|| attention::attention_fwd(out, lse, qkv, scratch, b, t, ch, nh).unwrap())
         });
         g.throughput(Throughput::Elements(5 * pairs * hs as u64));
         g.bench_function(format!("bwd_flops/{name}"), |bench| {
             bench.iter(|| {
-                attention::attention_bwd(
-                    &mut dqkv,
-                    &dout,
-                    &qkv,
-                    &out,
-                    &lse,
-                    &mut scratch,
-                    b,
-                    t,
-                    ch,
-                    nh,
-                )
-                .unwrap()
+                attention::attention_bwd(dqkv, dout, qkv, out, lse, scratch, b, t, ch, nh).unwrap()
             })
         });
     }

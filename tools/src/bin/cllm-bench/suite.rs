@@ -414,12 +414,25 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let min_s = if opts.quick { 0.05 } else { 0.2 };
     for &(b, t, nh, hs) in shapes {
         let c = nh * hs;
-        let qkv = uniform(b * t * 3 * c, 1); // (B, T, 3C)
-        let dout = uniform(b * t * c, 2); // (B, T, C)
-        let mut out = vec![0.0f32; b * t * c]; // (B, T, C)
-        let mut lse = vec![0.0f32; b * nh * t]; // (B, NH, T)
-        let mut dqkv = vec![0.0f32; b * t * 3 * c]; // (B, T, 3C)
-        let mut scratch = vec![0.0f32; attention_scratch_len(t, hs)];
+        // One arena from a huge-page boundary, the buffers back to back, as the engine's
+        // activations lie (see huge_pages::HugeBuf).
+        let lens = [
+            b * t * 3 * c,
+            b * t * c,
+            b * t * c,
+            b * nh * t,
+            b * t * 3 * c,
+            attention_scratch_len(t, hs),
+        ];
+        let mut arena = huge_pages::HugeBuf::zeroed(lens.iter().sum());
+        let (qkv, rest) = arena.split_at_mut(lens[0]); // (B, T, 3C)
+        let (dout, rest) = rest.split_at_mut(lens[1]); // (B, T, C)
+        let (out, rest) = rest.split_at_mut(lens[2]); // (B, T, C)
+        let (lse, rest) = rest.split_at_mut(lens[3]); // (B, NH, T)
+        let (dqkv, scratch) = rest.split_at_mut(lens[4]); // (B, T, 3C); scratch
+        qkv.copy_from_slice(&uniform(lens[0], 1));
+        dout.copy_from_slice(&uniform(lens[1], 2));
+        let (qkv, dout) = (&*qkv, &*dout);
         // One causal (T, T, HS) product: 2·HS FLOPs per pair, T²/2 pairs per head.
         let product_flops = (b * nh * t * t * hs) as f64;
         let shape = format!("B{b}_T{t}_NH{nh}_HS{hs}");
@@ -434,16 +447,7 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
                 let runs = (0..opts.repeats)
                     .map(|_| {
                         per_call(min_s, || {
-                            attention::attention_fwd(
-                                &mut out,
-                                &mut lse,
-                                &qkv,
-                                &mut scratch,
-                                b,
-                                t,
-                                c,
-                                nh,
-                            )?;
+                            attention::attention_fwd(out, lse, qkv, scratch, b, t, c, nh)?;
                             Ok(())
                         })
                     })
@@ -463,16 +467,7 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
                     .map(|_| {
                         per_call(min_s, || {
                             attention::attention_bwd(
-                                &mut dqkv,
-                                &dout,
-                                &qkv,
-                                &out,
-                                &lse,
-                                &mut scratch,
-                                b,
-                                t,
-                                c,
-                                nh,
+                                dqkv, dout, qkv, out, lse, scratch, b, t, c, nh,
                             )?;
                             Ok(())
                         })
