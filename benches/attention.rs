@@ -33,7 +33,7 @@ fn bench_attention(c: &mut Criterion) {
     // (B, T, NH, HS): the training config of the L=6 benchmark, and GPT-2 small.
     for (b, t, nh, hs) in [(8, 256, 6, 64), (4, 1024, 12, 64)] {
         let ch = nh * hs;
-        // One arena from a huge-page boundary, the buffers back to back, as the engine's
+        // One arena from a huge-page boundary, the buffers back to back as the engine's
         // activations lie (on small pages the timing moved with the physical pages a run got;
         // see huge_pages::HugeBuf).
         let lens = [

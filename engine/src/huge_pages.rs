@@ -23,13 +23,15 @@ pub fn zeroed(n: usize) -> Vec<f32> {
 
 /// `n` zeros that begin on a huge-page boundary, so that every page under them can be a huge
 /// page ([`zeroed`] leaves the partial 2 MiB pages at its two ends on small pages, most of a buffer
-/// of a few MiB). One allocation a huge page longer than asked, used from its first boundary; the
-/// skipped head is never touched, so it takes no memory.
+/// of a few MiB). One allocation a huge page longer than asked, used from its first boundary.
+/// The whole allocation is advised, so this holds when it is a fresh mapping, which glibc makes
+/// for requests above its mmap threshold (128 KiB, raised to the size of the largest mapped block
+/// freed so far, at most 32 MiB); below that, calloc may hand back heap pages already mapped small.
 ///
-/// For benchmarks that lay their buffers out as the engine's arenas are: the time of a kernel
-/// whose operands fit in L2 depends on which L2 sets their lines fall in, which on small pages
-/// changes with the physical pages each run happens to get (the suite's attention entry varied
-/// by 7 % between processes and ran 15 % slower than on huge pages).
+/// For benchmarks that lay their buffers out back to back as the engine's activations are: the
+/// time of a kernel whose operands fit in L2 depends on which L2 sets their lines fall in, which
+/// on small pages changes with the physical pages each run gets (docs/PERFORMANCE.md, "The
+/// attention benchmarks run on huge pages").
 pub struct HugeBuf {
     buf: Vec<f32>,
     start: usize,
@@ -37,12 +39,19 @@ pub struct HugeBuf {
 }
 
 impl HugeBuf {
+    /// `n` zeros from a huge-page boundary.
     pub fn zeroed(n: usize) -> HugeBuf {
         let buf = zeroed(n + HUGE / size_of::<f32>());
         let at = buf.as_ptr() as usize;
         // `at` is a multiple of 4 (an f32's alignment), and so is HUGE.
         let start = (at.next_multiple_of(HUGE) - at) / size_of::<f32>();
         HugeBuf { buf, start, len: n }
+    }
+}
+
+impl std::fmt::Debug for HugeBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HugeBuf").field("len", &self.len).finish()
     }
 }
 

@@ -414,7 +414,7 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
     let min_s = if opts.quick { 0.05 } else { 0.2 };
     for &(b, t, nh, hs) in shapes {
         let c = nh * hs;
-        // One arena from a huge-page boundary, the buffers back to back, as the engine's
+        // One arena from a huge-page boundary, the buffers back to back as the engine's
         // activations lie (see huge_pages::HugeBuf).
         let lens = [
             b * t * 3 * c,
