@@ -37,19 +37,15 @@ fn bench_attention(c: &mut Criterion) {
         // activations lie (on small pages the timing moved with the physical pages a run got;
         // see huge_pages::HugeBuf).
         let lens = [
-            b * t * 3 * ch,
-            b * t * ch,
-            b * t * ch,
-            b * nh * t,
-            b * t * 3 * ch,
+            b * t * 3 * ch, // qkv (B, T, 3C)
+            b * t * ch,     // dout (B, T, C)
+            b * t * ch,     // out (B, T, C)
+            b * nh * t,     // lse (B, NH, T)
+            b * t * 3 * ch, // dqkv (B, T, 3C)
             attention_scratch_len(t, hs),
         ];
         let mut arena = HugeBuf::zeroed(lens.iter().sum());
-        let (qkv, rest) = arena.split_at_mut(lens[0]); // (B, T, 3C)
-        let (dout, rest) = rest.split_at_mut(lens[1]); // (B, T, C)
-        let (out, rest) = rest.split_at_mut(lens[2]); // (B, T, C)
-        let (lse, rest) = rest.split_at_mut(lens[3]); // (B, NH, T)
-        let (dqkv, scratch) = rest.split_at_mut(lens[4]); // (B, T, 3C); scratch
+        let [qkv, dout, out, lse, dqkv, scratch] = arena.split_into(lens);
         qkv.copy_from_slice(&pseudo_random(lens[0], 1, 1.0));
         dout.copy_from_slice(&pseudo_random(lens[1], 2, 1.0));
         let (qkv, dout) = (&*qkv, &*dout);

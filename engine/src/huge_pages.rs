@@ -47,6 +47,17 @@ impl HugeBuf {
         let start = (at.next_multiple_of(HUGE) - at) / size_of::<f32>();
         HugeBuf { buf, start, len: n }
     }
+
+    /// The first `lens.iter().sum()` floats as `N` slices back to back, of lengths `lens`.
+    /// Panics if they sum to more than the buffer holds.
+    pub fn split_into<const N: usize>(&mut self, lens: [usize; N]) -> [&mut [f32]; N] {
+        let mut rest: &mut [f32] = self;
+        lens.map(|n| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            part
+        })
+    }
 }
 
 impl std::fmt::Debug for HugeBuf {
@@ -112,6 +123,15 @@ mod tests {
             v.iter_mut().for_each(|x| *x = 1.0);
             assert!(v.iter().all(|&x| x == 1.0));
         }
+    }
+
+    #[test]
+    fn a_huge_buf_splits_into_slices_back_to_back() {
+        let mut v = HugeBuf::zeroed(10);
+        let base = v.as_ptr();
+        let [a, b, c] = v.split_into([3, 0, 5]);
+        assert_eq!((a.len(), b.len(), c.len()), (3, 0, 5));
+        assert_eq!((a.as_ptr(), c.as_ptr()), (base, base.wrapping_add(3)));
     }
 
     #[test]

@@ -417,19 +417,15 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
         // One arena from a huge-page boundary, the buffers back to back as the engine's
         // activations lie (see huge_pages::HugeBuf).
         let lens = [
-            b * t * 3 * c,
-            b * t * c,
-            b * t * c,
-            b * nh * t,
-            b * t * 3 * c,
+            b * t * 3 * c, // qkv (B, T, 3C)
+            b * t * c,     // dout (B, T, C)
+            b * t * c,     // out (B, T, C)
+            b * nh * t,    // lse (B, NH, T)
+            b * t * 3 * c, // dqkv (B, T, 3C)
             attention_scratch_len(t, hs),
         ];
         let mut arena = huge_pages::HugeBuf::zeroed(lens.iter().sum());
-        let (qkv, rest) = arena.split_at_mut(lens[0]); // (B, T, 3C)
-        let (dout, rest) = rest.split_at_mut(lens[1]); // (B, T, C)
-        let (out, rest) = rest.split_at_mut(lens[2]); // (B, T, C)
-        let (lse, rest) = rest.split_at_mut(lens[3]); // (B, NH, T)
-        let (dqkv, scratch) = rest.split_at_mut(lens[4]); // (B, T, 3C); scratch
+        let [qkv, dout, out, lse, dqkv, scratch] = arena.split_into(lens);
         qkv.copy_from_slice(&uniform(lens[0], 1));
         dout.copy_from_slice(&uniform(lens[1], 2));
         let (qkv, dout) = (&*qkv, &*dout);
