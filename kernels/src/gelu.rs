@@ -38,9 +38,10 @@
 //! third memory stream beside the input and the output. Criterion's forward on 4096×3072 and
 //! 8192×1536 (every buffer on huge pages), the binaries alternated twice: 5.4–7.3 ms with plain
 //! stores, 3.9–4.2 with streaming ones, where a copy of the same bytes at the memory's rate takes
-//! 4.5–4.8 (its AVX2 path: 6.4–6.6 against 3.9–4.3). The GEMM that reads the output next then finds none of it in the last-level cache;
-//! training steps at GPT-2 small's width (C = 768, 4096 tokens, 2 threads) and of the default bench
-//! model (1 thread) came out level, three alternated pairs each. (The 10 % loss of streaming stores
+//! 4.5–4.8 (its AVX2 path: 6.4–6.6 against 3.9–4.3). The GEMM that reads the output next then
+//! finds none of it in the last-level cache; training steps at GPT-2 small's width (C = 768, 4096
+//! tokens, 2 threads) and of the default bench model (1 thread) came out level, three alternated
+//! pairs each. (The 10 % loss of streaming stores
 //! on the Zen core above was measured with the input on 4 KiB pages, and not since.)
 
 use crate::dispatch::dispatch;

@@ -139,10 +139,10 @@ const PACK_AHEAD: usize = 8;
 #[inline(always)]
 fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
     let full = width / t;
-    let ahead = if t < LINE_FLOATS { PACK_AHEAD } else { 0 };
+    let prefetch = t < LINE_FLOATS && width > 0;
     for p in 0..kc {
-        if ahead > 0 && p + ahead < kc && width > 0 {
-            let next = src[(p + ahead) * ld..][..width].as_ptr();
+        if prefetch && p + PACK_AHEAD < kc {
+            let next = src[(p + PACK_AHEAD) * ld..][..width].as_ptr();
             for q in (0..width).step_by(LINE_FLOATS) {
                 prefetch_read(next.wrapping_add(q));
             }
