@@ -49,11 +49,14 @@ impl ActLayout {
         ActLayout::with_logit_rows(config, b, t, b * t)
     }
 
-    /// The map with a logits buffer of `logit_rows` rows (at most B*T).
+    /// The map with a logits buffer for chunks of at most `logit_rows` rows: the B*T rows cut
+    /// into as few chunks as that allows, of equal size but the last (640 rows at most 512 give
+    /// 2 × 320, not 512 + 128, whose GEMMs would run the short chunk slowly).
     pub fn with_logit_rows(config: &GptConfig, b: usize, t: usize, logit_rows: usize) -> ActLayout {
-        let logit_rows = logit_rows.min(b * t);
-        let (c, nh, vp) = (config.n_embd, config.n_head, config.padded_vocab());
         let bt = b * t;
+        let chunks = bt.div_ceil(logit_rows.max(1));
+        let logit_rows = if chunks == 0 { 0 } else { bt.div_ceil(chunks) };
+        let (c, nh, vp) = (config.n_embd, config.n_head, config.padded_vocab());
         let mut at = 0usize;
         let mut take = |len: usize| {
             let r = at..at + len;
