@@ -117,3 +117,28 @@ impl ActLayout {
         self.block_input(self.layers.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logit_chunks_are_equal_and_no_larger_than_asked() {
+        let cfg = GptConfig {
+            vocab_size: 389,
+            n_positions: 64,
+            n_embd: 96,
+            n_layer: 2,
+            n_head: 4,
+        };
+        let rows = |b, t, most| ActLayout::with_logit_rows(&cfg, b, t, most).logit_rows;
+        assert_eq!(rows(2, 320, 512), 320, "640 rows: 2 × 320, not 512 + 128");
+        assert_eq!(rows(4, 256, 512), 512);
+        assert_eq!(rows(1, 1001, 512), 501);
+        assert_eq!(rows(2, 50, 512), 100, "fewer rows than a chunk: one chunk");
+        assert_eq!(rows(3, 7, 1), 1);
+        assert_eq!(rows(0, 7, 512), 0);
+        let layout = ActLayout::with_logit_rows(&cfg, 1, 1001, 512);
+        assert_eq!(layout.logits.len(), 501 * cfg.padded_vocab());
+    }
+}
