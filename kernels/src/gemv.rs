@@ -36,7 +36,7 @@
 //! - [`gemv_nt`] takes one row of `w` (vocabulary rows of a tied LM head) from each of its
 //!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
 //!   them, one accumulator per pair (a group of two to four rows takes them two at a time, for
-//!   the registers' sake).
+//!   AVX2's registers' sake; AVX-512 takes all four against a group of four).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
@@ -782,6 +782,11 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
+                    // AVX-512's 32 registers hold all four rows of w against four of x (16
+                    // accumulators): each x vector is loaded once per step, not twice.
+                    _ if S::LANES == 16 => {
+                        nt_tile::<S, TILE_ROWS, NT_STREAMS>(s, y, x, wp, ldw, k, b, pf);
+                    }
                     _ => {
                         nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
                         nt_tile::<S, TILE_ROWS, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
@@ -831,14 +836,23 @@ unsafe fn nt_tile<S: Simd, const R: usize, const B: usize>(
     let mut p = 0;
     // SAFETY: columns p..p+LANES ≤ k of every x row and w row (the caller's promise).
     unsafe {
-        while p < full {
-            if pf != 0 && p % LINE_FLOATS == 0 {
-                for &w in &wr {
-                    prefetch_read(w.wrapping_add(pf + p));
+        // Two loops rather than one with the test inside: one loop holding both paths kept an
+        // accumulator on the stack (AVX-512, four rows by four).
+        if pf != 0 {
+            while p < full {
+                if p % LINE_FLOATS == 0 {
+                    for &w in &wr {
+                        prefetch_read(w.wrapping_add(pf + p));
+                    }
                 }
+                nt_step(s, &mut acc, &xr, &wr, p, S::LANES);
+                p += S::LANES;
             }
-            nt_step(s, &mut acc, &xr, &wr, p, S::LANES);
-            p += S::LANES;
+        } else {
+            while p < full {
+                nt_step(s, &mut acc, &xr, &wr, p, S::LANES);
+                p += S::LANES;
+            }
         }
         if p < k {
             nt_step(s, &mut acc, &xr, &wr, p, k - p);
