@@ -134,8 +134,8 @@ impl GemmScratch {
     /// The bytes [`GemmScratch::new`] allocates, without allocating them (for callers that check
     /// a plan against the machine's memory first).
     pub fn new_bytes() -> usize {
-        let Blocking { mc, kc, nc, .. } = active_blocking();
-        (mc * kc + kc * nc + 2 * AlignedBuf::ALIGN_FLOATS) * size_of::<f32>()
+        let Blocking { mr, mc, kc, nc, .. } = active_blocking();
+        (a_block_len(mc, kc, mr) + kc * nc + 2 * AlignedBuf::ALIGN_FLOATS) * size_of::<f32>()
     }
 
     /// Buffers with explicit block sizes (rounded to the active path's tile; see
@@ -147,10 +147,10 @@ impl GemmScratch {
     }
 
     fn with_blocking(blocking: Blocking) -> GemmScratch {
-        let Blocking { mc, kc, nc, .. } = blocking;
+        let Blocking { mr, mc, kc, nc, .. } = blocking;
         GemmScratch {
             blocking,
-            a: AlignedBuf::new(mc * kc),
+            a: AlignedBuf::new(a_block_len(mc, kc, mr)),
             b: AlignedBuf::new(kc * nc),
         }
     }
@@ -308,6 +308,23 @@ fn block_fits(
 /// `None` on overflow.
 fn panels_len(width: usize, kc: usize, t: usize) -> Option<usize> {
     width.div_ceil(t).checked_mul(kc)?.checked_mul(t)
+}
+
+/// Floats a packed A block of `rows` rows, `kc` deep, spans: its panels
+/// [`pack::a_panel_stride`] apart, the last one `kc · mr` long (`None` on overflow).
+fn a_panels_len(rows: usize, kc: usize, mr: usize) -> Option<usize> {
+    let panels = rows.div_ceil(mr);
+    if panels == 0 {
+        return Some(0);
+    }
+    (panels - 1)
+        .checked_mul(pack::a_panel_stride(kc, mr))?
+        .checked_add(kc.checked_mul(mr)?)
+}
+
+/// The A packing buffer's floats for blocks of `mc` rows, `kc` deep.
+fn a_block_len(mc: usize, kc: usize, mr: usize) -> usize {
+    a_panels_len(mc, kc, mr).expect("the block sizes come from the caches and fit in memory")
 }
 
 /// The three operands as (name, stored rows, stored cols, (len, ld)).
@@ -685,7 +702,9 @@ fn few_rows<S: GemmKernel>(
     let (mr, nr) = (S::MR, S::NR);
     let tiles = m.div_ceil(mr);
     assert!(c.len() >= (m - 1) * ldc + n);
-    assert!(apack.len() >= tiles * kc * mr && bpack.len() >= kc * nr);
+    assert!(
+        a_panels_len(m, kc, mr).is_some_and(|need| apack.len() >= need) && bpack.len() >= kc * nr
+    );
     let cp = c.as_mut_ptr();
     for pc in (0..k).step_by(kc) {
         let kcb = kc.min(k - pc);
@@ -713,9 +732,9 @@ fn few_rows<S: GemmKernel>(
                     );
                 }
                 let mrb = mr.min(m - ir);
-                let ap = apack[ip * kcb * mr..].as_ptr();
+                let ap = apack[ip * pack::a_panel_stride(kcb, mr)..].as_ptr();
                 // SAFETY: tile rows ir..ir+mrb <= m and columns jr..jr+nrb <= n lie inside `c`
-                // (asserted above); A panel ip < tiles holds kcb·MR floats from ip·kcb·MR and
+                // (asserted above); A panel ip < tiles holds kcb·MR floats from its stride and
                 // `panel` kcb·NR, inside the packing buffers (asserted above, kcb <= kc).
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
@@ -733,7 +752,7 @@ fn few_rows<S: GemmKernel>(
 fn gemm_packed<S: GemmKernel>(
     s: S,
     (mcb, kcb, ncb): (usize, usize, usize),
-    apack: &[f32], // [ceil(mcb/MR)][kcb][MR]
+    apack: &[f32], // [ceil(mcb/MR)] panels of [kcb][MR], pack::a_panel_stride apart
     bpack: &[f32], // [ceil(ncb/NR)][kcb][NR]
     c: &mut [f32], // [mcb][ldc]
     ldc: usize,
@@ -742,9 +761,10 @@ fn gemm_packed<S: GemmKernel>(
     let (mr, nr) = (S::MR, S::NR);
     // Checked: these guard the raw tile pointers below.
     assert!(
-        panels_len(mcb, kcb, mr).is_some_and(|need| apack.len() >= need)
+        a_panels_len(mcb, kcb, mr).is_some_and(|need| apack.len() >= need)
             && panels_len(ncb, kcb, nr).is_some_and(|need| bpack.len() >= need)
     );
+    let a_stride = pack::a_panel_stride(kcb, mr);
     assert!(span(mcb, ncb, ldc).is_some_and(|need| c.len() >= need));
     let c = c.as_mut_ptr();
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
@@ -755,7 +775,7 @@ fn gemm_packed<S: GemmKernel>(
         // Loop 1 (ir): MR-row panels of packed A, streamed from L2.
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
-            let ap = apack[ip * kcb * mr..].as_ptr();
+            let ap = apack[ip * a_stride..].as_ptr();
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
             unsafe {

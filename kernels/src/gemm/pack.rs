@@ -11,7 +11,18 @@ use super::kernel::GemmKernel;
 use super::Layout;
 use crate::simd::{prefetch_read, LINE_FLOATS};
 
-/// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst` (`ceil(mc/mr) · kc · mr` floats).
+/// Floats from the start of one packed A panel (`kc · mr` floats) to the next: the panel rounded
+/// up to an odd number of cache lines, so that the panels of a block start in different L1 sets.
+/// Packed back to back, a block's panels at KC = 1024 lay 36 KiB apart, all in one L1 set, and
+/// the TN pack, which writes one depth of every panel before the next, took 1.36–1.38 ns per
+/// float at K = 1024 or 2048 against 0.98–1.03 at K = 768, 1536 or 2304 (slices of 768, 27 KiB
+/// apart) and 0.92–0.99 for NN's pack of the same rows (`$B gemm --shape 1536xKx48`, one thread).
+pub(crate) fn a_panel_stride(kc: usize, mr: usize) -> usize {
+    ((kc * mr).div_ceil(LINE_FLOATS) | 1) * LINE_FLOATS
+}
+
+/// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst`, panel `i` from
+/// `i · a_panel_stride(kc, MR)` (`ceil(mc/mr)` panels).
 ///
 /// `a` is the whole A operand with row stride `lda` as stored (M × K, or K × M for `TN`); the
 /// block must lie inside it.
@@ -25,17 +36,17 @@ pub(crate) fn pack_a<S: GemmKernel>(
     (p0, kc): (usize, usize),
     dst: &mut [f32],
 ) {
-    let mr = S::MR;
+    let (mr, stride) = (S::MR, a_panel_stride(kc, S::MR));
     match layout {
         // A(i, p) = a[i·lda + p]: the panel's rows are memory rows.
         Layout::NN | Layout::NT => {
             for (panel, i) in (i0..i0 + mc).step_by(mr).enumerate() {
-                let out = &mut dst[panel * kc * mr..][..kc * mr];
+                let out = &mut dst[panel * stride..][..kc * mr];
                 copy_transposed(s, &a[i * lda + p0..], lda, mr.min(i0 + mc - i), kc, mr, out);
             }
         }
         // A(i, p) = a[p·lda + i]: the panel's rows run along memory.
-        Layout::TN => pack_direct(&a[p0 * lda + i0..], lda, mc, kc, mr, dst),
+        Layout::TN => pack_direct(&a[p0 * lda + i0..], lda, mc, kc, (mr, stride), dst),
     }
 }
 
@@ -56,7 +67,9 @@ pub(crate) fn pack_b<S: GemmKernel>(
     let nr = S::NR;
     match layout {
         // B(p, j) = b[p·ldb + j]: the panel's columns run along memory.
-        Layout::NN | Layout::TN => pack_direct(&b[p0 * ldb + j0..], ldb, nc, kc, nr, dst),
+        Layout::NN | Layout::TN => {
+            pack_direct(&b[p0 * ldb + j0..], ldb, nc, kc, (nr, kc * nr), dst)
+        }
         // B(p, j) = b[j·ldb + p]: the panel's columns are memory rows.
         Layout::NT => {
             for (panel, j) in (j0..j0 + nc).step_by(nr).enumerate() {
@@ -119,7 +132,8 @@ pub(crate) fn prefetch_b_panel(
 /// (docs/PERFORMANCE.md has a second set, the binaries alternated.)
 const PACK_AHEAD: usize = 8;
 
-/// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide.
+/// Pack a `kc × width` block whose rows run along memory (`src[p·ld + x]`) into panels `t` wide,
+/// each `stride` floats after the one before.
 ///
 /// Row by row, in memory order: each source line is read once, as the hardware's stream
 /// prefetch expects, and each row's pieces go to their panels. Walking one panel down all `kc`
@@ -137,7 +151,14 @@ const PACK_AHEAD: usize = 8;
 /// prefetched [`PACK_AHEAD`] rows ahead, every line of the run (its first float's, each 16
 /// floats on, and its last float's, as a run need not start on a line).
 #[inline(always)]
-fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &mut [f32]) {
+fn pack_direct(
+    src: &[f32],
+    ld: usize,
+    width: usize,
+    kc: usize,
+    (t, stride): (usize, usize),
+    dst: &mut [f32],
+) {
     let full = width / t;
     let prefetch = t < LINE_FLOATS && width > 0;
     for p in 0..kc {
@@ -150,11 +171,11 @@ fn pack_direct(src: &[f32], ld: usize, width: usize, kc: usize, t: usize, dst: &
         }
         let row = &src[p * ld..][..width];
         for (panel, part) in row.chunks_exact(t).enumerate() {
-            dst[panel * kc * t + p * t..][..t].copy_from_slice(part);
+            dst[panel * stride + p * t..][..t].copy_from_slice(part);
         }
         let tail = row.chunks_exact(t).remainder();
         if !tail.is_empty() {
-            let out = &mut dst[full * kc * t + p * t..][..t];
+            let out = &mut dst[full * stride + p * t..][..t];
             out[..tail.len()].copy_from_slice(tail);
             out[tail.len()..].fill(0.0);
         }
