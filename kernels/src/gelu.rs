@@ -201,6 +201,24 @@ dispatch! {
     pub fn gelu_bwd_unchecked(dinp: &mut [f32], inp: &[f32], dout: &[f32]) = gelu_bwd_generic;
 }
 
+/// `d[i] = d[i] * gelu'(inp[i])` for `i < n`: the gradient of GELU's output turned into that of
+/// its input in place, the same bits as [`gelu_bwd`] into a zeroed buffer without the buffer,
+/// its zeroing or the reads of its zeros.
+///
+/// d (N), inp (N).
+pub fn gelu_bwd_inplace(d: &mut [f32], inp: &[f32], n: usize) -> Result<(), ShapeError> {
+    const K: &str = "gelu_bwd_inplace";
+    check_len(K, "d", d.len(), n, "N")?;
+    check_len(K, "inp", inp.len(), n, "N")?;
+    gelu_bwd_inplace_unchecked(&mut d[..n], &inp[..n]);
+    Ok(())
+}
+
+dispatch! {
+    /// [`gelu_bwd_inplace`] without the checks: both slices must have the same length.
+    pub fn gelu_bwd_inplace_unchecked(d: &mut [f32], inp: &[f32]) = gelu_bwd_inplace_generic;
+}
+
 /// `e^(-2u)` for K vectors as the two factors of [`exp2_eighths_parts_k`], step by step across
 /// them.
 #[inline(always)]
@@ -231,14 +249,46 @@ fn gelu_grad<S: Simd>(s: S, x: S::V, p: S::V, scale: S::V) -> S::V {
 fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     let n = dinp.len();
     assert!(inp.len() == n && dout.len() == n);
-    let (dx, x, dy, l) = (dinp.as_mut_ptr(), inp.as_ptr(), dout.as_ptr(), S::LANES);
+    // SAFETY: all three hold n floats (asserted above), and `dinp` is borrowed mutably, so it
+    // overlaps neither input.
+    unsafe { gelu_bwd_raw::<S, true>(s, dinp.as_mut_ptr(), inp.as_ptr(), dout.as_ptr(), n) }
+}
+
+#[inline(always)]
+fn gelu_bwd_inplace_generic<S: Simd>(s: S, d: &mut [f32], inp: &[f32]) {
+    let n = d.len();
+    assert!(inp.len() == n);
+    let dp = d.as_mut_ptr();
+    // SAFETY: both hold n floats (asserted above); `dout` is `dinp` itself, which the loops
+    // allow: each element's gradient is read before the same element is written.
+    unsafe { gelu_bwd_raw::<S, false>(s, dp, inp.as_ptr(), dp.cast_const(), n) }
+}
+
+/// `dx[i] = dy[i] · gelu'(x[i]) (+ dx[i] with `ACC`)` for `i < n`. Without `ACC` the product is
+/// still taken as a multiply-add, onto zero, so the two give the same bits from a zeroed `dx`.
+///
+/// # Safety
+/// `dx` valid for reads and writes of `n` floats, `x` and `dy` for reads; `x` must not overlap
+/// `dx`, and `dy` may only overlap `dx` exactly (the same element at each index).
+#[inline(always)]
+unsafe fn gelu_bwd_raw<S: Simd, const ACC: bool>(
+    s: S,
+    dx: *mut f32,
+    x: *const f32,
+    dy: *const f32,
+    n: usize,
+) {
+    let l = S::LANES;
     let mut i = 0;
-    // SAFETY: every access is below `n`, the common length asserted above.
+    // SAFETY: every access is below `n` (the caller's promise); each index's `dy` is loaded
+    // before its `dx` is stored.
     unsafe {
         while i + STEP * l <= n {
             prefetch_ahead(x, i, l);
             prefetch_ahead(dy, i, l);
-            prefetch_ahead(dx, i, l);
+            if ACC {
+                prefetch_ahead(dx, i, l);
+            }
             let mut v = [s.zero(); STEP];
             for (k, v) in v.iter_mut().enumerate() {
                 *v = s.load(x.add(i + k * l));
@@ -248,7 +298,8 @@ fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) 
             for k in 0..STEP {
                 let j = i + k * l;
                 let g = gelu_grad(s, s.load(x.add(j)), p[k], scale[k]);
-                s.store(dx.add(j), s.fma(g, s.load(dy.add(j)), s.load(dx.add(j))));
+                let acc = if ACC { s.load(dx.add(j)) } else { s.zero() };
+                s.store(dx.add(j), s.fma(g, s.load(dy.add(j)), acc));
             }
             i += STEP * l;
         }
@@ -256,7 +307,8 @@ fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) 
             let v = s.load(x.add(i));
             let ([p], [scale]) = exp_m2u_k(s, [v]);
             let g = gelu_grad(s, v, p, scale);
-            s.store(dx.add(i), s.fma(g, s.load(dy.add(i)), s.load(dx.add(i))));
+            let acc = if ACC { s.load(dx.add(i)) } else { s.zero() };
+            s.store(dx.add(i), s.fma(g, s.load(dy.add(i)), acc));
             i += l;
         }
         if i < n {
@@ -264,11 +316,12 @@ fn gelu_bwd_generic<S: Simd>(s: S, dinp: &mut [f32], inp: &[f32], dout: &[f32]) 
             let v = s.load_partial(x.add(i), rest, 0.0);
             let ([p], [scale]) = exp_m2u_k(s, [v]);
             let g = gelu_grad(s, v, p, scale);
-            let d = s.fma(
-                g,
-                s.load_partial(dy.add(i), rest, 0.0),
-                s.load_partial(dx.add(i), rest, 0.0),
-            );
+            let acc = if ACC {
+                s.load_partial(dx.add(i), rest, 0.0)
+            } else {
+                s.zero()
+            };
+            let d = s.fma(g, s.load_partial(dy.add(i), rest, 0.0), acc);
             s.store_partial(dx.add(i), rest, d);
         }
     }

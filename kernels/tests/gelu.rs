@@ -116,6 +116,33 @@ fn gelu_bwd_matches_oracle_on_odd_sizes_and_offsets() {
     }
 }
 
+/// In place, the result is `gelu_bwd`'s into a zeroed buffer bit for bit (and so as close to
+/// the oracle), on every size's tails and offsets.
+#[test]
+fn gelu_bwd_inplace_equals_gelu_bwd_into_zeros() {
+    let mut rng = rng(33);
+    for &n in SIZES {
+        for &off in OFFSETS {
+            let inp = preact(&mut rng, n, off);
+            let dout = unaligned(&mut rng, n, off + 1);
+            let mut want = vec![0.0; n];
+            gelu::gelu_bwd(&mut want, &inp[off..], &dout[off + 1..], n).unwrap();
+            let mut got = dout.clone();
+            gelu::gelu_bwd_inplace(&mut got[off + 1..], &inp[off..], n).unwrap();
+            assert_eq!(
+                got[off + 1..]
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>(),
+                want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "n={n} off={off}"
+            );
+        }
+    }
+    let err = gelu::gelu_bwd_inplace(&mut [0.0; 4], &[0.0; 3], 4).unwrap_err();
+    assert_eq!(err.kernel, "gelu_bwd_inplace");
+}
+
 #[test]
 fn gelu_is_accurate_at_the_edges() {
     let n = EDGES.len();

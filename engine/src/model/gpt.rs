@@ -16,7 +16,7 @@
 //!
 //! The backward keeps one running residual gradient (B, T, C) through all blocks: LayerNorm's
 //! backward accumulates into it, and each block's branch gradients reuse the same few scratch
-//! buffers, so the activation-gradient arena is 10·B·T·C floats whatever L is.
+//! buffers, so the activation-gradient arena is 6·B·T·C floats whatever L is.
 //!
 //! GEMMs go through `sgemm_unchecked`: the shapes come from the layouts (a mismatch is a bug and
 //! panics), and the checked `sgemm` builds its error context on every call, which would allocate
@@ -107,10 +107,9 @@ struct DActs {
     dres: Range<usize>,
     /// (B, T, C) dlnf, then per block dln2 / datty / dln1 (never two at once).
     dsmall: Range<usize>,
-    /// (B, T, 4C) dfch in the MLP; its first 3C columns' worth is dqkv in attention.
+    /// (B, T, 4C) in the MLP d(fch_gelu), turned into d(fch) in place; its first B·T·3C
+    /// floats are dqkv in attention.
     dwide: Range<usize>,
-    /// (B, T, 4C) dfch_gelu.
-    dgelu: Range<usize>,
     total: usize,
 }
 
@@ -120,8 +119,7 @@ impl DActs {
             dres: 0..bt * c,
             dsmall: bt * c..2 * bt * c,
             dwide: 2 * bt * c..6 * bt * c,
-            dgelu: 6 * bt * c..10 * bt * c,
-            total: 10 * bt * c,
+            total: 6 * bt * c,
         }
     }
 }
@@ -528,14 +526,9 @@ impl Gpt {
         let (gemm, att_scratch) = (&mut ws.gemm, &mut ws.att_scratch);
         let acts: &[f32] = &ws.acts;
         let a = |r: &Range<usize>| &acts[r.clone()];
-        let [dres, dsmall, dwide, dgelu] = parts(
+        let [dres, dsmall, dwide] = parts(
             &mut ws.dacts,
-            [
-                dl.dres.clone(),
-                dl.dsmall.clone(),
-                dl.dwide.clone(),
-                dl.dgelu.clone(),
-            ],
+            [dl.dres.clone(), dl.dsmall.clone(), dl.dwide.clone()],
         );
 
         // The residual stream's gradient starts at the final LayerNorm (which accumulates).
@@ -575,7 +568,7 @@ impl Gpt {
                 );
             // dres holds d(residual3). residual3 = residual2 + fcproj, so fcproj's gradient is
             // dres itself, and residual2's is dres plus what LayerNorm 2 adds into it.
-            let dfch_gelu = &mut dgelu[..bt * 4 * c];
+            let dfch_gelu = &mut dwide[..bt * 4 * c];
             matmul_bwd(
                 gemm,
                 dfch_gelu,
@@ -588,9 +581,9 @@ impl Gpt {
                 4 * c,
                 c,
             )?;
-            let dfch = &mut dwide[..bt * 4 * c];
-            dfch.fill(0.0);
-            gelu::gelu_bwd(dfch, a(&la.fch), dfch_gelu, bt * 4 * c)?;
+            // In place: dfch_gelu becomes d(fch).
+            gelu::gelu_bwd_inplace(dfch_gelu, a(&la.fch), bt * 4 * c)?;
+            let dfch = &*dfch_gelu;
             let dln2 = &mut *dsmall;
             matmul_bwd(
                 gemm,
