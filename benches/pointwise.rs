@@ -11,7 +11,7 @@ use cllm::kernels::{adamw, bias, embedding, gelu, layernorm, residual};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// GPT-2 small: B*T rows, C channels, 4*C MLP width, vocabulary, positions used.
 const N: usize = 4096;
@@ -168,6 +168,21 @@ fn bench_gelu(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(4 * n as u64 * F));
         g.bench_function(format!("bwd/{rows}x{cols}"), |b| {
             b.iter(|| gelu::gelu_bwd(&mut dinp, &inp, &dout, n).unwrap())
+        });
+        // Reads d and inp, writes d. Each call starts from a fresh copy of dout (untimed): scaled
+        // again and again in place, the gradient would decay into subnormals.
+        g.throughput(Throughput::Bytes(3 * n as u64 * F));
+        g.bench_function(format!("bwd_inplace/{rows}x{cols}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    dinp.copy_from_slice(&dout);
+                    let start = Instant::now();
+                    gelu::gelu_bwd_inplace(&mut dinp, &inp, n).unwrap();
+                    total += start.elapsed();
+                }
+                total
+            })
         });
     }
     g.finish();
