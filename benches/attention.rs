@@ -56,9 +56,11 @@ fn bench_attention(c: &mut Criterion) {
             bench.iter(|| attention::attention_fwd(out, lse, qkv, scratch, b, t, ch, nh).unwrap())
         });
         g.throughput(Throughput::Elements(5 * pairs * hs as u64));
+        // Written, not accumulated, as training calls it.
         g.bench_function(format!("bwd_flops/{name}"), |bench| {
             bench.iter(|| {
-                attention::attention_bwd(dqkv, dout, qkv, out, lse, scratch, b, t, ch, nh).unwrap()
+                attention::attention_bwd(dqkv, dout, qkv, out, lse, scratch, b, t, ch, nh, false)
+                    .unwrap()
             })
         });
     }

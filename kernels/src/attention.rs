@@ -8,8 +8,9 @@
 //! - `lse` (B, NH, T): per query row, the log-sum-exp of its scaled scores `s_ij = q_i·k_j / √HS`
 //!   over the keys j ≤ i. The backward recomputes `p_ij = exp(s_ij − lse_i)` from it.
 //!
-//! Gradients accumulate: [`attention_bwd`] adds into `dqkv` (`+=`), as llm.c's backward does, so the
-//! caller zeroes `dqkv` once per step (or sums several contributions into it).
+//! [`attention_bwd`] writes the gradient into `dqkv`, or adds it (`+=`, as llm.c's backward does)
+//! with `accumulate`: each element of a head's q, k and v columns is stored once, so writing
+//! spares the caller a pass zeroing `dqkv` and the kernel the reads of those zeros.
 //!
 //! Both directions work per (b, h) on a caller-provided scratch slice of
 //! [`attention_scratch_len`] floats. Kᵀ (and in the backward Vᵀ) is packed as contiguous (HS, BC)
@@ -136,9 +137,9 @@ pub fn attention_fwd(
     Ok(())
 }
 
-/// Causal self-attention backward: adds the gradient with respect to `qkv` into `dqkv` (B, T, 3C),
-/// given `dout` (B, T, C) and the forward's `qkv`, `out` and `lse`. `scratch` as for
-/// [`attention_fwd`].
+/// Causal self-attention backward: writes the gradient with respect to `qkv` into `dqkv`
+/// (B, T, 3C), or adds it there with `accumulate`, given `dout` (B, T, C) and the forward's
+/// `qkv`, `out` and `lse`. `scratch` as for [`attention_fwd`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd(
     dqkv: &mut [f32],
@@ -151,6 +152,7 @@ pub fn attention_bwd(
     t: usize,
     c: usize,
     nh: usize,
+    accumulate: bool,
 ) -> Result<(), ShapeError> {
     const K: &str = "attention_bwd";
     let hs = check_heads(K, c, nh)?;
@@ -178,6 +180,7 @@ pub fn attention_bwd(
         t,
         c,
         nh,
+        accumulate,
     );
     Ok(())
 }
@@ -213,6 +216,7 @@ dispatch! {
         t: usize,
         c: usize,
         nh: usize,
+        accumulate: bool,
     ) = attention_bwd_generic;
 }
 
@@ -409,12 +413,13 @@ unsafe fn rows_axpy_chunk<S: Simd, const NV: usize>(
     }
 }
 
-/// For the first `nk` of `KB` keys: `dst_k[d] += Σ_{i<nrows} w[i·w_stride + k] · src[i·src_stride
-/// + d]` for d < n. The keys accumulate over rows: bwd `dV += Pᵀ·dout`, `dK += dSᵀ·Q`.
+/// For the first `nk` of `KB` keys: `dst_k[d] (+)= Σ_{i<nrows} w[i·w_stride + k] ·
+/// src[i·src_stride + d]` for d < n (`+=` with `accumulate`, else `=`). The keys accumulate over
+/// rows: bwd `dV = Pᵀ·dout`, `dK = dSᵀ·Q`.
 ///
 /// # Safety
-/// All `KB` `dst` pointers must be valid for reading `n` floats (keys ≥ `nk` may repeat a valid
-/// key: read, never written), the first `nk` for writing; `w` for reading `KB` floats at each
+/// All `KB` `dst` pointers must be valid for reading `n` floats when accumulating (keys ≥ `nk`
+/// may repeat a valid key: read, never written), the first `nk` for writing; `w` for reading `KB` floats at each
 /// `i·w_stride`; `src` for reading `n` floats at each `i·src_stride`, i < nrows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -428,21 +433,23 @@ unsafe fn keys_axpy<S: Simd>(
     src_stride: usize,
     nrows: usize,
     n: usize,
+    accumulate: bool,
 ) {
     let l = S::LANES;
     let mut d = 0;
+    let rows = (src, src_stride, nrows);
     // SAFETY: every chunk below stays at d + width <= n, inside the caller's ranges.
     unsafe {
         while d + 2 * l <= n {
-            keys_axpy_chunk::<S, 2>(s, dst, nk, w, w_stride, src, src_stride, nrows, d);
+            keys_axpy_chunk::<S, 2>(s, dst, nk, (w, w_stride), rows, d, accumulate);
             d += 2 * l;
         }
         if d + l <= n {
-            keys_axpy_chunk::<S, 1>(s, dst, nk, w, w_stride, src, src_stride, nrows, d);
+            keys_axpy_chunk::<S, 1>(s, dst, nk, (w, w_stride), rows, d, accumulate);
             d += l;
         }
         while d < n {
-            keys_axpy_chunk::<Scalar, 1>(Scalar, dst, nk, w, w_stride, src, src_stride, nrows, d);
+            keys_axpy_chunk::<Scalar, 1>(Scalar, dst, nk, (w, w_stride), rows, d, accumulate);
             d += 1;
         }
     }
@@ -459,20 +466,20 @@ unsafe fn keys_axpy_chunk<S: Simd, const NV: usize>(
     s: S,
     dst: [*mut f32; KB],
     nk: usize,
-    w: *const f32,
-    w_stride: usize,
-    src: *const f32,
-    src_stride: usize,
-    nrows: usize,
+    (w, w_stride): (*const f32, usize),
+    (src, src_stride, nrows): (*const f32, usize, usize),
     d: usize,
+    accumulate: bool,
 ) {
     let l = S::LANES;
     // SAFETY: the caller's contract covers every access.
     unsafe {
         let mut acc = [[s.zero(); NV]; KB];
-        for k in 0..KB {
-            for v in 0..NV {
-                acc[k][v] = s.load(dst[k].add(d + v * l));
+        if accumulate {
+            for k in 0..KB {
+                for v in 0..NV {
+                    acc[k][v] = s.load(dst[k].add(d + v * l));
+                }
             }
         }
         for i in 0..nrows {
@@ -741,6 +748,7 @@ fn attention_bwd_generic<S: GemmKernel>(
     t: usize,
     c: usize,
     nh: usize,
+    accumulate: bool,
 ) {
     assert!(
         nh > 0 && c == c / nh * nh,
@@ -876,6 +884,7 @@ fn attention_bwd_generic<S: GemmKernel>(
                             hs,
                             nrows,
                             hs,
+                            accumulate,
                         );
                         keys_axpy(
                             s,
@@ -887,6 +896,7 @@ fn attention_bwd_generic<S: GemmKernel>(
                             hs,
                             nrows,
                             hs,
+                            accumulate,
                         );
                         k0 += KB;
                     }
@@ -894,7 +904,11 @@ fn attention_bwd_generic<S: GemmKernel>(
                 }
                 let dq = dbase.add(h * hs);
                 for i in 0..t {
-                    add_row(s, dq.add(i * c3), dqp.add(i * hs), hs);
+                    if accumulate {
+                        add_row(s, dq.add(i * c3), dqp.add(i * hs), hs);
+                    } else {
+                        std::ptr::copy_nonoverlapping(dqp.add(i * hs), dq.add(i * c3), hs);
+                    }
                 }
             }
         }

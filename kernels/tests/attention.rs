@@ -107,41 +107,53 @@ fn attention_bwd_matches_oracle() {
         let mut scratch = vec![f32::NAN; attention_scratch_len(t, hs) + 5];
         attention::attention_fwd(&mut out, &mut lse, &qkv[off..], &mut scratch, b, t, c, nh)
             .unwrap();
-        // Accumulation: start from a nonzero gradient and check it is added to.
+        // Both modes: accumulating onto a nonzero gradient (which must be added to), and
+        // writing over a buffer of NaNs (every element must be written).
         let prior = random_vec(&mut rng, b * t * 3 * c);
-        let mut dqkv = vec![f32::NAN; 1];
-        dqkv.extend_from_slice(&prior);
-        attention::attention_bwd(
-            &mut dqkv[1..],
-            &dout[off + 1..],
-            &qkv[off..],
-            &out,
-            &lse,
-            &mut scratch[5..],
-            b,
-            t,
-            c,
-            nh,
-        )
-        .unwrap();
-        let mut want = to64(&prior);
-        oracle::attention_bwd(
-            &mut want,
-            &to64(&dout[off + 1..]),
-            &to64(&qkv[off..]),
-            b,
-            t,
-            c,
-            nh,
-        );
-        let what = format!("attention_bwd B={b} T={t} NH={nh} HS={hs}");
-        // Each gradient entry sums up to T·HS products of f32 quantities of size ~1 on top of
-        // the recomputed probabilities (relative error ~1e-6, see the forward). Worst seen over
-        // all cases and paths: relative L2 1.7e-7, |err| / (1 + |want|) 6.3e-7. The bounds leave
-        // ~5x; a masking or tail bug is an O(1) error.
-        let err = rel_l2(&dqkv[1..], &to32(&want));
-        assert!(err < 1e-6, "{what}: relative L2 error {err}");
-        assert_close(&what, &dqkv[1..], &to32(&want), 3e-6, 3e-6);
+        for accumulate in [true, false] {
+            let mut dqkv = vec![f32::NAN; 1];
+            if accumulate {
+                dqkv.extend_from_slice(&prior);
+            } else {
+                dqkv.resize(1 + prior.len(), f32::NAN);
+            }
+            attention::attention_bwd(
+                &mut dqkv[1..],
+                &dout[off + 1..],
+                &qkv[off..],
+                &out,
+                &lse,
+                &mut scratch[5..],
+                b,
+                t,
+                c,
+                nh,
+                accumulate,
+            )
+            .unwrap();
+            let mut want = if accumulate {
+                to64(&prior)
+            } else {
+                vec![0.0; prior.len()]
+            };
+            oracle::attention_bwd(
+                &mut want,
+                &to64(&dout[off + 1..]),
+                &to64(&qkv[off..]),
+                b,
+                t,
+                c,
+                nh,
+            );
+            let what = format!("attention_bwd B={b} T={t} NH={nh} HS={hs} accumulate={accumulate}");
+            // Each gradient entry sums up to T·HS products of f32 quantities of size ~1 on top
+            // of the recomputed probabilities (relative error ~1e-6, see the forward). Worst
+            // seen over all cases and paths: relative L2 1.7e-7, |err| / (1 + |want|) 6.3e-7.
+            // The bounds leave ~5x; a masking or tail bug is an O(1) error.
+            let err = rel_l2(&dqkv[1..], &to32(&want));
+            assert!(err < 1e-6, "{what}: relative L2 error {err}");
+            assert_close(&what, &dqkv[1..], &to32(&want), 3e-6, 3e-6);
+        }
     }
 }
 
@@ -186,7 +198,7 @@ fn oracle_bwd_matches_finite_differences() {
 fn attention_handles_empty_shapes() {
     let mut scratch = vec![0.0; attention_scratch_len(0, 4)];
     attention::attention_fwd(&mut [], &mut [], &[], &mut scratch, 2, 0, 8, 2).unwrap();
-    attention::attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, 0, 0, 8, 2).unwrap();
+    attention::attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, 0, 0, 8, 2, false).unwrap();
 }
 
 /// A batch of rows with no tokens: nothing to do. The kernels once offset their head pointers
@@ -196,7 +208,7 @@ fn attention_handles_empty_shapes() {
 fn attention_with_no_tokens_offsets_no_pointers() {
     let mut scratch = vec![0.0; attention_scratch_len(0, 4)];
     attention::attention_fwd(&mut [], &mut [], &[], &mut scratch, 2, 0, 8, 2).unwrap();
-    attention::attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, 2, 0, 8, 2).unwrap();
+    attention::attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, 2, 0, 8, 2, false).unwrap();
 }
 
 #[test]
@@ -236,6 +248,7 @@ fn attention_rejects_bad_shapes() {
         t,
         c,
         nh,
+        false,
     )
     .unwrap_err();
     assert_eq!(err.kernel, "attention_bwd");

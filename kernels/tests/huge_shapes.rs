@@ -30,7 +30,8 @@ fn attention_refuses_a_batch_whose_sizes_overflow() {
     let mut scratch = vec![0.0f32; attention_scratch_len(1, 1)];
     let err = attention_fwd(&mut [], &mut [], &[], &mut scratch, b, 1, 2, 2).unwrap_err();
     assert!(err.to_string().contains("attention_fwd"), "{err}");
-    let err = attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, b, 1, 2, 2).unwrap_err();
+    let err =
+        attention_bwd(&mut [], &[], &[], &[], &[], &mut scratch, b, 1, 2, 2, false).unwrap_err();
     assert!(err.to_string().contains("attention_bwd"), "{err}");
     assert_eq!(attention_scratch_len(usize::MAX - 3, 64), usize::MAX);
 }

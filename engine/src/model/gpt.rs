@@ -624,7 +624,6 @@ impl Gpt {
                 c,
             )?;
             let dqkv = &mut dwide[..bt * 3 * c];
-            dqkv.fill(0.0);
             attention::attention_bwd(
                 dqkv,
                 datty,
@@ -636,6 +635,7 @@ impl Gpt {
                 t,
                 c,
                 nh,
+                false,
             )?;
             let dln1 = &mut *dsmall;
             matmul_bwd(

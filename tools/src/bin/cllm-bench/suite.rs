@@ -463,7 +463,7 @@ fn run_attention(rec: &mut Recorder<'_>, opts: &Options) -> Result<()> {
                     .map(|_| {
                         per_call(min_s, || {
                             attention::attention_bwd(
-                                dqkv, dout, qkv, out, lse, scratch, b, t, c, nh,
+                                dqkv, dout, qkv, out, lse, scratch, b, t, c, nh, false,
                             )?;
                             Ok(())
                         })
