@@ -234,6 +234,29 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
     }
 }
 
+/// A panels whose length is a multiple of 2 KiB lie one line further apart (`pack::a_panel_stride`):
+/// KC = 512 makes every tile's panel 512·MR floats. Two K slices, several row blocks, each layout.
+#[test]
+fn sgemm_with_padded_a_panels_matches_the_oracle() {
+    let mut rng = rng(14);
+    let mr = GemmScratch::with_blocks(1, 1, 1).blocking().mr;
+    let mut ws = GemmScratch::with_blocks(3 * mr, 512, 64);
+    assert_eq!(gemm::k_slice(1024, ws.blocking().kc), 512);
+    for layout in Layout::ALL {
+        for accumulate in [false, true] {
+            let case = Case {
+                layout,
+                m: 7 * mr + 2,
+                k: 1024,
+                n: 70,
+                pad: 1,
+                off: 2,
+            };
+            case.check(&mut rng, &mut ws, accumulate);
+        }
+    }
+}
+
 /// With all M rows in one packed A block the GEMM packs each B panel just before its tiles
 /// (gemm::few_rows); with more rows than a block it packs whole B blocks first. Both must give
 /// the same bits: a prefill's logits must not depend on how many prompt rows share a call.

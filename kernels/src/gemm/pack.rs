@@ -11,14 +11,24 @@ use super::kernel::GemmKernel;
 use super::Layout;
 use crate::simd::{prefetch_read, LINE_FLOATS};
 
-/// Floats from the start of one packed A panel (`kc · mr` floats) to the next: the panel rounded
-/// up to an odd number of cache lines, so that the panels of a block start in different L1 sets.
-/// Packed back to back, a block's panels at KC = 1024 lay 36 KiB apart, all in one L1 set, and
-/// the TN pack, which writes one depth of every panel before the next, took 1.36–1.38 ns per
-/// float at K = 1024 or 2048 against 0.98–1.03 at K = 768, 1536 or 2304 (slices of 768, 27 KiB
-/// apart) and 0.92–0.99 for NN's pack of the same rows (`$B gemm --shape 1536xKx48`, one thread).
+/// Floats from the start of one packed A panel (`kc · mr` floats) to the next: the panel itself,
+/// and one cache line more when its length is a multiple of 2 KiB, where all of a block's panels
+/// would start in at most two L1 sets. Packed back to back, a block's panels at KC = 1024 lay 36
+/// KiB apart, all in one set, and the TN pack, which writes one depth of every panel before the
+/// next, took 1.36–1.38 ns per float at K = 1024 or 2048 against 0.98–1.03 at K = 768, 1536 or
+/// 2304 (slices of 768, 27 KiB apart: four set positions) and 0.92–0.99 for NN's pack of the same
+/// rows (`$B gemm --shape 1536xKx48`, one thread); one line more made it 1.02–1.08 at K = 2048.
+/// Padding every panel to an odd number of lines instead left the TN pack as fast, but the NN
+/// products with K = 768 read 1–1.5 % slower in some rounds, so panels that do not alias keep
+/// their old places.
 pub(crate) fn a_panel_stride(kc: usize, mr: usize) -> usize {
-    ((kc * mr).div_ceil(LINE_FLOATS) | 1) * LINE_FLOATS
+    const ALIASED: usize = 2048 / 4;
+    let len = kc * mr;
+    if len.is_multiple_of(ALIASED) {
+        len + LINE_FLOATS
+    } else {
+        len
+    }
 }
 
 /// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst`, panel `i` from
