@@ -793,6 +793,27 @@ mod tests {
         }
     }
 
+    /// K slices of 512 pad the packed A panels (`gemm::pack::a_panel_stride`), and with KC = 513
+    /// the buffers are sized for a depth that is not padded: the shared-B path, whose workers
+    /// pack A blocks through `gemm_block`, still equals the one-thread GEMM.
+    #[test]
+    #[cfg_attr(miri, ignore = "K slices of 512 are too deep to interpret")]
+    fn row_splits_with_padded_a_panels_match_sgemm() {
+        use crate::sphere_tree::SphereTree;
+        let Blocking { mr, nr, .. } = GemmScratch::with_blocks(1, 1, 1).blocking();
+        let blocks = (2 * mr, 513, 2 * nr);
+        let workers = 2;
+        let (m, k, n) = (workers * 12 * mr + 3, 1024, 2 * nr + 1);
+        let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
+        let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, TILE_FLOATS).unwrap();
+        let grid = Grid::choose((m, k, n), workers, ws.blocking, ws.tile_floats);
+        assert!(grid.share_b, "{grid:?}: not the shared path");
+        for layout in Layout::ALL {
+            let what = format!("{layout:?}");
+            assert_matches_sgemm(&spheres, &mut ws, blocks, layout, (m, k, n), false, &what);
+        }
+    }
+
     #[test]
     fn splits_cover_the_range_in_whole_panels() {
         for (len, unit, parts) in [(0, 6, 3), (7, 6, 5), (4096, 6, 2), (100, 16, 7), (5, 4, 1)] {

@@ -29,8 +29,9 @@
 //!
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
-//! (T, BC) panels; then dQ += dS·K (rows), and dV += Pᵀ·dout, dK += dSᵀ·Q (keys, accumulated in
-//! registers over all the panel's rows). dQ collects in scratch and is added to `dqkv` per head.
+//! (T, BC) panels; then dQ += dS·K (rows), and dV = Pᵀ·dout, dK = dSᵀ·Q (keys, summed in
+//! registers over all the panel's rows, then stored, or added with `accumulate`). dQ collects in
+//! scratch and is written (or added) to `dqkv` per head.
 //!
 //! Masked keys get probability exactly 0 (see `MASK_KEEP`). `exp` is [`crate::math::exp`].
 
@@ -419,8 +420,9 @@ unsafe fn rows_axpy_chunk<S: Simd, const NV: usize>(
 ///
 /// # Safety
 /// All `KB` `dst` pointers must be valid for reading `n` floats when accumulating (keys ≥ `nk`
-/// may repeat a valid key: read, never written), the first `nk` for writing; `w` for reading `KB` floats at each
-/// `i·w_stride`; `src` for reading `n` floats at each `i·src_stride`, i < nrows.
+/// may repeat a valid key: read, never written), the first `nk` for writing; `w` for reading
+/// `KB` floats at each `i·w_stride`; `src` for reading `n` floats at each `i·src_stride`,
+/// i < nrows.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn keys_axpy<S: Simd>(

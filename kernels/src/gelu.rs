@@ -259,8 +259,8 @@ fn gelu_bwd_inplace_generic<S: Simd>(s: S, d: &mut [f32], inp: &[f32]) {
     let n = d.len();
     assert!(inp.len() == n);
     let dp = d.as_mut_ptr();
-    // SAFETY: both hold n floats (asserted above); `dout` is `dinp` itself, which the loops
-    // allow: each element's gradient is read before the same element is written.
+    // SAFETY: both hold n floats (asserted above); `dy` is `dx` itself, which the loops allow:
+    // each element's gradient is read before the same element is written.
     unsafe { gelu_bwd_raw::<S, false>(s, dp, inp.as_ptr(), dp.cast_const(), n) }
 }
 

@@ -35,8 +35,9 @@
 //!   With one row of x the panel form is the slower (10.8–11.7 GB/s against 17.5–19.0).
 //! - [`gemv_nt`] takes one row of `w` (vocabulary rows of a tied LM head) from each of its
 //!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
-//!   them, one accumulator per pair (a group of two to four rows takes them two at a time, for
-//!   AVX2's registers' sake; AVX-512 takes all four against a group of four).
+//!   them, one accumulator per pair (a group of two to four rows takes them two at a time on the
+//!   paths with 16 vector registers; the 16-lane paths, AVX-512 and its emulation, take all four
+//!   against a group of four: [`nt_wide_tile`]).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
@@ -782,9 +783,7 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
-                    // AVX-512's 32 registers hold all four rows of w against four of x (16
-                    // accumulators): each x vector is loaded once per step, not twice.
-                    _ if S::LANES == 16 => {
+                    _ if nt_wide_tile::<S>() => {
                         nt_tile::<S, TILE_ROWS, NT_STREAMS>(s, y, x, wp, ldw, k, b, pf);
                     }
                     _ => {
@@ -806,6 +805,13 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
             }
         }
     }
+}
+
+/// Whether [`gemv_nt`] takes all [`NT_STREAMS`] rows of w against a group of [`TILE_ROWS`] rows
+/// of x in one tile (16 accumulators, each x vector loaded once per step) rather than two rows
+/// at a time: on the 16-lane paths, whose 32 registers hold it (AVX-512, and its emulation).
+fn nt_wide_tile<S: Simd>() -> bool {
+    S::LANES == 16
 }
 
 /// `y[i][rows[b]] = Σ_p x[i][p] · w[rows[b]*ldw + p]` for x rows `i < R` and `b < B`: one

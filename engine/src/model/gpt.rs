@@ -10,9 +10,9 @@
 //! - [`Gpt::forward`] then [`Gpt::backward`] on a [`Workspace::new`] workspace, which keeps the
 //!   logits of every position (B·T·Vp floats) and its own gradient arena;
 //! - [`Gpt::forward_backward`] on a [`Workspace::for_training`] workspace, which runs the LM head
-//!   in chunks of [`LOGIT_CHUNK`] rows (logits, fused softmax + cross-entropy forward and backward,
-//!   dlnf and dwte per chunk), so only (R, Vp) logits ever exist, and accumulates into a gradient
-//!   arena the caller owns (a sphere worker's reduction buffer).
+//!   in equal chunks of at most [`LOGIT_CHUNK`] rows (logits, fused softmax + cross-entropy
+//!   forward and backward, dlnf and dwte per chunk), so only (R, Vp) logits ever exist, and
+//!   accumulates into a gradient arena the caller owns (a sphere worker's reduction buffer).
 //!
 //! The backward keeps one running residual gradient (B, T, C) through all blocks: LayerNorm's
 //! backward accumulates into it, and each block's branch gradients reuse the same few scratch
@@ -676,13 +676,13 @@ impl Workspace {
         Workspace::build(model, b, t, b * t, true)
     }
 
-    /// A training workspace for [`Gpt::forward_backward`]: logits for [`LOGIT_CHUNK`] rows at a
-    /// time and no gradient arena (the caller passes one).
+    /// A training workspace for [`Gpt::forward_backward`]: logits for equal chunks of at most
+    /// [`LOGIT_CHUNK`] rows and no gradient arena (the caller passes one).
     pub fn for_training(model: &Gpt, b: usize, t: usize) -> Workspace {
         Workspace::build(model, b, t, LOGIT_CHUNK, false)
     }
 
-    /// [`Workspace::for_training`] with logits for `logit_rows` rows at a time (for tuning and
+    /// [`Workspace::for_training`] with chunks of at most `logit_rows` rows (for tuning and
     /// tests; at least 1).
     pub fn for_training_with_chunk(
         model: &Gpt,

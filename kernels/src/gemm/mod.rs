@@ -119,7 +119,7 @@ impl AlignedBuf {
 /// kernel path's block sizes.
 pub struct GemmScratch {
     blocking: Blocking,
-    /// Packed A block: [MC / MR][KC][MR].
+    /// Packed A block: [MC / MR] panels of [KC][MR], `pack::a_panel_stride` apart.
     a: AlignedBuf,
     /// Packed B block: [NC / NR][KC][NR].
     b: AlignedBuf,
@@ -310,16 +310,12 @@ fn panels_len(width: usize, kc: usize, t: usize) -> Option<usize> {
     width.div_ceil(t).checked_mul(kc)?.checked_mul(t)
 }
 
-/// Floats a packed A block of `rows` rows, `kc` deep, spans: its panels
-/// [`pack::a_panel_stride`] apart, the last one `kc · mr` long (`None` on overflow).
+/// Floats that hold a packed A block of `rows` rows, at most `kc` deep, whatever its depth: a
+/// panel and a line per MR rows, as [`pack::a_panel_stride`] of any depth up to `kc` is at most
+/// that (a shallower slice may gain the line a deeper one does not). `None` on overflow.
 fn a_panels_len(rows: usize, kc: usize, mr: usize) -> Option<usize> {
-    let panels = rows.div_ceil(mr);
-    if panels == 0 {
-        return Some(0);
-    }
-    (panels - 1)
-        .checked_mul(pack::a_panel_stride(kc, mr))?
-        .checked_add(kc.checked_mul(mr)?)
+    let panel = kc.checked_mul(mr)?.checked_add(crate::simd::LINE_FLOATS)?;
+    rows.div_ceil(mr).checked_mul(panel)
 }
 
 /// The A packing buffer's floats for blocks of `mc` rows, `kc` deep.
@@ -702,6 +698,7 @@ fn few_rows<S: GemmKernel>(
     let (mr, nr) = (S::MR, S::NR);
     let tiles = m.div_ceil(mr);
     assert!(c.len() >= (m - 1) * ldc + n);
+    // Every slice's panels fit the bound for the deepest (kcb <= kc).
     assert!(
         a_panels_len(m, kc, mr).is_some_and(|need| apack.len() >= need) && bpack.len() >= kc * nr
     );
@@ -709,6 +706,7 @@ fn few_rows<S: GemmKernel>(
     for pc in (0..k).step_by(kc) {
         let kcb = kc.min(k - pc);
         pack::pack_a(s, layout, a, lda, (0, m), (pc, kcb), apack);
+        let a_stride = pack::a_panel_stride(kcb, mr);
         let acc = accumulate || pc > 0;
         // A panel's source is prefetched in steps, a share of them before each tile of the panel
         // before it.
@@ -732,10 +730,10 @@ fn few_rows<S: GemmKernel>(
                     );
                 }
                 let mrb = mr.min(m - ir);
-                let ap = apack[ip * pack::a_panel_stride(kcb, mr)..].as_ptr();
+                let ap = apack[ip * a_stride..].as_ptr();
                 // SAFETY: tile rows ir..ir+mrb <= m and columns jr..jr+nrb <= n lie inside `c`
-                // (asserted above); A panel ip < tiles holds kcb·MR floats from its stride and
-                // `panel` kcb·NR, inside the packing buffers (asserted above, kcb <= kc).
+                // (asserted above); A panel ip < tiles holds kcb·MR floats from ip·a_stride and
+                // `panel` kcb·NR, inside the packing buffers (asserted above for any kcb <= kc).
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
                     run_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);

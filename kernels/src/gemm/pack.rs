@@ -1,7 +1,8 @@
 //! Packing: copy a block of A or B into the order the microkernel reads it.
 //!
 //! A packed block is a run of panels, each `kc · t` floats for a tile width `t` (MR for A, NR for
-//! B): element `(p, x)` of a panel (depth `p`, position `x` across the tile) sits at `p · t + x`.
+//! B), back to back for B and [`a_panel_stride`] apart for A: element `(p, x)` of a panel (depth
+//! `p`, position `x` across the tile) sits at `p · t + x`.
 //! A panel narrower than `t` (the block's edge) is padded with zeros, so the microkernel always
 //! runs on full tiles. Every layout is handled here, which is why one microkernel serves NN, NT
 //! and TN: a block whose tile direction runs along memory is copied ([`pack_direct`]); one whose
