@@ -8,10 +8,13 @@
 //! The loss is labelled in bytes of memory traffic: the forward reads the (N, V) logits once,
 //! N·V·4 bytes; the fused forward + in-place backward reads them once and writes their gradient
 //! once, 2·N·V·4 bytes (its three passes over a row meet the row in L2).
+//! Decoding's attention of one query over a KV cache is labelled in bytes: the keys and values it
+//! reads, 2·t·HS·4.
 //! Criterion prints the FLOP counts as "elem/s": read them as FLOP/s.
 
 use cllm::engine::huge_pages::HugeBuf;
 use cllm::kernels::attention::{self, attention_scratch_len};
+use cllm::kernels::kv_attention;
 use cllm::kernels::loss;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -93,5 +96,37 @@ fn bench_loss(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_attention, bench_loss);
+fn bench_attend_cached(c: &mut Criterion) {
+    // One decode step of GPT-2 small at batch 8 with 192 cached positions (HS = 64): one query
+    // per (layer, row, head), 12 · 8 · 12 = 1152 heads of keys and values, 113 MB in all, so each
+    // head's cache comes from memory as in decoding; and one head over and over, from L2.
+    let (hs, t, heads) = (64, 192, 12 * 8 * 12);
+    let head = t * hs;
+    let mut arena = HugeBuf::zeroed(2 * heads * head);
+    let [keys, values] = arena.split_into([heads * head, heads * head]); // (heads, t, HS) each
+    keys.copy_from_slice(&pseudo_random(heads * head, 4, 1.0));
+    values.copy_from_slice(&pseudo_random(heads * head, 5, 1.0));
+    let q = pseudo_random(hs, 6, 1.0); // (HS)
+    let mut out = vec![0.0f32; hs]; // (HS)
+    let mut scores = vec![0.0f32; t]; // (t)
+    let scale = 1.0 / (hs as f32).sqrt();
+    let mut g = c.benchmark_group("attend_cached");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes((2 * heads * head * 4) as u64));
+    g.bench_function(format!("memory_bytes/heads{heads}_t{t}_HS{hs}"), |bench| {
+        bench.iter(|| {
+            for (k, v) in keys.chunks_exact(head).zip(values.chunks_exact(head)) {
+                kv_attention::attend_cached(&mut out, &q, k, v, scale, &mut scores).unwrap();
+            }
+        })
+    });
+    g.throughput(Throughput::Bytes((2 * head * 4) as u64));
+    g.bench_function(format!("l2_bytes/t{t}_HS{hs}"), |bench| {
+        let (k, v) = (&keys[..head], &values[..head]);
+        bench.iter(|| kv_attention::attend_cached(&mut out, &q, k, v, scale, &mut scores).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_attention, bench_loss, bench_attend_cached);
 criterion_main!(benches);

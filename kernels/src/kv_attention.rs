@@ -25,6 +25,10 @@ const KEYS: usize = 4;
 /// and the value loads fit AVX2's sixteen registers).
 pub const OUT_VECS: usize = 8;
 
+/// The next width down: a 64-float head is four vectors of AVX-512, one sweep of the values
+/// rather than four one-vector sweeps, each a single dependent chain of FMAs.
+const HALF_VECS: usize = OUT_VECS / 2;
+
 /// `out = softmax(scale · K q) · V` over the `t = scores.len()` cached positions.
 ///
 /// out (HS), q (HS), keys (t, HS), values (t, HS), scores (t) scratch (left holding the
@@ -109,14 +113,18 @@ fn attend_generic<S: Simd>(
     }
     let inv = s.splat(1.0 / s.reduce_add(sum));
 
-    // Pass 3: out = Σ p_j v_j / Σ p_j: OUT_VECS full vectors of out at a time, then the rest
-    // one vector (the last one partial) at a time.
+    // Pass 3: out = Σ p_j v_j / Σ p_j: OUT_VECS full vectors of out at a time, then HALF_VECS,
+    // then the rest one vector (the last one partial) at a time.
     let (op, mut c) = (out.as_mut_ptr(), 0);
     // SAFETY: every call covers columns c..c+width ≤ HS of out and of each value row.
     unsafe {
         while c + OUT_VECS * l <= hs {
             weigh_values::<S, OUT_VECS>(s, scores, vp.add(c), hs, l, inv, op.add(c));
             c += OUT_VECS * l;
+        }
+        if c + HALF_VECS * l <= hs {
+            weigh_values::<S, HALF_VECS>(s, scores, vp.add(c), hs, l, inv, op.add(c));
+            c += HALF_VECS * l;
         }
         while c < hs {
             let width = (hs - c).min(l);

@@ -3,8 +3,9 @@ mod common;
 use cllm_kernels::kv_attention::{self, oracle, OUT_VECS};
 use common::*;
 
-/// Head sizes below, at and past one vector and one OUT_VECS chunk of every path (64 is GPT-2's).
-const HEAD_SIZES: [usize; 10] = [
+/// Head sizes below, at and past one vector, one OUT_VECS chunk and half of one of every path
+/// (64 is GPT-2's; 24·OUT_VECS + 5 takes all three widths on AVX-512).
+const HEAD_SIZES: [usize; 11] = [
     1,
     3,
     7,
@@ -15,6 +16,7 @@ const HEAD_SIZES: [usize; 10] = [
     65,
     8 * OUT_VECS + 3,
     16 * OUT_VECS + 1,
+    24 * OUT_VECS + 5,
 ];
 
 #[test]
