@@ -30,6 +30,8 @@ pub mod blocking;
 mod kernel;
 mod pack;
 
+pub use pack::a_panel_stride;
+
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
 use crate::isa::{self, Isa};
@@ -421,7 +423,9 @@ dispatch! {
     /// done (saturating). For `cllm-bench peak`, which times it with panels sized for L1 and as
     /// [`active_blocking`] sizes them.
     ///
-    /// a (panels, kc, MR), b (kc, NR), c (MR, NR), for the active path's MR × NR.
+    /// a (panels, stride) holding a (kc, MR) panel at the start of each
+    /// [`a_panel_stride`]`(kc, MR)` floats, as the GEMM's packing buffer lays them out;
+    /// b (kc, NR), c (MR, NR), for the active path's MR × NR.
     pub fn microkernel_sweeps(a: &[f32], b: &[f32], c: &mut [f32], kc: usize, rounds: usize) -> u64
         = microkernel_sweeps_generic;
 }
@@ -437,30 +441,33 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
 ) -> u64 {
     let (mr, nr) = (S::MR, S::NR);
     // The panels' sizes as checked products: a wrapped kc · MR could pass for a small panel.
-    let panel_a = kc.checked_mul(mr).filter(|&pa| {
-        pa > 0
-            && a.len().is_multiple_of(pa)
-            && kc.checked_mul(nr) == Some(b.len())
-            && c.len() == mr * nr
-    });
-    let Some(panel_a) = panel_a else {
+    let stride = kc
+        .checked_mul(mr)
+        .filter(|&pa| pa > 0 && pa.checked_add(crate::simd::LINE_FLOATS).is_some())
+        .map(|_| a_panel_stride(kc, mr))
+        .filter(|&stride| {
+            a.len().is_multiple_of(stride)
+                && kc.checked_mul(nr) == Some(b.len())
+                && c.len() == mr * nr
+        });
+    let Some(stride) = stride else {
         panic!(
-            "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, b ({}) \
-             kc × NR = {kc} × {nr} and c ({}) MR × NR",
+            "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr} \
+             (a_panel_stride apart), b ({}) kc × NR = {kc} × {nr} and c ({}) MR × NR",
             a.len(),
             b.len(),
             c.len()
         );
     };
-    let panels = a.len() / panel_a;
+    let panels = a.len() / stride;
     for _ in 0..rounds {
         for p in 0..panels {
-            // SAFETY: panel p is a[p·kc·MR..][..kc·MR], `b` holds kc·NR floats and `c` MR rows
-            // of NR with ldc = NR (all checked above).
+            // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
+            // floats and `c` MR rows of NR with ldc = NR (all checked above).
             unsafe {
                 s.kernel(
                     kc,
-                    a.as_ptr().add(p * panel_a),
+                    a.as_ptr().add(p * stride),
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     nr,

@@ -22,7 +22,7 @@ use crate::simd::{prefetch_read, LINE_FLOATS};
 /// Padding every panel to an odd number of lines instead left the TN pack as fast, but the NN
 /// products with K = 768 read 1–1.5 % slower in some rounds, so panels that do not alias keep
 /// their old places.
-pub(crate) fn a_panel_stride(kc: usize, mr: usize) -> usize {
+pub fn a_panel_stride(kc: usize, mr: usize) -> usize {
     const ALIASED: usize = 2048 / 4;
     let len = kc * mr;
     if len.is_multiple_of(ALIASED) {

@@ -51,10 +51,11 @@ fn best_fma_gflops<E>(
 /// five runs of ~0.1 s each (a ceiling, like [`fma_peak_gflops`]).
 pub fn microkernel_gflops(kc: usize, panels: usize) -> f64 {
     let Blocking { mr, nr, .. } = gemm::active_blocking();
-    // Each buffer starts on a cache line, as the GEMM's packing buffers do; small values, so
-    // that thousands of sweeps sum to nothing near overflow or denormals.
+    // Each buffer starts on a cache line and the A panels lie as far apart as the GEMM's
+    // packing puts them; small values, so that thousands of sweeps sum to nothing near overflow
+    // or denormals.
     let (mut a, mut b, mut c) = (
-        AlignedBuf::new(panels * kc * mr),
+        AlignedBuf::new(panels * gemm::a_panel_stride(kc, mr)),
         AlignedBuf::new(kc * nr),
         AlignedBuf::new(mr * nr),
     );
