@@ -345,6 +345,10 @@ unsafe fn rows_axpy<S: Simd>(
     let mut d = 0;
     // SAFETY: every chunk below stays at d + width <= n, inside the caller's ranges.
     unsafe {
+        while wide_chunks::<S>() && d + 4 * l <= n {
+            rows_axpy_chunk::<S, 4>(s, dst, nrows, alpha, w, w_stride, src, src_stride, nk, d);
+            d += 4 * l;
+        }
         while d + 2 * l <= n {
             rows_axpy_chunk::<S, 2>(s, dst, nrows, alpha, w, w_stride, src, src_stride, nk, d);
             d += 2 * l;
@@ -360,6 +364,13 @@ unsafe fn rows_axpy<S: Simd>(
             d += 1;
         }
     }
+}
+
+/// Whether [`rows_axpy`] and [`keys_axpy`] take four vectors of columns at a time (a 64-float
+/// head row in one pass, 24 accumulators) before two: on the 16-lane paths, whose 32 registers
+/// hold them (AVX-512, and its emulation).
+fn wide_chunks<S: Simd>() -> bool {
+    S::LANES == 16
 }
 
 /// One chunk of `NV` vectors at column `d` of [`rows_axpy`].
@@ -442,6 +453,10 @@ unsafe fn keys_axpy<S: Simd>(
     let rows = (src, src_stride, nrows);
     // SAFETY: every chunk below stays at d + width <= n, inside the caller's ranges.
     unsafe {
+        while wide_chunks::<S>() && d + 4 * l <= n {
+            keys_axpy_chunk::<S, 4>(s, dst, nk, (w, w_stride), rows, d, accumulate);
+            d += 4 * l;
+        }
         while d + 2 * l <= n {
             keys_axpy_chunk::<S, 2>(s, dst, nk, (w, w_stride), rows, d, accumulate);
             d += 2 * l;

@@ -4,22 +4,31 @@ use cllm_kernels::attention::{self, attention_scratch_len, oracle};
 use common::*;
 
 /// (B, T, NH, HS) cases: every combination of B ∈ {1, 2}, T ∈ {1, 7, 63, 65, 130}, NH ∈ {1, 3},
-/// HS ∈ {1, 7, 16, 64}. T = 63, 65 straddle every key block (2, 16, 32) and the row tile (6);
-/// T = 130 takes the forward through two full 64-key chunks and a partial third;
+/// HS ∈ {1, 7, 8, 12, 16, 24, 64, 65, 115}. T = 63, 65 straddle every key block (2, 16, 32) and
+/// the row tile (6); T = 130 takes the forward through two full 64-key chunks and a partial third;
 /// HS = 1, 7 are all tail, 8 one vector (the single-vector paths), 12 and 24 whole 8-wide
-/// transpose blocks plus leftover dimensions, 16 one AVX2 chunk, 64 the GPT-2 head, 65 one past.
+/// transpose blocks plus leftover dimensions, 16 one AVX2 chunk, 64 the GPT-2 head (one
+/// four-vector chunk on AVX-512), 65 one past, 115 = 64 + 32 + 16 + 3 every chunk width of
+/// AVX-512 and a scalar tail.
 fn cases() -> Vec<(usize, usize, usize, usize)> {
     if cfg!(miri) {
         // Under Miri (`scripts/ub_check.sh`, about a thousand times slower): batches and heads,
         // all-tail head sizes, an 8-wide transpose block with leftovers, a ragged row tile and
-        // key block, and one key past a 64-key chunk (with a head of 3 to keep it short).
-        return vec![(2, 7, 3, 7), (1, 9, 2, 12), (1, 17, 1, 8), (1, 65, 1, 3)];
+        // key block, one key past a 64-key chunk (with a head of 3 to keep it short), and a
+        // head with a four-vector chunk of AVX-512 and a tail.
+        return vec![
+            (2, 7, 3, 7),
+            (1, 9, 2, 12),
+            (1, 17, 1, 8),
+            (1, 65, 1, 3),
+            (1, 7, 1, 67),
+        ];
     }
     let mut v = Vec::new();
     for b in [1, 2] {
         for t in [1, 7, 63, 65, 130] {
             for nh in [1, 3] {
-                for hs in [1, 7, 8, 12, 16, 24, 64, 65] {
+                for hs in [1, 7, 8, 12, 16, 24, 64, 65, 115] {
                     v.push((b, t, nh, hs));
                 }
             }
