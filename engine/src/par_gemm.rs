@@ -793,7 +793,7 @@ mod tests {
         }
     }
 
-    /// K slices of 512 pad the packed A panels (`gemm::pack::a_panel_stride`), and with KC = 513
+    /// K slices of 512 pad the packed A panels (`gemm::a_panel_stride`), and with KC = 513
     /// the buffers are sized for a depth that is not padded: the shared-B path, whose workers
     /// pack A blocks through `gemm_block`, still equals the one-thread GEMM.
     #[test]

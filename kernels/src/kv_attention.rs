@@ -9,7 +9,8 @@
 //!    across lanes at the end),
 //! 2. `p_j = exp(scores[j] − max)` in vectors, and their sum,
 //! 3. `out = (Σ_j p_j v_j) / Σ_j p_j`, with up to [`OUT_VECS`] vectors of `out` held in registers
-//!    while the values stream past once.
+//!    while the values stream past, once per chunk of columns (once for a 64-float head on both
+//!    x86 paths).
 //!
 //! `exp` is [`crate::math::exp`].
 

@@ -441,20 +441,18 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
 ) -> u64 {
     let (mr, nr) = (S::MR, S::NR);
     // The panels' sizes as checked products: a wrapped kc · MR could pass for a small panel.
-    let stride = kc
+    let fits = kc
         .checked_mul(mr)
-        .filter(|&pa| pa > 0 && pa.checked_add(crate::simd::LINE_FLOATS).is_some())
-        .map(|_| a_panel_stride(kc, mr))
-        .filter(|&stride| {
-            a.len().is_multiple_of(stride)
-                && kc.checked_mul(nr) == Some(b.len())
-                && c.len() == mr * nr
-        });
-    let Some(stride) = stride else {
+        .is_some_and(|pa| pa > 0 && pa.checked_add(crate::simd::LINE_FLOATS).is_some());
+    let stride = fits.then(|| a_panel_stride(kc, mr));
+    let Some(stride) = stride.filter(|&stride| {
+        a.len().is_multiple_of(stride) && kc.checked_mul(nr) == Some(b.len()) && c.len() == mr * nr
+    }) else {
         panic!(
-            "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr} \
-             (a_panel_stride apart), b ({}) kc × NR = {kc} × {nr} and c ({}) MR × NR",
+            "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, \
+             {} floats apart (a_panel_stride), b ({}) kc × NR = {kc} × {nr} and c ({}) MR × NR",
             a.len(),
+            stride.map_or("(overflowing)".to_string(), |s| s.to_string()),
             b.len(),
             c.len()
         );

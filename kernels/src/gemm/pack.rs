@@ -21,10 +21,13 @@ use crate::simd::{prefetch_read, LINE_FLOATS};
 /// rows (`$B gemm --shape 1536xKx48`, one thread); one line more made it 1.02–1.08 at K = 2048.
 /// Padding every panel to an odd number of lines instead left the TN pack as fast, but the NN
 /// products with K = 768 read 1–1.5 % slower in some rounds, so panels that do not alias keep
-/// their old places.
+/// their old places. Panics if `kc · mr` (plus the line) overflows.
 pub fn a_panel_stride(kc: usize, mr: usize) -> usize {
     const ALIASED: usize = 2048 / 4;
-    let len = kc * mr;
+    let len = kc
+        .checked_mul(mr)
+        .filter(|len| len.checked_add(LINE_FLOATS).is_some())
+        .expect("a_panel_stride: kc · mr overflows");
     if len.is_multiple_of(ALIASED) {
         len + LINE_FLOATS
     } else {
