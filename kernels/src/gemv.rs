@@ -37,7 +37,7 @@
 //!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
 //!   them, one accumulator per pair (a group of two to four rows takes them two at a time on the
 //!   paths with 16 vector registers; the 16-lane paths, AVX-512 and its emulation, take all four
-//!   against a group of four: [`nt_wide_tile`]).
+//!   against a group of four: `nt_wide_tile`).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
