@@ -45,6 +45,8 @@ use crate::simd::{Scalar, Simd, MAX_LANES};
 const BR: usize = 6;
 /// Keys per dK/dV register tile in the backward.
 const KB: usize = 6;
+/// Query rows per block of the backward's dK/dV sums.
+const KEY_ROWS: usize = 64;
 /// The widest key block of any path (2 vectors of 16 lanes); the panels' row stride.
 const BC_MAX: usize = 2 * MAX_LANES;
 /// Keys per softmax step of the forward (a multiple of every path's key block): the output rows
@@ -884,38 +886,50 @@ fn attention_bwd_generic<S: GemmKernel>(
                     }
                     // dV_j += Σ_i P_ij dout_i and dK_j += Σ_i dS_ij Q_i over the panel's rows.
                     // Rows i < j0 + k0 see none of the keys from j0 + k0 on (their P and dS are
-                    // exactly 0), so each group of keys starts at its first key's row.
-                    let mut k0 = 0;
-                    while k0 < nk {
-                        let keys: [usize; KB] =
-                            std::array::from_fn(|kk| j0 + (k0 + kk).min(nk - 1));
-                        let nkk = KB.min(nk - k0);
-                        let nrows = t - j0 - k0;
-                        keys_axpy(
-                            s,
-                            keys.map(|j| dv.add(j * c3)),
-                            nkk,
-                            pp.add(k0 * BC_MAX + k0),
-                            BC_MAX,
-                            gp.add((j0 + k0) * hs),
-                            hs,
-                            nrows,
-                            hs,
-                            accumulate,
-                        );
-                        keys_axpy(
-                            s,
-                            keys.map(|j| dk.add(j * c3)),
-                            nkk,
-                            dsp.add(k0 * BC_MAX + k0),
-                            BC_MAX,
-                            qp.add((j0 + k0) * hs),
-                            hs,
-                            nrows,
-                            hs,
-                            accumulate,
-                        );
-                        k0 += KB;
+                    // exactly 0), so each group of keys starts at its first key's row. The rows
+                    // go in blocks of KEY_ROWS, every group of keys over one block before the
+                    // next, so the block's dout and Q rows stay in L1 across the groups; a group's
+                    // sums are stored after each block and reloaded for the next, which adds
+                    // the rows in the same order (same bits).
+                    let mut lo = j0;
+                    while lo < t {
+                        let hi = (lo + KEY_ROWS).min(t);
+                        let mut k0 = 0;
+                        while k0 < nk {
+                            let from = lo.max(j0 + k0);
+                            if from < hi {
+                                let keys: [usize; KB] =
+                                    std::array::from_fn(|kk| j0 + (k0 + kk).min(nk - 1));
+                                let nkk = KB.min(nk - k0);
+                                let add = accumulate || lo > j0;
+                                keys_axpy(
+                                    s,
+                                    keys.map(|j| dv.add(j * c3)),
+                                    nkk,
+                                    pp.add((from - j0) * BC_MAX + k0),
+                                    BC_MAX,
+                                    gp.add(from * hs),
+                                    hs,
+                                    hi - from,
+                                    hs,
+                                    add,
+                                );
+                                keys_axpy(
+                                    s,
+                                    keys.map(|j| dk.add(j * c3)),
+                                    nkk,
+                                    dsp.add((from - j0) * BC_MAX + k0),
+                                    BC_MAX,
+                                    qp.add(from * hs),
+                                    hs,
+                                    hi - from,
+                                    hs,
+                                    add,
+                                );
+                            }
+                            k0 += KB;
+                        }
+                        lo = hi;
                     }
                     j0 += bc;
                 }
