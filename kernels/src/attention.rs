@@ -30,8 +30,9 @@
 //! Backward, per key block (a column panel of the causal triangle), over the query rows i ≥ j0:
 //! P = exp(S − lse), dP = dout·Vᵀ, dS = P ∘ (dP − D) / √HS with D_i = dout_i·out_i, stored as two
 //! (T, BC) panels; then dQ += dS·K (rows), and dV = Pᵀ·dout, dK = dSᵀ·Q (keys, summed in
-//! registers over all the panel's rows, then stored, or added with `accumulate`). dQ collects in
-//! scratch and is written (or added) to `dqkv` per head.
+//! registers over blocks of the panel's rows, stored after each block and reloaded for the next;
+//! the first block writes, or adds with `accumulate`). dQ collects in scratch and is written (or
+//! added) to `dqkv` per head.
 //!
 //! Masked keys get probability exactly 0 (see `MASK_KEEP`). `exp` is [`crate::math::exp`].
 
