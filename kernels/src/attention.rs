@@ -9,7 +9,7 @@
 //!   over the keys j ≤ i. The backward recomputes `p_ij = exp(s_ij − lse_i)` from it.
 //!
 //! [`attention_bwd`] writes the gradient into `dqkv`, or adds it (`+=`, as llm.c's backward does)
-//! with `accumulate`: each element of a head's q, k and v columns is stored once, so writing
+//! with `accumulate`: no element of `dqkv` is read before the kernel has written it, so writing
 //! spares the caller a pass zeroing `dqkv` and the kernel the reads of those zeros.
 //!
 //! Both directions work per (b, h) on a caller-provided scratch slice of
@@ -902,7 +902,9 @@ fn attention_bwd_generic<S: GemmKernel>(
                                 let keys: [usize; KB] =
                                     std::array::from_fn(|kk| j0 + (k0 + kk).min(nk - 1));
                                 let nkk = KB.min(nk - k0);
-                                let add = accumulate || lo > j0;
+                                // Past the group's first row the block adds to what the
+                                // blocks before it stored.
+                                let add = accumulate || from > j0 + k0;
                                 keys_axpy(
                                     s,
                                     keys.map(|j| dv.add(j * c3)),
