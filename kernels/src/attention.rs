@@ -905,30 +905,21 @@ fn attention_bwd_generic<S: GemmKernel>(
                                 // Past the group's first row the block adds to what the
                                 // blocks before it stored.
                                 let add = accumulate || from > j0 + k0;
-                                keys_axpy(
-                                    s,
-                                    keys.map(|j| dv.add(j * c3)),
-                                    nkk,
-                                    pp.add((from - j0) * BC_MAX + k0),
-                                    BC_MAX,
-                                    gp.add(from * hs),
-                                    hs,
-                                    hi - from,
-                                    hs,
-                                    add,
-                                );
-                                keys_axpy(
-                                    s,
-                                    keys.map(|j| dk.add(j * c3)),
-                                    nkk,
-                                    dsp.add((from - j0) * BC_MAX + k0),
-                                    BC_MAX,
-                                    qp.add(from * hs),
-                                    hs,
-                                    hi - from,
-                                    hs,
-                                    add,
-                                );
+                                // dV from the P panel and dout's rows, dK from dS and Q's.
+                                for (dst, panel, src) in [(dv, pp, gp), (dk, dsp, qp)] {
+                                    keys_axpy(
+                                        s,
+                                        keys.map(|j| dst.add(j * c3)),
+                                        nkk,
+                                        panel.add((from - j0) * BC_MAX + k0),
+                                        BC_MAX,
+                                        src.add(from * hs),
+                                        hs,
+                                        hi - from,
+                                        hs,
+                                        add,
+                                    );
+                                }
                             }
                             k0 += KB;
                         }
