@@ -441,12 +441,12 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
 ) -> u64 {
     let (mr, nr) = (S::MR, S::NR);
     // The panels' sizes as checked products: a wrapped kc · MR could pass for a small panel.
-    let fits = kc
-        .checked_mul(mr)
-        .is_some_and(|pa| pa > 0 && pa.checked_add(crate::simd::LINE_FLOATS).is_some());
-    let stride = fits.then(|| a_panel_stride(kc, mr));
+    let stride = pack::a_panel_stride_checked(kc, mr);
     let Some(stride) = stride.filter(|&stride| {
-        a.len().is_multiple_of(stride) && kc.checked_mul(nr) == Some(b.len()) && c.len() == mr * nr
+        kc > 0
+            && a.len().is_multiple_of(stride)
+            && kc.checked_mul(nr) == Some(b.len())
+            && c.len() == mr * nr
     }) else {
         panic!(
             "microkernel_sweeps: a ({} floats) must be whole panels of kc × MR = {kc} × {mr}, \

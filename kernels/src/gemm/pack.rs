@@ -23,16 +23,19 @@ use crate::simd::{prefetch_read, LINE_FLOATS};
 /// products with K = 768 read 1–1.5 % slower in some rounds, so panels that do not alias keep
 /// their old places. Panics if `kc · mr` (plus the line) overflows.
 pub fn a_panel_stride(kc: usize, mr: usize) -> usize {
+    a_panel_stride_checked(kc, mr).expect("a_panel_stride: kc · mr overflows")
+}
+
+/// [`a_panel_stride`], or `None` where it would overflow.
+pub(crate) fn a_panel_stride_checked(kc: usize, mr: usize) -> Option<usize> {
     const ALIASED: usize = 2048 / 4;
-    let len = kc
-        .checked_mul(mr)
-        .filter(|len| len.checked_add(LINE_FLOATS).is_some())
-        .expect("a_panel_stride: kc · mr overflows");
-    if len.is_multiple_of(ALIASED) {
-        len + LINE_FLOATS
+    let len = kc.checked_mul(mr)?;
+    let padded = len.checked_add(LINE_FLOATS)?;
+    Some(if len.is_multiple_of(ALIASED) {
+        padded
     } else {
         len
-    }
+    })
 }
 
 /// Pack `A[i0 .. i0+mc, p0 .. p0+kc]` into MR-row panels at `dst`, panel `i` from
