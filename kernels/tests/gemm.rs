@@ -234,7 +234,7 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
     }
 }
 
-/// A panels whose length is a multiple of 2 KiB lie one line further apart (`pack::a_panel_stride`):
+/// A panels whose length is a multiple of 2 KiB lie one line further apart (`gemm::a_panel_stride`):
 /// a K slice of 512 makes every panel 512·MR floats. With KC = 512, K = 1024 pads both slices and
 /// K = 1023 the first (512) but not the second (511); with KC = 513, K = 1024 pads slices
 /// shallower than KC whose own panels at KC would not be padded, so the buffer, sized for KC,
