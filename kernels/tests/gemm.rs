@@ -303,6 +303,99 @@ fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
     }
 }
 
+/// A row-major A (NN, NT) is read in place by products at most a few B panels wide and packed
+/// by wider ones (on AVX-512: up to 16 panels, 768 columns; the other paths always pack). A wide
+/// product, packed, must match the oracle, and its first columns must be the narrow product's
+/// bits: each element's sum runs in the same order either way. Rows past MC (the blocked loops,
+/// with small blocks) and within it (`few_rows`), ragged tiles, padded and unaligned operands.
+#[test]
+fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
+    let mut rng = rng(31);
+    let nr = GemmScratch::with_blocks(1, 1, 1).blocking().nr;
+    // Wider than 16 panels on every path, and a ragged last panel; under Miri one panel more
+    // than 16 on the widest tile, a shallow K and few rows.
+    let (m_many, k, narrow, wide) = if cfg!(miri) {
+        (11, 3, 5, 17 * 48 + 5)
+    } else {
+        (53, 70, 83, 16 * nr + 83)
+    };
+    for (mut ws, m) in [
+        (GemmScratch::with_blocks(12, 24, 2 * nr), m_many),
+        (GemmScratch::new(), 13),
+    ] {
+        for layout in [Layout::NN, Layout::NT] {
+            Case {
+                layout,
+                m,
+                k,
+                n: wide,
+                pad: 3,
+                off: 1,
+            }
+            .check(&mut rng, &mut ws, true);
+            let (ar, ac) = layout.a_dims(m, k);
+            let (br, bc) = layout.b_dims(k, wide);
+            let a = random_vec(&mut rng, ar * ac);
+            let b = random_vec(&mut rng, br * bc);
+            // The narrow product's B: the wide one's first `narrow` columns, as stored.
+            let b_narrow: Vec<f32> = match layout {
+                Layout::NT => b[..narrow * k].to_vec(),
+                _ => (0..k)
+                    .flat_map(|p| b[p * wide..][..narrow].to_vec())
+                    .collect(),
+            };
+            let ldb_narrow = layout.b_dims(k, narrow).1;
+            let c0 = random_vec(&mut rng, m * wide);
+            for accumulate in [false, true] {
+                let mut c_wide = c0.clone();
+                gemm::sgemm(
+                    &mut ws,
+                    layout,
+                    m,
+                    k,
+                    wide,
+                    &a,
+                    ac,
+                    &b,
+                    bc,
+                    &mut c_wide,
+                    wide,
+                    accumulate,
+                )
+                .unwrap();
+                // The narrow C shares the wide one's rows (ldc = wide).
+                let mut c_narrow = c0.clone();
+                gemm::sgemm(
+                    &mut ws,
+                    layout,
+                    m,
+                    k,
+                    narrow,
+                    &a,
+                    ac,
+                    &b_narrow,
+                    ldb_narrow,
+                    &mut c_narrow,
+                    wide,
+                    accumulate,
+                )
+                .unwrap();
+                for i in 0..m {
+                    let (w, n) = (
+                        &c_wide[i * wide..][..narrow],
+                        &c_narrow[i * wide..][..narrow],
+                    );
+                    assert!(
+                        w.iter().zip(n).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{layout:?} {m}x{k}, accumulate={accumulate}: row {i} of the {narrow} \
+                         columns differs between N = {wide} and N = {narrow}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The blocked loops in parts (`pack_b_panels`, `gemm_block`), run as a threaded caller runs
 /// them: each B block packed as two runs of panels, rows in blocks of whole MR panels in any
 /// order, K in `k_slice` slices. The result equals `sgemm`'s bit for bit, in every layout, with

@@ -1,5 +1,6 @@
-//! The register-tiled microkernel: one `MR × NR` tile of C from an `MR`-row panel of packed A and
-//! an `NR`-column panel of packed B.
+//! The register-tiled microkernel: one `MR × NR` tile of C from an `MR`-row panel of A and an
+//! `NR`-column panel of packed B. The A panel is packed (depth-major, the tile's rows side by
+//! side) or, where A is row-major, read where it lies, its rows `lda` apart ([`AWalk`]).
 //!
 //! It is written once over [`Simd`]: per step of k it loads `NR / LANES` vectors of B, broadcasts
 //! each of the `MR` values of A and issues `MR · NR / LANES` independent FMAs into accumulators
@@ -23,6 +24,28 @@ use crate::simd::{Avx2, Avx512};
 /// The largest `MR · NR` of any path (sizes the stack tile for edge tiles).
 pub(crate) const MAX_TILE: usize = 9 * 48;
 
+/// Where the microkernel finds its A panel's values: A(r, p), row `r` of the tile at depth `p`,
+/// at `a[r·rs + p·cs]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AWalk {
+    /// Floats from one row of the tile to the next.
+    pub rs: usize,
+    /// Floats from one depth to the next.
+    pub cs: usize,
+}
+
+impl AWalk {
+    /// A packed panel: depth-major, the tile's `mr` rows side by side.
+    pub fn packed(mr: usize) -> AWalk {
+        AWalk { rs: 1, cs: mr }
+    }
+
+    /// A read in place from a row-major matrix with row stride `lda` (A in NN and NT).
+    pub fn rows(lda: usize) -> AWalk {
+        AWalk { rs: lda, cs: 1 }
+    }
+}
+
 /// A microkernel tile shape and the kernel for it, per ISA token.
 pub(crate) trait GemmKernel: Simd {
     /// Rows of the C tile (values of A broadcast per step).
@@ -31,17 +54,23 @@ pub(crate) trait GemmKernel: Simd {
     const NR: usize;
     /// The cache this path's KC × NR B micro-panel is sized for.
     const B_PANEL: PanelCache;
+    /// A product whose C is at most this many NR-column panels wide reads a row-major A (NN,
+    /// NT) in place ([`AWalk::rows`]) instead of packing it; 0 packs it always. The pack costs
+    /// the same whatever N is, and pays back only when many B panels reuse it.
+    const A_IN_PLACE_PANELS: usize;
 
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.
     ///
     /// # Safety
-    /// `a` holds `kc · MR` floats (column `p` of the panel at `a[p·MR..]`), `b` holds `kc · NR`
-    /// floats (row `p` at `b[p·NR..]`), and `c` is valid for reading and writing rows
-    /// `c[r·ldc .. r·ldc + NR]` for `r < MR`.
+    /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc` (a
+    /// packed panel: `kc · MR` floats), `b` holds `kc · NR` floats (row `p` at `b[p·NR..]`), and
+    /// `c` is valid for reading and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         self,
         kc: usize,
         a: *const f32,
+        aw: AWalk,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -59,6 +88,7 @@ pub(crate) trait GemmKernel: Simd {
         rows: usize,
         kc: usize,
         a: *const f32,
+        aw: AWalk,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -78,6 +108,7 @@ pub(crate) trait GemmKernel: Simd {
         vecs: usize,
         kc: usize,
         a: *const f32,
+        aw: AWalk,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -109,27 +140,29 @@ pub(crate) trait GemmKernel: Simd {
 }
 
 /// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache `$panel`,
-/// and its [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]:
+/// A read in place for products up to `$in_place` B panels wide, and its [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]:
 /// the microkernel instantiated for the full tile, for each row count `$r` below it and for each
 /// vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
-    ($mr:literal, $nv:literal, $panel:ident, [$($r:literal)*], [$($v:literal)*]) => {
+    ($mr:literal, $nv:literal, $panel:ident, $in_place:literal, [$($r:literal)*], [$($v:literal)*]) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
         const B_PANEL: PanelCache = PanelCache::$panel;
+        const A_IN_PLACE_PANELS: usize = $in_place;
 
         #[inline(always)]
         unsafe fn kernel(
             self,
             kc: usize,
             a: *const f32,
+            aw: AWalk,
             b: *const f32,
             c: *mut f32,
             ldc: usize,
             acc: bool,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
-            unsafe { kernel_generic::<Self, $mr, $mr, $nv>(self, kc, a, b, Self::NR, c, ldc, acc) }
+            unsafe { kernel_generic::<Self, $mr, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc) }
         }
 
         #[inline(always)]
@@ -138,6 +171,7 @@ macro_rules! tile_kernels {
             rows: usize,
             kc: usize,
             a: *const f32,
+            aw: AWalk,
             b: *const f32,
             c: *mut f32,
             ldc: usize,
@@ -146,7 +180,7 @@ macro_rules! tile_kernels {
             // SAFETY: forwarded caller contract, for the rows the caller says C has.
             unsafe {
                 match rows {
-                    $($r => kernel_generic::<Self, $mr, $r, $nv>(self, kc, a, b, Self::NR, c, ldc, acc),)*
+                    $($r => kernel_generic::<Self, $r, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc),)*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
                 }
             }
@@ -158,6 +192,7 @@ macro_rules! tile_kernels {
             vecs: usize,
             kc: usize,
             a: *const f32,
+            aw: AWalk,
             b: *const f32,
             c: *mut f32,
             ldc: usize,
@@ -167,10 +202,10 @@ macro_rules! tile_kernels {
                 // SAFETY: forwarded caller contract, for the columns the caller says C has; the
                 // packed panel's rows are NR floats apart.
                 $($v => unsafe {
-                    kernel_generic::<Self, $mr, $mr, $v>(self, kc, a, b, Self::NR, c, ldc, acc)
+                    kernel_generic::<Self, $mr, $v>(self, kc, a, aw, b, Self::NR, c, ldc, acc)
                 },)*
                 _ => {
-                    let _ = (kc, a, b, c, ldc, acc);
+                    let _ = (kc, a, aw, b, c, ldc, acc);
                     unreachable!("kernel_cols takes 0 < vecs < {}, got {vecs}", $nv)
                 }
             }
@@ -179,16 +214,16 @@ macro_rules! tile_kernels {
 }
 
 impl GemmKernel for Scalar {
-    tile_kernels!(4, 4, L1, [1 2 3], [1 2 3]);
+    tile_kernels!(4, 4, L1, 0, [1 2 3], [1 2 3]);
 }
 
 impl GemmKernel for Portable {
-    tile_kernels!(6, 1, L1, [1 2 3 4 5], []);
+    tile_kernels!(6, 1, L1, 0, [1 2 3 4 5], []);
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
-    tile_kernels!(6, 2, L1, [1 2 3 4 5], [1]);
+    tile_kernels!(6, 2, L1, 0, [1 2 3 4 5], [1]);
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -205,7 +240,7 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    tile_kernels!(9, 3, L2, [1 2 3 4 5 6 7 8], [1 2]);
+    tile_kernels!(9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2]);
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -225,7 +260,7 @@ impl GemmKernel for Avx512 {
 /// machines without it (its transposes are the default scalar loop: the same result).
 #[cfg(feature = "emulate-avx512")]
 impl GemmKernel for crate::simd::Emulated512 {
-    tile_kernels!(9, 3, L2, [1 2 3 4 5 6 7 8], [1 2]);
+    tile_kernels!(9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2]);
 }
 
 /// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then
@@ -312,16 +347,18 @@ unsafe fn transpose8_avx(src: *const f32, lds: usize, lines: usize, dst: *mut f3
 }
 
 /// One rank-1 update of the accumulators: `acc += A[:, p] ⊗ B[p, :]`, given `a` and `b` at depth
-/// p of the panels. (A function, not a closure, so that it is always inlined: with many
-/// instantiations of the microkernel the inliner gave up on the closure.)
+/// p of the panels and A's rows `rs` floats apart. (A function, not a closure, so that it is
+/// always inlined: with many instantiations of the microkernel the inliner gave up on the
+/// closure.)
 ///
 /// # Safety
-/// `a` is valid for reading `R` floats and `b` for `NV · LANES`.
+/// `a` is valid for reading `a[r·rs]` for `r < R`, and `b` for `NV · LANES` floats.
 #[inline(always)]
 unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
     s: S,
     acc: &mut [[S::V; NV]; R],
     a: *const f32,
+    rs: usize,
     b: *const f32,
 ) {
     let mut bv = [s.zero(); NV];
@@ -330,8 +367,8 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
         *bv = unsafe { s.load(b.add(v * S::LANES)) };
     }
     for (r, acc_r) in acc.iter_mut().enumerate() {
-        // SAFETY: column p of the A panel has at least R floats.
-        let av = s.splat(unsafe { *a.add(r) });
+        // SAFETY: the caller guarantees rows r < R of depth p, `rs` floats apart.
+        let av = s.splat(unsafe { *a.add(r * rs) });
         for (acc, &bv) in acc_r.iter_mut().zip(&bv) {
             *acc = s.fma(av, bv, *acc);
         }
@@ -339,19 +376,19 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
 }
 
 /// The microkernel for rows `0..R` (`R ≤ MR`) and columns `0..NV · LANES` of a tile: `R = MR`
-/// and the path's NV is the full tile, a smaller `R` a block's last row panel (whose packed
-/// panel is still `MR` wide), a smaller `NV` its last column panel (whose packed rows are still
-/// `ldb` = NR floats apart).
+/// and the path's NV is the full tile, a smaller `R` a block's last row panel, a smaller `NV`
+/// its last column panel (whose packed rows are still `ldb` = NR floats apart).
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C, and
-/// a B panel of `kc` rows `ldb` floats apart.
+/// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C and
+/// of A (walked by `aw`), and a B panel of `kc` rows `ldb` floats apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usize>(
+unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize>(
     s: S,
     kc: usize,
-    mut a: *const f32, // [kc][MR]
+    mut a: *const f32, // A(r, p) at a[r·aw.rs + p·aw.cs]
+    aw: AWalk,
     mut b: *const f32, // [kc][ldb], NV · LANES ≤ ldb
     ldb: usize,
     c: *mut f32, // [R][ldc]
@@ -368,19 +405,20 @@ unsafe fn kernel_generic<S: Simd, const MR: usize, const R: usize, const NV: usi
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
     let mut acc = [[s.zero(); NV]; R];
-    // SAFETY: the loops advance `a` by MR and `b` by ldb exactly `kc` times, inside the panels.
+    let AWalk { rs, cs } = aw;
+    // SAFETY: the loops advance `a` by cs and `b` by ldb exactly `kc` times, inside the panels.
     unsafe {
         for _ in 0..kc / 4 {
-            rank1::<S, R, NV>(s, &mut acc, a, b);
-            rank1::<S, R, NV>(s, &mut acc, a.add(MR), b.add(ldb));
-            rank1::<S, R, NV>(s, &mut acc, a.add(2 * MR), b.add(2 * ldb));
-            rank1::<S, R, NV>(s, &mut acc, a.add(3 * MR), b.add(3 * ldb));
-            a = a.add(4 * MR);
+            rank1::<S, R, NV>(s, &mut acc, a, rs, b);
+            rank1::<S, R, NV>(s, &mut acc, a.add(cs), rs, b.add(ldb));
+            rank1::<S, R, NV>(s, &mut acc, a.add(2 * cs), rs, b.add(2 * ldb));
+            rank1::<S, R, NV>(s, &mut acc, a.add(3 * cs), rs, b.add(3 * ldb));
+            a = a.add(4 * cs);
             b = b.add(4 * ldb);
         }
         for _ in 0..kc % 4 {
-            rank1::<S, R, NV>(s, &mut acc, a, b);
-            a = a.add(MR);
+            rank1::<S, R, NV>(s, &mut acc, a, rs, b);
+            a = a.add(cs);
             b = b.add(ldb);
         }
     }

@@ -12,6 +12,10 @@
 //!           microkernel: C[MR × NR] (+)= Apanel[MR × KC] · Bpanel[KC × NR]
 //! ```
 //!
+//! A product only a few B panels wide reuses each packed A block too little to pay for the
+//! pack: there a row-major A (NN, NT) is read where it lies (`reads_a_in_place`), with the same
+//! tiles and the same result.
+//!
 //! When all M rows fit one MC block (a prefill of a few hundred tokens against a weight matrix),
 //! each packed B panel would serve a single pass of loop 1, so the B block is not packed up
 //! front: each NR panel is packed just before its tiles, from lines prefetched during the
@@ -37,7 +41,7 @@ use crate::error::ShapeError;
 use crate::isa::{self, Isa};
 use blocking::{Blocking, CacheSizes, PanelCache};
 pub(crate) use kernel::GemmKernel;
-use kernel::MAX_TILE;
+use kernel::{AWalk, MAX_TILE};
 use std::fmt;
 
 /// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
@@ -466,6 +470,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
                 s.kernel(
                     kc,
                     a.as_ptr().add(p * stride),
+                    AWalk::packed(mr),
                     b.as_ptr(),
                     c.as_mut_ptr(),
                     nr,
@@ -497,6 +502,47 @@ fn sgemm_generic<S: GemmKernel>(
     ldc: usize,
     accumulate: bool,
 ) {
+    // One instantiation of the loops per walk of A, so that each microkernel knows its strides.
+    let dims = (m, k, n);
+    if reads_a_in_place::<S>(layout, n) {
+        sgemm_loops::<S, true>(
+            s,
+            ws,
+            layout,
+            dims,
+            (a, lda),
+            (b, ldb),
+            (c, ldc),
+            accumulate,
+        )
+    } else {
+        sgemm_loops::<S, false>(
+            s,
+            ws,
+            layout,
+            dims,
+            (a, lda),
+            (b, ldb),
+            (c, ldc),
+            accumulate,
+        )
+    }
+}
+
+/// [`sgemm_generic`] with A read in place (`IN_PLACE`, see [`reads_a_in_place`]) or packed.
+/// The caller has checked the shapes (`shapes_fit`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
+    s: S,
+    ws: &mut GemmScratch,
+    layout: Layout,
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) {
     let Blocking { mr, nr, mc, kc, nc } = ws.blocking;
     assert!(
         (mr, nr) == (S::MR, S::NR),
@@ -519,7 +565,7 @@ fn sgemm_generic<S: GemmKernel>(
     let apack = ws.a.as_mut_slice();
     let bpack = ws.b.as_mut_slice();
     if m <= mc {
-        few_rows(
+        few_rows::<S, IN_PLACE>(
             s,
             layout,
             (m, k, n),
@@ -545,9 +591,10 @@ fn sgemm_generic<S: GemmKernel>(
             // Loop 3 (ic): MC-row blocks of A and C; the packed A block stays in L2 for loops 2–1.
             for ic in (0..m).step_by(mc) {
                 let mcb = mc.min(m - ic);
-                pack::pack_a(s, layout, a, lda, (ic, mcb), (pc, kcb), apack);
+                let panels =
+                    a_panels::<S, IN_PLACE>(s, layout, (a, lda), (ic, mcb), (pc, kcb), apack);
                 let block = &mut c[ic * ldc + jc..];
-                gemm_packed(s, (mcb, kcb, ncb), apack, bpack, block, ldc, acc);
+                gemm_packed(s, (mcb, kcb, ncb), panels, bpack, block, ldc, acc);
             }
         }
     }
@@ -608,7 +655,7 @@ fn pack_b_panels_generic<S: GemmKernel>(
 
 dispatch! {
     /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
-    /// into `ws` and writes its product with the packed B block `bpack` (`ncb` columns, packed
+    /// into `ws` (or reads it in place, as `sgemm` does for a block this narrow) and writes its product with the packed B block `bpack` (`ncb` columns, packed
     /// by [`pack_b_panels`] with the same `kcb`) into `c`, or adds it when `accumulate`. `c`
     /// starts at the block's first element and has row stride `ldc` (at least `ncb`). `mcb` is
     /// at most the scratch's MC, `kcb` at most its KC and more than 0. Panics when a block is not
@@ -673,9 +720,15 @@ fn gemm_block_generic<S: GemmKernel>(
     if mcb == 0 || ncb == 0 {
         return;
     }
-    let apack = ws.a.as_mut_slice();
-    pack::pack_a(s, layout, a, lda, (i0, mcb), (p0, kcb), apack);
-    gemm_packed(s, (mcb, kcb, ncb), apack, bpack, c, ldc, accumulate);
+    let (rows, depths, apack) = ((i0, mcb), (p0, kcb), ws.a.as_mut_slice());
+    // One instantiation per walk of A, as in `sgemm_generic`.
+    if reads_a_in_place::<S>(layout, ncb) {
+        let panels = a_panels::<S, true>(s, layout, (a, lda), rows, depths, apack);
+        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+    } else {
+        let panels = a_panels::<S, false>(s, layout, (a, lda), rows, depths, apack);
+        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+    }
 }
 
 /// The blocking loops when all M rows fit one packed A block (`m <= MC`), as in a prefill of a
@@ -688,7 +741,7 @@ fn gemm_block_generic<S: GemmKernel>(
 /// operations are those of the general loops, so the result is the same, bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn few_rows<S: GemmKernel>(
+fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
     s: S,
     layout: Layout,
     (m, k, n): (usize, usize, usize),
@@ -710,8 +763,8 @@ fn few_rows<S: GemmKernel>(
     let cp = c.as_mut_ptr();
     for pc in (0..k).step_by(kc) {
         let kcb = kc.min(k - pc);
-        pack::pack_a(s, layout, a, lda, (0, m), (pc, kcb), apack);
-        let a_stride = pack::a_panel_stride(kcb, mr);
+        let panels = a_panels::<S, IN_PLACE>(s, layout, (a, lda), (0, m), (pc, kcb), apack);
+        assert!(panels.cover(m, kcb, mr));
         let acc = accumulate || pc > 0;
         // A panel's source is prefetched in steps, a share of them before each tile of the panel
         // before it.
@@ -735,27 +788,104 @@ fn few_rows<S: GemmKernel>(
                     );
                 }
                 let mrb = mr.min(m - ir);
-                let ap = apack[ip * a_stride..].as_ptr();
+                let ap = panels.a[ip * panels.stride..].as_ptr();
                 // SAFETY: tile rows ir..ir+mrb <= m and columns jr..jr+nrb <= n lie inside `c`
-                // (asserted above); A panel ip < tiles holds kcb·MR floats from ip·a_stride and
-                // `panel` kcb·NR, inside the packing buffers (asserted above for any kcb <= kc).
+                // (asserted above); the tile reads rows < mrb of A panel ip to depth kcb, inside
+                // `panels.a` (asserted above), and `panel` holds kcb·NR floats.
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
-                    run_tile(s, kcb, ap, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
+                    let a_tile = (ap, panels.walk);
+                    run_tile(s, kcb, a_tile, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
                 }
             }
         }
     }
 }
 
-/// `C[0..mcb, 0..ncb] (+)= Apacked · Bpacked`: the two inner loops over microkernel tiles.
+/// Whether the blocking loops read A where it lies instead of packing it, for a product `n`
+/// columns wide: where A is row-major (NN, NT) a tile's rows are `lda` apart and its depths
+/// adjacent, which the microkernel walks as it walks a packed panel ([`AWalk`]), and the
+/// transposing pack is saved. The walk costs a little in the k loop, and the pack is paid once
+/// per block of A whatever N is, so A is read in place only for products at most
+/// `A_IN_PLACE_PANELS` B panels wide (768 columns on AVX-512, never on the other paths;
+/// `docs/GEMM.md` has the measurements).
+fn reads_a_in_place<S: GemmKernel>(layout: Layout, n: usize) -> bool {
+    // The constant first: on a path that always packs, the in-place loops are never compiled.
+    S::A_IN_PLACE_PANELS > 0
+        && matches!(layout, Layout::NN | Layout::NT)
+        && n <= S::A_IN_PLACE_PANELS * S::NR
+}
+
+/// The A operand of the block of rows `i0 .. i0+mcb`, depths `p0 .. p0+kcb`, for
+/// [`gemm_packed`]: read in place (`IN_PLACE`, where [`reads_a_in_place`]) or packed into
+/// `apack`.
+#[inline(always)]
+fn a_panels<'a, S: GemmKernel, const IN_PLACE: bool>(
+    s: S,
+    layout: Layout,
+    (a, lda): (&'a [f32], usize),
+    (i0, mcb): (usize, usize),
+    (p0, kcb): (usize, usize),
+    apack: &'a mut [f32],
+) -> APanels<'a> {
+    if IN_PLACE {
+        APanels {
+            a: &a[i0 * lda + p0..],
+            // Saturating: a single panel (the only one whose stride could overflow) never uses it.
+            stride: S::MR.saturating_mul(lda),
+            walk: AWalk::rows(lda),
+        }
+    } else {
+        pack::pack_a(s, layout, a, lda, (i0, mcb), (p0, kcb), apack);
+        APanels::packed(apack, kcb, S::MR)
+    }
+}
+
+/// The A operand of a block of tiles: the panel of rows `ip·MR ..` starts at `a[ip · stride]`
+/// and is walked by `walk`; packed (`pack::pack_a`, `walk` = [`AWalk::packed`]) or read in
+/// place from a row-major A (`stride` = MR · lda, `walk` = [`AWalk::rows`]).
+#[derive(Clone, Copy)]
+struct APanels<'a> {
+    a: &'a [f32],
+    stride: usize,
+    walk: AWalk,
+}
+
+impl<'a> APanels<'a> {
+    /// Panels packed by `pack::pack_a` with depth `kcb`.
+    fn packed(apack: &'a [f32], kcb: usize, mr: usize) -> APanels<'a> {
+        let stride = pack::a_panel_stride(kcb, mr);
+        let walk = AWalk::packed(mr);
+        APanels {
+            a: apack,
+            stride,
+            walk,
+        }
+    }
+
+    /// Whether rows `0..rows` and depths `0..kcb` of the block lie inside `a`: the last float
+    /// read is `(ip·stride) + (r·rs) + (kcb-1)·cs` for the last panel `ip` and its last row `r`
+    /// (the tiles read only their own rows; a packed panel's rows past the block are padding).
+    fn cover(&self, rows: usize, kcb: usize, mr: usize) -> bool {
+        let last_panel = (rows - 1) / mr;
+        let last_row = (rows - 1) % mr;
+        let last = last_panel
+            .checked_mul(self.stride)
+            .zip(last_row.checked_mul(self.walk.rs))
+            .zip((kcb - 1).checked_mul(self.walk.cs))
+            .and_then(|((p, r), d)| p.checked_add(r)?.checked_add(d));
+        last.is_some_and(|last| last < self.a.len())
+    }
+}
+
+/// `C[0..mcb, 0..ncb] (+)= A · Bpacked`: the two inner loops over microkernel tiles.
 ///
 /// `c` starts at the block's first element and spans `(mcb-1)·ldc + ncb` floats.
 #[inline(always)]
 fn gemm_packed<S: GemmKernel>(
     s: S,
     (mcb, kcb, ncb): (usize, usize, usize),
-    apack: &[f32], // [ceil(mcb/MR)] panels of [kcb][MR], pack::a_panel_stride apart
+    a: APanels,    // [ceil(mcb/MR)] panels of [kcb][MR], a.stride apart, walked by a.walk
     bpack: &[f32], // [ceil(ncb/NR)][kcb][NR]
     c: &mut [f32], // [mcb][ldc]
     ldc: usize,
@@ -764,10 +894,8 @@ fn gemm_packed<S: GemmKernel>(
     let (mr, nr) = (S::MR, S::NR);
     // Checked: these guard the raw tile pointers below.
     assert!(
-        a_panels_len(mcb, kcb, mr).is_some_and(|need| apack.len() >= need)
-            && panels_len(ncb, kcb, nr).is_some_and(|need| bpack.len() >= need)
+        a.cover(mcb, kcb, mr) && panels_len(ncb, kcb, nr).is_some_and(|need| bpack.len() >= need)
     );
-    let a_stride = pack::a_panel_stride(kcb, mr);
     assert!(span(mcb, ncb, ldc).is_some_and(|need| c.len() >= need));
     let c = c.as_mut_ptr();
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
@@ -775,15 +903,16 @@ fn gemm_packed<S: GemmKernel>(
     for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
         let nrb = nr.min(ncb - jr);
         let bp = bpack[jp * kcb * nr..].as_ptr();
-        // Loop 1 (ir): MR-row panels of packed A, streamed from L2.
+        // Loop 1 (ir): MR-row panels of A, streamed from L2.
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
-            let ap = apack[ip * a_stride..].as_ptr();
+            let ap = a.a[ip * a.stride..].as_ptr();
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
-            // `c`'s span (asserted above); the packed panels hold kcb·MR and kcb·NR floats.
+            // `c`'s span (asserted above); the tile reads rows < mrb of its A panel to depth kcb,
+            // inside `a` (asserted above), and the packed B panel holds kcb·NR floats.
             unsafe {
                 let ct = c.add(ir * ldc + jr);
-                run_tile(s, kcb, ap, bp, (ct, ldc), (mrb, nrb), accumulate);
+                run_tile(s, kcb, (ap, a.walk), bp, (ct, ldc), (mrb, nrb), accumulate);
             }
         }
     }
@@ -799,7 +928,7 @@ fn gemm_packed<S: GemmKernel>(
 unsafe fn run_tile<S: GemmKernel>(
     s: S,
     kcb: usize,
-    ap: *const f32,
+    (ap, aw): (*const f32, AWalk),
     bp: *const f32,
     (c, ldc): (*mut f32, usize),
     (mrb, nrb): (usize, usize),
@@ -809,14 +938,14 @@ unsafe fn run_tile<S: GemmKernel>(
     unsafe {
         if nrb < S::NR {
             if mrb == S::MR && nrb % S::LANES == 0 {
-                s.kernel_cols(nrb / S::LANES, kcb, ap, bp, c, ldc, accumulate);
+                s.kernel_cols(nrb / S::LANES, kcb, ap, aw, bp, c, ldc, accumulate);
             } else {
-                edge_tile(s, kcb, ap, bp, (c, ldc), (mrb, nrb), accumulate);
+                edge_tile(s, kcb, (ap, aw), bp, (c, ldc), (mrb, nrb), accumulate);
             }
         } else if mrb < S::MR {
-            s.kernel_rows(mrb, kcb, ap, bp, c, ldc, accumulate);
+            s.kernel_rows(mrb, kcb, ap, aw, bp, c, ldc, accumulate);
         } else {
-            s.kernel(kcb, ap, bp, c, ldc, accumulate);
+            s.kernel(kcb, ap, aw, bp, c, ldc, accumulate);
         }
     }
 }
@@ -830,7 +959,7 @@ unsafe fn run_tile<S: GemmKernel>(
 unsafe fn edge_tile<S: GemmKernel>(
     s: S,
     kcb: usize,
-    ap: *const f32,
+    (ap, aw): (*const f32, AWalk),
     bp: *const f32,
     (c, ldc): (*mut f32, usize),
     (mrb, nrb): (usize, usize),
@@ -840,8 +969,16 @@ unsafe fn edge_tile<S: GemmKernel>(
     struct Tile([f32; MAX_TILE]);
     let mut tile = Tile([0.0; MAX_TILE]); // [MR][NR]
     debug_assert!(S::MR * S::NR <= MAX_TILE);
-    // SAFETY: the tile holds MR rows of NR floats (MR·NR <= MAX_TILE); the panels are the caller's.
-    unsafe { s.kernel(kcb, ap, bp, tile.0.as_mut_ptr(), S::NR, false) };
+    let t = tile.0.as_mut_ptr();
+    // SAFETY: the tile holds MR rows of NR floats (MR·NR <= MAX_TILE); the panels are the
+    // caller's, and only the tile's `mrb` rows of A are read.
+    unsafe {
+        if mrb < S::MR {
+            s.kernel_rows(mrb, kcb, ap, aw, bp, t, S::NR, false);
+        } else {
+            s.kernel(kcb, ap, aw, bp, t, S::NR, false);
+        }
+    }
     for r in 0..mrb {
         let src = &tile.0[r * S::NR..][..nrb];
         // SAFETY: the caller guarantees row r < mrb of C has nrb valid floats.
