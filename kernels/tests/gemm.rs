@@ -239,28 +239,39 @@ fn sgemm_runs_every_blocking_loop_more_than_once() {
 /// K = 1023 the first (512) but not the second (511); with KC = 513, K = 1024 pads slices
 /// shallower than KC whose own panels at KC would not be padded, so the buffer, sized for KC,
 /// must hold the padded panels too. Rows past MC (the blocked loops) and within it (`few_rows`),
-/// each layout.
+/// each layout. The AVX-512 path reads a row-major A (NN, NT) in place for products up to 16 B
+/// panels wide, so those layouts also run once wider (fewer rows: the oracle is slow in debug).
 #[test]
 #[cfg_attr(miri, ignore = "K slices of 512 are too deep to interpret")]
 fn sgemm_with_padded_a_panels_matches_the_oracle() {
     let mut rng = rng(14);
-    let mr = GemmScratch::with_blocks(1, 1, 1).blocking().mr;
+    let b = GemmScratch::with_blocks(1, 1, 1).blocking();
+    let mr = b.mr;
+    let mut cases = Vec::new();
     for (kc, k) in [(512, 1024), (512, 1023), (513, 1024)] {
-        let mut ws = GemmScratch::with_blocks(3 * mr, kc, 64);
-        assert_eq!(gemm::k_slice(k, ws.blocking().kc), 512);
         for m in [7 * mr + 2, 2 * mr + 1] {
             for layout in Layout::ALL {
-                let case = Case {
-                    layout,
-                    m,
-                    k,
-                    n: 70,
-                    pad: 1,
-                    off: 2,
-                };
-                case.check(&mut rng, &mut ws, true);
+                cases.push((kc, k, m, layout, 70));
             }
         }
+    }
+    for m in [3 * mr + 2, 2 * mr + 1] {
+        for layout in [Layout::NN, Layout::NT] {
+            cases.push((512, 1024, m, layout, 16 * b.nr + 22));
+        }
+    }
+    for (kc, k, m, layout, n) in cases {
+        let mut ws = GemmScratch::with_blocks(3 * mr, kc, 64);
+        assert_eq!(gemm::k_slice(k, ws.blocking().kc), 512);
+        let case = Case {
+            layout,
+            m,
+            k,
+            n,
+            pad: 1,
+            off: 2,
+        };
+        case.check(&mut rng, &mut ws, true);
     }
 }
 
@@ -312,15 +323,15 @@ fn sgemm_gives_the_same_bits_with_one_or_many_row_blocks() {
 fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
     let mut rng = rng(31);
     let nr = GemmScratch::with_blocks(1, 1, 1).blocking().nr;
-    // Wider than 16 panels on every path, and a ragged last panel; under Miri one panel more
-    // than 16 on the widest tile, a shallow K and few rows.
-    let (m_many, k, narrow, wide) = if cfg!(miri) {
-        (11, 3, 5, 17 * 48 + 5)
+    // Wider than 16 panels on every path, and a ragged last panel; under Miri 17 whole panels of
+    // the widest tile and a ragged one, a shallow K in two slices, and few rows (past MC = MR).
+    let (m_many, k, narrow, wide, (mc, kc)) = if cfg!(miri) {
+        (11, 3, 5, 17 * 48 + 5, (1, 2))
     } else {
-        (53, 70, 83, 16 * nr + 83)
+        (53, 70, 83, 16 * nr + 83, (12, 24))
     };
     for (mut ws, m) in [
-        (GemmScratch::with_blocks(12, 24, 2 * nr), m_many),
+        (GemmScratch::with_blocks(mc, kc, 2 * nr), m_many),
         (GemmScratch::new(), 13),
     ] {
         for layout in [Layout::NN, Layout::NT] {
@@ -336,15 +347,8 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
             let (ar, ac) = layout.a_dims(m, k);
             let (br, bc) = layout.b_dims(k, wide);
             let a = random_vec(&mut rng, ar * ac);
+            // The narrow product's B is the wide one's first `narrow` columns, at the same stride.
             let b = random_vec(&mut rng, br * bc);
-            // The narrow product's B: the wide one's first `narrow` columns, as stored.
-            let b_narrow: Vec<f32> = match layout {
-                Layout::NT => b[..narrow * k].to_vec(),
-                _ => (0..k)
-                    .flat_map(|p| b[p * wide..][..narrow].to_vec())
-                    .collect(),
-            };
-            let ldb_narrow = layout.b_dims(k, narrow).1;
             let c0 = random_vec(&mut rng, m * wide);
             for accumulate in [false, true] {
                 let mut c_wide = c0.clone();
@@ -373,8 +377,8 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
                     narrow,
                     &a,
                     ac,
-                    &b_narrow,
-                    ldb_narrow,
+                    &b,
+                    bc,
                     &mut c_narrow,
                     wide,
                     accumulate,
@@ -403,17 +407,23 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
 #[test]
 fn gemm_in_parts_gives_the_bits_of_sgemm() {
     let mut rng = rng(21);
-    // NC of several panels, so each B block is packed as two non-empty runs.
     let nr = GemmScratch::with_blocks(1, 1, 1).blocking().nr;
-    let (kc, nc) = if cfg!(miri) {
-        (3, 2 * nr)
-    } else {
-        (24, 4 * nr)
-    };
+    // NC of several panels, so each B block is packed as two non-empty runs; and of 17 panels,
+    // past the 16 up to which the AVX-512 path reads a row-major A in place: there `gemm_block`
+    // packs A for the full blocks and reads it in place for the narrow last one, while `sgemm`,
+    // deciding for all of N, packs it throughout.
+    let narrow = if cfg!(miri) { 2 } else { 4 };
+    for nc in [narrow * nr, 17 * nr] {
+        gemm_in_parts_with_blocks_of(&mut rng, nc);
+    }
+}
+
+fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
+    let kc = if cfg!(miri) { 3 } else { 24 };
     let mut ws = GemmScratch::with_blocks(1, kc, nc);
     let b = ws.blocking();
     let (m, k, n) = if cfg!(miri) {
-        (3 * b.mr + 2, 7, b.nr + 5)
+        (3 * b.mr + 2, 7, b.nc + b.nr + 5)
     } else {
         (5 * b.mr + 4, 70, 2 * b.nc + 2 * b.nr + 7)
     };
@@ -421,10 +431,10 @@ fn gemm_in_parts_gives_the_bits_of_sgemm() {
     for layout in Layout::ALL {
         let (ar, ac) = layout.a_dims(m, k);
         let (br, bc) = layout.b_dims(k, n);
-        let a = random_vec(&mut rng, ar * ac);
-        let bm = random_vec(&mut rng, br * bc);
+        let a = random_vec(rng, ar * ac);
+        let bm = random_vec(rng, br * bc);
         let ldc = n + 3;
-        let c0 = random_vec(&mut rng, m * ldc);
+        let c0 = random_vec(rng, m * ldc);
         for accumulate in [false, true] {
             let mut want = c0.clone();
             let mut one = GemmScratch::with_blocks(1, kc, nc);

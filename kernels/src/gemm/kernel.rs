@@ -26,7 +26,7 @@ pub(crate) const MAX_TILE: usize = 9 * 48;
 
 /// Where the microkernel finds its A panel's values: A(r, p), row `r` of the tile at depth `p`,
 /// at `a[r·rs + p·cs]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(crate) struct AWalk {
     /// Floats from one row of the tile to the next.
     pub rs: usize,
@@ -62,9 +62,10 @@ pub(crate) trait GemmKernel: Simd {
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.
     ///
     /// # Safety
-    /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc` (a
-    /// packed panel: `kc · MR` floats), `b` holds `kc · NR` floats (row `p` at `b[p·NR..]`), and
-    /// `c` is valid for reading and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`.
+    /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc`, and
+    /// `a + kc·aw.cs` stays inside its allocation or one past it (a packed panel: `kc · MR`
+    /// floats); `b` holds `kc · NR` floats (row `p` at `b[p·NR..]`), and `c` is valid for reading
+    /// and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         self,
@@ -81,7 +82,8 @@ pub(crate) trait GemmKernel: Simd {
     /// operations as [`GemmKernel::kernel`] on those rows, without the work of the padding rows.
     ///
     /// # Safety
-    /// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < rows`.
+    /// As [`GemmKernel::kernel`], except that A (walked by `aw`) and `c` need only be valid for
+    /// rows `r < rows`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_rows(
         self,
@@ -139,12 +141,16 @@ pub(crate) trait GemmKernel: Simd {
     }
 }
 
-/// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache `$panel`,
-/// A read in place for products up to `$in_place` B panels wide, and its [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]:
-/// the microkernel instantiated for the full tile, for each row count `$r` below it and for each
+/// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache
+/// `$panel`, A read in place for blocks of C up to `$in_place` B panels wide, and its
+/// [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the
+/// microkernel instantiated for the full tile, for each row count `$r` below it and for each
 /// vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
-    ($mr:literal, $nv:literal, $panel:ident, $in_place:literal, [$($r:literal)*], [$($v:literal)*]) => {
+    (
+        $mr:literal, $nv:literal, $panel:ident, $in_place:literal,
+        [$($r:literal)*], [$($v:literal)*]
+    ) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
         const B_PANEL: PanelCache = PanelCache::$panel;
@@ -177,10 +183,12 @@ macro_rules! tile_kernels {
             ldc: usize,
             acc: bool,
         ) {
-            // SAFETY: forwarded caller contract, for the rows the caller says C has.
+            // SAFETY: forwarded caller contract, for the rows the caller says A and C have.
             unsafe {
                 match rows {
-                    $($r => kernel_generic::<Self, $r, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc),)*
+                    $($r => {
+                        kernel_generic::<Self, $r, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc)
+                    })*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
                 }
             }
@@ -406,7 +414,8 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize>(
     }
     let mut acc = [[s.zero(); NV]; R];
     let AWalk { rs, cs } = aw;
-    // SAFETY: the loops advance `a` by cs and `b` by ldb exactly `kc` times, inside the panels.
+    // SAFETY: the loops advance `a` by cs and `b` by ldb exactly `kc` times, inside the panels
+    // (or to one past them: the caller's contract bounds `a + kc·cs`).
     unsafe {
         for _ in 0..kc / 4 {
             rank1::<S, R, NV>(s, &mut acc, a, rs, b);

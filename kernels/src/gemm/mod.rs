@@ -21,8 +21,8 @@
 //! front: each NR panel is packed just before its tiles, from lines prefetched during the
 //! previous panel's tiles (`few_rows`), with the same tiles and the same result.
 //!
-//! The three layouts differ only in how A and B are read while packing (`pack.rs`), so one
-//! microkernel per ISA (`kernel.rs`) serves them all. Block sizes come from the detected cache
+//! The three layouts differ only in how A and B are read while packing (`pack.rs`), and in
+//! which can read A in place, so one microkernel per ISA (`kernel.rs`) serves them all. Block sizes come from the detected cache
 //! sizes ([`blocking`]); the packing buffers live in a caller-owned [`GemmScratch`] allocated once,
 //! so [`sgemm`] never allocates.
 //!
@@ -655,7 +655,8 @@ fn pack_b_panels_generic<S: GemmKernel>(
 
 dispatch! {
     /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
-    /// into `ws` (or reads it in place, as `sgemm` does for a block this narrow) and writes its product with the packed B block `bpack` (`ncb` columns, packed
+    /// into `ws` (or, for an NN or NT block at most `A_IN_PLACE_PANELS` B panels wide, reads it
+    /// in place) and writes its product with the packed B block `bpack` (`ncb` columns, packed
     /// by [`pack_b_panels`] with the same `kcb`) into `c`, or adds it when `accumulate`. `c`
     /// starts at the block's first element and has row stride `ldc` (at least `ncb`). `mcb` is
     /// at most the scratch's MC, `kcb` at most its KC and more than 0. Panics when a block is not
@@ -810,7 +811,8 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
 /// `A_IN_PLACE_PANELS` B panels wide (768 columns on AVX-512, never on the other paths;
 /// `docs/GEMM.md` has the measurements).
 fn reads_a_in_place<S: GemmKernel>(layout: Layout, n: usize) -> bool {
-    // The constant first: on a path that always packs, the in-place loops are never compiled.
+    // A constant 0 makes this false at compile time: a path that always packs has its in-place
+    // loops optimised out.
     S::A_IN_PLACE_PANELS > 0
         && matches!(layout, Layout::NN | Layout::NT)
         && n <= S::A_IN_PLACE_PANELS * S::NR
@@ -829,6 +831,7 @@ fn a_panels<'a, S: GemmKernel, const IN_PLACE: bool>(
     apack: &'a mut [f32],
 ) -> APanels<'a> {
     if IN_PLACE {
+        debug_assert!(matches!(layout, Layout::NN | Layout::NT));
         APanels {
             a: &a[i0 * lda + p0..],
             // Saturating: a single panel (the only one whose stride could overflow) never uses it.
@@ -863,18 +866,24 @@ impl<'a> APanels<'a> {
         }
     }
 
-    /// Whether rows `0..rows` and depths `0..kcb` of the block lie inside `a`: the last float
-    /// read is `(ip·stride) + (r·rs) + (kcb-1)·cs` for the last panel `ip` and its last row `r`
-    /// (the tiles read only their own rows; a packed panel's rows past the block are padding).
+    /// Whether the tiles of rows `0..rows`, depths `0..kcb` (both more than 0) stay inside `a`:
+    /// the last float read, `ip·stride + r·rs + (kcb-1)·cs` for the last panel `ip` and its last
+    /// row `r` (the tiles read only their own rows; a packed panel's rows past the block are
+    /// padding), lies inside, and the walk's end, `ip·stride + kcb·cs`, at most one past it.
     fn cover(&self, rows: usize, kcb: usize, mr: usize) -> bool {
-        let last_panel = (rows - 1) / mr;
-        let last_row = (rows - 1) % mr;
-        let last = last_panel
-            .checked_mul(self.stride)
-            .zip(last_row.checked_mul(self.walk.rs))
+        if rows == 0 || kcb == 0 {
+            return false;
+        }
+        let start = ((rows - 1) / mr).checked_mul(self.stride);
+        let row = ((rows - 1) % mr).checked_mul(self.walk.rs);
+        let last = start
+            .zip(row)
             .zip((kcb - 1).checked_mul(self.walk.cs))
             .and_then(|((p, r), d)| p.checked_add(r)?.checked_add(d));
-        last.is_some_and(|last| last < self.a.len())
+        let end = start
+            .zip(kcb.checked_mul(self.walk.cs))
+            .and_then(|(p, d)| p.checked_add(d));
+        last.is_some_and(|last| last < self.a.len()) && end.is_some_and(|end| end <= self.a.len())
     }
 }
 
@@ -885,7 +894,7 @@ impl<'a> APanels<'a> {
 fn gemm_packed<S: GemmKernel>(
     s: S,
     (mcb, kcb, ncb): (usize, usize, usize),
-    a: APanels,    // [ceil(mcb/MR)] panels of [kcb][MR], a.stride apart, walked by a.walk
+    a: APanels, // [ceil(mcb/MR)] panels, a.stride apart: packed [kcb][MR], or rows lda apart
     bpack: &[f32], // [ceil(ncb/NR)][kcb][NR]
     c: &mut [f32], // [mcb][ldc]
     ldc: usize,
@@ -923,7 +932,8 @@ fn gemm_packed<S: GemmKernel>(
 /// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
+/// As [`GemmKernel::kernel`], except that A (walked by `aw`) need only be valid for rows
+/// `r < mrb`, and `c` for rows `r < mrb`, columns `< nrb`.
 #[inline(always)]
 unsafe fn run_tile<S: GemmKernel>(
     s: S,
@@ -950,11 +960,13 @@ unsafe fn run_tile<S: GemmKernel>(
     }
 }
 
-/// A tile cut by the block's last columns (`nrb < NR`): the microkernel writes a full tile on the
-/// stack, and only its `mrb × nrb` corner is written (or added) to C.
+/// A tile cut by the block's last columns (`nrb < NR`): the microkernel for the tile's `mrb`
+/// rows writes them whole on the stack, and only their first `nrb` columns are written (or added)
+/// to C.
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`], except that `c` need only be valid for rows `r < mrb`, columns `< nrb`.
+/// As [`GemmKernel::kernel`], except that A (walked by `aw`) need only be valid for rows
+/// `r < mrb`, and `c` for rows `r < mrb`, columns `< nrb`.
 #[inline(always)]
 unsafe fn edge_tile<S: GemmKernel>(
     s: S,
@@ -970,8 +982,8 @@ unsafe fn edge_tile<S: GemmKernel>(
     let mut tile = Tile([0.0; MAX_TILE]); // [MR][NR]
     debug_assert!(S::MR * S::NR <= MAX_TILE);
     let t = tile.0.as_mut_ptr();
-    // SAFETY: the tile holds MR rows of NR floats (MR·NR <= MAX_TILE); the panels are the
-    // caller's, and only the tile's `mrb` rows of A are read.
+    // SAFETY: the tile holds MR rows of NR floats (MR·NR <= MAX_TILE); A's rows r < mrb and
+    // the B panel are valid (the caller's contract), and only those rows of A are read.
     unsafe {
         if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, t, S::NR, false);
@@ -1030,5 +1042,29 @@ pub mod oracle {
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{reads_a_in_place, Layout};
+
+    /// The widths `kernels/tests/gemm.rs` relies on: on the AVX-512 tile a block 83 columns wide
+    /// reads a row-major A in place and one of 16 panels and 83 columns packs it; TN and the
+    /// paths that always pack never read it in place.
+    #[test]
+    fn a_is_read_in_place_only_for_narrow_row_major_blocks() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::simd::Avx512;
+            for layout in [Layout::NN, Layout::NT] {
+                assert!(reads_a_in_place::<Avx512>(layout, 83));
+                assert!(!reads_a_in_place::<Avx512>(layout, 16 * 48 + 83));
+            }
+            assert!(!reads_a_in_place::<Avx512>(Layout::TN, 83));
+            assert!(!reads_a_in_place::<crate::simd::Avx2>(Layout::NN, 83));
+        }
+        assert!(!reads_a_in_place::<crate::simd::Scalar>(Layout::NN, 83));
+        assert!(!reads_a_in_place::<crate::simd::Portable>(Layout::NN, 83));
     }
 }

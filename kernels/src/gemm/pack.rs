@@ -3,8 +3,9 @@
 //! A packed block is a run of panels, each `kc · t` floats for a tile width `t` (MR for A, NR for
 //! B), back to back for B and [`a_panel_stride`] apart for A: element `(p, x)` of a panel (depth
 //! `p`, position `x` across the tile) sits at `p · t + x`.
-//! A panel narrower than `t` (the block's edge) is padded with zeros, so the microkernel always
-//! runs on full tiles. Every layout is handled here, which is why one microkernel serves NN, NT
+//! A panel narrower than `t` (the block's edge) is padded with zeros: the full microkernel of an
+//! edge tile reads all NR columns of its B panel. (A's padding rows are zeroed too but not read:
+//! a tile cut by the block's last rows runs the kernel for its rows.) Every layout is handled here, which is why one microkernel serves NN, NT
 //! and TN: a block whose tile direction runs along memory is copied ([`pack_direct`]); one whose
 //! tile direction runs across memory rows is transposed ([`copy_transposed`]).
 
