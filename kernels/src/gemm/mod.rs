@@ -503,29 +503,11 @@ fn sgemm_generic<S: GemmKernel>(
     accumulate: bool,
 ) {
     // One instantiation of the loops per walk of A, so that each microkernel knows its strides.
-    let dims = (m, k, n);
+    let (dims, a, b, c) = ((m, k, n), (a, lda), (b, ldb), (c, ldc));
     if reads_a_in_place::<S>(layout, n) {
-        sgemm_loops::<S, true>(
-            s,
-            ws,
-            layout,
-            dims,
-            (a, lda),
-            (b, ldb),
-            (c, ldc),
-            accumulate,
-        )
+        sgemm_loops::<S, true>(s, ws, layout, dims, a, b, c, accumulate)
     } else {
-        sgemm_loops::<S, false>(
-            s,
-            ws,
-            layout,
-            dims,
-            (a, lda),
-            (b, ldb),
-            (c, ldc),
-            accumulate,
-        )
+        sgemm_loops::<S, false>(s, ws, layout, dims, a, b, c, accumulate)
     }
 }
 
