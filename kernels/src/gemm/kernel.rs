@@ -54,9 +54,9 @@ pub(crate) trait GemmKernel: Simd {
     const NR: usize;
     /// The cache this path's KC × NR B micro-panel is sized for.
     const B_PANEL: PanelCache;
-    /// A product whose C is at most this many NR-column panels wide reads a row-major A (NN,
-    /// NT) in place ([`AWalk::rows`]) instead of packing it; 0 packs it always. The pack costs
-    /// the same whatever N is, and pays back only when many B panels reuse it.
+    /// A block of C at most this many NR-column panels wide reads a row-major A (NN, NT) in
+    /// place ([`AWalk::rows`]) instead of packing it; 0 packs it always. The pack costs the
+    /// same whatever N is, and pays back only when many B panels reuse it.
     const A_IN_PLACE_PANELS: usize;
 
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.

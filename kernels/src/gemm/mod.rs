@@ -22,9 +22,9 @@
 //! previous panel's tiles (`few_rows`), with the same tiles and the same result.
 //!
 //! The three layouts differ only in how A and B are read while packing (`pack.rs`), and in
-//! which can read A in place, so one microkernel per ISA (`kernel.rs`) serves them all. Block sizes come from the detected cache
-//! sizes ([`blocking`]); the packing buffers live in a caller-owned [`GemmScratch`] allocated once,
-//! so [`sgemm`] never allocates.
+//! which can read A in place, so one microkernel per ISA (`kernel.rs`) serves them all. Block
+//! sizes come from the detected cache sizes ([`blocking`]); the packing buffers live in a
+//! caller-owned [`GemmScratch`] allocated once, so [`sgemm`] never allocates.
 //!
 //! Shapes: A is M × K, B is K × N, C is M × N; `lda`, `ldb`, `ldc` are the row strides of the
 //! matrices *as stored* (so a sub-matrix of a larger row-major buffer is passed as its first
@@ -785,13 +785,13 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
     }
 }
 
-/// Whether the blocking loops read A where it lies instead of packing it, for a product `n`
-/// columns wide: where A is row-major (NN, NT) a tile's rows are `lda` apart and its depths
-/// adjacent, which the microkernel walks as it walks a packed panel ([`AWalk`]), and the
-/// transposing pack is saved. The walk costs a little in the k loop, and the pack is paid once
-/// per block of A whatever N is, so A is read in place only for products at most
-/// `A_IN_PLACE_PANELS` B panels wide (768 columns on AVX-512, never on the other paths;
-/// `docs/GEMM.md` has the measurements).
+/// Whether the blocking loops read A where it lies instead of packing it, for a block of C `n`
+/// columns wide (the whole product in `sgemm`, one NC block in `gemm_block`): where A is
+/// row-major (NN, NT) a tile's rows are `lda` apart and its depths adjacent, which the
+/// microkernel walks as it walks a packed panel ([`AWalk`]), and the transposing pack is saved.
+/// The walk costs a little in the k loop, and the pack is paid once per block of A whatever N
+/// is, so A is read in place only for blocks at most `A_IN_PLACE_PANELS` B panels wide (768
+/// columns on AVX-512, never on the other paths; `docs/GEMM.md` has the measurements).
 fn reads_a_in_place<S: GemmKernel>(layout: Layout, n: usize) -> bool {
     // A constant 0 makes this false at compile time: a path that always packs has its in-place
     // loops optimised out.

@@ -5,9 +5,10 @@
 //! `p`, position `x` across the tile) sits at `p · t + x`.
 //! A panel narrower than `t` (the block's edge) is padded with zeros: the full microkernel of an
 //! edge tile reads all NR columns of its B panel. (A's padding rows are zeroed too but not read:
-//! a tile cut by the block's last rows runs the kernel for its rows.) Every layout is handled here, which is why one microkernel serves NN, NT
-//! and TN: a block whose tile direction runs along memory is copied ([`pack_direct`]); one whose
-//! tile direction runs across memory rows is transposed ([`copy_transposed`]).
+//! a tile cut by the block's last rows runs the kernel for its rows.) Every layout is handled
+//! here, which is why one microkernel serves NN, NT and TN: a block whose tile direction runs
+//! along memory is copied ([`pack_direct`]); one whose tile direction runs across memory rows is
+//! transposed ([`copy_transposed`]).
 
 use super::kernel::GemmKernel;
 use super::Layout;
