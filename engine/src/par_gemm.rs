@@ -507,9 +507,10 @@ impl SharedJob<'_> {
         c: CPtr,
     ) {
         let (m, k, n) = self.shape;
-        let Blocking { mr, nr, mc, kc, nc } = self.blocking;
+        let Blocking { mr, nr, mc, kc, .. } = self.blocking;
         let (layout, (a, lda), (b, ldb), ldc) = (self.layout, self.a, self.b, self.ldc);
-        let kc = gemm::k_slice(k, kc);
+        // The K slices and balanced NC blocks of `sgemm`.
+        let (kc, nc) = (gemm::k_slice(k, kc), self.blocking.nc_for(n));
         // Worker v's rows are `split(m, mr, nw, v)`, as in a row split's grid (the shares
         // differ by at most one MR panel), cut into `per` blocks of whole panels, each at most
         // MC rows: `per` MC blocks hold the largest share.

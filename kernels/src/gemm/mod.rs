@@ -525,7 +525,7 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
     (c, ldc): (&mut [f32], usize),
     accumulate: bool,
 ) {
-    let Blocking { mr, nr, mc, kc, nc } = ws.blocking;
+    let Blocking { mr, nr, mc, kc, .. } = ws.blocking;
     assert!(
         (mr, nr) == (S::MR, S::NR),
         "GemmScratch was sized for a {mr}×{nr} tile but the active path uses {}×{}",
@@ -561,7 +561,8 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
         );
         return;
     }
-    // Loop 5 (jc): NC-column blocks of B and C.
+    let nc = ws.blocking.nc_for(n);
+    // Loop 5 (jc): NC-column blocks of B and C, balanced (`Blocking::nc_for`).
     for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
         // Loop 4 (pc): KC-deep slices of K; the packed B block stays in L3 for all of loop 3.
