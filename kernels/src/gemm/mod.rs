@@ -561,7 +561,7 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
         );
         return;
     }
-    let nc = ws.blocking.nc_for(n);
+    let (mc, nc) = (ws.blocking.mc_for(m), ws.blocking.nc_for(n));
     // Loop 5 (jc): NC-column blocks of B and C, balanced (`Blocking::nc_for`).
     for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
