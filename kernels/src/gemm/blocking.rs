@@ -124,20 +124,19 @@ impl Blocking {
         Blocking { mr, nr, mc, kc, nc }
     }
 
-    /// The width of the NC-column blocks that a product `n` columns wide is cut into: as few
-    /// blocks as NC allows, equally wide up to the rounding to whole NR panels (the last block
-    /// takes the rest). Cut at NC, a width a little above it left a sliver (4096×768×2304:
-    /// 2016 + 288 columns) whose rows of A were packed for six B panels only; two blocks of
-    /// 1152 ran 6–8 % faster on one core. The number of blocks, and so every cost that goes
-    /// with it, is that of cutting at NC.
+    /// The width of the NC-column blocks that a product `n` columns wide is cut into: as many
+    /// blocks as cutting at NC gives (and so every cost that goes with their number), equally
+    /// wide up to the rounding to whole NR panels, the last taking the rest. Cut at NC, a width
+    /// a little above it left a sliver (2304 = 2016 + 288 columns) whose rows of A were packed
+    /// for a few B panels only; `docs/GEMM.md` has the measurements.
     pub fn nc_for(&self, n: usize) -> usize {
         balanced(n, self.nc, self.nr)
     }
 
-    /// The height of the MC-row blocks that `m` rows are cut into, balanced as [`Self::nc_for`]
-    /// balances columns: 1024 rows at MC = 252 make four blocks of 207 and one of 196, not four
-    /// of 252 and one of 16, whose B panels each served two tiles after their wait on L3
-    /// (1024³ 1–2 % faster on one core).
+    /// The height of the MC-row blocks that `m` rows are cut into, as [`Self::nc_for`] cuts
+    /// columns. On the AVX-512 tile (MR = 9, MC = 252) 1024 rows make four blocks of 207 and one
+    /// of 196, not four of 252 and a sliver of 16 whose B panels each served two tiles after
+    /// their wait on L3.
     pub fn mc_for(&self, m: usize) -> usize {
         balanced(m, self.mc, self.mr)
     }
@@ -218,10 +217,6 @@ mod tests {
     #[test]
     fn blocks_are_balanced() {
         let b = Blocking::custom(9, 48, 252, 1024, 2016);
-        assert_eq!(
-            (b.mc_for(1024), b.mc_for(252), b.mc_for(253)),
-            (207, 252, 135)
-        );
         // One block where NC suffices, the width rounded up to whole panels.
         assert_eq!(b.nc_for(1), 48);
         assert_eq!(b.nc_for(768), 768);
@@ -230,14 +225,34 @@ mod tests {
         // Two blocks of 1152, not 2016 + 288; two of 1536, not 2016 + 1056.
         assert_eq!(b.nc_for(2304), 1152);
         assert_eq!(b.nc_for(3072), 1536);
-        // As many blocks as cutting at NC gives, never wider than NC.
-        for n in 1..20_000 {
-            let w = b.nc_for(n);
-            assert!(w <= b.nc && w.is_multiple_of(b.nr), "n = {n}: width {w}");
-            assert_eq!(n.div_ceil(w), n.div_ceil(b.nc), "n = {n}: width {w}");
-            let h = b.mc_for(n);
-            assert!(h <= b.mc && h.is_multiple_of(b.mr), "m = {n}: height {h}");
-            assert_eq!(n.div_ceil(h), n.div_ceil(b.mc), "m = {n}: height {h}");
+        // Four blocks of 207 rows and one of 196, not four of 252 and one of 16.
+        assert_eq!(
+            (b.mc_for(1024), b.mc_for(252), b.mc_for(253)),
+            (207, 252, 135)
+        );
+        // Every length, on this tile and on one whose blocks `custom` rounds (MC 20 → 24,
+        // NC 40 → 48): as many blocks as cutting at the block size gives, none larger than it,
+        // whole panels, and balanced: one panel less each would not cover the length.
+        let small = Blocking::custom(6, 16, 20, 64, 40);
+        let lens: usize = if cfg!(miri) { 300 } else { 20_000 };
+        for blocking in [b, small] {
+            let cuts = [
+                (
+                    Blocking::nc_for as fn(&Blocking, usize) -> usize,
+                    blocking.nc,
+                    blocking.nr,
+                ),
+                (Blocking::mc_for, blocking.mc, blocking.mr),
+            ];
+            for (cut, most, unit) in cuts {
+                for len in 1..lens {
+                    let size = cut(&blocking, len);
+                    let parts = len.div_ceil(most);
+                    assert!(size <= most && size.is_multiple_of(unit), "{len}: {size}");
+                    assert_eq!(len.div_ceil(size), parts, "{len}: {size}");
+                    assert!(size == unit || (size - unit) * parts < len, "{len}: {size}");
+                }
+            }
         }
     }
 }

@@ -571,7 +571,8 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
             pack::pack_b(s, layout, b, ldb, (pc, kcb), (jc, ncb), bpack);
             // The first K slice honours the caller's `accumulate`; later ones add to it.
             let acc = accumulate || pc > 0;
-            // Loop 3 (ic): MC-row blocks of A and C; the packed A block stays in L2 for loops 2–1.
+            // Loop 3 (ic): MC-row blocks of A and C, balanced (`Blocking::mc_for`); the packed A
+            // block stays in L2 for loops 2–1.
             for ic in (0..m).step_by(mc) {
                 let mcb = mc.min(m - ic);
                 let panels =
