@@ -17,7 +17,7 @@
 //! | scalar   | 4 × 4   | 16 f32              | (whatever LLVM makes) |
 
 use super::blocking::PanelCache;
-use crate::simd::{prefetch_read, Portable, Scalar, Simd, LINE_FLOATS};
+use crate::simd::{prefetch_l2, prefetch_read, Portable, Scalar, Simd, LINE_FLOATS};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
 
@@ -76,6 +76,25 @@ pub(crate) trait GemmKernel: Simd {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+    );
+
+    /// [`GemmKernel::kernel`], pulling `kc / 4` cache lines from `ahead` on into L2 meanwhile,
+    /// one every four steps of k: the blocking loops hand each tile a share of the next B panel
+    /// (see `gemm_packed`).
+    ///
+    /// # Safety
+    /// As [`GemmKernel::kernel`]; `ahead` is only prefetched, never read, so any address will do.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_ahead(
+        self,
+        kc: usize,
+        a: *const f32,
+        aw: AWalk,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+        ahead: *const f32,
     );
 
     /// Rows `0..rows` of the tile, `0 < rows < MR`, for a block's last row panel: the same
@@ -168,7 +187,25 @@ macro_rules! tile_kernels {
             acc: bool,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
-            unsafe { kernel_generic::<Self, $mr, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc) }
+            unsafe { kernel_generic::<Self, $mr, $nv, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null()) }
+        }
+
+        #[inline(always)]
+        unsafe fn kernel_ahead(
+            self,
+            kc: usize,
+            a: *const f32,
+            aw: AWalk,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            acc: bool,
+            ahead: *const f32,
+        ) {
+            // SAFETY: forwarded caller contract; NV · LANES = NR.
+            unsafe {
+                kernel_generic::<Self, $mr, $nv, true>(self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead)
+            }
         }
 
         #[inline(always)]
@@ -187,7 +224,7 @@ macro_rules! tile_kernels {
             unsafe {
                 match rows {
                     $($r => {
-                        kernel_generic::<Self, $r, $nv>(self, kc, a, aw, b, Self::NR, c, ldc, acc)
+                        kernel_generic::<Self, $r, $nv, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null())
                     })*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
                 }
@@ -210,7 +247,7 @@ macro_rules! tile_kernels {
                 // SAFETY: forwarded caller contract, for the columns the caller says C has; the
                 // packed panel's rows are NR floats apart.
                 $($v => unsafe {
-                    kernel_generic::<Self, $mr, $v>(self, kc, a, aw, b, Self::NR, c, ldc, acc)
+                    kernel_generic::<Self, $mr, $v, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null())
                 },)*
                 _ => {
                     let _ = (kc, a, aw, b, c, ldc, acc);
@@ -385,14 +422,15 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
 
 /// The microkernel for rows `0..R` (`R ≤ MR`) and columns `0..NV · LANES` of a tile: `R = MR`
 /// and the path's NV is the full tile, a smaller `R` a block's last row panel, a smaller `NV`
-/// its last column panel (whose packed rows are still `ldb` = NR floats apart).
+/// its last column panel (whose packed rows are still `ldb` = NR floats apart). With `AHEAD`
+/// it also prefetches `kc / 4` lines from `ahead` on into L2 ([`GemmKernel::kernel_ahead`]).
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C and
 /// of A (walked by `aw`), and a B panel of `kc` rows `ldb` floats apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize>(
+unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize, const AHEAD: bool>(
     s: S,
     kc: usize,
     mut a: *const f32, // A(r, p) at a[r·aw.rs + p·aw.cs]
@@ -402,6 +440,7 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize>(
     c: *mut f32, // [R][ldc]
     ldc: usize,
     accumulate: bool,
+    mut ahead: *const f32, // prefetched only, when AHEAD: kc / 4 lines from here
 ) {
     let nr = NV * S::LANES;
     // The C tile is touched only after the k loop; start pulling it in now: each line of each
@@ -418,6 +457,10 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize>(
     // (or to one past them: the caller's contract bounds `a + kc·cs`).
     unsafe {
         for _ in 0..kc / 4 {
+            if AHEAD {
+                prefetch_l2(ahead);
+                ahead = ahead.wrapping_add(LINE_FLOATS);
+            }
             rank1::<S, R, NV>(s, &mut acc, a, rs, b);
             rank1::<S, R, NV>(s, &mut acc, a.add(cs), rs, b.add(ldb));
             rank1::<S, R, NV>(s, &mut acc, a.add(2 * cs), rs, b.add(2 * ldb));

@@ -16,6 +16,10 @@
 //! pack: there a row-major A (NN, NT) is read where it lies (`reads_a_in_place`), with the same
 //! tiles and the same result.
 //!
+//! Each pass of loop 1 reads its B panel from L3 on its first tile unless it was fetched
+//! before: the tiles of a pass each pull a share of the next panel into L2 as they run
+//! (`gemm_packed`, `GemmKernel::kernel_ahead`).
+//!
 //! When all M rows fit one MC block (a prefill of a few hundred tokens against a weight matrix),
 //! each packed B panel would serve a single pass of loop 1, so the B block is not packed up
 //! front: each NR panel is packed just before its tiles, from lines prefetched during the
@@ -39,10 +43,11 @@ pub use pack::a_panel_stride;
 use crate::dispatch::dispatch;
 use crate::error::ShapeError;
 use crate::isa::{self, Isa};
+use crate::simd::LINE_FLOATS;
 use blocking::{Blocking, CacheSizes, PanelCache};
 pub(crate) use kernel::GemmKernel;
 use kernel::{AWalk, MAX_TILE};
-use std::fmt;
+use std::{fmt, ptr};
 
 /// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,7 +325,7 @@ fn panels_len(width: usize, kc: usize, t: usize) -> Option<usize> {
 /// panel and a line per MR rows, as [`pack::a_panel_stride`] of any depth up to `kc` is at most
 /// that (a shallower slice may gain the line a deeper one does not). `None` on overflow.
 fn a_panels_len(rows: usize, kc: usize, mr: usize) -> Option<usize> {
-    let panel = kc.checked_mul(mr)?.checked_add(crate::simd::LINE_FLOATS)?;
+    let panel = kc.checked_mul(mr)?.checked_add(LINE_FLOATS)?;
     rows.div_ceil(mr).checked_mul(panel)
 }
 
@@ -467,7 +472,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
             // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
             // floats and `c` MR rows of NR with ldc = NR (all checked above).
             unsafe {
-                s.kernel(
+                s.kernel_ahead(
                     kc,
                     a.as_ptr().add(p * stride),
                     AWalk::packed(mr),
@@ -475,6 +480,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
                     c.as_mut_ptr(),
                     nr,
                     true,
+                    b.as_ptr(),
                 )
             };
         }
@@ -578,7 +584,7 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
                 let panels =
                     a_panels::<S, IN_PLACE>(s, layout, (a, lda), (ic, mcb), (pc, kcb), apack);
                 let block = &mut c[ic * ldc + jc..];
-                gemm_packed(s, (mcb, kcb, ncb), panels, bpack, block, ldc, acc);
+                gemm_packed::<S, IN_PLACE>(s, (mcb, kcb, ncb), panels, bpack, block, ldc, acc);
             }
         }
     }
@@ -709,10 +715,10 @@ fn gemm_block_generic<S: GemmKernel>(
     // One instantiation per walk of A, as in `sgemm_generic`.
     if reads_a_in_place::<S>(layout, ncb) {
         let panels = a_panels::<S, true>(s, layout, (a, lda), rows, depths, apack);
-        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+        gemm_packed::<S, true>(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
     } else {
         let panels = a_panels::<S, false>(s, layout, (a, lda), rows, depths, apack);
-        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+        gemm_packed::<S, false>(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
     }
 }
 
@@ -780,7 +786,15 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
                     let a_tile = (ap, panels.walk);
-                    run_tile(s, kcb, a_tile, panel.as_ptr(), (ct, ldc), (mrb, nrb), acc);
+                    run_tile(
+                        s,
+                        kcb,
+                        a_tile,
+                        (panel.as_ptr(), ptr::null()),
+                        (ct, ldc),
+                        (mrb, nrb),
+                        acc,
+                    );
                 }
             }
         }
@@ -871,11 +885,12 @@ impl<'a> APanels<'a> {
     }
 }
 
-/// `C[0..mcb, 0..ncb] (+)= A · Bpacked`: the two inner loops over microkernel tiles.
+/// `C[0..mcb, 0..ncb] (+)= A · Bpacked`: the two inner loops over microkernel tiles, `IN_PLACE`
+/// when `a` is read where it lies ([`AWalk::rows`]).
 ///
 /// `c` starts at the block's first element and spans `(mcb-1)·ldc + ncb` floats.
 #[inline(always)]
-fn gemm_packed<S: GemmKernel>(
+fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     s: S,
     (mcb, kcb, ncb): (usize, usize, usize),
     a: APanels, // [ceil(mcb/MR)] panels, a.stride apart: packed [kcb][MR], or rows lda apart
@@ -891,28 +906,59 @@ fn gemm_packed<S: GemmKernel>(
     );
     assert!(span(mcb, ncb, ldc).is_some_and(|need| c.len() >= need));
     let c = c.as_mut_ptr();
+    // The packed B block lives in L3, so the first tile of each pass of loop 1 used to wait on
+    // its B panel: rdtsc around each tile (4096×768×3072, one thread) read 36 K cycles for it
+    // against 10–12 K for the others. Now each full tile prefetches a share of the next panel
+    // into L2 (`kernel_ahead`): `steps` lines, one every four steps of k, from the tile's start
+    // of the share on, so that the shares of a pass's tiles cover the panel when they number
+    // at least lines / steps (12 on the AVX-512 tile). The first tile then read 15–18 K cycles.
+    // After the block's last panel comes its first, which the next block of rows starts on.
+    // A tile's share issued all at once before its k loop was 2–3 % slower than none (the
+    // burst holds the line fill buffers the k loop's own misses need); `docs/GEMM.md` has the
+    // variants tried.
+    let (panels, lines, steps) = (ncb.div_ceil(nr), kcb * nr / LINE_FLOATS, kcb / 4);
+    let full_tiles = (mcb / mr).max(1);
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
     // of loop 1.
     for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
         let nrb = nr.min(ncb - jr);
         let bp = bpack[jp * kcb * nr..].as_ptr();
+        let next = bpack[(jp + 1) % panels * kcb * nr..].as_ptr();
         // Loop 1 (ir): MR-row panels of A, streamed from L2.
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
             let ap = a.a[ip * a.stride..].as_ptr();
+            // At most lines - steps, so that no share runs past the panel's end. Not for A read
+            // in place: that kernel, one pointer more to carry, spilled vector registers where
+            // `gemm_block` inlines it (two threads, 4096×768×768 NN at half speed).
+            let share = (ip * lines / full_tiles).min(lines.saturating_sub(steps));
+            let ahead = if IN_PLACE {
+                ptr::null()
+            } else {
+                next.wrapping_add(share * LINE_FLOATS)
+            };
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the tile reads rows < mrb of its A panel to depth kcb,
             // inside `a` (asserted above), and the packed B panel holds kcb·NR floats.
             unsafe {
                 let ct = c.add(ir * ldc + jr);
-                run_tile(s, kcb, (ap, a.walk), bp, (ct, ldc), (mrb, nrb), accumulate);
+                run_tile(
+                    s,
+                    kcb,
+                    (ap, a.walk),
+                    (bp, ahead),
+                    (ct, ldc),
+                    (mrb, nrb),
+                    accumulate,
+                );
             }
         }
     }
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
-/// full, the kernel for its rows when only the block's last rows cut it, the kernel for its
+/// full (prefetching from `ahead` on unless it is null, see [`GemmKernel::kernel_ahead`]), the
+/// kernel for its rows when only the block's last rows cut it, the kernel for its
 /// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
 /// # Safety
@@ -923,7 +969,7 @@ unsafe fn run_tile<S: GemmKernel>(
     s: S,
     kcb: usize,
     (ap, aw): (*const f32, AWalk),
-    bp: *const f32,
+    (bp, ahead): (*const f32, *const f32),
     (c, ldc): (*mut f32, usize),
     (mrb, nrb): (usize, usize),
     accumulate: bool,
@@ -938,8 +984,10 @@ unsafe fn run_tile<S: GemmKernel>(
             }
         } else if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, c, ldc, accumulate);
-        } else {
+        } else if ahead.is_null() {
             s.kernel(kcb, ap, aw, bp, c, ldc, accumulate);
+        } else {
+            s.kernel_ahead(kcb, ap, aw, bp, c, ldc, accumulate, ahead);
         }
     }
 }

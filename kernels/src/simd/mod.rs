@@ -36,6 +36,21 @@ pub fn prefetch_read(p: *const f32) {
     let _ = p;
 }
 
+/// Hint that the cache line holding `p` will be read soon, into L2 but not L1 (`prefetcht1`; a
+/// no-op off x86-64): for lines wanted a few thousand cycles from now, which would only crowd
+/// the lines wanted sooner out of L1.
+#[inline(always)]
+pub fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// The widest vector any token has, in f32 lanes (used to size stack tails).
 pub const MAX_LANES: usize = 16;
 
