@@ -20,6 +20,7 @@ use super::blocking::PanelCache;
 use crate::simd::{prefetch_l2, prefetch_read, Portable, Scalar, Simd, LINE_FLOATS};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::{Avx2, Avx512};
+use std::ptr;
 
 /// The largest `MR · NR` of any path (sizes the stack tile for edge tiles).
 pub(crate) const MAX_TILE: usize = 9 * 48;
@@ -83,7 +84,8 @@ pub(crate) trait GemmKernel: Simd {
     /// (see `gemm_packed`).
     ///
     /// # Safety
-    /// As [`GemmKernel::kernel`]; `ahead` is only prefetched, never read, so any address will do.
+    /// As [`GemmKernel::kernel`]; `ahead` is only prefetched, never read, so any address (null
+    /// too) will do.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_ahead(
         self,
@@ -162,9 +164,9 @@ pub(crate) trait GemmKernel: Simd {
 
 /// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache
 /// `$panel`, A read in place for blocks of C up to `$in_place` B panels wide, and its
-/// [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the
-/// microkernel instantiated for the full tile, for each row count `$r` below it and for each
-/// vector count `$v` below `$nv`.
+/// [`GemmKernel::kernel`] and [`GemmKernel::kernel_ahead`], [`GemmKernel::kernel_rows`] and
+/// [`GemmKernel::kernel_cols`]: the microkernel instantiated for the full tile (without and with
+/// the prefetch), for each row count `$r` below it and for each vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
     (
         $mr:literal, $nv:literal, $panel:ident, $in_place:literal,
@@ -187,7 +189,11 @@ macro_rules! tile_kernels {
             acc: bool,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
-            unsafe { kernel_generic::<Self, $mr, $nv, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null()) }
+            unsafe {
+                kernel_generic::<Self, $mr, $nv, false>(
+                    self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                )
+            }
         }
 
         #[inline(always)]
@@ -204,7 +210,9 @@ macro_rules! tile_kernels {
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
             unsafe {
-                kernel_generic::<Self, $mr, $nv, true>(self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead)
+                kernel_generic::<Self, $mr, $nv, true>(
+                    self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead,
+                )
             }
         }
 
@@ -224,7 +232,9 @@ macro_rules! tile_kernels {
             unsafe {
                 match rows {
                     $($r => {
-                        kernel_generic::<Self, $r, $nv, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null())
+                        kernel_generic::<Self, $r, $nv, false>(
+                            self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                        )
                     })*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
                 }
@@ -247,7 +257,9 @@ macro_rules! tile_kernels {
                 // SAFETY: forwarded caller contract, for the columns the caller says C has; the
                 // packed panel's rows are NR floats apart.
                 $($v => unsafe {
-                    kernel_generic::<Self, $mr, $v, false>(self, kc, a, aw, b, Self::NR, c, ldc, acc, std::ptr::null())
+                    kernel_generic::<Self, $mr, $v, false>(
+                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                    )
                 },)*
                 _ => {
                     let _ = (kc, a, aw, b, c, ldc, acc);

@@ -47,7 +47,7 @@ use crate::simd::LINE_FLOATS;
 use blocking::{Blocking, CacheSizes, PanelCache};
 pub(crate) use kernel::GemmKernel;
 use kernel::{AWalk, MAX_TILE};
-use std::{fmt, ptr};
+use std::fmt;
 
 /// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -428,7 +428,8 @@ dispatch! {
     /// The microkernel alone: the ceiling the blocking loops can reach on this core. Runs
     /// `rounds` sweeps of loop 1, each one full tile `C += A panel · B panel` for every MR-row
     /// panel of `a` against the one `kc`-deep B panel `b`, as the blocked GEMM runs them but
-    /// with the panels packed once and C a single tile that stays in L1. Returns the FLOPs
+    /// with the panels packed once and C a single tile that stays in L1 (the full tiles' kernel,
+    /// `kernel_ahead`, its prefetches aimed at the B panel itself). Returns the FLOPs
     /// done (saturating). For `cllm-bench peak`, which times it with panels sized for L1 and as
     /// [`active_blocking`] sizes them.
     ///
@@ -469,8 +470,11 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     let panels = a.len() / stride;
     for _ in 0..rounds {
         for p in 0..panels {
+            // The kernel the GEMM's full tiles run, prefetch instructions included; its lines
+            // (this panel's own) are already in the cache, so only their issue is timed.
             // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
-            // floats and `c` MR rows of NR with ldc = NR (all checked above).
+            // floats and `c` MR rows of NR with ldc = NR (all checked above); `ahead` is only
+            // prefetched.
             unsafe {
                 s.kernel_ahead(
                     kc,
@@ -790,7 +794,7 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
                         s,
                         kcb,
                         a_tile,
-                        (panel.as_ptr(), ptr::null()),
+                        (panel.as_ptr(), None),
                         (ct, ldc),
                         (mrb, nrb),
                         acc,
@@ -906,16 +910,18 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     );
     assert!(span(mcb, ncb, ldc).is_some_and(|need| c.len() >= need));
     let c = c.as_mut_ptr();
-    // The packed B block lives in L3, so the first tile of each pass of loop 1 used to wait on
-    // its B panel: rdtsc around each tile (4096×768×3072, one thread) read 36 K cycles for it
-    // against 10–12 K for the others. Now each full tile prefetches a share of the next panel
-    // into L2 (`kernel_ahead`): `steps` lines, one every four steps of k, from the tile's start
-    // of the share on, so that the shares of a pass's tiles cover the panel when they number
-    // at least lines / steps (12 on the AVX-512 tile). The first tile then read 15–18 K cycles.
-    // After the block's last panel comes its first, which the next block of rows starts on.
-    // A tile's share issued all at once before its k loop was 2–3 % slower than none (the
-    // burst holds the line fill buffers the k loop's own misses need); `docs/GEMM.md` has the
-    // variants tried.
+    // The packed B block lives in L3, so the first tile of each pass of loop 1 would wait on
+    // its B panel (rdtsc around each tile, 4096×768×3072 on one thread: 36 K cycles against
+    // 10–12 K for the others). So each full tile prefetches a share of the next panel into L2
+    // (`kernel_ahead`; the first tile then takes 15–18 K): `steps` lines, one every four steps
+    // of k, from the start of the tile's share on. The shares of a pass's tiles cover the panel
+    // when there are at least lines / steps of them (12 on the AVX-512 tile at depths that are
+    // multiples of 4; `sgemm`'s blocks of rows have at least 14). After the block's last panel
+    // comes its first, which the next block of rows starts on when there is one (a last panel
+    // cut short runs the kernel for its columns and prefetches nothing). A tile's share issued
+    // all at once before its k loop was 2–3 % slower than none, probably because the burst
+    // holds the line fill buffers the k loop's own misses need; `docs/GEMM.md` has the variants
+    // tried. lines >= steps, as every tile is at least 4 columns wide.
     let (panels, lines, steps) = (ncb.div_ceil(nr), kcb * nr / LINE_FLOATS, kcb / 4);
     let full_tiles = (mcb / mr).max(1);
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
@@ -923,19 +929,21 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     for (jp, jr) in (0..ncb).step_by(nr).enumerate() {
         let nrb = nr.min(ncb - jr);
         let bp = bpack[jp * kcb * nr..].as_ptr();
-        let next = bpack[(jp + 1) % panels * kcb * nr..].as_ptr();
+        // The next panel, [kcb][NR].
+        let next = bpack[((jp + 1) % panels) * kcb * nr..].as_ptr();
         // Loop 1 (ir): MR-row panels of A, streamed from L2.
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
             let ap = a.a[ip * a.stride..].as_ptr();
-            // At most lines - steps, so that no share runs past the panel's end. Not for A read
-            // in place: that kernel, one pointer more to carry, spilled vector registers where
-            // `gemm_block` inlines it (two threads, 4096×768×768 NN at half speed).
-            let share = (ip * lines / full_tiles).min(lines.saturating_sub(steps));
+            // Not for A read in place: that kernel, one pointer more to carry, spilled vector
+            // registers where `gemm_block` inlines it (two threads, 4096×768×768 NN at half
+            // speed).
             let ahead = if IN_PLACE {
-                ptr::null()
+                None
             } else {
-                next.wrapping_add(share * LINE_FLOATS)
+                // At most lines - steps, so that no share runs past the panel's end.
+                let share = (ip * lines / full_tiles).min(lines - steps);
+                Some(next.wrapping_add(share * LINE_FLOATS))
             };
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the tile reads rows < mrb of its A panel to depth kcb,
@@ -957,7 +965,7 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
-/// full (prefetching from `ahead` on unless it is null, see [`GemmKernel::kernel_ahead`]), the
+/// full (prefetching from `ahead` on when there is one, see [`GemmKernel::kernel_ahead`]), the
 /// kernel for its rows when only the block's last rows cut it, the kernel for its
 /// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
@@ -969,7 +977,7 @@ unsafe fn run_tile<S: GemmKernel>(
     s: S,
     kcb: usize,
     (ap, aw): (*const f32, AWalk),
-    (bp, ahead): (*const f32, *const f32),
+    (bp, ahead): (*const f32, Option<*const f32>),
     (c, ldc): (*mut f32, usize),
     (mrb, nrb): (usize, usize),
     accumulate: bool,
@@ -984,10 +992,10 @@ unsafe fn run_tile<S: GemmKernel>(
             }
         } else if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, c, ldc, accumulate);
-        } else if ahead.is_null() {
-            s.kernel(kcb, ap, aw, bp, c, ldc, accumulate);
-        } else {
+        } else if let Some(ahead) = ahead {
             s.kernel_ahead(kcb, ap, aw, bp, c, ldc, accumulate, ahead);
+        } else {
+            s.kernel(kcb, ap, aw, bp, c, ldc, accumulate);
         }
     }
 }

@@ -36,9 +36,9 @@ pub fn prefetch_read(p: *const f32) {
     let _ = p;
 }
 
-/// Hint that the cache line holding `p` will be read soon, into L2 but not L1 (`prefetcht1`; a
-/// no-op off x86-64): for lines wanted a few thousand cycles from now, which would only crowd
-/// the lines wanted sooner out of L1.
+/// Hint that the cache line holding `p` will be read soon, into L2 but not L1 on Intel cores
+/// (`prefetcht1`, whose meaning each core defines; a no-op off x86-64): for lines wanted a few
+/// thousand cycles from now, which would only crowd the lines wanted sooner out of L1.
 #[inline(always)]
 pub fn prefetch_l2(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
