@@ -941,8 +941,7 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
             let ahead = if IN_PLACE {
                 None
             } else {
-                // At most lines - steps, so that no share runs past the panel's end.
-                let share = (ip * lines / full_tiles).min(lines - steps);
+                let share = ahead_share(ip, full_tiles, lines, steps);
                 Some(next.wrapping_add(share * LINE_FLOATS))
             };
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
@@ -962,6 +961,14 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
             }
         }
     }
+}
+
+/// The first line of the next B panel (`lines` lines) that tile `tile` of a pass of `tiles` full
+/// tiles prefetches, `steps` lines in all (`gemm_packed`): its share's start, at most
+/// `lines - steps` so that no tile prefetches past the panel's end. From `lines / steps` tiles
+/// on, the tiles' lines cover the panel.
+fn ahead_share(tile: usize, tiles: usize, lines: usize, steps: usize) -> usize {
+    (tile * lines / tiles).min(lines - steps)
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
@@ -1087,7 +1094,39 @@ pub mod oracle {
 
 #[cfg(test)]
 mod tests {
-    use super::{reads_a_in_place, Layout};
+    use super::{ahead_share, reads_a_in_place, Layout, LINE_FLOATS};
+
+    /// The next-panel prefetch of every tile width and depth, for passes of 1 to 40 tiles: no
+    /// tile's lines run past the panel, and from lines / steps tiles on they cover it.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "arithmetic only, and a million cases are too long to interpret"
+    )]
+    fn ahead_shares_stay_inside_the_panel_and_cover_it() {
+        for nr in [4, 8, 16, 48] {
+            for kcb in 1..=300 {
+                let (lines, steps) = (kcb * nr / LINE_FLOATS, kcb / 4);
+                for tiles in 1..=40 {
+                    let mut covered = vec![false; lines];
+                    for tile in 0..tiles {
+                        let start = ahead_share(tile, tiles, lines, steps);
+                        assert!(
+                            start + steps <= lines,
+                            "nr {nr}, kcb {kcb}, tile {tile}/{tiles}"
+                        );
+                        covered[start..start + steps].fill(true);
+                    }
+                    if steps > 0 && tiles >= lines.div_ceil(steps) {
+                        assert!(
+                            covered.iter().all(|&c| c),
+                            "nr {nr}, kcb {kcb}, {tiles} tiles leave lines unfetched"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// The widths `kernels/tests/gemm.rs` relies on: on the AVX-512 tile a block 83 columns wide
     /// reads a row-major A in place and one of 16 panels and 83 columns packs it; TN and the
