@@ -26,14 +26,7 @@ pub const LINE_FLOATS: usize = 16;
 /// Hint that the cache line holding `p` will be read soon (a no-op off x86-64).
 #[inline(always)]
 pub fn prefetch_read(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    prefetch::<3>(p) // _MM_HINT_T0: into every level
 }
 
 /// Hint that the cache line holding `p` will be read soon, into L2 but not L1 on Intel cores
@@ -41,11 +34,16 @@ pub fn prefetch_read(p: *const f32) {
 /// thousand cycles from now, which would only crowd the lines wanted sooner out of L1.
 #[inline(always)]
 pub fn prefetch_l2(p: *const f32) {
+    prefetch::<2>(p) // _MM_HINT_T1
+}
+
+/// `_mm_prefetch` with the hint `HINT` (one of x86's `_MM_HINT_*` values).
+#[inline(always)]
+fn prefetch<const HINT: i32>(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetch is a hint (SSE, part of the x86-64 baseline); it never faults, whatever `p`.
     unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>());
+        std::arch::x86_64::_mm_prefetch::<HINT>(p.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
