@@ -80,8 +80,8 @@ pub(crate) trait GemmKernel: Simd {
     );
 
     /// [`GemmKernel::kernel`], pulling `kc / 4` cache lines from `ahead` on into L2 meanwhile,
-    /// one every four steps of k: the blocking loops hand each tile a share of the next B panel
-    /// (see `gemm_packed`).
+    /// one every four steps of k: the blocking loops hand each full tile whose A is packed a
+    /// share of the next B panel (see `gemm_packed`).
     ///
     /// # Safety
     /// As [`GemmKernel::kernel`]; `ahead` is only prefetched, never read, so any address (null

@@ -17,8 +17,8 @@
 //! tiles and the same result.
 //!
 //! Each pass of loop 1 reads its B panel from L3 on its first tile unless it was fetched
-//! before: the tiles of a pass each pull a share of the next panel into L2 as they run
-//! (`gemm_packed`, `GemmKernel::kernel_ahead`).
+//! before: the full tiles of a pass whose A is packed each pull a share of the next panel into
+//! L2 as they run (`gemm_packed`, `GemmKernel::kernel_ahead`).
 //!
 //! When all M rows fit one MC block (a prefill of a few hundred tokens against a weight matrix),
 //! each packed B panel would serve a single pass of loop 1, so the B block is not packed up
@@ -912,16 +912,16 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     let c = c.as_mut_ptr();
     // The packed B block lives in L3, so the first tile of each pass of loop 1 would wait on
     // its B panel (rdtsc around each tile, 4096×768×3072 on one thread: 36 K cycles against
-    // 10–12 K for the others). So each full tile prefetches a share of the next panel into L2
-    // (`kernel_ahead`; the first tile then takes 15–18 K): `steps` lines, one every four steps
-    // of k, from the start of the tile's share on. The shares of a pass's tiles cover the panel
-    // when there are at least lines / steps of them (12 on the AVX-512 tile at depths that are
-    // multiples of 4; `sgemm`'s blocks of rows have at least 14). After the block's last panel
-    // comes its first, which the next block of rows starts on when there is one (a last panel
-    // cut short runs the kernel for its columns and prefetches nothing). A tile's share issued
-    // all at once before its k loop was 2–3 % slower than none, probably because the burst
-    // holds the line fill buffers the k loop's own misses need; `docs/GEMM.md` has the variants
-    // tried. lines >= steps, as every tile is at least 4 columns wide.
+    // 10–12 K for the others). So each full tile whose A is packed prefetches a share of the
+    // next panel into L2 (`kernel_ahead`; the first tile then takes 15–18 K): `steps` lines, one
+    // every four steps of k, from the start of the tile's share on (`ahead_share`). The shares
+    // of a pass's tiles cover the panel when there are at least lines / steps of them, rounded
+    // up (12 on the AVX-512 tile at depths that are multiples of 4; the GPT shapes' blocks of
+    // rows have 14–23). After the block's last panel comes its first, which the next block of
+    // rows starts on when there is one (a last panel cut short runs `kernel_cols` or
+    // `edge_tile` and prefetches nothing). A tile's share issued all at once before its k loop
+    // was 2–3 % slower than none, probably because the burst holds the line fill buffers the k
+    // loop's own misses need; `docs/GEMM.md` has the variants tried.
     let (panels, lines, steps) = (ncb.div_ceil(nr), kcb * nr / LINE_FLOATS, kcb / 4);
     let full_tiles = (mcb / mr).max(1);
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
@@ -965,9 +965,15 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
 
 /// The first line of the next B panel (`lines` lines) that tile `tile` of a pass of `tiles` full
 /// tiles prefetches, `steps` lines in all (`gemm_packed`): its share's start, at most
-/// `lines - steps` so that no tile prefetches past the panel's end. From `lines / steps` tiles
-/// on, the tiles' lines cover the panel.
+/// `lines - steps` so that no tile prefetches past the panel's end. From `lines.div_ceil(steps)`
+/// tiles on (steps > 0), the tiles' lines cover the panel. Needs `steps <= lines`, which holds
+/// on every path: NR is at least 4, and a panel `kcb` deep has `kcb · NR / 16` lines against
+/// `kcb / 4` steps.
 fn ahead_share(tile: usize, tiles: usize, lines: usize, steps: usize) -> usize {
+    debug_assert!(
+        steps <= lines,
+        "ahead_share: {steps} steps over {lines} lines"
+    );
     (tile * lines / tiles).min(lines - steps)
 }
 
@@ -1096,8 +1102,9 @@ pub mod oracle {
 mod tests {
     use super::{ahead_share, reads_a_in_place, Layout, LINE_FLOATS};
 
-    /// The next-panel prefetch of every tile width and depth, for passes of 1 to 40 tiles: no
-    /// tile's lines run past the panel, and from lines / steps tiles on they cover it.
+    /// The next-panel prefetch of every tile width, at depths 1–300 and passes of 1–40 tiles: no
+    /// tile's lines run past the panel, and from lines / steps tiles on (rounded up) they
+    /// cover it.
     #[test]
     #[cfg_attr(
         miri,

@@ -37,7 +37,7 @@ pub fn prefetch_l2(p: *const f32) {
     prefetch::<2>(p) // _MM_HINT_T1
 }
 
-/// `_mm_prefetch` with the hint `HINT` (one of x86's `_MM_HINT_*` values).
+/// `_mm_prefetch` with the hint `HINT` (one of x86's `_MM_HINT_*` values); a no-op off x86-64.
 #[inline(always)]
 fn prefetch<const HINT: i32>(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
