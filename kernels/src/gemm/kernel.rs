@@ -60,13 +60,18 @@ pub(crate) trait GemmKernel: Simd {
     /// same whatever N is, and pays back only when many B panels reuse it.
     const A_IN_PLACE_PANELS: usize;
 
-    /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false.
+    /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false. Given
+    /// `ahead`, it also pulls `kc / 4` cache lines from there on into L2, one every four steps of
+    /// k: the blocking loops hand each full tile whose A is packed a share of the next B panel
+    /// (see `gemm_packed`). Callers pass `None` or `Some` as a constant, so each call site
+    /// compiles to one of the two loops.
     ///
     /// # Safety
     /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc`, and
     /// `a + kc·aw.cs` stays inside its allocation or one past it (a packed panel: `kc · MR`
     /// floats); `b` holds `kc · NR` floats (row `p` at `b[p·NR..]`), and `c` is valid for reading
-    /// and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`.
+    /// and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`. `ahead` is only prefetched, never
+    /// read, so any address will do.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         self,
@@ -77,26 +82,7 @@ pub(crate) trait GemmKernel: Simd {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
-    );
-
-    /// [`GemmKernel::kernel`], pulling `kc / 4` cache lines from `ahead` on into L2 meanwhile,
-    /// one every four steps of k: the blocking loops hand each full tile whose A is packed a
-    /// share of the next B panel (see `gemm_packed`).
-    ///
-    /// # Safety
-    /// As [`GemmKernel::kernel`]; `ahead` is only prefetched, never read, so any address (null
-    /// too) will do.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_ahead(
-        self,
-        kc: usize,
-        a: *const f32,
-        aw: AWalk,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-        ahead: *const f32,
+        ahead: Option<*const f32>,
     );
 
     /// Rows `0..rows` of the tile, `0 < rows < MR`, for a block's last row panel: the same
@@ -164,9 +150,9 @@ pub(crate) trait GemmKernel: Simd {
 
 /// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache
 /// `$panel`, A read in place for blocks of C up to `$in_place` B panels wide, and its
-/// [`GemmKernel::kernel`] and [`GemmKernel::kernel_ahead`], [`GemmKernel::kernel_rows`] and
-/// [`GemmKernel::kernel_cols`]: the microkernel instantiated for the full tile (without and with
-/// the prefetch), for each row count `$r` below it and for each vector count `$v` below `$nv`.
+/// [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the
+/// microkernel instantiated for the full tile (without and with the prefetch), for each row
+/// count `$r` below it and for each vector count `$v` below `$nv`.
 macro_rules! tile_kernels {
     (
         $mr:literal, $nv:literal, $panel:ident, $in_place:literal,
@@ -187,32 +173,18 @@ macro_rules! tile_kernels {
             c: *mut f32,
             ldc: usize,
             acc: bool,
+            ahead: Option<*const f32>,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
             unsafe {
-                kernel_generic::<Self, $mr, $nv, false>(
-                    self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
-                )
-            }
-        }
-
-        #[inline(always)]
-        unsafe fn kernel_ahead(
-            self,
-            kc: usize,
-            a: *const f32,
-            aw: AWalk,
-            b: *const f32,
-            c: *mut f32,
-            ldc: usize,
-            acc: bool,
-            ahead: *const f32,
-        ) {
-            // SAFETY: forwarded caller contract; NV · LANES = NR.
-            unsafe {
-                kernel_generic::<Self, $mr, $nv, true>(
-                    self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead,
-                )
+                match ahead {
+                    None => kernel_generic::<Self, $mr, $nv, false>(
+                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                    ),
+                    Some(ahead) => kernel_generic::<Self, $mr, $nv, true>(
+                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead,
+                    ),
+                }
             }
         }
 
@@ -435,7 +407,7 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
 /// The microkernel for rows `0..R` (`R ≤ MR`) and columns `0..NV · LANES` of a tile: `R = MR`
 /// and the path's NV is the full tile, a smaller `R` a block's last row panel, a smaller `NV`
 /// its last column panel (whose packed rows are still `ldb` = NR floats apart). With `AHEAD`
-/// it also prefetches `kc / 4` lines from `ahead` on into L2 ([`GemmKernel::kernel_ahead`]).
+/// it also prefetches `kc / 4` lines from `ahead` on into L2 ([`GemmKernel::kernel`]).
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C and

@@ -18,7 +18,7 @@
 //!
 //! Each pass of loop 1 reads its B panel from L3 on its first tile unless it was fetched
 //! before: the full tiles of a pass whose A is packed each pull a share of the next panel into
-//! L2 as they run (`gemm_packed`, `GemmKernel::kernel_ahead`).
+//! L2 as they run (`gemm_packed`, `GemmKernel::kernel`).
 //!
 //! When all M rows fit one MC block (a prefill of a few hundred tokens against a weight matrix),
 //! each packed B panel would serve a single pass of loop 1, so the B block is not packed up
@@ -429,7 +429,7 @@ dispatch! {
     /// `rounds` sweeps of loop 1, each one full tile `C += A panel · B panel` for every MR-row
     /// panel of `a` against the one `kc`-deep B panel `b`, as the blocked GEMM runs them but
     /// with the panels packed once and C a single tile that stays in L1 (the full tiles' kernel,
-    /// `kernel_ahead`, its prefetches aimed at the B panel itself). Returns the FLOPs
+    /// `kernel`, its prefetches aimed at the B panel itself). Returns the FLOPs
     /// done (saturating). For `cllm-bench peak`, which times it with panels sized for L1 and as
     /// [`active_blocking`] sizes them.
     ///
@@ -476,7 +476,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
             // floats and `c` MR rows of NR with ldc = NR (all checked above); `ahead` is only
             // prefetched.
             unsafe {
-                s.kernel_ahead(
+                s.kernel(
                     kc,
                     a.as_ptr().add(p * stride),
                     AWalk::packed(mr),
@@ -484,7 +484,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
                     c.as_mut_ptr(),
                     nr,
                     true,
-                    b.as_ptr(),
+                    Some(b.as_ptr()),
                 )
             };
         }
@@ -913,7 +913,7 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     // The packed B block lives in L3, so the first tile of each pass of loop 1 would wait on
     // its B panel (rdtsc around each tile, 4096×768×3072 on one thread: 36 K cycles against
     // 10–12 K for the others). So each full tile whose A is packed prefetches a share of the
-    // next panel into L2 (`kernel_ahead`; the first tile then takes 15–18 K): `steps` lines, one
+    // next panel into L2 (`kernel`; the first tile then takes 15–18 K): `steps` lines, one
     // every four steps of k, from the start of the tile's share on (`ahead_share`). The shares
     // of a pass's tiles cover the panel when there are at least lines / steps of them, rounded
     // up (12 on the AVX-512 tile at depths that are multiples of 4; the GPT shapes' blocks of
@@ -978,7 +978,7 @@ fn ahead_share(tile: usize, tiles: usize, lines: usize, steps: usize) -> usize {
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
-/// full (prefetching from `ahead` on when there is one, see [`GemmKernel::kernel_ahead`]), the
+/// full (prefetching from `ahead` on when there is one, see [`GemmKernel::kernel`]), the
 /// kernel for its rows when only the block's last rows cut it, the kernel for its
 /// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
@@ -1005,10 +1005,8 @@ unsafe fn run_tile<S: GemmKernel>(
             }
         } else if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, c, ldc, accumulate);
-        } else if let Some(ahead) = ahead {
-            s.kernel_ahead(kcb, ap, aw, bp, c, ldc, accumulate, ahead);
         } else {
-            s.kernel(kcb, ap, aw, bp, c, ldc, accumulate);
+            s.kernel(kcb, ap, aw, bp, c, ldc, accumulate, ahead);
         }
     }
 }
@@ -1041,7 +1039,7 @@ unsafe fn edge_tile<S: GemmKernel>(
         if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, t, S::NR, false);
         } else {
-            s.kernel(kcb, ap, aw, bp, t, S::NR, false);
+            s.kernel(kcb, ap, aw, bp, t, S::NR, false, None);
         }
     }
     for r in 0..mrb {
