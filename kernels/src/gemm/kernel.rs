@@ -7,7 +7,9 @@
 //! that stay in registers for the whole depth. A block's last row panel, when fewer than `MR`
 //! rows are left, runs the same kernel instantiated for that many rows (`kernel_rows`), and its
 //! last column panel, when it is whole vectors narrower than `NR`, for that many vectors
-//! (`kernel_cols`). Each ISA picks the tile that fills its register file without spilling:
+//! (`kernel_cols`). One full tile has its k loop in assembly: AVX-512's with A read in place
+//! (`avx512_in_place`), for which LLVM's code spilled registers. Each ISA picks the tile that
+//! fills its register file without spilling:
 //!
 //! | path     | MR × NR | accumulators        | registers used        |
 //! |----------|---------|---------------------|-----------------------|
@@ -62,9 +64,11 @@ pub(crate) trait GemmKernel: Simd {
 
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false. Given
     /// `ahead`, it also pulls `kc / 4` cache lines from there on into L2, one every four steps of
-    /// k: the blocking loops hand each full tile whose A is packed a share of the next B panel
-    /// (see `gemm_packed`). Callers pass `None` or `Some` as a constant, so each call site
-    /// compiles to one of the two loops.
+    /// k: the blocking loops hand each full tile a share of the next B panel (see
+    /// `gemm_packed`). Callers pass `None` or `Some` as a constant, so each call site compiles
+    /// to one of the two loops. (AVX-512 with A read in place has one loop, in assembly, which
+    /// always prefetches; given `None`, it prefetches lines of its own B panel, already in the
+    /// cache.)
     ///
     /// # Safety
     /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc`, and
@@ -156,7 +160,7 @@ pub(crate) trait GemmKernel: Simd {
 macro_rules! tile_kernels {
     (
         $mr:literal, $nv:literal, $panel:ident, $in_place:literal,
-        [$($r:literal)*], [$($v:literal)*]
+        [$($r:literal)*], [$($v:literal)*] $(, in_place: $in_place_kernel:path)?
     ) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
@@ -178,6 +182,9 @@ macro_rules! tile_kernels {
             // SAFETY: forwarded caller contract; NV · LANES = NR.
             unsafe {
                 match ahead {
+                    $(_ if aw.cs == 1 => {
+                        $in_place_kernel(self, kc, a, aw.rs, b, c, ldc, acc, ahead.unwrap_or(b))
+                    })?
                     None => kernel_generic::<Self, $mr, $nv, false>(
                         self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
                     ),
@@ -269,7 +276,10 @@ impl GemmKernel for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
-    tile_kernels!(9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2]);
+    tile_kernels!(
+        9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2],
+        in_place: avx512_in_place
+    );
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -282,6 +292,132 @@ impl GemmKernel for Avx512 {
         // SAFETY: forwarded caller contract; AVX-512F implies AVX (the dispatcher also enables
         // avx2 for this path).
         unsafe { transpose8_avx(src, lds, lines, dst, ldd) }
+    }
+}
+
+/// One row of the AVX-512 tile at one depth, as assembly text: broadcast A(r, p) from `$at` into
+/// `$av`, then add its products with the three B vectors (zmm27-29) to the row's accumulators.
+#[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
+macro_rules! row_9x48 {
+    ($av:literal, $at:literal, $off:literal, $c0:literal, $c1:literal, $c2:literal) => {
+        concat!(
+            "vbroadcastss ", $av, ", dword ptr [", $at, " + ", $off, "]\n",
+            "vfmadd231ps ", $c0, ", ", $av, ", zmm27\n",
+            "vfmadd231ps ", $c1, ", ", $av, ", zmm28\n",
+            "vfmadd231ps ", $c2, ", ", $av, ", zmm29\n",
+        )
+    };
+}
+
+/// One step of k of the AVX-512 tile reading A in place, as assembly text: the B panel's row at
+/// byte `$b0` from `{b}`, A's depth at byte `$a` from each row group (`{a0}`, `{a3}`, `{a6}`:
+/// rows 0, 3 and 6 of the tile, `{rs}` bytes between rows), row r's accumulators in zmm 3r to
+/// 3r + 2.
+#[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
+macro_rules! step_9x48 {
+    ($a:literal, $b0:literal, $b1:literal, $b2:literal) => {
+        concat!(
+            "vmovups zmm27, [{b} + ", $b0, "]\n",
+            "vmovups zmm28, [{b} + ", $b1, "]\n",
+            "vmovups zmm29, [{b} + ", $b2, "]\n",
+            row_9x48!("zmm30", "{a0}", $a, "zmm0", "zmm1", "zmm2"),
+            row_9x48!("zmm31", "{a0} + {rs}", $a, "zmm3", "zmm4", "zmm5"),
+            row_9x48!("zmm30", "{a0} + {rs}*2", $a, "zmm6", "zmm7", "zmm8"),
+            row_9x48!("zmm31", "{a3}", $a, "zmm9", "zmm10", "zmm11"),
+            row_9x48!("zmm30", "{a3} + {rs}", $a, "zmm12", "zmm13", "zmm14"),
+            row_9x48!("zmm31", "{a3} + {rs}*2", $a, "zmm15", "zmm16", "zmm17"),
+            row_9x48!("zmm30", "{a6}", $a, "zmm18", "zmm19", "zmm20"),
+            row_9x48!("zmm31", "{a6} + {rs}", $a, "zmm21", "zmm22", "zmm23"),
+            row_9x48!("zmm30", "{a6} + {rs}*2", $a, "zmm24", "zmm25", "zmm26"),
+        )
+    };
+}
+
+/// The full AVX-512 tile ([`GemmKernel::kernel`]) for an A read in place (`aw.cs` = 1, its rows
+/// `rs` floats apart), with the prefetch of `kc / 4` lines from `ahead` on: the k loop in
+/// assembly. Written in Rust, that loop needs a register for each of several row addresses
+/// besides the prefetch pointer, and LLVM spilled accumulators to the stack in it, more or less
+/// depending on where it was inlined (at worst 94 stack accesses every four steps, and half
+/// speed). Here each row is one of three bases plus `rs` scaled by 1 or 2: seven general
+/// registers, and the 32 vector registers exactly (27 accumulators, 3 of B, 2 of A). Every
+/// accumulator takes the same fused multiply-adds in the same order as in `kernel_generic`, so
+/// the bits are the same.
+///
+/// # Safety
+/// As [`GemmKernel::kernel`] with `aw` = `AWalk { rs, cs: 1 }`, and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn avx512_in_place(
+    s: Avx512,
+    kc: usize,
+    a: *const f32, // A(r, p) at a[r·rs + p]
+    rs: usize,
+    b: *const f32, // [kc][48]
+    c: *mut f32,   // [9][ldc]
+    ldc: usize,
+    accumulate: bool,
+    ahead: *const f32, // prefetched only: kc / 4 lines from here
+) {
+    prefetch_c_tile(c, ldc, 9, 48);
+    let mut acc = [[s.zero(); 3]; 9];
+    let (mut a0, mut bp) = (a, b);
+    let steps = kc / 4;
+    if steps > 0 {
+        let [r0, r1, r2, r3, r4, r5, r6, r7, r8] = &mut acc;
+        // SAFETY: pass i of the loop reads depths 4i..4i + 4 < kc of rows 0..9 of A (`{a0}`,
+        // `{a3}` and `{a6}` plus 0, 1 or 2 times `rs`) and the same rows of the B panel, inside
+        // what the caller guarantees; `prefetcht1` never faults. It writes only its register
+        // operands (the accumulators, the pointers, the counter, the scratch vectors, all
+        // declared) and the flags, and touches no stack.
+        unsafe {
+            std::arch::asm!(
+                "2:",
+                "prefetcht1 [{ahead}]",
+                step_9x48!("0", "0", "64", "128"),
+                step_9x48!("4", "192", "256", "320"),
+                step_9x48!("8", "384", "448", "512"),
+                step_9x48!("12", "576", "640", "704"),
+                "add {a0}, 16",
+                "add {a3}, 16",
+                "add {a6}, 16",
+                "add {b}, 768",
+                "add {ahead}, 64",
+                "dec {n}",
+                "jnz 2b",
+                a0 = inout(reg) a0,
+                a3 = inout(reg) a.wrapping_add(3 * rs) => _,
+                a6 = inout(reg) a.wrapping_add(6 * rs) => _,
+                rs = in(reg) rs * size_of::<f32>(),
+                b = inout(reg) bp,
+                ahead = inout(reg) ahead => _,
+                n = inout(reg) steps => _,
+                inout("zmm0") r0[0], inout("zmm1") r0[1], inout("zmm2") r0[2],
+                inout("zmm3") r1[0], inout("zmm4") r1[1], inout("zmm5") r1[2],
+                inout("zmm6") r2[0], inout("zmm7") r2[1], inout("zmm8") r2[2],
+                inout("zmm9") r3[0], inout("zmm10") r3[1], inout("zmm11") r3[2],
+                inout("zmm12") r4[0], inout("zmm13") r4[1], inout("zmm14") r4[2],
+                inout("zmm15") r5[0], inout("zmm16") r5[1], inout("zmm17") r5[2],
+                inout("zmm18") r6[0], inout("zmm19") r6[1], inout("zmm20") r6[2],
+                inout("zmm21") r7[0], inout("zmm22") r7[1], inout("zmm23") r7[2],
+                inout("zmm24") r8[0], inout("zmm25") r8[1], inout("zmm26") r8[2],
+                out("zmm27") _, out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
+                options(nostack, readonly),
+            );
+        }
+    }
+    // SAFETY: the last kc % 4 depths, inside the panels as above (the loop left `a0` at row 0,
+    // depth kc / 4 · 4, and `bp` at that row of the B panel), then the caller's C tile.
+    unsafe {
+        for _ in 0..kc % 4 {
+            rank1::<Avx512, 9, 3>(s, &mut acc, a0, rs, bp);
+            a0 = a0.add(1);
+            bp = bp.add(48);
+        }
+        write_c_tile(s, &acc, c, ldc, accumulate);
     }
 }
 
@@ -426,15 +562,7 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize, const AHEAD: 
     accumulate: bool,
     mut ahead: *const f32, // prefetched only, when AHEAD: kc / 4 lines from here
 ) {
-    let nr = NV * S::LANES;
-    // The C tile is touched only after the k loop; start pulling it in now: each line of each
-    // row (a row of 48 floats spans three or four lines).
-    for r in 0..R {
-        for col in (0..nr).step_by(LINE_FLOATS) {
-            prefetch_read(c.wrapping_add(r * ldc + col));
-        }
-        prefetch_read(c.wrapping_add(r * ldc + nr - 1));
-    }
+    prefetch_c_tile(c, ldc, R, NV * S::LANES);
     let mut acc = [[s.zero(); NV]; R];
     let AWalk { rs, cs } = aw;
     // SAFETY: the loops advance `a` by cs and `b` by ldb exactly `kc` times, inside the panels
@@ -458,20 +586,49 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize, const AHEAD: 
             b = b.add(ldb);
         }
     }
-    // Vector v of row r of the C tile; the caller guarantees rows r < R have nr writable floats.
+    // SAFETY: forwarded caller contract.
+    unsafe { write_c_tile(s, &acc, c, ldc, accumulate) };
+}
+
+/// Start pulling the `rows` × `nr` C tile at `c` (rows `ldc` apart) into L1: the kernel touches
+/// it only after its k loop. Each line of each row (a row of 48 floats spans three or four).
+#[inline(always)]
+fn prefetch_c_tile(c: *mut f32, ldc: usize, rows: usize, nr: usize) {
+    for r in 0..rows {
+        for col in (0..nr).step_by(LINE_FLOATS) {
+            prefetch_read(c.wrapping_add(r * ldc + col));
+        }
+        prefetch_read(c.wrapping_add(r * ldc + nr - 1));
+    }
+}
+
+/// `C[0..R, 0..NV · LANES] (+)= acc`, overwriting C when `accumulate` is false.
+///
+/// # Safety
+/// `c` is valid for reading and writing rows `c[r·ldc .. r·ldc + NV · LANES]` for `r < R`.
+#[inline(always)]
+unsafe fn write_c_tile<S: Simd, const R: usize, const NV: usize>(
+    s: S,
+    acc: &[[S::V; NV]; R],
+    c: *mut f32, // [R][ldc]
+    ldc: usize,
+    accumulate: bool,
+) {
+    // Vector v of row r of the C tile; the caller guarantees rows r < R have NV · LANES
+    // writable floats.
     let c_at = |r: usize, v: usize| c.wrapping_add(r * ldc + v * S::LANES);
     // Branch once on `accumulate`, outside the stores.
     if accumulate {
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &acc) in acc_r.iter().enumerate() {
-                // SAFETY: inside row r's nr floats (see `c_at`).
+                // SAFETY: inside row r's floats (see `c_at`).
                 unsafe { s.store(c_at(r, v), s.add(s.load(c_at(r, v)), acc)) };
             }
         }
     } else {
         for (r, acc_r) in acc.iter().enumerate() {
             for (v, &acc) in acc_r.iter().enumerate() {
-                // SAFETY: inside row r's nr floats (see `c_at`).
+                // SAFETY: inside row r's floats (see `c_at`).
                 unsafe { s.store(c_at(r, v), acc) };
             }
         }

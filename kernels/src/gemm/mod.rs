@@ -17,8 +17,8 @@
 //! tiles and the same result.
 //!
 //! Each pass of loop 1 reads its B panel from L3 on its first tile unless it was fetched
-//! before: the full tiles of a pass whose A is packed each pull a share of the next panel into
-//! L2 as they run (`gemm_packed`, `GemmKernel::kernel`).
+//! before: the full tiles of a pass each pull a share of the next panel into L2 as they run
+//! (`gemm_packed`, `GemmKernel::kernel`).
 //!
 //! When all M rows fit one MC block (a prefill of a few hundred tokens against a weight matrix),
 //! each packed B panel would serve a single pass of loop 1, so the B block is not packed up
@@ -588,7 +588,7 @@ fn sgemm_loops<S: GemmKernel, const IN_PLACE: bool>(
                 let panels =
                     a_panels::<S, IN_PLACE>(s, layout, (a, lda), (ic, mcb), (pc, kcb), apack);
                 let block = &mut c[ic * ldc + jc..];
-                gemm_packed::<S, IN_PLACE>(s, (mcb, kcb, ncb), panels, bpack, block, ldc, acc);
+                gemm_packed(s, (mcb, kcb, ncb), panels, bpack, block, ldc, acc);
             }
         }
     }
@@ -719,10 +719,10 @@ fn gemm_block_generic<S: GemmKernel>(
     // One instantiation per walk of A, as in `sgemm_generic`.
     if reads_a_in_place::<S>(layout, ncb) {
         let panels = a_panels::<S, true>(s, layout, (a, lda), rows, depths, apack);
-        gemm_packed::<S, true>(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
     } else {
         let panels = a_panels::<S, false>(s, layout, (a, lda), rows, depths, apack);
-        gemm_packed::<S, false>(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
+        gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
     }
 }
 
@@ -889,12 +889,12 @@ impl<'a> APanels<'a> {
     }
 }
 
-/// `C[0..mcb, 0..ncb] (+)= A · Bpacked`: the two inner loops over microkernel tiles, `IN_PLACE`
-/// when `a` is read where it lies ([`AWalk::rows`]).
+/// `C[0..mcb, 0..ncb] (+)= A · Bpacked`: the two inner loops over microkernel tiles, `a` packed
+/// or read where it lies (its walk, [`AWalk`]).
 ///
 /// `c` starts at the block's first element and spans `(mcb-1)·ldc + ncb` floats.
 #[inline(always)]
-fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
+fn gemm_packed<S: GemmKernel>(
     s: S,
     (mcb, kcb, ncb): (usize, usize, usize),
     a: APanels, // [ceil(mcb/MR)] panels, a.stride apart: packed [kcb][MR], or rows lda apart
@@ -912,7 +912,7 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
     let c = c.as_mut_ptr();
     // The packed B block lives in L3, so the first tile of each pass of loop 1 would wait on
     // its B panel (rdtsc around each tile, 4096×768×3072 on one thread: 36 K cycles against
-    // 10–12 K for the others). So each full tile whose A is packed prefetches a share of the
+    // 10–12 K for the others). So each full tile prefetches a share of the
     // next panel into L2 (`kernel`; the first tile then takes 15–18 K): `steps` lines, one
     // every four steps of k, from the start of the tile's share on (`ahead_share`). The shares
     // of a pass's tiles cover the panel when there are at least lines / steps of them, rounded
@@ -935,15 +935,8 @@ fn gemm_packed<S: GemmKernel, const IN_PLACE: bool>(
         for (ip, ir) in (0..mcb).step_by(mr).enumerate() {
             let mrb = mr.min(mcb - ir);
             let ap = a.a[ip * a.stride..].as_ptr();
-            // Not for A read in place: that kernel, one pointer more to carry, spilled vector
-            // registers where `gemm_block` inlines it (two threads, 4096×768×768 NN at half
-            // speed).
-            let ahead = if IN_PLACE {
-                None
-            } else {
-                let share = ahead_share(ip, full_tiles, lines, steps);
-                Some(next.wrapping_add(share * LINE_FLOATS))
-            };
+            let share = ahead_share(ip, full_tiles, lines, steps);
+            let ahead = Some(next.wrapping_add(share * LINE_FLOATS));
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the tile reads rows < mrb of its A panel to depth kcb,
             // inside `a` (asserted above), and the packed B panel holds kcb·NR floats.
