@@ -8,8 +8,8 @@
 //! rows are left, runs the same kernel instantiated for that many rows (`kernel_rows`), and its
 //! last column panel, when it is whole vectors narrower than `NR`, for that many vectors
 //! (`kernel_cols`). One full tile has its k loop in assembly: AVX-512's with A read in place
-//! (`avx512_in_place`), for which LLVM's code spilled registers. Each ISA picks the tile that
-//! fills its register file without spilling:
+//! (`avx512_in_place`, which takes a second register for A: all 32), for which LLVM's code
+//! spilled registers. Each ISA picks the tile that fills its register file without spilling:
 //!
 //! | path     | MR × NR | accumulators        | registers used        |
 //! |----------|---------|---------------------|-----------------------|
@@ -156,11 +156,12 @@ pub(crate) trait GemmKernel: Simd {
 /// `$panel`, A read in place for blocks of C up to `$in_place` B panels wide, and its
 /// [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the
 /// microkernel instantiated for the full tile (without and with the prefetch), for each row
-/// count `$r` below it and for each vector count `$v` below `$nv`.
+/// count `$r` below it and for each vector count `$v` below `$nv`. Given `in_place_kernel:`, the
+/// full tile with A read in place (a walk with `cs` = 1) runs that function instead.
 macro_rules! tile_kernels {
     (
         $mr:literal, $nv:literal, $panel:ident, $in_place:literal,
-        [$($r:literal)*], [$($v:literal)*] $(, in_place: $in_place_kernel:path)?
+        [$($r:literal)*], [$($v:literal)*] $(, in_place_kernel: $in_place_kernel:path)?
     ) => {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
@@ -179,7 +180,9 @@ macro_rules! tile_kernels {
             acc: bool,
             ahead: Option<*const f32>,
         ) {
-            // SAFETY: forwarded caller contract; NV · LANES = NR.
+            // SAFETY: forwarded caller contract; NV · LANES = NR. The in-place kernel's
+            // contract is this one with `cs` = 1, which its arm checks; `self` is the token
+            // of the features it is compiled for.
             unsafe {
                 match ahead {
                     $(_ if aw.cs == 1 => {
@@ -278,7 +281,7 @@ impl GemmKernel for Avx2 {
 impl GemmKernel for Avx512 {
     tile_kernels!(
         9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2],
-        in_place: avx512_in_place
+        in_place_kernel: avx512_in_place
     );
     #[inline(always)]
     unsafe fn transpose8(
@@ -346,9 +349,10 @@ macro_rules! step_9x48 {
 /// the bits are the same.
 ///
 /// # Safety
-/// As [`GemmKernel::kernel`] with `aw` = `AWalk { rs, cs: 1 }`, and the CPU has AVX-512F.
+/// As [`GemmKernel::kernel`] with `aw` = `AWalk { rs, cs: 1 }`, and the CPU has AVX-512F (the
+/// token proves it).
 #[cfg(target_arch = "x86_64")]
-#[inline]
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn avx512_in_place(
@@ -368,7 +372,7 @@ unsafe fn avx512_in_place(
     let steps = kc / 4;
     if steps > 0 {
         let [r0, r1, r2, r3, r4, r5, r6, r7, r8] = &mut acc;
-        // SAFETY: pass i of the loop reads depths 4i..4i + 4 < kc of rows 0..9 of A (`{a0}`,
+        // SAFETY: pass i of the loop reads depths 4i..4i + 4 (4i + 4 <= kc) of rows 0..9 of A (`{a0}`,
         // `{a3}` and `{a6}` plus 0, 1 or 2 times `rs`) and the same rows of the B panel, inside
         // what the caller guarantees; `prefetcht1` never faults. It writes only its register
         // operands (the accumulators, the pointers, the counter, the scratch vectors, all

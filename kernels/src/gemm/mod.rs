@@ -470,7 +470,7 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     let panels = a.len() / stride;
     for _ in 0..rounds {
         for p in 0..panels {
-            // The kernel the GEMM's full tiles run, prefetch instructions included; its lines
+            // The kernel the GEMM's full tiles with packed A run, prefetches included; its lines
             // (this panel's own) are already in the cache, so only their issue is timed.
             // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
             // floats and `c` MR rows of NR with ldc = NR (all checked above); `ahead` is only
@@ -919,7 +919,7 @@ fn gemm_packed<S: GemmKernel>(
     // up (12 on the AVX-512 tile at depths that are multiples of 4; the GPT shapes' blocks of
     // rows have 14–23). After the block's last panel comes its first, which the next block of
     // rows starts on when there is one (a last panel cut short runs `kernel_cols` or
-    // `edge_tile` and prefetches nothing). A tile's share issued all at once before its k loop
+    // `edge_tile` and prefetches nothing of the next panel). A tile's share issued all at once before its k loop
     // was 2–3 % slower than none, probably because the burst holds the line fill buffers the k
     // loop's own misses need; `docs/GEMM.md` has the variants tried.
     let (panels, lines, steps) = (ncb.div_ceil(nr), kcb * nr / LINE_FLOATS, kcb / 4);
