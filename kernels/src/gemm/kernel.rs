@@ -372,11 +372,11 @@ unsafe fn avx512_in_place(
     let steps = kc / 4;
     if steps > 0 {
         let [r0, r1, r2, r3, r4, r5, r6, r7, r8] = &mut acc;
-        // SAFETY: pass i of the loop reads depths 4i..4i + 4 (4i + 4 <= kc) of rows 0..9 of A (`{a0}`,
-        // `{a3}` and `{a6}` plus 0, 1 or 2 times `rs`) and the same rows of the B panel, inside
-        // what the caller guarantees; `prefetcht1` never faults. It writes only its register
-        // operands (the accumulators, the pointers, the counter, the scratch vectors, all
-        // declared) and the flags, and touches no stack.
+        // SAFETY: pass i of the loop reads depths 4i..4i + 4 (4i + 4 <= kc) of rows 0..9 of A
+        // (`{a0}`, `{a3}` and `{a6}` plus 0, 1 or 2 times `rs`) and the same rows of the B
+        // panel, inside what the caller guarantees; `prefetcht1` never faults. It writes only
+        // its register operands (the accumulators, the pointers, the counter, the scratch
+        // vectors, all declared) and the flags, and touches no stack.
         unsafe {
             std::arch::asm!(
                 "2:",

@@ -912,16 +912,16 @@ fn gemm_packed<S: GemmKernel>(
     let c = c.as_mut_ptr();
     // The packed B block lives in L3, so the first tile of each pass of loop 1 would wait on
     // its B panel (rdtsc around each tile, 4096×768×3072 on one thread: 36 K cycles against
-    // 10–12 K for the others). So each full tile prefetches a share of the
-    // next panel into L2 (`kernel`; the first tile then takes 15–18 K): `steps` lines, one
-    // every four steps of k, from the start of the tile's share on (`ahead_share`). The shares
-    // of a pass's tiles cover the panel when there are at least lines / steps of them, rounded
-    // up (12 on the AVX-512 tile at depths that are multiples of 4; the GPT shapes' blocks of
-    // rows have 14–23). After the block's last panel comes its first, which the next block of
-    // rows starts on when there is one (a last panel cut short runs `kernel_cols` or
-    // `edge_tile` and prefetches nothing of the next panel). A tile's share issued all at once before its k loop
-    // was 2–3 % slower than none, probably because the burst holds the line fill buffers the k
-    // loop's own misses need; `docs/GEMM.md` has the variants tried.
+    // 10–12 K for the others). So each full tile prefetches a share of the next panel into L2
+    // (`kernel`; the first tile then takes 15–18 K): `steps` lines, one every four steps of k,
+    // from the start of the tile's share on (`ahead_share`). The shares of a pass's tiles cover
+    // the panel when there are at least lines / steps of them, rounded up (12 on the AVX-512
+    // tile at depths that are multiples of 4; the GPT shapes' blocks of rows have 14–23). After
+    // the block's last panel comes its first, which the next block of rows starts on when there
+    // is one (a last panel cut short runs `kernel_cols` or `edge_tile` and prefetches nothing of
+    // the next panel). A tile's share issued all at once before its k loop was 2–3 % slower
+    // than none, probably because the burst holds the line fill buffers the k loop's own misses
+    // need; `docs/GEMM.md` has the variants tried.
     let (panels, lines, steps) = (ncb.div_ceil(nr), kcb * nr / LINE_FLOATS, kcb / 4);
     let full_tiles = (mcb / mr).max(1);
     // Loop 2 (jr): NR-column panels of packed B; each stays in L1 (or L2, see PanelCache) for all
@@ -1093,8 +1093,8 @@ pub mod oracle {
 mod tests {
     use super::{ahead_share, reads_a_in_place, Layout, LINE_FLOATS};
 
-    /// The next-panel prefetch of every tile width, at depths 1–300 and passes of 1–40 tiles: no
-    /// tile's lines run past the panel, and from lines / steps tiles on (rounded up) they
+    /// The next-panel prefetch of every tile width, at depths 1–300 and passes of 1–40 tiles:
+    /// no tile's lines run past the panel, and from lines / steps tiles on (rounded up) they
     /// cover it.
     #[test]
     #[cfg_attr(
