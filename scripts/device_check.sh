@@ -34,7 +34,7 @@ for line in sys.stdin:
 }
 
 # Each section, in the order `run` takes them; `run SECTION...` runs only those (after machine).
-SECTIONS="tests gemm barriers train decode numpy torch"
+SECTIONS="tests cores gemm pinning barriers train decode numpy torch"
 
 stamp() { echo "### $1 $(date -u +%FT%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"; }
 
@@ -42,6 +42,7 @@ machine() {
     stamp machine
     grep -m1 'model name' /proc/cpuinfo
     echo "cores: $cores; flags: $(grep -m1 -o -w -E 'avx512f|avx512vl|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+    lscpu 2>/dev/null | grep -E '^(Model name|Socket|Core|Thread|NUMA|L1d|L2|L3|CPU max MHz)' || true
     "$B" isa
     "$B" topology
     "$B" peak
@@ -67,6 +68,55 @@ gemm() {
         [ "$n" -gt 1 ] && "$B" peak --threads "$n"
         "$B" gemm --threads "$n" --shape 4096x768x3072 --shape 4096x3072x768 --reps 3
     done
+}
+
+cores() {
+    stamp "one single-thread job per core, all at once and unsynchronised, beside the same job alone"
+    command -v taskset >/dev/null || { echo "no taskset here"; return 0; }
+    local dir c job key pids
+    dir=$(mktemp -d)
+    # What each job reports, in its --json line.
+    for job in "peak:peak_gflops" "gemm --threads 1 --shape 4096x768x3072 --reps 10:gflops" \
+        "train --threads 1 --batch 1 --steps 3:tokens_per_s"; do
+        key=${job##*:}
+        job=${job%:*}
+        # shellcheck disable=SC2086 # the job's words are its arguments
+        taskset -c 0 "$B" $job --json >"$dir/alone"
+        pids=()
+        for c in $(seq 0 $((cores - 1))); do
+            # shellcheck disable=SC2086
+            taskset -c "$c" "$B" $job --json >"$dir/$c" &
+            pids+=($!)
+        done
+        # Only these: a bare `wait` would also wait for the log's tee.
+        wait "${pids[@]}"
+        for c in alone $(seq 0 $((cores - 1))); do
+            grep -o "\"$key\":[0-9.]*" "$dir/$c" | cut -d: -f2
+        done | awk -v job="$job" -v key="$key" '
+            NR == 1 { alone = $1; next }
+            { n++; sum += $1; min = n == 1 || $1 < min ? $1 : min; max = $1 > max ? $1 : max }
+            END { printf "%s (%s): alone %.1f; %d at once: sum %.1f = %.2fx alone, each %.1f-%.1f\n",
+                  job, key, alone, n, sum, sum / alone, min, max }'
+    done
+    rm -rf "$dir"
+}
+
+pinning() {
+    stamp "the workers' threads and the CPUs they run on (ps -L -o psr), under a GEMM on every core"
+    command -v ps >/dev/null || { echo "no ps here"; return 0; }
+    "$B" gemm --threads "$cores" --shape 4096x768x3072 --reps 300 >/dev/null &
+    local pid=$! i
+    # Wait until every worker is up (the process's own thread plus one per core), then sample twice.
+    for i in $(seq 50); do
+        [ "$(ps -L -o tid= -p "$pid" | wc -l)" -gt "$cores" ] && break
+        sleep 0.2
+    done
+    for i in 1 2; do
+        sleep 0.5
+        ps -L -o tid=,psr=,pcpu=,comm= -p "$pid" | sort -k4 | tr '\n' ';'
+        echo
+    done
+    wait "$pid"
 }
 
 barriers() {
