@@ -23,15 +23,27 @@
 //!
 //! # Work stealing
 //!
-//! Each tile is cut across its rows into up to four pieces of at least four MC blocks
-//! ([`Grid::piece`]); unless the workers share B (below, with stealing of its own), the job
-//! is one [`Spheres::par_for_with`] over the pieces with
-//! [`Schedule::Stealing`], where worker `w`'s own share is exactly its tile. On an idle machine
-//! each worker computes its own tile; on a shared one a worker that finishes early takes the
-//! pieces a descheduled sibling has not started. A piece packs its columns of B again: for
-//! K = N = 768 that is 0.6 M floats (~0.1 ms) against ~13 ms of multiply-adds for a piece of
-//! 1008 rows on an idle core, under 1 % by that count, though sharing the packed B (below) gained
-//! more than that.
+//! Each tile is cut across its rows into pieces ([`Grid::piece`]); unless the workers share B
+//! (below, with stealing of its own), the job is one [`Spheres::par_for_with`] over the pieces
+//! with [`Schedule::Stealing`], where worker `w`'s own share is exactly its tile. On an idle
+//! machine each worker computes its own tile; on a shared one a worker that finishes early takes
+//! the pieces a slow or descheduled sibling has not started.
+//!
+//! When a tile's B, all of K packed slice after slice, fits a worker's B buffer (KC × NC floats:
+//! 8 MiB on a 2 MiB-L2 AVX-512 core, so K × N up to about 2 M per tile), the pieces are one MC
+//! block of rows each ([`Grid::reuse_b`]): the worker packs the tile's B once, keeps it from
+//! one piece to the next, and packs again only for a stolen piece of another tile (or in the next
+//! call). Cutting finely then costs nothing on an idle machine, and the stealing can even out
+//! cores that run at different speeds. That is what the lent 16-core host needed: its cores,
+//! each running a one-thread GEMM at once, ran at 66 to 143 GFLOP/s, and a 4×4 grid of whole
+//! tiles ran at the slowest one's pace. Alternating with the previous build there,
+//! `cllm-bench gemm --threads 16`, 4096×768×3072 rose from a median of 1253 to 1790 GFLOP/s
+//! and 4096×768×768 from 1188 to 1535 (18 runs each); on a later, noisier loan 4096×3072×768,
+//! whose K is three slices, rose from 1182 to 1412 (6 each; `docs/PERFORMANCE.md`).
+//!
+//! Otherwise each piece packs its columns of B again, so tiles are cut into at most four pieces
+//! of at least four MC blocks: for K = N = 768 a repack is 0.6 M floats (~0.1 ms) against
+//! ~13 ms of multiply-adds for a piece of 1008 rows on an idle core, under 1 % by that count.
 //!
 //! Row-split grids (`cols == 1`) write C in place: each piece's rows are a contiguous span of
 //! C that no other piece's span overlaps. In a column-split grid a piece's rows interleave
@@ -76,7 +88,8 @@
 //!
 //! Two-thread scaling (1.84–2.01× one thread on 2 cores) and the ratio to OpenBLAS at 2 threads
 //! are in `docs/PERFORMANCE.md`, with their commands (`cllm-bench gemm --threads 1|2`,
-//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`).
+//! `python3 scripts/peers/gemm_vs_numpy.py --threads 2`), as are the figures from the lent
+//! 16-core host (`scripts/device_check.sh`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,7 +131,14 @@ struct WorkerScratch {
     gemm: GemmScratch,
     /// Private C tile for column-split grids: `tile_floats` floats, `[rows][cols]` of a chunk.
     tile: Vec<f32>,
+    /// The tile columns whose B `gemm` holds packed when a grid's pieces share it
+    /// ([`Grid::reuse_b`]).
+    b_holds: Option<BBlock>,
 }
+
+/// A tile's packed B, every K slice of it, in one job: (the job's number, its first column,
+/// its width).
+type BBlock = (u64, usize, usize);
 
 /// Every worker's packing buffers and private C tile, each made on its own worker, and the B
 /// block the workers of a row split share.
@@ -131,6 +151,8 @@ pub struct ParGemmScratch {
     /// Per worker, the next of its blocks of rows to claim in the current B block of a shared-B
     /// job.
     claims: Box<[Claims]>,
+    /// Jobs run so far: a job's number tells its packed B blocks from an earlier job's.
+    jobs: u64,
 }
 
 /// A counter on a cache line of its own: one worker's claims do not slow another's.
@@ -172,6 +194,7 @@ impl ParGemmScratch {
             WorkerScratch {
                 gemm,
                 tile: vec![0.0; tile_floats.max(mr * nr)],
+                b_holds: None,
             }
         })?;
         let blocking = workers.get(0).gemm.blocking();
@@ -187,6 +210,7 @@ impl ParGemmScratch {
             claims: (0..spheres.count())
                 .map(|_| Claims(AtomicUsize::new(0)))
                 .collect(),
+            jobs: 0,
         })
     }
 
@@ -216,6 +240,11 @@ pub struct Grid {
     /// docs): a row split of several workers, each with more than one MC block of rows, over at
     /// most [`SHARED_B_MAX_BLOCKS`] B blocks.
     pub share_b: bool,
+    /// Whether each tile's B, all of K packed slice after slice, fits a worker's B buffer (KC ×
+    /// NC floats; the tile's columns at most NC and one chunk of the private buffer), which
+    /// keeps it from one piece of the tile to the next; the pieces are then one MC block of
+    /// rows each (see the module docs).
+    pub reuse_b: bool,
     m: usize,
     n: usize,
     mr: usize,
@@ -238,6 +267,7 @@ impl Grid {
             cols,
             pieces: 1,
             share_b: false,
+            reuse_b: false,
             m,
             n,
             mr: blocking.mr,
@@ -255,14 +285,25 @@ impl Grid {
                 }
             }
         }
-        // Pieces of at least four MC blocks, at most four per tile: each piece packs its B
-        // columns again, under 1 % of a piece of four MC blocks of rows.
-        best.pieces = (best.largest().0 / (4 * blocking.mc)).clamp(1, 4);
         let b_blocks = n.div_ceil(blocking.nc) * k.div_ceil(gemm::k_slice(k, blocking.kc).max(1));
         best.share_b = best.cols == 1
             && workers > 1
             && m > workers * blocking.mc
             && (1..=SHARED_B_MAX_BLOCKS).contains(&b_blocks);
+        let (tm, tn) = best.largest();
+        let b_fits = k > 0
+            && tn <= blocking.nc
+            && k * tn.div_ceil(blocking.nr) * blocking.nr <= blocking.kc * blocking.nc
+            && (best.cols == 1 || chunk(tm, tn, blocking, tile_floats).1 == tn);
+        if b_fits && !best.share_b {
+            // Pieces of one MC block: a worker packs its tile's B once for all of them.
+            best.pieces = tm.div_ceil(blocking.mc).max(1);
+            best.reuse_b = best.pieces > 1;
+        } else {
+            // Pieces of at least four MC blocks, at most four per tile: each piece packs its B
+            // columns again, under 1 % of a piece of four MC blocks of rows.
+            best.pieces = (tm / (4 * blocking.mc)).clamp(1, 4);
+        }
         best
     }
 
@@ -406,6 +447,7 @@ pub fn par_sgemm(
     }
     let blocking = ws.blocking;
     let grid = Grid::choose((m, k, n), spheres.count(), blocking, ws.tile_floats);
+    ws.jobs = ws.jobs.wrapping_add(1);
     let cp = CPtr(c.as_mut_ptr());
     if grid.share_b {
         let job = SharedJob {
@@ -445,10 +487,10 @@ pub fn par_sgemm(
         a: (a, lda),
         b: (b, ldb),
         ldc,
-        n,
         accumulate,
         blocking,
         tile_floats: ws.tile_floats,
+        reuse_b: grid.reuse_b.then_some(ws.jobs),
     };
     // Each worker starts on its own tile's pieces and, when done, takes pieces still waiting
     // in other workers' tiles (siblings first): on a busy machine no worker waits for a slow
@@ -470,7 +512,7 @@ pub fn par_sgemm(
                     // lies inside C's checked span because rows.end <= m; `c` is borrowed
                     // mutably for the whole job.
                     let cw = unsafe { cp.slice(rows.start * ldc, (rows.len() - 1) * ldc + n) };
-                    job.rows_in_place(&mut w.gemm, rows, cw);
+                    job.product((&mut w.gemm, &mut w.b_holds), rows, 0..n, cw, ldc);
                 } else {
                     job.piece_chunked(w, rows, cols, cp);
                 }
@@ -589,10 +631,11 @@ struct Job<'a> {
     a: (&'a [f32], usize),
     b: (&'a [f32], usize),
     ldc: usize,
-    n: usize,
     accumulate: bool,
     blocking: Blocking,
     tile_floats: usize,
+    /// This job's number when its tiles are one B block each ([`Grid::reuse_b`]).
+    reuse_b: Option<u64>,
 }
 
 impl Job<'_> {
@@ -617,22 +660,69 @@ impl Job<'_> {
         b.get(offset..).unwrap_or(&[])
     }
 
-    /// All of C's columns for `rows`, written in place (`c` starts at row `rows.start`).
-    fn rows_in_place(&self, ws: &mut GemmScratch, rows: Range<usize>, c: &mut [f32]) {
-        gemm::sgemm_unchecked(
-            ws,
-            self.layout,
-            rows.len(),
-            self.k,
-            self.n,
-            self.a_from(rows.start),
-            self.a.1,
-            self.b_from(0),
-            self.b.1,
-            c,
-            self.ldc,
-            self.accumulate,
-        );
+    /// `C[rows, cols] (+)= op(A)[rows, ..] · op(B)[.., cols]` into `c`, which starts at that
+    /// block's first element and has row stride `ldc`: the one-thread sgemm, or, when the grid's
+    /// tiles' B fits the worker's buffer, `sgemm`'s loops 4 to 1 against the B the worker
+    /// packed for the last piece of this tile it ran (packing it first when that was another
+    /// tile's, or another job's): each K slice of `sgemm`'s at its own offset, so every tile of
+    /// C takes the same slices in the same order and the bits are the same.
+    fn product(
+        &self,
+        (gemm, b_holds): (&mut GemmScratch, &mut Option<BBlock>),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let Some(job) = self.reuse_b else {
+            gemm::sgemm_unchecked(
+                gemm,
+                self.layout,
+                rows.len(),
+                self.k,
+                cols.len(),
+                self.a_from(rows.start),
+                self.a.1,
+                self.b_from(cols.start),
+                self.b.1,
+                c,
+                ldc,
+                self.accumulate,
+            );
+            return;
+        };
+        let ((a, lda), (b, ldb), k) = (self.a, self.b, self.k);
+        let Blocking { mc, kc, nr, .. } = self.blocking;
+        let kc = gemm::k_slice(k, kc);
+        // Floats per unit of depth: slice `pc..` starts at `pc · width`.
+        let width = cols.len().div_ceil(nr) * nr;
+        let block = (job, cols.start, cols.len());
+        if *b_holds != Some(block) {
+            for pc in (0..k).step_by(kc) {
+                let depth = (pc, kc.min(k - pc));
+                let tile_cols = (cols.start, cols.len());
+                gemm::pack_b_block(gemm, self.layout, b, ldb, depth, tile_cols, pc * width);
+            }
+            *b_holds = Some(block);
+        }
+        for i0 in rows.clone().step_by(mc) {
+            let mcb = mc.min(rows.end - i0);
+            for pc in (0..k).step_by(kc) {
+                gemm::gemm_block_own_b(
+                    gemm,
+                    self.layout,
+                    a,
+                    lda,
+                    (i0, mcb),
+                    (pc, kc.min(k - pc)),
+                    pc * width,
+                    cols.len(),
+                    &mut c[(i0 - rows.start) * ldc..],
+                    ldc,
+                    self.accumulate || pc > 0,
+                );
+            }
+        }
     }
 
     /// The piece `rows × cols`, computed chunk by chunk in the worker's private buffer and
@@ -646,13 +736,18 @@ impl Job<'_> {
     ) {
         let (rc, cc) = chunk(rows.len(), cols.len(), self.blocking, self.tile_floats);
         let ldc = self.ldc;
-        'cols: for j0 in cols.clone().step_by(cc) {
+        let WorkerScratch {
+            gemm,
+            tile,
+            b_holds,
+        } = w;
+        for j0 in cols.clone().step_by(cc) {
             let nb = cc.min(cols.end - j0);
-            'rows: for i0 in rows.clone().step_by(rc) {
+            for i0 in rows.clone().step_by(rc) {
                 let mb = rc.min(rows.end - i0);
                 // Row i of this tile, columns j0..j0+nb, belongs to this worker alone (tiles
                 // are disjoint) and lies inside C's checked span (i < m, j0 + nb <= n).
-                let buf = &mut w.tile[..mb * nb]; // [mb][nb]
+                let buf = &mut tile[..mb * nb]; // [mb][nb]
                 if self.accumulate {
                     for (r, line) in buf.chunks_exact_mut(nb).enumerate() {
                         // SAFETY: a row of this worker's piece (above); lives for one copy.
@@ -660,28 +755,13 @@ impl Job<'_> {
                         line.copy_from_slice(src);
                     }
                 }
-                gemm::sgemm_unchecked(
-                    &mut w.gemm,
-                    self.layout,
-                    mb,
-                    self.k,
-                    nb,
-                    self.a_from(i0),
-                    self.a.1,
-                    self.b_from(j0),
-                    self.b.1,
-                    buf,
-                    nb,
-                    self.accumulate,
-                );
+                self.product((gemm, b_holds), i0..i0 + mb, j0..j0 + nb, buf, nb);
                 for (r, line) in buf.chunks_exact(nb).enumerate() {
                     // SAFETY: a row of this worker's piece (above); lives for one copy.
                     let dst = unsafe { c.slice((i0 + r) * ldc + j0, nb) };
                     dst.copy_from_slice(line);
                 }
-                continue 'rows;
             }
-            continue 'cols;
         }
     }
 }
@@ -790,6 +870,60 @@ mod tests {
                     accumulate,
                     &what,
                 );
+            }
+        }
+    }
+
+    /// Grids whose tiles are one B block cut into pieces of one MC block: a worker packs a
+    /// tile's block once and keeps it for the tile's next piece, and packs afresh for another
+    /// tile's piece (the workers share one CPU, so they steal) or in another call, also when B
+    /// was changed in place between the calls. Row split (one worker) and 2-D grid, writing and
+    /// accumulating: the result equals the one-thread GEMM's bit for bit.
+    #[test]
+    fn tiles_of_one_b_block_match_sgemm_across_calls() {
+        use crate::sphere_tree::SphereTree;
+        let Blocking { mr, nr, .. } = GemmScratch::with_blocks(1, 1, 1).blocking();
+        // MC of one panel, KC 64, NC of eight panels: a tile's B of K = 100 (two slices) and
+        // up to four panels fits.
+        let blocks = (mr, 64, 8 * nr);
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7 + seed * 3) % 11) as f32 * 0.25 - 1.0)
+                .collect()
+        };
+        for (workers, (m, k, n)) in [
+            (1, (7 * mr + 3, 13, 3 * nr + 5)),
+            (4, (4 * mr - 2, 100, 12 * nr + 5)),
+        ] {
+            let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
+            let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, TILE_FLOATS).unwrap();
+            let grid = Grid::choose((m, k, n), workers, ws.blocking, ws.tile_floats);
+            assert!(grid.reuse_b && grid.pieces > 1, "{grid:?}");
+            assert_eq!(grid.cols > 1, workers > 1, "{grid:?}");
+            for layout in Layout::ALL {
+                let (ar, ac) = layout.a_dims(m, k);
+                let (br, bc) = layout.b_dims(k, n);
+                let (a, mut b) = (values(ar * ac, 1), values(br * bc, 2));
+                let ldc = n + 3;
+                let c0 = values(m * ldc, 3);
+                for accumulate in [false, true] {
+                    for call in 0..2 {
+                        b.iter_mut().for_each(|x| *x = *x * -0.5 + 0.25);
+                        let (mut got, mut want) = (c0.clone(), c0.clone());
+                        par_sgemm(
+                            &spheres, &mut ws, layout, m, k, n, &a, ac, &b, bc, &mut got, ldc,
+                            accumulate,
+                        )
+                        .unwrap();
+                        let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+                        gemm::sgemm(
+                            &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, ldc, accumulate,
+                        )
+                        .unwrap();
+                        let what = format!("{workers} workers, {layout:?}, {accumulate}, {call}");
+                        assert_eq!(got, want, "{what}");
+                    }
+                }
             }
         }
     }

@@ -396,8 +396,8 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
     }
 }
 
-/// The blocked loops in parts (`pack_b_panels`, `gemm_block`), run as a threaded caller runs
-/// them: each B block packed as two runs of panels, rows in blocks of whole MR panels in any
+/// The blocked loops in parts (`pack_b_panels`, `gemm_block`; and `pack_b_block`,
+/// `gemm_block_own_b`), run as a threaded caller runs them: each B block packed as two runs of panels, rows in blocks of whole MR panels in any
 /// order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it into equal blocks
 /// (`Blocking::nc_for`): any cut at whole NR panels runs the same tiles. The result equals
 /// `sgemm`'s bit for bit, in every layout, with ragged last panels both ways.
@@ -480,6 +480,37 @@ fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
                 }
             }
             assert_eq!(got, want, "{layout:?} accumulate={accumulate}");
+            // The same with each B block packed whole into the scratch's own buffer
+            // (`pack_b_block`, `gemm_block_own_b`) at the buffer's end, rows in blocks of one
+            // MR panel in order.
+            let mut own = c0.clone();
+            for jc in (0..n).step_by(b.nc) {
+                let ncb = b.nc.min(n - jc);
+                for pc in (0..k).step_by(kcs) {
+                    let kcb = kcs.min(k - pc);
+                    let at = b.kc * b.nc - ncb.div_ceil(b.nr) * b.nr * kcb;
+                    gemm::pack_b_block(&mut ws, layout, &bm, bc, (pc, kcb), (jc, ncb), at);
+                    for i0 in (0..m).step_by(b.mr) {
+                        let mcb = b.mr.min(m - i0);
+                        let c = &mut own[i0 * ldc + jc..];
+                        let acc = accumulate || pc > 0;
+                        gemm::gemm_block_own_b(
+                            &mut ws,
+                            layout,
+                            &a,
+                            ac,
+                            (i0, mcb),
+                            (pc, kcb),
+                            at,
+                            ncb,
+                            c,
+                            ldc,
+                            acc,
+                        );
+                    }
+                }
+            }
+            assert_eq!(own, want, "own B, {layout:?} accumulate={accumulate}");
         }
     }
 }

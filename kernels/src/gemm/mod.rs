@@ -679,6 +679,124 @@ fn gemm_block_generic<S: GemmKernel>(
     layout: Layout,
     a: &[f32],
     lda: usize,
+    rows: (usize, usize),
+    depth: (usize, usize),
+    bpack: &[f32],
+    ncb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (blocking, apack) = (ws.blocking, ws.a.as_mut_slice());
+    block_loops(
+        s, blocking, apack, layout, a, lda, rows, depth, bpack, ncb, c, ldc, accumulate,
+    );
+}
+
+dispatch! {
+    /// [`pack_b_panels`] into `ws`'s own B buffer (KC × NC floats), from float `at` on, for a
+    /// caller that then runs [`gemm_block_own_b`] on several blocks of rows against it: the
+    /// parallel GEMM's worker, whose consecutive pieces of one tile share its packed B (each K
+    /// slice of it at its own offset). Panics as `pack_b_panels` does when the block does not
+    /// fit the buffer's floats from `at` on.
+    pub fn pack_b_block(
+        ws: &mut GemmScratch,
+        layout: Layout,
+        b: &[f32],
+        ldb: usize,
+        depth: (usize, usize),
+        cols: (usize, usize),
+        at: usize,
+    ) = pack_b_block_generic;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_b_block_generic<S: GemmKernel>(
+    s: S,
+    ws: &mut GemmScratch,
+    layout: Layout,
+    b: &[f32],
+    ldb: usize,
+    depth: (usize, usize),
+    cols: (usize, usize),
+    at: usize,
+) {
+    let dst = ws.b.as_mut_slice();
+    let dst = dst.get_mut(at..).unwrap_or_default();
+    pack_b_panels_generic(s, layout, b, ldb, depth, cols, dst);
+}
+
+dispatch! {
+    /// [`gemm_block`] against the packed B block that starts at float `at` of `ws`'s own B
+    /// buffer, as [`pack_b_block`] packed it with the same depth and `ncb` columns (what the
+    /// buffer holds is the caller's to know: floats never packed read as zeros or as an
+    /// earlier product's panels). Panics as `gemm_block` does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_block_own_b(
+        ws: &mut GemmScratch,
+        layout: Layout,
+        a: &[f32],
+        lda: usize,
+        rows: (usize, usize),
+        depth: (usize, usize),
+        at: usize,
+        ncb: usize,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) = gemm_block_own_b_generic;
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemm_block_own_b_generic<S: GemmKernel>(
+    s: S,
+    ws: &mut GemmScratch,
+    layout: Layout,
+    a: &[f32],
+    lda: usize,
+    rows: (usize, usize),
+    depth: (usize, usize),
+    at: usize,
+    ncb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let GemmScratch {
+        blocking,
+        a: apack,
+        b: bpack,
+    } = ws;
+    block_loops(
+        s,
+        *blocking,
+        apack.as_mut_slice(),
+        layout,
+        a,
+        lda,
+        rows,
+        depth,
+        bpack.as_mut_slice().get(at..).unwrap_or_default(),
+        ncb,
+        c,
+        ldc,
+        accumulate,
+    );
+}
+
+/// Loops 3 to 1 for one block of rows ([`gemm_block`]), with the A packing buffer `apack` of
+/// a scratch sized by `blocking`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block_loops<S: GemmKernel>(
+    s: S,
+    blocking: Blocking,
+    apack: &mut [f32],
+    layout: Layout,
+    a: &[f32],
+    lda: usize,
     (i0, mcb): (usize, usize),
     (p0, kcb): (usize, usize),
     bpack: &[f32],
@@ -687,7 +805,7 @@ fn gemm_block_generic<S: GemmKernel>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let Blocking { mr, nr, mc, kc, .. } = ws.blocking;
+    let Blocking { mr, nr, mc, kc, .. } = blocking;
     assert!(
         (mr, nr) == (S::MR, S::NR) && mcb <= mc && 0 < kcb && kcb <= kc,
         "gemm_block: {mcb} rows × {kcb} deep on scratch for {mc} × {kc} with a {mr}×{nr} tile \
@@ -715,7 +833,7 @@ fn gemm_block_generic<S: GemmKernel>(
     if mcb == 0 || ncb == 0 {
         return;
     }
-    let (rows, depths, apack) = ((i0, mcb), (p0, kcb), ws.a.as_mut_slice());
+    let (rows, depths) = ((i0, mcb), (p0, kcb));
     // One instantiation per walk of A, as in `sgemm_generic`.
     if reads_a_in_place::<S>(layout, ncb) {
         let panels = a_panels::<S, true>(s, layout, (a, lda), rows, depths, apack);
