@@ -6,7 +6,8 @@
 #   scripts/device_check.sh run [SECTION...]   # there, with .device carried: $OUT/device.log
 #
 # `run` works on any machine with the binaries (it caps the thread counts at the cores it finds),
-# so try it here first: on a 2-core machine it takes about 3 minutes, peers included. Then, there:
+# so try it here first: on a 2-core machine it takes about 3 minutes, peers included; on the
+# 16-core host it took 2 to 3. Then, there:
 #   run(command="scripts/device_check.sh run", carry=[".device"], timeout_s=540)
 # $OUT/device.log comes back even if the run is cut short. The peers run with python3 (the lent
 # machine's has numpy and PyTorch); elsewhere PYTHON names one that has them.

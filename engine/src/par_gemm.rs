@@ -9,9 +9,9 @@
 //! C is cut into a `rows × cols` grid of tiles, one per worker ([`Grid::choose`]). Tile edges
 //! fall on multiples of the microkernel tile (MR rows, NR columns), and the pieces differ by at
 //! most one MR panel (one NR panel), so the work is balanced to within one panel. Each worker
-//! runs the single-threaded blocked sgemm on its tile, reading the rows of A and the columns of
-//! B it needs (tall row splits share their packed B instead; see below); every element of C is
-//! computed by exactly one worker.
+//! runs the single-threaded blocked sgemm's loops on its tile, reading the rows of A and the
+//! columns of B it needs and packing them into its own buffers (tall row splits share their
+//! packed B instead; see below); every element of C is computed by exactly one worker.
 //!
 //! The grid minimises a per-worker cost, summed per unit of K, for the largest tile
 //! `tm × tn`: the multiply-adds `tm · tn / 16` (a packed float costs about as much as 16 FMA
@@ -30,16 +30,17 @@
 //! the pieces a slow or descheduled sibling has not started.
 //!
 //! When a tile's B, all of K packed slice after slice, fits a worker's B buffer (KC × NC floats:
-//! 8 MiB on a 2 MiB-L2 AVX-512 core, so K × N up to about 2 M per tile), the pieces are one MC
-//! block of rows each ([`Grid::reuse_b`]): the worker packs the tile's B once, keeps it from
-//! one piece to the next, and packs again only for a stolen piece of another tile (or in the next
-//! call). Cutting finely then costs nothing on an idle machine, and the stealing can even out
-//! cores that run at different speeds. That is what the lent 16-core host needed: its cores,
+//! 7.9 MiB on the AVX-512 machines here, so K × N up to about 2 M per tile), the tile is cut into
+//! as many pieces as it has MC blocks of rows ([`Grid::reuse_b`]): the worker packs the tile's B
+//! once, keeps it from one piece to the next, and packs again only for a stolen piece of another
+//! column of tiles (or in the next call). Cutting finely then costs nothing on an idle machine,
+//! and the stealing can even out cores that run at different speeds. That is what the lent 16-core host needed: its cores,
 //! each running a one-thread GEMM at once, ran at 66 to 143 GFLOP/s, and a 4×4 grid of whole
 //! tiles ran at the slowest one's pace. Alternating with the previous build there,
 //! `cllm-bench gemm --threads 16`, 4096×768×3072 rose from a median of 1253 to 1790 GFLOP/s
 //! and 4096×768×768 from 1188 to 1535 (18 runs each); on a later, noisier loan 4096×3072×768,
-//! whose K is three slices, rose from 1182 to 1412 (6 each; `docs/PERFORMANCE.md`).
+//! whose K is three slices, rose from 1182 to 1412, and 4096×768×3072 from 1206 to 1554 (6
+//! each; `docs/PERFORMANCE.md`).
 //!
 //! Otherwise each piece packs its columns of B again, so tiles are cut into at most four pieces
 //! of at least four MC blocks: for K = N = 768 a repack is 0.6 M floats (~0.1 ms) against
@@ -61,8 +62,8 @@
 //!
 //! # Shared packed B blocks
 //!
-//! A row split duplicates the packing of B: each worker packs every B block for its own rows,
-//! and each of its pieces packs them again. When every worker has more than one MC block of
+//! A row split duplicates the packing of B: each worker packs every B block for its own rows
+//! (and, where a tile's B does not fit its buffer, each of its pieces packs them again). When every worker has more than one MC block of
 //! rows and the product has at most [`SHARED_B_MAX_BLOCKS`] B blocks (NC-column blocks × K
 //! slices), the workers share instead, as BLIS does: for each B block, each packs a contiguous
 //! run of its NR panels into one shared buffer, they meet at a barrier, each runs loops 3 to 1
@@ -240,10 +241,10 @@ pub struct Grid {
     /// docs): a row split of several workers, each with more than one MC block of rows, over at
     /// most [`SHARED_B_MAX_BLOCKS`] B blocks.
     pub share_b: bool,
-    /// Whether each tile's B, all of K packed slice after slice, fits a worker's B buffer (KC ×
-    /// NC floats; the tile's columns at most NC and one chunk of the private buffer), which
-    /// keeps it from one piece of the tile to the next; the pieces are then one MC block of
-    /// rows each (see the module docs).
+    /// Whether a worker keeps a tile's packed B from one piece to the next (see the module
+    /// docs): the tile's B, all of K slice after slice, fits its B buffer (KC × NC floats; the
+    /// tile's columns at most NC and one chunk of the private buffer), the workers do not share
+    /// B, and the tile is cut into several pieces, as many as it has MC blocks of rows.
     pub reuse_b: bool,
     m: usize,
     n: usize,
@@ -661,11 +662,12 @@ impl Job<'_> {
     }
 
     /// `C[rows, cols] (+)= op(A)[rows, ..] · op(B)[.., cols]` into `c`, which starts at that
-    /// block's first element and has row stride `ldc`: the one-thread sgemm, or, when the grid's
-    /// tiles' B fits the worker's buffer, `sgemm`'s loops 4 to 1 against the B the worker
-    /// packed for the last piece of this tile it ran (packing it first when that was another
-    /// tile's, or another job's): each K slice of `sgemm`'s at its own offset, so every tile of
-    /// C takes the same slices in the same order and the bits are the same.
+    /// block's first element and has row stride `ldc`: the one-thread sgemm, or, when the grid
+    /// reuses B ([`Grid::reuse_b`]), `sgemm`'s loops 3 to 1 for each K slice against the B the
+    /// worker packed for the last piece it ran, if that piece had the same columns in this job
+    /// (else it packs them first). Each block of rows takes every K slice of `sgemm`'s, in
+    /// order, before the next block (`sgemm` runs slices outside blocks); every tile of C still
+    /// takes the same slices in the same order, so the bits are the same.
     fn product(
         &self,
         (gemm, b_holds): (&mut GemmScratch, &mut Option<BBlock>),
@@ -698,9 +700,12 @@ impl Job<'_> {
         let width = cols.len().div_ceil(nr) * nr;
         let block = (job, cols.start, cols.len());
         if *b_holds != Some(block) {
+            // gemm's B buffer: [K slices][width / NR][kcb][NR], slice pc.. at pc · width. Not
+            // this block's until every slice is in.
+            *b_holds = None;
+            let tile_cols = (cols.start, cols.len());
             for pc in (0..k).step_by(kc) {
                 let depth = (pc, kc.min(k - pc));
-                let tile_cols = (cols.start, cols.len());
                 gemm::pack_b_block(gemm, self.layout, b, ldb, depth, tile_cols, pc * width);
             }
             *b_holds = Some(block);
@@ -874,32 +879,58 @@ mod tests {
         }
     }
 
-    /// Grids whose tiles are one B block cut into pieces of one MC block: a worker packs a
-    /// tile's block once and keeps it for the tile's next piece, and packs afresh for another
-    /// tile's piece (the workers share one CPU, so they steal) or in another call, also when B
-    /// was changed in place between the calls. Row split (one worker) and 2-D grid, writing and
-    /// accumulating: the result equals the one-thread GEMM's bit for bit.
+    /// Grids whose tiles' packed B fits a worker's buffer, cut into pieces of one MC block: a
+    /// worker packs a tile's B once and keeps it for the tile's next piece, and packs afresh for
+    /// another tile's piece (the workers share one CPU, so they may steal) or in another call,
+    /// also when B was changed in place between the calls. Row split (one worker); 2-D grids
+    /// with K in two unequal slices, one with pieces that span two chunks of the private
+    /// buffer. Writing and accumulating, the result equals the one-thread GEMM's bit for bit.
     #[test]
-    fn tiles_of_one_b_block_match_sgemm_across_calls() {
+    fn tiles_keeping_their_b_match_sgemm_across_calls() {
         use crate::sphere_tree::SphereTree;
         let Blocking { mr, nr, .. } = GemmScratch::with_blocks(1, 1, 1).blocking();
-        // MC of one panel, KC 64, NC of eight panels: a tile's B of K = 100 (two slices) and
-        // up to four panels fits.
-        let blocks = (mr, 64, 8 * nr);
         let values = |len: usize, seed: usize| -> Vec<f32> {
             (0..len)
                 .map(|i| ((i * 7 + seed * 3) % 11) as f32 * 0.25 - 1.0)
                 .collect()
         };
-        for (workers, (m, k, n)) in [
-            (1, (7 * mr + 3, 13, 3 * nr + 5)),
-            (4, (4 * mr - 2, 100, 12 * nr + 5)),
+        // KC 64 and NC of eight panels: a tile's B of K = 101 (slices of 51 and 50) and up to
+        // five panels fits. In the last case, pieces of MC = 2 MR rows in chunks of one MR
+        // panel (MR × NC floats).
+        for (workers, blocks, tile_floats, (m, k, n)) in [
+            (
+                1,
+                (mr, 64, 8 * nr),
+                TILE_FLOATS,
+                (7 * mr + 3, 13, 3 * nr + 5),
+            ),
+            (
+                4,
+                (mr, 64, 8 * nr),
+                TILE_FLOATS,
+                (4 * mr - 2, 101, 12 * nr + 5),
+            ),
+            (
+                4,
+                (2 * mr, 64, 8 * nr),
+                8 * mr * nr,
+                (3 * mr, 101, 16 * nr + 5),
+            ),
         ] {
             let spheres = Spheres::new(&SphereTree::flat(&vec![0; workers])).unwrap();
-            let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, TILE_FLOATS).unwrap();
-            let grid = Grid::choose((m, k, n), workers, ws.blocking, ws.tile_floats);
+            let mut ws = ParGemmScratch::with_blocks(&spheres, blocks, tile_floats).unwrap();
+            let b = ws.blocking;
+            let grid = Grid::choose((m, k, n), workers, b, ws.tile_floats);
             assert!(grid.reuse_b && grid.pieces > 1, "{grid:?}");
             assert_eq!(grid.cols > 1, workers > 1, "{grid:?}");
+            if grid.cols > 1 {
+                let (tm, tn) = grid.largest();
+                let rows = chunk(tm, tn, b, ws.tile_floats).0;
+                assert!(
+                    tile_floats == TILE_FLOATS || rows < b.mc,
+                    "{grid:?}: chunks {rows}"
+                );
+            }
             for layout in Layout::ALL {
                 let (ar, ac) = layout.a_dims(m, k);
                 let (br, bc) = layout.b_dims(k, n);
@@ -922,6 +953,65 @@ mod tests {
                         .unwrap();
                         let what = format!("{workers} workers, {layout:?}, {accumulate}, {call}");
                         assert_eq!(got, want, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One worker's pieces in the orders stealing can give them: columns X, then Y, then X
+    /// again (X's B packed afresh, not Y's kept), then X's columns in a later job whose B and K
+    /// differ. Each piece equals the one-thread GEMM's columns bit for bit, in every layout.
+    #[test]
+    fn a_kept_b_follows_its_columns_and_its_job() {
+        let Blocking { mr, nr, .. } = GemmScratch::with_blocks(1, 1, 1).blocking();
+        let blocks = (mr, 64, 8 * nr);
+        // X and Y as wide: only their first columns tell them apart.
+        let (m, n) = (3 * mr + 1, 4 * nr + 3);
+        let (x, y) = (0..2 * nr, 2 * nr..4 * nr);
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 5 + seed * 7) % 13) as f32 * 0.2 - 1.1)
+                .collect()
+        };
+        for layout in Layout::ALL {
+            let mut gemm = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+            let blocking = gemm.blocking();
+            let mut b_holds = None;
+            for (job, k) in [(1, 101), (2, 40)] {
+                let (ar, ac) = layout.a_dims(m, k);
+                let (br, bc) = layout.b_dims(k, n);
+                let (a, b) = (values(ar * ac, job), values(br * bc, job + 2));
+                let mut want = vec![0.0; m * n]; // [m][n]
+                let mut one = GemmScratch::with_blocks(blocks.0, blocks.1, blocks.2);
+                gemm::sgemm(
+                    &mut one, layout, m, k, n, &a, ac, &b, bc, &mut want, n, false,
+                )
+                .unwrap();
+                let run = Job {
+                    layout,
+                    k,
+                    a: (&a, ac),
+                    b: (&b, bc),
+                    ldc: n,
+                    accumulate: false,
+                    blocking,
+                    tile_floats: TILE_FLOATS,
+                    reuse_b: Some(job as u64),
+                };
+                for cols in [x.clone(), y.clone(), x.clone()] {
+                    let width = cols.len();
+                    let mut got = vec![0.0; m * width]; // [m][width]
+                    run.product(
+                        (&mut gemm, &mut b_holds),
+                        0..m,
+                        cols.clone(),
+                        &mut got,
+                        width,
+                    );
+                    for (i, row) in got.chunks_exact(width).enumerate() {
+                        let what = format!("{layout:?}, job {job}, columns {cols:?}, row {i}");
+                        assert_eq!(row, &want[i * n + cols.start..][..width], "{what}");
                     }
                 }
             }
@@ -1006,6 +1096,31 @@ mod tests {
             !Grid::choose((64, 768, 8192), 2, b, TILE_FLOATS).share_b,
             "a column split"
         );
+    }
+
+    /// With the AVX-512 blocks of a 2 MiB-L2 core beside a large L3 (the lent 16-core host's),
+    /// the GPT shapes' 16-worker grids keep each tile's B and cut tiles into MC blocks; row
+    /// splits that share B, tiles wider than NC and K too deep for the buffer do not.
+    #[test]
+    fn tiles_keep_their_b_where_it_fits() {
+        let b = Blocking::custom(9, 48, 252, 1024, 2016);
+        let g = Grid::choose((4096, 768, 3072), 16, b, TILE_FLOATS);
+        assert_eq!(
+            (g.rows, g.cols, g.pieces, g.reuse_b),
+            (4, 4, 5, true),
+            "{g:?}"
+        );
+        let g = Grid::choose((4096, 3072, 768), 16, b, TILE_FLOATS);
+        assert!(
+            g.reuse_b && g.pieces > 1,
+            "three K slices of each tile: {g:?}"
+        );
+        let g = Grid::choose((4096, 768, 3072), 2, b, TILE_FLOATS);
+        assert!(g.share_b && !g.reuse_b, "{g:?}");
+        let g = Grid::choose((512, 768, 50304), 16, b, TILE_FLOATS);
+        assert!(!g.reuse_b && g.pieces <= 4, "tiles wider than NC: {g:?}");
+        let g = Grid::choose((4096, 50257, 768), 16, b, TILE_FLOATS);
+        assert!(!g.reuse_b && g.pieces <= 4, "K too deep: {g:?}");
     }
 
     #[test]

@@ -212,7 +212,8 @@ fn assert_bits(got: &[f32], want: &[f32], what: &str) {
 const SIZES: [usize; 6] = [1, 5, 7, 17, 33, 65];
 
 /// Small block sizes so every blocking loop (and the column-split chunking) runs several times,
-/// and tiles of 48 rows or more are cut into several pieces that workers may steal.
+/// and tiles are cut into pieces that workers may steal (of one MC block where a tile's packed
+/// B fits the B buffer, else of four MC blocks or more).
 const SMALL_BLOCKS: (usize, usize, usize) = (6, 8, 32);
 
 fn check_trees(trees: &[SphereTree], cases: &[Case], blocks: (usize, usize, usize), tile: usize) {

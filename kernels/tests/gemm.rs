@@ -397,8 +397,8 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
 }
 
 /// The blocked loops in parts (`pack_b_panels`, `gemm_block`; and `pack_b_block`,
-/// `gemm_block_own_b`), run as a threaded caller runs them: each B block packed as two runs of panels, rows in blocks of whole MR panels in any
-/// order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it into equal blocks
+/// `gemm_block_own_b`), run as a threaded caller runs them: each B block packed as two runs of
+/// panels, rows in blocks of whole MR panels in any order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it into equal blocks
 /// (`Blocking::nc_for`): any cut at whole NR panels runs the same tiles. The result equals
 /// `sgemm`'s bit for bit, in every layout, with ragged last panels both ways.
 #[test]
@@ -513,6 +513,23 @@ fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
             assert_eq!(own, want, "own B, {layout:?} accumulate={accumulate}");
         }
     }
+}
+
+/// A block packed into the scratch's own B buffer must fit it from the offset on: one float
+/// too far is refused, not written past the end.
+#[test]
+fn pack_b_block_refuses_blocks_past_the_buffers_end() {
+    let mut ws = GemmScratch::with_blocks(1, 4, 1);
+    let b = ws.blocking();
+    let bm = vec![1.0; 4 * b.nr];
+    let refused =
+        |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    let mut pack =
+        |at: usize| gemm::pack_b_block(&mut ws, Layout::NN, &bm, b.nr, (0, 4), (0, b.nr), at);
+    // KC × NC = 4 × NR floats: the block fills it exactly from 0, and not from 1.
+    assert!(!refused(&mut || pack(0)));
+    assert!(refused(&mut || pack(1)));
+    assert!(refused(&mut || pack(usize::MAX)));
 }
 
 #[test]

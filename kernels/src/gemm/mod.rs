@@ -132,7 +132,8 @@ pub struct GemmScratch {
     blocking: Blocking,
     /// Packed A block: [MC / MR] panels of [KC][MR], `pack::a_panel_stride` apart.
     a: AlignedBuf,
-    /// Packed B block: [NC / NR][KC][NR].
+    /// Packed B block: [NC / NR][KC][NR]; or, filled by [`pack_b_block`], any blocks of panels
+    /// at the caller's offsets within its KC × NC floats.
     b: AlignedBuf,
 }
 
@@ -600,11 +601,13 @@ pub fn k_slice(k: usize, kc: usize) -> usize {
     k.div_ceil(k.div_ceil(kc.max(1)).max(1))
 }
 
-// The blocked loops in parts, for callers that run loop 3 on several threads against one packed
-// B block they share (`cllm-engine`'s `par_gemm`): the workers pack the block's panels between
-// them with `pack_b_panels`, then each runs `gemm_block` on blocks of rows. With blocks of rows
-// starting at multiples of MR, B panels at multiples of NR from the block's first column, and K
-// slices of `k_slice`, every tile is the one `sgemm` runs, so the result is the same bit for bit.
+// The blocked loops in parts, for callers that run loop 3 on several threads (`cllm-engine`'s
+// `par_gemm`): against one packed B block they share, the workers pack the block's panels
+// between them with `pack_b_panels`, then each runs `gemm_block` on blocks of rows; or each
+// keeps a tile's B in its own scratch (`pack_b_block`) for several blocks of rows
+// (`gemm_block_own_b`). With blocks of rows starting at multiples of MR, B panels at multiples
+// of NR from the block's first column, and K slices of `k_slice`, every tile is the one `sgemm`
+// runs, so the result is the same bit for bit.
 
 dispatch! {
     /// Packs `B[p0 .. p0 + kcb, j0 .. j0 + ncols]` of op(B) into NR-column panels at the start
