@@ -611,7 +611,7 @@ impl SharedJob<'_> {
                             lda,
                             (rows.start, rows.len()),
                             (pc, kcb),
-                            bpack,
+                            gemm::PackedB::Given(bpack),
                             ncb,
                             cw,
                             ldc,
@@ -713,14 +713,14 @@ impl Job<'_> {
         for i0 in rows.clone().step_by(mc) {
             let mcb = mc.min(rows.end - i0);
             for pc in (0..k).step_by(kc) {
-                gemm::gemm_block_own_b(
+                gemm::gemm_block(
                     gemm,
                     self.layout,
                     a,
                     lda,
                     (i0, mcb),
                     (pc, kc.min(k - pc)),
-                    pc * width,
+                    gemm::PackedB::Own(pc * width),
                     cols.len(),
                     &mut c[(i0 - rows.start) * ldc..],
                     ldc,

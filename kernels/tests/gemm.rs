@@ -1,6 +1,6 @@
 mod common;
 
-use cllm_kernels::gemm::{self, oracle, GemmScratch, Layout};
+use cllm_kernels::gemm::{self, oracle, GemmScratch, Layout, PackedB};
 use common::*;
 use rand::rngs::StdRng;
 
@@ -397,7 +397,7 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
 }
 
 /// The blocked loops in parts (`pack_b_panels`, `gemm_block`; and `pack_b_block`,
-/// `gemm_block_own_b`), run as a threaded caller runs them: each B block packed as two runs of
+/// `PackedB::Own`), run as a threaded caller runs them: each B block packed as two runs of
 /// panels, rows in blocks of whole MR panels in any order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it into equal blocks
 /// (`Blocking::nc_for`): any cut at whole NR panels runs the same tiles. The result equals
 /// `sgemm`'s bit for bit, in every layout, with ragged last panels both ways.
@@ -470,7 +470,7 @@ fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
                             ac,
                             (i0, mcb),
                             (pc, kcb),
-                            &packed[..panels * kcb * b.nr],
+                            PackedB::Given(&packed[..panels * kcb * b.nr]),
                             ncb,
                             c,
                             ldc,
@@ -481,7 +481,7 @@ fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
             }
             assert_eq!(got, want, "{layout:?} accumulate={accumulate}");
             // The same with each B block packed whole into the scratch's own buffer
-            // (`pack_b_block`, `gemm_block_own_b`) at the buffer's end, rows in blocks of one
+            // (`pack_b_block`, `PackedB::Own`) at the buffer's end, rows in blocks of one
             // MR panel in order.
             let mut own = c0.clone();
             for jc in (0..n).step_by(b.nc) {
@@ -494,14 +494,14 @@ fn gemm_in_parts_with_blocks_of(rng: &mut StdRng, nc: usize) {
                         let mcb = b.mr.min(m - i0);
                         let c = &mut own[i0 * ldc + jc..];
                         let acc = accumulate || pc > 0;
-                        gemm::gemm_block_own_b(
+                        gemm::gemm_block(
                             &mut ws,
                             layout,
                             &a,
                             ac,
                             (i0, mcb),
                             (pc, kcb),
-                            at,
+                            PackedB::Own(at),
                             ncb,
                             c,
                             ldc,
@@ -546,7 +546,7 @@ fn gemm_block_refuses_more_rows_than_its_scratch_packs() {
         k,
         (0, m),
         (0, k),
-        &packed,
+        PackedB::Given(&packed),
         n,
         &mut c,
         n,
@@ -573,7 +573,7 @@ fn gemm_parts_refuse_strides_whose_spans_wrap() {
         4,
         (0, 4),
         (0, 4),
-        &packed,
+        PackedB::Given(&packed),
         b.nr,
         &mut c,
         wrap,
@@ -586,7 +586,7 @@ fn gemm_parts_refuse_strides_whose_spans_wrap() {
         wrap,
         (0, 4),
         (0, 4),
-        &packed,
+        PackedB::Given(&packed),
         b.nr,
         &mut c[..b.nr],
         b.nr,

@@ -605,7 +605,7 @@ pub fn k_slice(k: usize, kc: usize) -> usize {
 // `par_gemm`): against one packed B block they share, the workers pack the block's panels
 // between them with `pack_b_panels`, then each runs `gemm_block` on blocks of rows; or each
 // keeps a tile's B in its own scratch (`pack_b_block`) for several blocks of rows
-// (`gemm_block_own_b`). With blocks of rows starting at multiples of MR, B panels at multiples
+// (`PackedB::Own`). With blocks of rows starting at multiples of MR, B panels at multiples
 // of NR from the block's first column, and K slices of `k_slice`, every tile is the one `sgemm`
 // runs, so the result is the same bit for bit.
 
@@ -650,14 +650,26 @@ fn pack_b_panels_generic<S: GemmKernel>(
     pack::pack_b(s, layout, b, ldb, depth, cols, dst);
 }
 
+/// Where [`gemm_block`] finds its packed B block.
+#[derive(Clone, Copy, Debug)]
+pub enum PackedB<'a> {
+    /// Panels the caller packed with [`pack_b_panels`], e.g. into a block that several threads
+    /// share.
+    Given(&'a [f32]),
+    /// The scratch's own B buffer from this float on, as [`pack_b_block`] packed it (what the
+    /// buffer holds there is the caller's to know: floats never packed read as zeros or as an
+    /// earlier product's panels).
+    Own(usize),
+}
+
 dispatch! {
     /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
     /// into `ws` (or, for an NN or NT block at most `A_IN_PLACE_PANELS` B panels wide, reads it
-    /// in place) and writes its product with the packed B block `bpack` (`ncb` columns, packed
-    /// by [`pack_b_panels`] with the same `kcb`) into `c`, or adds it when `accumulate`. `c`
-    /// starts at the block's first element and has row stride `ldc` (at least `ncb`). `mcb` is
-    /// at most the scratch's MC, `kcb` at most its KC and more than 0. Panics when a block is not
-    /// inside its slice or a stride is below its row width.
+    /// in place) and writes its product with the packed B block `b` (`ncb` columns, packed with
+    /// the same `kcb`) into `c`, or adds it when `accumulate`. `c` starts at the block's first
+    /// element and has row stride `ldc` (at least `ncb`). `mcb` is at most the scratch's MC,
+    /// `kcb` at most its KC and more than 0. Panics when a block is not inside its slice or a
+    /// stride is below its row width.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_block(
         ws: &mut GemmScratch,
@@ -666,7 +678,7 @@ dispatch! {
         lda: usize,
         rows: (usize, usize),
         depth: (usize, usize),
-        bpack: &[f32],
+        b: PackedB<'_>,
         ncb: usize,
         c: &mut [f32],
         ldc: usize,
@@ -674,34 +686,12 @@ dispatch! {
     ) = gemm_block_generic;
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gemm_block_generic<S: GemmKernel>(
-    s: S,
-    ws: &mut GemmScratch,
-    layout: Layout,
-    a: &[f32],
-    lda: usize,
-    rows: (usize, usize),
-    depth: (usize, usize),
-    bpack: &[f32],
-    ncb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let (blocking, apack) = (ws.blocking, ws.a.as_mut_slice());
-    block_loops(
-        s, blocking, apack, layout, a, lda, rows, depth, bpack, ncb, c, ldc, accumulate,
-    );
-}
-
 dispatch! {
     /// [`pack_b_panels`] into `ws`'s own B buffer (KC × NC floats), from float `at` on, for a
-    /// caller that then runs [`gemm_block_own_b`] on several blocks of rows against it: the
-    /// parallel GEMM's worker, whose consecutive pieces of one tile share its packed B (each K
-    /// slice of it at its own offset). Panics as `pack_b_panels` does when the block does not
-    /// fit the buffer's floats from `at` on.
+    /// caller that then runs [`gemm_block`] on several blocks of rows against it
+    /// ([`PackedB::Own`]): the parallel GEMM's worker, whose consecutive pieces of one tile share
+    /// its packed B (each K slice of it at its own offset). Panics as `pack_b_panels` does when
+    /// the block does not fit the buffer's floats from `at` on.
     pub fn pack_b_block(
         ws: &mut GemmScratch,
         layout: Layout,
@@ -730,38 +720,17 @@ fn pack_b_block_generic<S: GemmKernel>(
     pack_b_panels_generic(s, layout, b, ldb, depth, cols, dst);
 }
 
-dispatch! {
-    /// [`gemm_block`] against the packed B block that starts at float `at` of `ws`'s own B
-    /// buffer, as [`pack_b_block`] packed it with the same depth and `ncb` columns (what the
-    /// buffer holds is the caller's to know: floats never packed read as zeros or as an
-    /// earlier product's panels). Panics as `gemm_block` does.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_block_own_b(
-        ws: &mut GemmScratch,
-        layout: Layout,
-        a: &[f32],
-        lda: usize,
-        rows: (usize, usize),
-        depth: (usize, usize),
-        at: usize,
-        ncb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-    ) = gemm_block_own_b_generic;
-}
-
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_block_own_b_generic<S: GemmKernel>(
+fn gemm_block_generic<S: GemmKernel>(
     s: S,
     ws: &mut GemmScratch,
     layout: Layout,
     a: &[f32],
     lda: usize,
-    rows: (usize, usize),
-    depth: (usize, usize),
-    at: usize,
+    (i0, mcb): (usize, usize),
+    (p0, kcb): (usize, usize),
+    b: PackedB<'_>,
     ncb: usize,
     c: &mut [f32],
     ldc: usize,
@@ -770,45 +739,14 @@ fn gemm_block_own_b_generic<S: GemmKernel>(
     let GemmScratch {
         blocking,
         a: apack,
-        b: bpack,
+        b: own,
     } = ws;
-    block_loops(
-        s,
-        *blocking,
-        apack.as_mut_slice(),
-        layout,
-        a,
-        lda,
-        rows,
-        depth,
-        bpack.as_mut_slice().get(at..).unwrap_or_default(),
-        ncb,
-        c,
-        ldc,
-        accumulate,
-    );
-}
-
-/// Loops 3 to 1 for one block of rows ([`gemm_block`]), with the A packing buffer `apack` of
-/// a scratch sized by `blocking`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_loops<S: GemmKernel>(
-    s: S,
-    blocking: Blocking,
-    apack: &mut [f32],
-    layout: Layout,
-    a: &[f32],
-    lda: usize,
-    (i0, mcb): (usize, usize),
-    (p0, kcb): (usize, usize),
-    bpack: &[f32],
-    ncb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let Blocking { mr, nr, mc, kc, .. } = blocking;
+    let apack = apack.as_mut_slice();
+    let bpack: &[f32] = match b {
+        PackedB::Given(panels) => panels,
+        PackedB::Own(at) => own.as_mut_slice().get(at..).unwrap_or_default(),
+    };
+    let Blocking { mr, nr, mc, kc, .. } = *blocking;
     assert!(
         (mr, nr) == (S::MR, S::NR) && mcb <= mc && 0 < kcb && kcb <= kc,
         "gemm_block: {mcb} rows × {kcb} deep on scratch for {mc} × {kc} with a {mr}×{nr} tile \
