@@ -43,7 +43,8 @@ machine() {
     stamp machine
     grep -m1 'model name' /proc/cpuinfo
     echo "cores: $cores; flags: $(grep -m1 -o -w -E 'avx512f|avx512vl|avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-    lscpu 2>/dev/null | grep -E '^(Model name|Socket|Core|Thread|NUMA|L1d|L2|L3|CPU max MHz)' || true
+    lscpu 2>/dev/null |
+        grep -E '^(Model name|Socket|Core|Thread|NUMA|L1d|L2|L3|CPU max MHz)' || true
     "$B" isa
     "$B" topology
     "$B" peak
@@ -72,7 +73,7 @@ gemm() {
 }
 
 cores() {
-    stamp "one single-thread job per core, all at once and unsynchronised, beside the same job alone"
+    stamp "one single-thread job per core, all at once and unsynchronised, beside one alone"
     command -v taskset >/dev/null || { echo "no taskset here"; return 0; }
     local dir c job key pids
     dir=$(mktemp -d)
@@ -96,8 +97,9 @@ cores() {
         done | awk -v job="$job" -v key="$key" '
             NR == 1 { alone = $1; next }
             { n++; sum += $1; min = n == 1 || $1 < min ? $1 : min; max = $1 > max ? $1 : max }
-            END { printf "%s (%s): alone %.1f; %d at once: sum %.1f = %.2fx alone, each %.1f-%.1f\n",
-                  job, key, alone, n, sum, sum / alone, min, max }'
+            END { printf "%s (%s): alone %.1f; %d at once: sum %.1f = %.2fx alone, ",
+                         job, key, alone, n, sum, sum / alone
+                  printf "each %.1f-%.1f\n", min, max }'
     done
     rm -rf "$dir"
 }

@@ -33,14 +33,14 @@
 //! 7.9 MiB on the AVX-512 machines here, so K × N up to about 2 M per tile), the tile is cut into
 //! as many pieces as it has MC blocks of rows ([`Grid::reuse_b`]): the worker packs the tile's B
 //! once, keeps it from one piece to the next, and packs again only for a stolen piece of another
-//! column of tiles (or in the next call). Cutting finely then costs nothing on an idle machine,
-//! and the stealing can even out cores that run at different speeds. That is what the lent 16-core host needed: its cores,
-//! each running a one-thread GEMM at once, ran at 66 to 143 GFLOP/s, and a 4×4 grid of whole
-//! tiles ran at the slowest one's pace. Alternating with the previous build there,
-//! `cllm-bench gemm --threads 16`, 4096×768×3072 rose from a median of 1253 to 1790 GFLOP/s
-//! and 4096×768×768 from 1188 to 1535 (18 runs each); on a later, noisier loan 4096×3072×768,
-//! whose K is three slices, rose from 1182 to 1412, and 4096×768×3072 from 1206 to 1554 (6
-//! each; `docs/PERFORMANCE.md`).
+//! column of tiles (or in the next call). Cutting finely then costs nothing on an idle machine, and
+//! the stealing can even out cores that run at different speeds. That is what the lent 16-core host
+//! needed: its cores, each running a one-thread GEMM at once, ran at 66 to 143 GFLOP/s, and a 4×4
+//! grid of whole tiles ran at the slowest one's pace. Alternating with the previous build there,
+//! `cllm-bench gemm --threads 16`, 4096×768×3072 rose from a median of 1253 to 1790 GFLOP/s and
+//! 4096×768×768 from 1188 to 1535 (18 runs each); on a later, noisier loan 4096×3072×768, whose K
+//! is three slices, rose from 1182 to 1412, and 4096×768×3072 from 1206 to 1554 (6 each;
+//! `docs/PERFORMANCE.md`).
 //!
 //! Otherwise each piece packs its columns of B again, so tiles are cut into at most four pieces
 //! of at least four MC blocks: for K = N = 768 a repack is 0.6 M floats (~0.1 ms) against
@@ -62,19 +62,19 @@
 //!
 //! # Shared packed B blocks
 //!
-//! A row split duplicates the packing of B: each worker packs every B block for its own rows
-//! (and, where a tile's B does not fit its buffer, each of its pieces packs them again). When every worker has more than one MC block of
-//! rows and the product has at most [`SHARED_B_MAX_BLOCKS`] B blocks (NC-column blocks × K
-//! slices), the workers share instead, as BLIS does: for each B block, each packs a contiguous
-//! run of its NR panels into one shared buffer, they meet at a barrier, each runs loops 3 to 1
-//! ([`gemm::gemm_block`]) on blocks of rows against the shared block, and they meet again before
-//! the buffer is repacked. Worker `w` owns the rows of a row split's tile `w` (the shares differ
-//! by at most one MR panel), cut into blocks of at most MC rows; it claims its own blocks first,
-//! then any that another worker has not claimed yet. On an idle machine each runs exactly its
-//! own; on a busy one the others take a descheduled worker's unclaimed blocks, though they still
-//! wait for it to pack its panels and to reach each barrier (twice per B block).
-//! Blocks of rows start on MR panels and B panels on NR panels, so the tiles and the result
-//! are those of `sgemm`, bit for bit.
+//! A row split duplicates the packing of B: each worker packs every B block for its own rows (and,
+//! where a tile's B does not fit its buffer, each of its pieces packs them again). When every
+//! worker has more than one MC block of rows and the product has at most [`SHARED_B_MAX_BLOCKS`] B
+//! blocks (NC-column blocks × K slices), the workers share instead, as BLIS does: for each B block,
+//! each packs a contiguous run of its NR panels into one shared buffer, they meet at a barrier,
+//! each runs loops 3 to 1 ([`gemm::gemm_block`]) on blocks of rows against the shared block, and
+//! they meet again before the buffer is repacked. Worker `w` owns the rows of a row split's tile
+//! `w` (the shares differ by at most one MR panel), cut into blocks of at most MC rows; it claims
+//! its own blocks first, then any that another worker has not claimed yet. On an idle machine each
+//! runs exactly its own; on a busy one the others take a descheduled worker's unclaimed blocks,
+//! though they still wait for it to pack its panels and to reach each barrier (twice per B block).
+//! Blocks of rows start on MR panels and B panels on NR panels, so the tiles and the result are
+//! those of `sgemm`, bit for bit.
 //!
 //! Measured on 2 workers (a scratch harness calling `par_sgemm` both ways in one process,
 //! alternating call by call, 9–25 calls each, the median of the per-pair ratios): sharing took
@@ -635,7 +635,7 @@ struct Job<'a> {
     accumulate: bool,
     blocking: Blocking,
     tile_floats: usize,
-    /// This job's number when its tiles are one B block each ([`Grid::reuse_b`]).
+    /// This job's number when the workers keep their tiles' packed B ([`Grid::reuse_b`]).
     reuse_b: Option<u64>,
 }
 

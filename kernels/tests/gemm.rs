@@ -396,11 +396,11 @@ fn sgemm_gives_the_same_bits_reading_a_in_place_or_packed() {
     }
 }
 
-/// The blocked loops in parts (`pack_b_panels`, `gemm_block`; and `pack_b_block`,
-/// `PackedB::Own`), run as a threaded caller runs them: each B block packed as two runs of
-/// panels, rows in blocks of whole MR panels in any order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it into equal blocks
-/// (`Blocking::nc_for`): any cut at whole NR panels runs the same tiles. The result equals
-/// `sgemm`'s bit for bit, in every layout, with ragged last panels both ways.
+/// The blocked loops in parts (`pack_b_panels`, `gemm_block`; and `pack_b_block`, `PackedB::Own`),
+/// run as a threaded caller runs them: each B block packed as two runs of panels, rows in blocks of
+/// whole MR panels in any order, K in `k_slice` slices. Here N is cut at NC, where `sgemm` cuts it
+/// into equal blocks (`Blocking::nc_for`): any cut at whole NR panels runs the same tiles. The
+/// result equals `sgemm`'s bit for bit, in every layout, with ragged last panels both ways.
 #[test]
 fn gemm_in_parts_gives_the_bits_of_sgemm() {
     let mut rng = rng(21);
