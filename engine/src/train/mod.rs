@@ -10,6 +10,6 @@ mod trainer;
 pub use checkpoint::{
     checkpoint_dir, Resumed, SaveOptions, Saved, OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
-pub use optim::{clip_grad_norm, grad_norm, update_part, Optimizer, OptimizerKind};
+pub use optim::{clip_grad_norm, clip_to, grad_norm, update_part, Optimizer, OptimizerKind};
 pub use schedule::Schedule;
 pub use trainer::{MemoryPlan, StepStats, TrainConfig, TrainError, Trainer};

@@ -198,9 +198,15 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
 /// (coefficient `max_norm / (norm + 1e-6)`, applied only when below 1). Returns the norm before.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = grad_norm(grads);
+    clip_to(grads, norm, max_norm);
+    norm
+}
+
+/// [`clip_grad_norm`] for gradients whose norm ([`grad_norm`]) the caller has already taken:
+/// the same coefficient, without a second pass to find it.
+pub fn clip_to(grads: &mut [f32], norm: f32, max_norm: f32) {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         adamw::scale_unchecked(grads, coef);
     }
-    norm
 }

@@ -19,7 +19,7 @@ use std::slice;
 use std::sync::{Mutex, PoisonError};
 
 use super::optim::update_part;
-use super::{clip_grad_norm, grad_norm, Optimizer, OptimizerKind, Schedule};
+use super::{clip_to, grad_norm, Optimizer, OptimizerKind, Schedule};
 use crate::checkpoint::CheckpointError;
 use crate::model::{Gpt, ModelError, Workspace};
 use crate::rng::Rng;
@@ -344,7 +344,7 @@ impl Trainer {
             return Err(TrainError::NonFiniteGradient { step, norm });
         }
         if let Some(max_norm) = self.config.clip {
-            clip_grad_norm(grads, max_norm);
+            clip_to(grads, norm, max_norm);
         }
         let lr = self.config.schedule.lr(step as usize);
         self.parallel_update(lr)?;
