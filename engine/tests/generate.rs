@@ -116,8 +116,7 @@ fn decode_matches(
 
 /// The narrow path splits every weight by rows over the workers and the heads over them too:
 /// worker counts that do not divide the heads (3), or exceed them (5, 4 heads), must still give
-/// the full forward pass's logits, one row or three (two prompt tokens per row: the narrow path
-/// for prefill as well).
+/// the full forward pass's logits, one row or three.
 #[test]
 fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     let model = random_model(7);
@@ -138,9 +137,9 @@ fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     }
 }
 
-/// More rows than the narrow path takes (GEMV_MAX_ROWS = 8): every decode step then runs the wide
-/// path (each worker's output columns of every GEMM over all rows), which must still give each
-/// row's full forward pass, on the calling thread and on three workers.
+/// More rows than the narrow path takes at once (GEMV_MAX_ROWS = 8): every decode step then runs
+/// it on two groups of rows, which must still give each row's full forward pass, on the calling
+/// thread and on three workers.
 #[test]
 fn decode_steps_of_many_rows_match_the_full_forward_pass() {
     let model = random_model(9);
@@ -151,47 +150,63 @@ fn decode_steps_of_many_rows_match_the_full_forward_pass() {
     decode_matches(&model, Some(&spheres), &rows, &full, "three workers");
 }
 
-/// A session of several rows reads the layer matrices from its own copy in panel form, a session
-/// of one from the model: each row's logits must still be those of the row alone, bit for bit,
-/// on the calling thread and split over workers.
+/// Each row of a batch gets the logits it gets alone, bit for bit, whatever else is in the batch:
+/// prompts of 1 to 8 tokens left-padded to the longest, three rows (their decode steps one group
+/// on the narrow path, reading the session's panel-form copy of the layer matrices; a session of
+/// one reads the model's) and ten (two groups), on the calling thread and on three workers. Alone,
+/// a prompt of a few tokens is a pass of a few rows; in the batch, one of many rows.
 #[test]
 fn batch_rows_equal_the_row_alone_bit_for_bit() {
     let model = random_model(11);
     let spheres = Spheres::new(&SphereTree::flat(&[0, 1, 0])).unwrap();
-    let rows: Vec<Vec<u32>> = (0..3).map(|b| prompt(40 + b, 12)).collect();
+    let lens = [2, 8, 1, 5, 7, 3, 1, 6, 8, 4];
+    let rows: Vec<Vec<u32>> = (0..lens.len())
+        .map(|b| prompt(40 + b as u64, lens[b]))
+        .collect();
+    let steps: Vec<Vec<u32>> = (0..rows.len()).map(|b| prompt(90 + b as u64, 6)).collect();
+    // A context of 40 leaves room for PANEL_MIN_STEPS steps after the longest prompt, so the
+    // batch packs its panels at its first step.
+    const { assert!(40 - 8 >= generate::PANEL_MIN_STEPS) };
     for pool in [None, Some(&spheres)] {
-        // Two prompt tokens per row: every pass of both sessions takes the narrow path.
-        let first: Vec<u32> = rows.iter().flat_map(|r| r[..2].to_vec()).collect();
-        // A context of 40 leaves room for PANEL_MIN_STEPS steps after the prompt, so the batch
-        // packs its panels at its first step.
-        const { assert!(40 - 2 >= generate::PANEL_MIN_STEPS) };
-        let mut batch = Decoder::new(&model, pool, 3, 40).unwrap();
-        batch.prefill(&first, &[0; 3]).unwrap();
-        let mut alone: Vec<Decoder> = rows
-            .iter()
-            .map(|r| {
-                let mut d = Decoder::new(&model, pool, 1, 40).unwrap();
-                d.prefill(&r[..2], &[0]).unwrap();
-                d
-            })
-            .collect();
-        for t in 2..12 {
-            for (b, d) in alone.iter().enumerate() {
-                let same = batch
-                    .logits(b)
-                    .iter()
-                    .zip(d.logits(0))
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(
-                    same,
-                    "workers: {}, row {b}, position {t}",
-                    pool.map_or(1, Spheres::count)
-                );
-            }
-            let next: Vec<u32> = rows.iter().map(|r| r[t]).collect();
-            batch.step(&next).unwrap();
-            for (d, &tok) in alone.iter_mut().zip(&next) {
-                d.step(&[tok]).unwrap();
+        for n in [3, rows.len()] {
+            let rows = &rows[..n];
+            let t = rows.iter().map(Vec::len).max().unwrap();
+            let pads: Vec<usize> = rows.iter().map(|r| t - r.len()).collect();
+            let padded: Vec<u32> = rows
+                .iter()
+                .flat_map(|r| std::iter::repeat_n(0, t - r.len()).chain(r.iter().copied()))
+                .collect();
+            let mut batch = Decoder::new(&model, pool, n, 40).unwrap();
+            batch.prefill(&padded, &pads).unwrap();
+            let mut alone: Vec<Decoder> = rows
+                .iter()
+                .map(|r| {
+                    let mut d = Decoder::new(&model, pool, 1, 40).unwrap();
+                    d.prefill(r, &[0]).unwrap();
+                    d
+                })
+                .collect();
+            for step in 0..=steps[0].len() {
+                if step > 0 {
+                    let next: Vec<u32> = (0..n).map(|b| steps[b][step - 1]).collect();
+                    batch.step(&next).unwrap();
+                    for (d, &tok) in alone.iter_mut().zip(&next) {
+                        d.step(&[tok]).unwrap();
+                    }
+                }
+                for (b, d) in alone.iter().enumerate() {
+                    let same = batch
+                        .logits(b)
+                        .iter()
+                        .zip(d.logits(0))
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "workers: {}, {n} rows, row {b} ({} prompt tokens), step {step}",
+                        pool.map_or(1, Spheres::count),
+                        rows[b].len()
+                    );
+                }
             }
         }
     }
@@ -232,7 +247,7 @@ fn left_padded_batches_give_each_row_its_own_output() {
 fn sphere_workers_give_the_same_tokens() {
     let model = random_model(4);
     let spheres = Spheres::new(&SphereTree::flat(&[0, 1])).unwrap();
-    // One row (narrow GEMV path), and twelve rows (the row-split GEMM path in every pass).
+    // One row and twelve rows (the decode steps in two groups).
     let prompts: Vec<Vec<u32>> = (0..12).map(|i| prompt(20 + i, 3 + i as usize)).collect();
     let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
     for rows in [&refs[..1], &refs[..]] {

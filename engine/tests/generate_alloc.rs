@@ -36,7 +36,7 @@ fn no_allocation_per_decoded_token() {
     // One-time initialisations (the cache sizes read from sysfs) are not the session's.
     drop(Decoder::new(&model, None, 1, 60).unwrap());
     for pool in [None, Some(&spheres)] {
-        for batch in [1, 3] {
+        for batch in [1, 3, 10] {
             counting::start();
             let mut dec = Decoder::new(&model, pool, batch, 60).unwrap();
             counting::stop();

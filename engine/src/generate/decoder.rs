@@ -5,14 +5,16 @@
 //! attends to, and the token in slot s has position `s - pad[b]`, so each row computes exactly
 //! what it would compute alone.
 //!
-//! One pass is one job on the sphere workers.
+//! One pass is one job on the sphere workers (a decode step of more than [`GEMV_MAX_ROWS`] rows
+//! is one job per group of that many).
 //!
-//! With at most [`GEMV_MAX_ROWS`] token rows (decode) the pass is memory-bound: every weight is
-//! split by its rows (the K dimension), so each worker streams one contiguous block of every
-//! matrix, once, and writes a partial product into its own slot of a partial-sum buffer. After a
-//! barrier, whoever needs a sum adds the slots in worker order (bias first), so the result depends
-//! only on the worker count, never on timing. Each worker keeps its own copy of the residual
-//! stream (a few rows), updated identically by every worker, so a layer needs four barriers:
+//! A decode step (one new token per row) takes the narrow path and is memory-bound: every weight
+//! is split by its rows (the K dimension), so each worker streams one contiguous block of every
+//! matrix, once per group of at most [`GEMV_MAX_ROWS`] rows, and writes a partial product into its
+//! own slot of a partial-sum buffer. After a barrier, whoever needs a sum adds the slots in worker
+//! order (bias first), so the result depends only on the worker count, never on timing. Each
+//! worker keeps its own copy of the residual stream (a few rows), updated identically by every
+//! worker, so a layer needs four barriers:
 //!
 //! ```text
 //! LN1 (own copy) → qkv rows K_w           → barrier → q, k, v of own heads = Σ slots; attention
@@ -22,11 +24,21 @@
 //! ```
 //!
 //! Then every worker runs the final LayerNorm and its share of the vocabulary (the LM head's
-//! rows, contiguous too). With more rows (prefill) each worker runs its share of every GEMM's
-//! output columns over all rows (its own columns of each weight matrix, packed once) and the
-//! LayerNorms of its own rows, with a barrier wherever the next step reads what all wrote.
+//! rows, contiguous too). A prefill pass, however few its rows, takes the wide path: each worker
+//! runs its share of every GEMM's output columns over all rows (its own columns of each weight
+//! matrix, packed once) and the LayerNorms of its own rows, with a barrier wherever the next step
+//! reads what all wrote.
 //!
-//! A session of two to [`GEMV_MAX_ROWS`] rows also keeps each worker's rows of the four layer
+//! The two paths add the same products in different orders, so they differ in the last bits.
+//! Which one runs depends on the kind of pass only, never on how many rows it has, and each
+//! path computes every row on its own (a GEMM's row does not depend on the other rows; the
+//! narrow path's partial sums are per row): so a row of a batch, left-padded or not, gets the
+//! bits it gets alone, whatever the batch's size and its other prompts' lengths. (Choosing by
+//! the pass's row count instead, a prompt of a few tokens took the narrow path alone and the
+//! wide one in a batch with a longer prompt, and every step of a batch of nine or more rows the
+//! wide one.)
+//!
+//! A session of two or more rows also keeps each worker's rows of the four layer
 //! matrices in the panel form of [`gemv::pack_nn_panels`], packed by that worker (so its pages are
 //! local), and the narrow path reads those instead of the model's matrices: the same products bit
 //! for bit, from one sequential stream instead of sixteen-row sweeps whose lines alias in L1. That
@@ -98,7 +110,7 @@ pub struct Decoder<'m> {
     part_qkv: Vec<f32>,
     part_c: Vec<f32>,
     part_fc: Vec<f32>,
-    /// Each worker's rows of the layer matrices in panel form (sessions of 2..=GEMV_MAX_ROWS rows).
+    /// Each worker's rows of the layer matrices in panel form (sessions of two or more rows).
     panels: Option<Panels>,
     workers: Vec<Mutex<WorkerScratch>>,
 }
@@ -290,10 +302,8 @@ impl<'m> Decoder<'m> {
         let m = batch * chunk;
         let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
-        // Decode steps of 2..=GEMV_MAX_ROWS rows take the narrow path, which reads the panels.
-        let panels = (2..=GEMV_MAX_ROWS)
-            .contains(&batch)
-            .then(|| Panels::new(&cfg, nw));
+        // Decode steps of two or more rows read the panels.
+        let panels = (batch >= 2).then(|| Panels::new(&cfg, nw));
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
@@ -344,7 +354,7 @@ impl<'m> Decoder<'m> {
         let (b, t, nw) = (f(batch), f(ctx), f(workers.max(1)));
         let m = b * f(ctx.min(PREFILL_CHUNK));
         let mr = m.min(f(GEMV_MAX_ROWS));
-        let panels = if (2..=GEMV_MAX_ROWS).contains(&batch) {
+        let panels = if batch >= 2 {
             f(Panels::layout(cfg, workers.max(1)).1)
         } else {
             0.0
@@ -417,7 +427,7 @@ impl<'m> Decoder<'m> {
         let mut start = 0;
         while start < t {
             let n = (t - start).min(self.chunk);
-            self.pass(tokens, t, start..start + n)?;
+            self.pass(tokens, t, start..start + n, false)?;
             start += n;
         }
         Ok(())
@@ -440,7 +450,7 @@ impl<'m> Decoder<'m> {
                 panels.pack(self.model, self.pool)?;
             }
         }
-        self.pass(tokens, 1, 0..1)
+        self.pass(tokens, 1, 0..1, true)
     }
 
     /// Make row b a copy of row `src[b]` (cache and padding), for beam search.
@@ -479,8 +489,16 @@ impl<'m> Decoder<'m> {
         self.pad.copy_from_slice(&self.reorder_src);
     }
 
-    /// Run columns `cols` of `tokens` (B, t) through the model at cache slots `len..`.
-    fn pass(&mut self, tokens: &[u32], t: usize, cols: Range<usize>) -> Result<(), GenerateError> {
+    /// Run columns `cols` of `tokens` (B, t) through the model at cache slots `len..`: a decode
+    /// step (`narrow`, one column) on the narrow path in groups of at most [`GEMV_MAX_ROWS`]
+    /// rows, a prefill chunk on the wide path (see the module docs).
+    fn pass(
+        &mut self,
+        tokens: &[u32],
+        t: usize,
+        cols: Range<usize>,
+        narrow: bool,
+    ) -> Result<(), GenerateError> {
         let model = self.model;
         let cfg = *model.config();
         let (bsz, c, nh, v, vp) = (
@@ -491,7 +509,10 @@ impl<'m> Decoder<'m> {
             cfg.padded_vocab(),
         );
         let tn = cols.len();
-        let m = bsz * tn;
+        debug_assert!(
+            !narrow || tn == 1,
+            "the narrow path takes one token per row"
+        );
         if self.len + tn > self.ctx {
             return Err(GenerateError::TooLong {
                 len: self.len + tn,
@@ -520,33 +541,45 @@ impl<'m> Decoder<'m> {
                 }
             }
         }
-        let job = Job {
-            model,
-            bsz,
-            tn,
-            m,
-            mr: m.min(GEMV_MAX_ROWS),
-            len: self.len,
-            ctx: self.ctx,
-            pad: &self.pad,
-            resid: SharedSlice::new(&mut self.resid[..m * c]),
-            qkv: SharedSlice::new(&mut self.qkv[..m * 3 * c]),
-            atty: SharedSlice::new(&mut self.atty[..m * c]),
-            fch: SharedSlice::new(&mut self.fch[..m * 4 * c]),
-            logits: SharedSlice::new(&mut self.logits),
-            k_cache: SharedSlice::new(&mut self.k_cache),
-            v_cache: SharedSlice::new(&mut self.v_cache),
-            part_qkv: SharedSlice::new(&mut self.part_qkv),
-            part_c: SharedSlice::new(&mut self.part_c),
-            part_fc: SharedSlice::new(&mut self.part_fc),
-            panels: self.panels.as_ref().filter(|p| p.packed),
-            workers: &self.workers,
-            nh,
-            vp,
-        };
-        match self.pool {
-            Some(pool) => pool.run(|ctx| job.run(ctx.index(), ctx.count(), &|| ctx.barrier()))?,
-            None => job.run(0, 1, &|| {}),
+        let group = if narrow { GEMV_MAX_ROWS } else { bsz };
+        for b0 in (0..bsz).step_by(group) {
+            let b1 = (b0 + group).min(bsz);
+            // Token rows b0*tn..b1*tn of the (B*tn, ·) buffers.
+            let (r0, r1) = (b0 * tn, b1 * tn);
+            let m = r1 - r0;
+            let job = Job {
+                model,
+                narrow,
+                row0: b0,
+                cache_rows: bsz,
+                bsz: b1 - b0,
+                tn,
+                m,
+                mr: m.min(GEMV_MAX_ROWS),
+                len: self.len,
+                ctx: self.ctx,
+                pad: &self.pad[b0..b1],
+                resid: SharedSlice::new(&mut self.resid[r0 * c..r1 * c]),
+                qkv: SharedSlice::new(&mut self.qkv[r0 * 3 * c..r1 * 3 * c]),
+                atty: SharedSlice::new(&mut self.atty[r0 * c..r1 * c]),
+                fch: SharedSlice::new(&mut self.fch[r0 * 4 * c..r1 * 4 * c]),
+                logits: SharedSlice::new(&mut self.logits[b0 * vp..b1 * vp]),
+                k_cache: SharedSlice::new(&mut self.k_cache),
+                v_cache: SharedSlice::new(&mut self.v_cache),
+                part_qkv: SharedSlice::new(&mut self.part_qkv),
+                part_c: SharedSlice::new(&mut self.part_c),
+                part_fc: SharedSlice::new(&mut self.part_fc),
+                panels: self.panels.as_ref().filter(|p| p.packed),
+                workers: &self.workers,
+                nh,
+                vp,
+            };
+            match self.pool {
+                Some(pool) => {
+                    pool.run(|ctx| job.run(ctx.index(), ctx.count(), &|| ctx.barrier()))?
+                }
+                None => job.run(0, 1, &|| {}),
+            }
         }
         self.len += tn;
         Ok(())
@@ -556,6 +589,13 @@ impl<'m> Decoder<'m> {
 /// One pass, as every worker runs it.
 struct Job<'a> {
     model: &'a Gpt,
+    /// The narrow path (a decode step of at most GEMV_MAX_ROWS rows), else the wide one.
+    narrow: bool,
+    /// The session's row that is this job's row 0 (its rows are a group of a decode step).
+    row0: usize,
+    /// B: the rows of the session, and of its caches.
+    cache_rows: usize,
+    /// This job's rows; the buffers below hold only theirs (`pad`, `logits`, the token rows).
     bsz: usize,
     /// New tokens per row.
     tn: usize,
@@ -693,7 +733,7 @@ impl Job<'_> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let scr = &mut *guard;
-        let narrow = self.m <= GEMV_MAX_ROWS;
+        let narrow = self.narrow;
         if narrow {
             self.narrow(scr, w, nw, barrier);
         } else {
@@ -1068,7 +1108,7 @@ impl Job<'_> {
         let scale = 1.0 / (hs as f32).sqrt();
         for (b, h) in tasks {
             // Head h of row b in layer l: ctx slots of HS floats.
-            let base = ((l * self.bsz + b) * nh + h) * self.ctx * hs;
+            let base = ((l * self.cache_rows + self.row0 + b) * nh + h) * self.ctx * hs;
             let at = |slot: usize| base + slot * hs..base + slot * hs + hs;
             for i in 0..tn {
                 let row = (b * tn + i) * 3 * c + h * hs;
@@ -1123,10 +1163,11 @@ mod tests {
     use super::*;
     use crate::sphere_tree::SphereTree;
 
-    /// Two workers give the calling thread's logits in both paths: two rows (the narrow path,
-    /// its weights packed into panels by the workers at the first step) and more rows than
-    /// GEMV_MAX_ROWS (the wide path). Sized for Miri (`scripts/ub_check.sh`), which checks the
-    /// workers' reads and writes through `SharedSlice` for bounds and data races.
+    /// Two workers give the calling thread's logits on both paths (prefill wide, decode steps
+    /// narrow, their weights packed into panels by the workers at the first step): two rows, and
+    /// more than GEMV_MAX_ROWS (decode steps in two groups). Sized for Miri
+    /// (`scripts/ub_check.sh`), which checks the workers' reads and writes through `SharedSlice`
+    /// for bounds and data races.
     #[test]
     fn two_workers_give_the_calling_threads_logits_on_a_tiny_model() {
         let cfg = GptConfig {
