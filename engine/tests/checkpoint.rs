@@ -830,6 +830,58 @@ fn replacing_a_checkpoint_swaps_it_whole() {
 }
 
 #[test]
+fn a_failing_swap_removes_the_temporary_copy() {
+    let root = tmp();
+    let p = root.path();
+    let body = b"first".to_vec();
+    write_checkpoint_dir(p, "step-00000001", &[("f", &body)]).unwrap();
+    // Where the previous checkpoint would be moved aside stands a file, which cannot be removed
+    // as a stale directory: the swap fails after the new copy is complete.
+    let old = format!(".step-00000001.old-{}", std::process::id());
+    fs::write(p.join(&old), "in the way").unwrap();
+
+    let second = b"second".to_vec();
+    let e = write_checkpoint_dir(p, "step-00000001", &[("f", &second)]).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::Io { path, .. } if path.ends_with(&old)),
+        "{e}"
+    );
+    assert_eq!(
+        entries(p),
+        vec![old, "step-00000001".to_owned()],
+        "no temporary directory left behind"
+    );
+    assert_eq!(fs::read(p.join("step-00000001/f")).unwrap(), b"first");
+}
+
+#[test]
+fn rotation_leaves_dot_names_it_did_not_write() {
+    let root = tmp();
+    let p = root.path();
+    let body = b"x".to_vec();
+    write_checkpoint_dir(p, &step_dir_name(1), &[("f", &body)]).unwrap();
+    write_pointer(p, LATEST, &step_dir_name(1)).unwrap();
+    // A user's files that merely look like leftovers, and leftovers of this code.
+    fs::write(p.join(".notes.old-1"), "mine").unwrap();
+    fs::create_dir(p.join(".data.del-2")).unwrap();
+    fs::write(p.join(".notes.tmp-4194305-0"), "mine").unwrap();
+    fs::create_dir(p.join(".step-00000002.old-1")).unwrap();
+    fs::write(p.join(".best.tmp-4194305-0"), "step-0000").unwrap();
+
+    rotate(p, 1, None).unwrap();
+    assert_eq!(
+        entries(p),
+        vec![
+            ".data.del-2",
+            ".notes.old-1",
+            ".notes.tmp-4194305-0",
+            "latest",
+            "step-00000001"
+        ]
+    );
+}
+
+#[test]
 fn rotation_keeps_the_newest_the_best_and_latest() {
     let root = tmp();
     let p = root.path();

@@ -1,7 +1,9 @@
 //! The data-parallel trainer: worker counts, accumulation, determinism, errors, and checkpoints
 //! that resume bit for bit.
 
-use cllm_engine::checkpoint::{write_checkpoint_dir, FileSource};
+use cllm_engine::checkpoint::{
+    read_pointer, write_checkpoint_dir, write_pointer, FileSource, BEST, LATEST,
+};
 use cllm_engine::model::{Gpt, GptConfig, Workspace};
 use cllm_engine::rng::Rng;
 use cllm_engine::sphere_tree::SphereTree;
@@ -330,7 +332,7 @@ fn resume_continues_bit_for_bit_and_damage_is_refused() {
     let mut huge: serde_json::Value = serde_json::from_str(&config).unwrap();
     huge["n_embd"] = json!(1u64 << 20);
     huge["n_head"] = json!(1);
-    huge["n_layer"] = json!(100_000_000u64);
+    huge["n_layer"] = json!(100_000u64);
     std::fs::write(copy.path().join("config.json"), huge.to_string()).unwrap();
     let err = Gpt::from_hf_dir(copy.path()).err().unwrap().to_string();
     assert!(err.contains("do not belong together"), "{err}");
@@ -530,4 +532,37 @@ fn a_negative_second_moment_is_refused_naming_the_optimizer_file() {
     ] {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
+}
+
+#[test]
+fn a_resumed_run_whose_best_checkpoint_is_gone_keeps_saving() {
+    let old_run = tempfile::tempdir().unwrap();
+    let mut t = trainer(1, 2, 1);
+    let mut data = Rng::new(3);
+    let opts = |val_loss| SaveOptions {
+        val_loss: Some(val_loss),
+        keep: 5,
+        ..SaveOptions::default()
+    };
+    run(&mut t, &mut data, 1);
+    t.save(old_run.path(), &opts(1.0)).unwrap();
+    run(&mut t, &mut data, 1);
+    let saved = t.save(old_run.path(), &opts(2.0)).unwrap();
+    assert_eq!(saved.best.as_deref(), Some("step-00000001"));
+    drop(t);
+
+    // Only step 2 moved into a new run directory, as cllm-train advises for a lone checkpoint:
+    // the best it records, step 1, is not there.
+    let new_run = tempfile::tempdir().unwrap();
+    copy_checkpoint(&saved.dir, new_run.path(), "step-00000002", |_, _| {});
+    write_pointer(new_run.path(), LATEST, "step-00000002").unwrap();
+    let mut t = Trainer::resume(new_run.path(), spheres(1)).unwrap().trainer;
+    run(&mut t, &mut data, 1);
+    // Worse than the recorded best: saving used to point `best` at the missing step 1, and fail.
+    let saved = t.save(new_run.path(), &opts(3.0)).unwrap();
+    assert_eq!(saved.best.as_deref(), Some("step-00000003"));
+    assert_eq!(
+        read_pointer(new_run.path(), BEST).unwrap().as_deref(),
+        Some("step-00000003")
+    );
 }

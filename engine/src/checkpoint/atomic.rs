@@ -203,10 +203,11 @@ pub fn write_checkpoint_dir(
     let old = parent.join(format!(".{name}.old-{pid}"));
     let replaced = dst.exists();
     if replaced {
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(CheckpointError::io("remove stale", &old))?;
+        if let Err(e) = move_aside(&dst, &old) {
+            // Best effort, as above: `e` is the error to report.
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        fs::rename(&dst, &old).map_err(CheckpointError::io("rename", &dst))?;
     }
     if let Err(source) = fs::rename(&tmp, &dst) {
         if replaced {
@@ -227,6 +228,14 @@ pub fn write_checkpoint_dir(
         let _ = fs::remove_dir_all(&old);
     }
     Ok(manifest)
+}
+
+/// Renames the checkpoint `dst` to `old`, first removing a stale `old` that a crash left.
+fn move_aside(dst: &Path, old: &Path) -> Result<(), CheckpointError> {
+    if old.exists() {
+        fs::remove_dir_all(old).map_err(CheckpointError::io("remove stale", old))?;
+    }
+    fs::rename(dst, old).map_err(CheckpointError::io("rename", dst))
 }
 
 /// Writes every file and the manifest into `dir`, fsyncing each and then `dir`.

@@ -117,9 +117,10 @@ pub struct Rotation {
 
 /// Removes step directories of `parent` except the newest `keep`, `best` (the best by validation
 /// loss, never removed) and the target of the [`LATEST`] pointer. Also clears what interrupted
-/// writes left: `.<name>.old-*` and `.<name>.del-*` directories, and `.<name>.tmp-<pid>`
-/// directories and `.<pointer>.tmp-<pid>-<n>` files whose process is gone (on Linux, where that
-/// can be checked).
+/// writes left: `.<step dir>.old-<pid>` and `.<step dir>.del-<pid>` directories, and
+/// `.<step dir>.tmp-<pid>` directories and `.latest.tmp-<pid>-<n>` / `.best.tmp-<pid>-<n>` files
+/// whose process is gone (on Linux, where that can be checked). Other dot-names are the user's
+/// and stay.
 ///
 /// A directory is first renamed to a dot-name and then deleted, so a crash midway never leaves a
 /// half-deleted directory under a step name.
@@ -166,26 +167,42 @@ pub fn rotate(parent: &Path, keep: usize, best: Option<&str>) -> Result<Rotation
     Ok(rotation)
 }
 
-/// Whether a dot-name in a checkpoint parent is debris of an interrupted write or rotation.
+/// Whether a dot-name in a checkpoint parent is debris of an interrupted write or rotation: one
+/// of the names [`super::write_checkpoint_dir`] and [`rotate`] give step directories, or a
+/// [`write_pointer`] temporary of [`LATEST`] or [`BEST`]. Only those: any other name may be a
+/// user's file.
 fn is_leftover(name: &str, own_pid: u32) -> bool {
     let Some(rest) = name.strip_prefix('.') else {
         return false;
     };
-    let Some((_, tail)) = rest.rsplit_once('.') else {
+    let Some((target, tail)) = rest.rsplit_once('.') else {
         return false;
     };
     let Some((kind, owner)) = tail.split_once('-') else {
         return false;
     };
-    // Directories end in `-<pid>`, pointer temporaries (from `AtomicFile`) in `-<pid>-<n>`.
-    let pid = owner.split_once('-').map_or(owner, |(pid, _)| pid);
-    let Ok(pid) = pid.parse::<u32>() else {
-        return false;
+    let gone = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| pid != own_pid && process_gone(pid))
     };
-    match kind {
-        "old" | "del" => true,
-        "tmp" => pid != own_pid && process_gone(pid),
-        _ => false,
+    if parse_step_dir(target).is_some() {
+        // Directories end in `-<pid>`.
+        if owner.parse::<u32>().is_err() {
+            return false;
+        }
+        match kind {
+            "old" | "del" => true,
+            "tmp" => gone(owner),
+            _ => false,
+        }
+    } else if target == LATEST || target == BEST {
+        // Pointer temporaries (from `AtomicFile`) end in `-<pid>-<n>`.
+        let Some((pid, n)) = owner.split_once('-') else {
+            return false;
+        };
+        kind == "tmp" && n.parse::<u64>().is_ok() && gone(pid)
+    } else {
+        false
     }
 }
 

@@ -236,6 +236,11 @@ pub fn checkpoint_dir(path: &Path) -> Result<PathBuf, TrainError> {
     }
 }
 
+/// `best` when it names a step directory present in `parent`, else `None`.
+fn existing_best(parent: &Path, best: Option<(f32, String)>) -> Option<(f32, String)> {
+    best.filter(|(_, name)| ckpt::parse_step_dir(name).is_some() && parent.join(name).is_dir())
+}
+
 impl Trainer {
     /// Writes the checkpoint `parent/step-NNNNNNNN` for the steps taken so far (atomically: on
     /// any error, a full disk included, nothing already saved changes), then points `latest` at
@@ -286,10 +291,13 @@ impl Trainer {
         }
         let optimizer_file = SafetensorsWriter::new(&moment_refs, &meta)?;
 
-        let best = match (opts.val_loss, &self.best) {
-            (Some(v), Some((b, _))) if v >= *b => self.best.clone(),
+        // A best whose directory is gone from `parent` (removed by hand, or this run saves where
+        // it did not resume) is forgotten: the `best` pointer cannot name it.
+        let recorded = existing_best(parent, self.best.clone());
+        let best = match (opts.val_loss, &recorded) {
+            (Some(v), Some((b, _))) if v >= *b => recorded,
             (Some(v), _) if v.is_finite() => Some((v, name.clone())),
-            _ => self.best.clone(),
+            _ => recorded,
         };
         let c = &self.config;
         let state = json!({
@@ -508,13 +516,17 @@ impl Trainer {
         opt.step = o.u64("step")?;
         trainer.step = step;
         trainer.rng = Rng::from_state(st.u64("rng_state")?);
-        trainer.best = match value.get("best") {
+        let recorded = match value.get("best") {
             None | Some(Value::Null) => None,
             Some(_) => {
                 let b = st.at("best")?;
                 Some((b.f32("val_loss")?, b.str("dir")?.to_owned()))
             }
         };
+        // The best checkpoint may have been rotated away or left behind (a lone checkpoint moved
+        // into a new run directory): then none is best yet. `..` rather than `dir.parent()`: the
+        // directory `dir` lies in even when it is `.` or a symbolic link.
+        trainer.best = existing_best(&dir.join(".."), recorded);
         let tokenizer = match value.get("tokenizer") {
             None | Some(Value::Null) => None,
             Some(_) => {
