@@ -15,9 +15,6 @@ use cllm_engine::model::Gpt;
 use cllm_engine::spheres::Spheres;
 use cllm_engine::tokenizer::Tokenizer;
 
-/// The tokenizer file cllm-train stores in its checkpoints.
-pub const CHECKPOINT_TOKENIZER: &str = "tokenizer.json";
-
 /// How to continue a prompt: decoding, length, seed and where to stop.
 #[derive(Args, Debug, Clone)]
 pub struct GenOptions {
@@ -214,7 +211,7 @@ pub fn model_files(path: &Path) -> Result<Vec<PathBuf>> {
         checkpoint::CONFIG_FILE,
         checkpoint::MODEL_FILE,
         checkpoint::MANIFEST_FILE,
-        CHECKPOINT_TOKENIZER,
+        checkpoint::TOKENIZER_FILE,
         "vocab.json",
         "merges.txt",
     ] {
@@ -256,7 +253,7 @@ impl Codec {
             ),
             None => {
                 let (enc, merges) = (model_dir.join("vocab.json"), model_dir.join("merges.txt"));
-                let own = model_dir.join(CHECKPOINT_TOKENIZER);
+                let own = model_dir.join(checkpoint::TOKENIZER_FILE);
                 if own.is_file() && !is_hf_tokenizer(&own) {
                     Some(
                         Tokenizer::load(&own)

@@ -69,7 +69,7 @@ impl ShardsTokenizer {
         } else {
             dir
         };
-        let file = dir.join(generation::CHECKPOINT_TOKENIZER);
+        let file = dir.join(cllm_engine::checkpoint::TOKENIZER_FILE);
         if dir.to_string_lossy().contains(['*', '?', '['])
             || !file.is_file()
             || generation::is_hf_tokenizer(&file)

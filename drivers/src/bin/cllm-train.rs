@@ -28,9 +28,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The tokenizer file stored in checkpoints.
-const TOKENIZER_FILE: &str = "tokenizer.json";
-
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
 enum ScheduleArg {
     Constant,
@@ -723,7 +720,10 @@ fn run(args: Args, given: &[String]) -> Result<()> {
                 let opts = SaveOptions {
                     data_position: train.position().to_json(),
                     total_steps: Some(steps as u64),
-                    tokenizer: Some((TOKENIZER_FILE, tokenizer_json.as_bytes())),
+                    tokenizer: Some((
+                        cllm_engine::checkpoint::TOKENIZER_FILE,
+                        tokenizer_json.as_bytes(),
+                    )),
                     eot_token: Some(tokenizer.eot_token()),
                     val_loss,
                     keep: args.keep,

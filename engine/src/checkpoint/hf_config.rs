@@ -93,7 +93,8 @@ impl HfConfig {
     /// an `activation_function` other than `gelu_new` / `gelu_pytorch_tanh`; `n_inner` other than
     /// null or 4·n_embd; `tie_word_embeddings`, `scale_attn_weights` false;
     /// `scale_attn_by_inverse_layer_idx`, `reorder_and_upcast_attn`, `add_cross_attention` true;
-    /// sizes that are not positive integers or with n_embd not divisible by n_head.
+    /// sizes that are not positive integers, above 2^31, with n_embd not divisible by n_head, or
+    /// with more parameters than memory can address ([`GptConfig::validate`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, CheckpointError> {
         let root: Value = serde_json::from_str(text).map_err(|source| CheckpointError::Json {
             path: path.to_owned(),
@@ -153,6 +154,7 @@ impl HfConfig {
                 "use weights trained with \"gelu_new\" or \"gelu_pytorch_tanh\" (the two names cllm accepts)",
             ));
         }
+        // `validate` bounds n_embd by 2^31, so 4 * n_embd cannot overflow (in u64 or usize).
         match map.get("n_inner") {
             None | Some(Value::Null) => {}
             Some(v) if v.as_u64() == Some(4 * gpt.n_embd as u64) => {}

@@ -54,3 +54,7 @@ pub const CONFIG_FILE: &str = "config.json";
 
 /// The weights file name `transformers` looks for.
 pub const MODEL_FILE: &str = "model.safetensors";
+
+/// The file a cllm checkpoint keeps its tokenizer in (the one `cllm-train` trained or loaded);
+/// listed in the manifest, so it is verified with the weights.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";

@@ -223,7 +223,14 @@ fn open_header(path: &Path) -> Result<(File, u64, Metadata), CheckpointError> {
     let meta: Metadata =
         serde_json::from_str(header).map_err(|e| bad(format!("header does not parse: {e}")))?;
     let data_start = 8 + n;
-    let wanted = data_start + meta.data_len() as u64;
+    // The header's offsets may end anywhere up to usize::MAX, past any file. Every tensor ends
+    // at or before data_len, so once this sum fits, `data_start + offset` does too.
+    let Some(wanted) = data_start.checked_add(meta.data_len() as u64) else {
+        return Err(bad(format!(
+            "its data offsets end at byte {} after the header, past any possible file size",
+            meta.data_len()
+        )));
+    };
     if wanted != size {
         return Err(CheckpointError::SafetensorsSize {
             path: path.to_owned(),

@@ -338,14 +338,17 @@ impl Shard {
             problem,
             fix,
         };
-        if size < HEADER_BYTES as u64 {
-            return Err(bad(
+        let too_short = |size: u64| {
+            bad(
                 format!(
                     "the file is {size} bytes, shorter than the {HEADER_BYTES}-byte header: \
                      it is truncated or not a token shard"
                 ),
                 FIX_REPREPARE,
-            ));
+            )
+        };
+        if size < HEADER_BYTES as u64 {
+            return Err(too_short(size));
         }
         // SAFETY: the mapping is read-only and private to this process. Shards are written under
         // a temporary name and renamed into place, so no writer of ours ever modifies a file
@@ -353,6 +356,12 @@ impl Shard {
         // it is mapped could change or revoke the pages (as with any mmap reader), which the
         // caller accepts by naming the file as training data.
         let map = unsafe { Mmap::map(&file) }.map_err(DataError::io("map", &path))?;
+        // The checks below are against the mapping, which may be shorter than the size read
+        // above if the file was cut short in between.
+        let size = map.len() as u64;
+        if size < HEADER_BYTES as u64 {
+            return Err(too_short(size));
+        }
         let field = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().unwrap());
         let (magic, version, count) = (field(0), field(1), field(2));
         let width = match magic {
@@ -386,7 +395,7 @@ impl Shard {
             ));
         }
         let len = count as usize;
-        let want = (len * width.bytes()) as u64;
+        let want = len as u64 * width.bytes() as u64;
         let have = size - HEADER_BYTES as u64;
         if have != want {
             let (problem, fix) = if have < want {

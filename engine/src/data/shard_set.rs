@@ -250,6 +250,9 @@ pub fn write_shard_set<D: AsRef<[u32]>>(
             _ => {}
         }
     }
+    // Durable before any new shard is: else a crash could persist the renames below, and not
+    // these removals, leaving new shards beside the old set's tokenizer.
+    sync_dir(dir).map_err(DataError::io("sync", dir))?;
     let mut replaced = 0;
     let mut publish = |written: Vec<(PathBuf, usize)>| -> Result<Vec<(PathBuf, usize)>, DataError> {
         written

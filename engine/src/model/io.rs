@@ -1,6 +1,6 @@
 //! Loading a model from, and saving it to, a Hugging Face GPT-2 directory.
 
-use super::{Gpt, GptConfig, ParamLayout};
+use super::{Gpt, ParamLayout};
 use crate::checkpoint::{self, CheckpointError, HfConfig, TensorRef, TensorSink};
 use std::path::Path;
 
@@ -20,25 +20,19 @@ impl TensorSink for ArenaSink<'_> {
     }
 }
 
-/// [`GptConfig::num_parameters`] without overflow, for sizes read from a file.
-fn param_count(cfg: &GptConfig) -> u128 {
-    let (v, p, c, l) = (
-        cfg.vocab_size as u128,
-        cfg.n_positions as u128,
-        cfg.n_embd as u128,
-        cfg.n_layer as u128,
-    );
-    v * c + p * c + l * (12 * c * c + 13 * c) + 2 * c
-}
-
 impl Gpt {
     /// Load `config.json` and `model.safetensors` from `dir` (a Hugging Face GPT-2 directory or a
-    /// cllm checkpoint, whose manifest both files are checked against first).
+    /// cllm checkpoint, whose manifest both files are checked against first, with the
+    /// checkpoint's `tokenizer.json` when the manifest lists one: callers load it next).
     pub fn from_hf_dir(dir: &Path) -> Result<(Gpt, HfConfig), CheckpointError> {
         if dir.join(checkpoint::MANIFEST_FILE).is_file() {
             checkpoint::verify_checkpoint_files(
                 dir,
-                &[checkpoint::CONFIG_FILE, checkpoint::MODEL_FILE],
+                &[
+                    checkpoint::CONFIG_FILE,
+                    checkpoint::MODEL_FILE,
+                    checkpoint::TOKENIZER_FILE,
+                ],
             )?;
         }
         Gpt::from_verified_dir(dir)
@@ -72,8 +66,9 @@ impl Gpt {
         let size = std::fs::metadata(&weights)
             .map_err(CheckpointError::io("open", &weights))?
             .len();
-        let params = param_count(&hf.gpt);
-        if params.saturating_mul(2) > u128::from(size) {
+        // `HfConfig::read` validated the sizes, so the count does not overflow.
+        let params = hf.gpt.num_parameters() as u64;
+        if params.saturating_mul(2) > size {
             // A truncated or damaged weights file is the file's fault, not the config's.
             let stored = checkpoint::stored_shapes(&weights)?;
             let g = &hf.gpt;
