@@ -48,7 +48,9 @@ pub struct GenOptions {
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Stop a row when its text contains this string (repeatable).
+    /// Stop a row when its text contains this string (repeatable). The text printed ends with
+    /// the first stop string, which is kept (the rest of the token it ends in is not printed;
+    /// --print-ids prints that token's id).
     #[arg(long)]
     pub stop: Vec<String>,
     /// Stop a row after this token id (repeatable); the model's EOS is one unless --ignore-eos.
@@ -61,7 +63,8 @@ pub struct GenOptions {
 
 impl GenOptions {
     /// The sampler's settings: greedy unless a sampling option is given (temperature 1 then).
-    /// The beam-search options are refused without --beams rather than ignored.
+    /// The beam-search options are refused without --beams rather than ignored, and so are the
+    /// filters with --temperature 0 (greedy, which has nothing to filter).
     pub fn sample_config(&self) -> Result<SampleConfig> {
         let sampling = self.temperature.is_some()
             || self.top_k.is_some()
@@ -69,6 +72,16 @@ impl GenOptions {
             || self.min_p.is_some();
         if self.greedy && sampling {
             bail!("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p");
+        }
+        if self.temperature == Some(0.0) {
+            let filters = [
+                (self.top_k.is_some(), "--top-k"),
+                (self.top_p.is_some(), "--top-p"),
+                (self.min_p.is_some(), "--min-p"),
+            ];
+            if let Some((_, flag)) = filters.iter().find(|(given, _)| *given) {
+                bail!("--temperature 0 is greedy decoding, which ignores {flag}: give a temperature above 0, or leave {flag} out");
+            }
         }
         if self.beams.is_none() {
             let beam_only = [
@@ -117,7 +130,8 @@ impl GenOptions {
     }
 
     /// Checks every prompt against the model: ids in the vocabulary, and room in the context for
-    /// --max-new-tokens. `name(i)` says which prompt `i` is in an error.
+    /// --max-new-tokens (the prompt and every new token but the last, which is never fed back).
+    /// `name(i)` says which prompt `i` is in an error.
     pub fn check_prompts(
         &self,
         model: &Gpt,
@@ -127,13 +141,20 @@ impl GenOptions {
         let ctx = model.config().n_positions;
         for (i, p) in prompts.iter().enumerate() {
             generate::check_prompt(model, p).with_context(|| name(i))?;
-            if p.len() + self.max_new_tokens > ctx {
+            if p.len() > ctx {
+                bail!(
+                    "{} has {} tokens, more than the model's context of {ctx} positions: shorten it",
+                    name(i),
+                    p.len(),
+                );
+            }
+            if p.len() + self.max_new_tokens.saturating_sub(1) > ctx {
                 bail!(
                     "{} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {ctx} positions (at most {} new tokens fit)",
                     name(i),
                     p.len(),
                     self.max_new_tokens,
-                    ctx.saturating_sub(p.len()),
+                    ctx + 1 - p.len(),
                 );
             }
         }
@@ -156,6 +177,7 @@ impl GenOptions {
             (self.top_p.is_some(), "--top-p"),
             (self.min_p.is_some(), "--min-p"),
             (self.repetition_penalty.is_some(), "--repetition-penalty"),
+            (self.greedy, "--greedy"),
             (!cuts_stop_strings && !self.stop.is_empty(), "--stop"),
         ];
         if let Some((_, flag)) = ignored.iter().find(|(given, _)| *given) {
@@ -339,7 +361,9 @@ pub fn escape_line(bytes: &[u8]) -> Vec<u8> {
 
 /// Continues every prompt as one left-padded batch. Each new token's bytes go to `on_bytes(row,
 /// bytes)` as it is produced (an error stops generation and is returned); a row stops at a stop
-/// token, at --max-new-tokens, or once its text contains one of `stop_strings`.
+/// token, at --max-new-tokens, or once its text contains one of `stop_strings` (empty ones never
+/// match). The text a row passes to `on_bytes` ends with the first stop string it contains: the
+/// rest of the token that completes it is left out.
 pub fn generate_text(
     model: &Gpt,
     pool: &Spheres,
@@ -356,18 +380,26 @@ pub fn generate_text(
     let g = generate::generate(model, Some(pool), &refs, cfg, |row, tok| {
         let before = text[row].len();
         codec.bytes(tok, &mut text[row]);
-        if let Err(e) = on_bytes(row, &text[row][before..]) {
+        // Where the first stop string ends: no match ended before this token's bytes (the row
+        // would have stopped), so any match ends in them and starts at most `longest` back.
+        let from = before.saturating_sub(longest);
+        let window = &text[row][from..];
+        let stop_end = stop_strings
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| {
+                let at = window.windows(s.len()).position(|w| w == s.as_slice())?;
+                Some(from + at + s.len())
+            })
+            .min();
+        let end = stop_end.unwrap_or(text[row].len());
+        if let Err(e) = on_bytes(row, &text[row][before..end]) {
             io_err = Some(e);
             return Control::Stop;
         }
-        let window = &text[row][before.saturating_sub(longest)..];
-        let hit = stop_strings
-            .iter()
-            .any(|s| window.windows(s.len()).any(|w| w == s.as_slice()));
-        if hit {
-            Control::Stop
-        } else {
-            Control::Continue
+        match stop_end {
+            Some(_) => Control::Stop,
+            None => Control::Continue,
         }
     })?;
     if let Some(e) = io_err {

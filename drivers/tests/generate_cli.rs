@@ -1,8 +1,9 @@
 //! cllm-generate on the golden trained tiny model: token ids in, token ids out, as Hugging Face
 //! `generate` gave them; --batch text one escaped line per prompt; and clear errors on bad input.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 mod common;
 
@@ -27,6 +28,47 @@ fn generate(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// [`generate`] with `input` on stdin.
+fn generate_stdin(args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cllm-generate"))
+        .arg("--model")
+        .arg(trained_dir())
+        .args(["--threads", "2"])
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cllm-generate runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a cllm tokenizer file to `path`: byte `b` is token `byte_ids[b]`, and merge `i` (of two
+/// earlier tokens) is token 256 + i.
+fn write_tokenizer(path: &Path, byte_ids: &[u32], merges: &[[u32; 2]]) {
+    let doc = serde_json::json!({
+        "format": "cllm-bpe-tokenizer",
+        "version": 1,
+        "pre_tokenizer": "gpt2",
+        "byte_ids": byte_ids,
+        "specials": ["<|endoftext|>"],
+        "merges": merges,
+    });
+    std::fs::write(path, doc.to_string()).unwrap();
 }
 
 // `greedy_prompt`, `greedy` and `beam` of ../shared/golden/tiny/expect.safetensors.
@@ -171,6 +213,7 @@ fn batch_rows_match_single_prompts() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
+    let long_prompt = vec!["1"; 65].join(",");
     for (args, want) in [
         (
             vec!["--prompt-ids", "1,2,999", "--print-ids"],
@@ -186,9 +229,25 @@ fn bad_input_is_a_clear_error() {
                 "1,2",
                 "--print-ids",
                 "--max-new-tokens",
-                "63",
+                "64",
             ],
-            "exceeds the model's context",
+            "exceeds the model's context of 64 positions (at most 63 new tokens fit)",
+        ),
+        (
+            vec!["--prompt-ids", &long_prompt, "--print-ids"],
+            "prompt 1 has 65 tokens, more than the model's context of 64 positions: shorten it",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--temperature", "0", "--top-p", "0.5"],
+            "--temperature 0 is greedy decoding, which ignores --top-p",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--beams", "2", "--greedy"],
+            "--greedy does not apply to beam search",
+        ),
+        (
+            vec!["--prompt-ids", "1", "--beams", "1000000000000"],
+            "use fewer rows (prompts in the batch, or beams) or fewer new tokens",
         ),
         (vec!["some text"], "no tokenizer"),
         (vec!["--prompt-ids", "1,x"], "not a token id: \"x\""),
@@ -235,6 +294,117 @@ fn bad_input_is_a_clear_error() {
         let (ok, _, err) = generate(&args);
         assert!(!ok && err.contains(want), "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
+
+/// The last new token is never fed back, so a prompt of 2 tokens leaves room for 63 new ones in
+/// the golden model's 64 positions, and one of 64 tokens for one, as transformers allows.
+#[test]
+fn the_context_holds_the_prompt_and_all_new_tokens_but_the_last() {
+    let full = vec!["1"; 64].join(",");
+    for (prompt, n) in [("1,2", 63), (full.as_str(), 1)] {
+        for beams in [None, Some("2")] {
+            let mut args = vec!["--prompt-ids", prompt, "--print-ids", "--ignore-eos"];
+            let new = n.to_string();
+            args.extend(["--max-new-tokens", &new]);
+            if let Some(b) = beams {
+                args.extend(["--beams", b]);
+            }
+            let (ok, out, err) = generate(&args);
+            assert!(ok, "{args:?}: {err}");
+            assert_eq!(out.trim().split(',').count(), n, "{args:?}: {out}");
+        }
+    }
+}
+
+/// The text ends right after the first --stop string (which is kept), even when it ends inside a
+/// token: streamed, and in a --batch row alike; --print-ids prints that whole token's id.
+#[test]
+fn text_ends_at_the_stop_string_not_at_the_token() {
+    // Greedy with repetition penalty 1.3 from PROMPT starts 197,245,344 (as transformers gives
+    // it, above). With this tokenizer they spell "a", "b" and "X\nY": byte 'a' is 197, byte 'b'
+    // is 245, and merges 0..87 (tokens 256..343, "z" and a byte) lead to 87 "X\n" and 88 "X\nY".
+    let mut byte_ids: Vec<u32> = (0..256).collect();
+    byte_ids.swap(b'a' as usize, 197);
+    byte_ids.swap(b'b' as usize, 245);
+    let mut merges: Vec<[u32; 2]> = (0..87).map(|j| [u32::from(b'z'), 128 + j]).collect();
+    merges.push([u32::from(b'X'), u32::from(b'\n')]);
+    merges.push([343, u32::from(b'Y')]);
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok.json");
+    write_tokenizer(&tok, &byte_ids, &merges);
+    let file = dir.path().join("prompts.txt");
+    std::fs::write(&file, format!("{PROMPT}\n")).unwrap();
+    let tok = tok.to_str().unwrap();
+    let opts = [
+        "--tokenizer",
+        tok,
+        "--greedy",
+        "--repetition-penalty",
+        "1.3",
+        "--max-new-tokens",
+        "24",
+    ];
+    let run = |args: &[&str]| {
+        let (ok, out, err) = generate(&[&opts[..], args].concat());
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    let batch = ["--batch", file.to_str().unwrap(), "--batch-ids"];
+    for (stop, text) in [("\n", "abX\n"), ("bX", "abX"), ("X\nY", "abX\nY")] {
+        let stream = run(&["--prompt-ids", PROMPT, "--stop", stop]);
+        assert_eq!(stream, format!("{text}\n"), "--stop {stop:?}");
+        let row = run(&[&batch[..], &["--stop", stop]].concat());
+        assert_eq!(
+            row,
+            format!("{}\n", text.replace('\n', "\\n")),
+            "--stop {stop:?}"
+        );
+        let ids = run(&["--prompt-ids", PROMPT, "--stop", stop, "--print-ids"]);
+        assert_eq!(ids.trim(), "197,245,344", "--stop {stop:?}");
+    }
+}
+
+/// A prompt from stdin or --prompt-file loses one final newline (`\n` or `\r\n`), which echo and
+/// editors add; a prompt given as an argument keeps it.
+#[test]
+fn stdin_and_prompt_files_lose_one_final_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok.json");
+    write_tokenizer(&tok, &(0..256).collect::<Vec<u32>>(), &[]);
+    let opts = [
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--print-ids",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+    ];
+    let arg = |prompt: &str| {
+        let (ok, out, err) = generate(&[&opts[..], &[prompt]].concat());
+        assert!(ok, "{err}");
+        out
+    };
+    let (hello, hello_nl) = (arg("Hello"), arg("Hello\n"));
+    assert_ne!(
+        hello, hello_nl,
+        "the test needs a newline to change the output"
+    );
+    for (input, want) in [
+        ("Hello\n", &hello),
+        ("Hello\r\n", &hello),
+        ("Hello", &hello),
+        ("Hello\n\n", &hello_nl),
+    ] {
+        let (ok, out, err) = generate_stdin(&opts, input);
+        assert!(ok, "{err}");
+        assert_eq!(&out, want, "stdin {input:?}");
+        let file = dir.path().join("prompt.txt");
+        std::fs::write(&file, input).unwrap();
+        let (ok, out, err) =
+            generate(&[&opts[..], &["--prompt-file", file.to_str().unwrap()]].concat());
+        assert!(ok, "{err}");
+        assert_eq!(&out, want, "--prompt-file {input:?}");
     }
 }
 
@@ -305,17 +475,9 @@ fn batch_text_is_one_escaped_line_per_prompt_line() {
     for (byte, id) in [(b'\n', 197), (b'\r', 98), (b'\\', 78)] {
         byte_ids.swap(byte as usize, id);
     }
-    let doc = serde_json::json!({
-        "format": "cllm-bpe-tokenizer",
-        "version": 1,
-        "pre_tokenizer": "gpt2",
-        "byte_ids": byte_ids,
-        "specials": ["<|endoftext|>"],
-        "merges": [],
-    });
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok.json");
-    std::fs::write(&tok, doc.to_string()).unwrap();
+    write_tokenizer(&tok, &byte_ids, &[]);
     let file = dir.path().join("prompts.txt");
     std::fs::write(&file, format!("{PROMPT}\n5,6\n")).unwrap();
     let opts = [

@@ -2,7 +2,7 @@
 //! sphere workers against the calling thread, and the sampling settings.
 
 use cllm_engine::generate::{
-    self, BeamConfig, Control, Decoder, GenerateConfig, GenerateError, SampleConfig,
+    self, BeamConfig, Control, Decoder, GenerateConfig, GenerateError, SampleConfig, Sampler,
 };
 use cllm_engine::model::{Gpt, GptConfig, Workspace};
 use cllm_engine::rng::Rng;
@@ -330,6 +330,106 @@ fn same_seed_same_text_and_stops() {
     );
 }
 
+/// The last new token is never fed back, so a prompt of `t` tokens leaves room for
+/// `n_positions - t + 1` new ones (Hugging Face's GPT-2 takes a 1024-token prompt and one new
+/// token), with greedy and beam search alike; the full context gives the same tokens.
+#[test]
+fn the_context_holds_the_prompt_and_all_new_tokens_but_the_last() {
+    let model = random_model(9);
+    for (t, n) in [(35, 6), (40, 1), (1, 40)] {
+        let p = prompt(1, t);
+        let got = run(&model, None, &[&p], &greedy(n));
+        assert_eq!(got[0].len(), n, "prompt {t}, {n} new tokens");
+        let beam = BeamConfig {
+            beams: 1,
+            max_new_tokens: n,
+            length_penalty: 0.0,
+            eos: Vec::new(),
+            early_stopping: false,
+        };
+        let hyp = generate::beam_search(&model, None, &p, &beam).unwrap();
+        assert_eq!(hyp[0].tokens, got[0], "prompt {t}, {n} new tokens");
+    }
+    let long = prompt(1, 45);
+    let conv = generate::sample_continuation(&model, &long, 6, &SampleConfig::greedy(), 1).unwrap();
+    assert_eq!(conv, run(&model, None, &[&long[10..]], &greedy(6))[0]);
+    let beam = BeamConfig {
+        beams: 2,
+        max_new_tokens: 7,
+        length_penalty: 0.0,
+        eos: Vec::new(),
+        early_stopping: false,
+    };
+    let err = generate::beam_search(&model, None, &prompt(1, 35), &beam).unwrap_err();
+    assert!(
+        matches!(err, GenerateError::TooLong { len: 41, ctx: 40 }),
+        "{err}"
+    );
+}
+
+/// A temperature so small that the logits divided by it overflow still gives the most likely
+/// token (the largest logit is subtracted first), with the filters too, never an arbitrary one:
+/// 1e-38, and the smallest positive f32 (~1.4e-45), which overflows this model's logits of about
+/// ±1 too.
+#[test]
+fn a_tiny_temperature_is_greedy() {
+    let model = random_model(12);
+    let p = prompt(13, 5);
+    let want = run(&model, None, &[&p], &greedy(20));
+    let filters = [
+        (None, None, None),
+        (Some(5), None, None),
+        (None, Some(0.9), None),
+        (None, None, Some(0.1)),
+    ];
+    for (temperature, (top_k, top_p, min_p)) in [1e-38, f32::from_bits(1)]
+        .into_iter()
+        .flat_map(|t| filters.map(|f| (t, f)))
+    {
+        let cfg = GenerateConfig {
+            sample: SampleConfig {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repetition_penalty: None,
+            },
+            seed: 5,
+            ..greedy(20)
+        };
+        assert_eq!(
+            run(&model, None, &[&p], &cfg),
+            want,
+            "temperature {temperature:e}, top-k {top_k:?}, top-p {top_p:?}, min-p {min_p:?}"
+        );
+    }
+}
+
+/// Logits with a NaN give no distribution to draw from: the sampler falls back to greedy's token
+/// rather than the last candidate.
+#[test]
+fn nan_logits_fall_back_to_the_argmax() {
+    let mut s = Sampler::new(&SampleConfig::default(), 4, 1).unwrap();
+    assert_eq!(s.next(&[0.5, f32::NAN, 3.0, 1.0], &[]), 2);
+}
+
+/// A batch or a beam count far beyond the machine's memory is refused before the session is
+/// allocated, saying what to reduce, rather than aborting on a failed allocation.
+#[test]
+fn a_session_larger_than_memory_is_refused() {
+    let model = random_model(14);
+    let beam = BeamConfig {
+        beams: 1 << 40,
+        max_new_tokens: 4,
+        length_penalty: 1.0,
+        eos: Vec::new(),
+        early_stopping: false,
+    };
+    let err = generate::beam_search(&model, None, &prompt(1, 3), &beam).unwrap_err();
+    assert!(matches!(err, GenerateError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("fewer rows"), "{err}");
+}
+
 #[test]
 fn bad_input_is_refused_clearly() {
     let model = random_model(9);
@@ -338,10 +438,21 @@ fn bad_input_is_refused_clearly() {
         Control::Continue
     })
     .unwrap_err();
+    // 35 prompt tokens and 9 of the 10 new ones run through the model (the last is never fed
+    // back): 44 positions.
     assert!(
-        matches!(err, GenerateError::TooLong { len: 45, ctx: 40 }),
+        matches!(err, GenerateError::TooLong { len: 44, ctx: 40 }),
         "{err}"
     );
+    let err = generate::generate(&model, None, &[&prompt(1, 41)], &greedy(0), |_, _| {
+        Control::Continue
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, GenerateError::PromptTooLong { len: 41, ctx: 40 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("shorten it"), "{err}");
     let err = generate::generate(&model, None, &[&[1, 100]], &greedy(1), |_, _| {
         Control::Continue
     })

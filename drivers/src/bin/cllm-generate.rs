@@ -31,9 +31,11 @@ struct Cli {
     /// directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// The prompt text.
+    /// The prompt text. Without it (and without --prompt-file, --prompt-ids or --batch) the
+    /// prompt is read from stdin, less one trailing newline (`\n` or `\r\n`).
     prompt: Option<String>,
-    /// Read the prompt text from this file.
+    /// Read the prompt text from this file, less one trailing newline (`\n` or `\r\n`), which an
+    /// editor or `echo` adds.
     #[arg(long, conflicts_with = "prompt")]
     prompt_file: Option<PathBuf>,
     /// The prompt as token ids, comma-separated (repeat to append more).
@@ -70,6 +72,17 @@ fn parse_ids(line: &str) -> Result<Vec<u32>> {
                 .with_context(|| format!("not a token id: {s:?}"))
         })
         .collect()
+}
+
+/// `text` less one trailing `\n` or `\r\n`: the end of its last line, not part of the prompt.
+fn without_final_newline(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
 }
 
 fn main() {
@@ -162,15 +175,15 @@ fn run_cli(cli: Cli) -> Result<()> {
     } else {
         let text = match (&cli.prompt, &cli.prompt_file) {
             (Some(p), _) => p.clone(),
-            (None, Some(f)) => {
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-            }
+            (None, Some(f)) => without_final_newline(
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            ),
             (None, None) => {
                 let mut s = String::new();
                 std::io::stdin()
                     .read_to_string(&mut s)
                     .context("reading the prompt from stdin")?;
-                s
+                without_final_newline(s)
             }
         };
         vec![codec.encode(&text)?]
@@ -221,6 +234,8 @@ fn run(
     // --batch output is one escaped line per prompt line, even for a file of one line.
     let stream = prompts.len() == 1 && !cli.print_ids && cli.batch.is_none();
     let gcfg = gen.generate_config(sample, stop_tokens);
+    // Each row's text as generate_text passes it on: cut after the first stop string.
+    let mut texts: Vec<Vec<u8>> = vec![Vec::new(); prompts.len()];
     let g = generate_text(
         model,
         pool,
@@ -228,19 +243,26 @@ fn run(
         &gcfg,
         &gen.stop_strings(),
         prompts,
-        |_, bytes| {
+        |row, bytes| {
             if stream {
                 stdout.write_all(bytes)?;
                 stdout.flush()?;
+            } else {
+                texts[row].extend_from_slice(bytes);
             }
             Ok(())
         },
     )?;
     if stream {
         writeln!(stdout)?;
-    } else {
+    } else if cli.print_ids {
         for row in &g.tokens {
             print_row(&mut stdout, cli, codec, row)?;
+        }
+    } else {
+        for text in &texts {
+            stdout.write_all(&escape_line(text))?;
+            writeln!(stdout)?;
         }
     }
     let rate = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64().max(1e-9);

@@ -4,7 +4,7 @@
 //! first `beams`) becomes a finished hypothesis scored `sum / len^length_penalty`, and the best
 //! `beams` others run on.
 
-use super::{check_prompt, log_softmax, Decoder, GenerateError};
+use super::{check_memory, check_prompt, log_softmax, session_ctx, Decoder, GenerateError};
 use crate::model::Gpt;
 use crate::spheres::Spheres;
 use std::collections::BinaryHeap;
@@ -81,11 +81,8 @@ pub fn beam_search(
             "beam search needs at least one beam".into(),
         ));
     }
-    let ctx = prompt.len() + cfg.max_new_tokens;
-    let max = model.config().n_positions;
-    if ctx > max {
-        return Err(GenerateError::TooLong { len: ctx, ctx: max });
-    }
+    let ctx = session_ctx(model, prompt.len(), cfg.max_new_tokens)?;
+    check_memory(model, pool, k, ctx)?;
     let v = model.config().vocab_size;
     let mut dec = Decoder::new(model, pool, k, ctx)?;
     let t = prompt.len();

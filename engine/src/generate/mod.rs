@@ -16,14 +16,36 @@ pub use sample::{argmax, log_softmax, SampleConfig, Sampler};
 
 use crate::model::Gpt;
 use crate::spheres::{Spheres, SpheresError};
+use crate::topology;
 use cllm_kernels::ShapeError;
 use std::time::{Duration, Instant};
 
 /// Why generation refused its input or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
-    #[error("{len} tokens (prompt plus new tokens) do not fit the context of {ctx} positions")]
+    /// The model would have to run `len` tokens: the prompt and every new token but the last
+    /// (which is never fed back).
+    #[error(
+        "{len} tokens (the prompt and the new tokens fed back, all but the last) do not fit the \
+         context of {ctx} positions"
+    )]
     TooLong { len: usize, ctx: usize },
+    #[error("the prompt has {len} tokens, more than the context of {ctx} positions: shorten it")]
+    PromptTooLong { len: usize, ctx: usize },
+    /// The decoding session would need more memory than the machine has.
+    #[error(
+        "{rows} rows of up to {ctx} tokens need {:.1} GiB for their decoding session, more than \
+         this machine's {:.1} GiB of memory: use fewer rows (prompts in the batch, or beams) or \
+         fewer new tokens",
+        gib(*.need),
+        gib(*.have)
+    )]
+    TooLarge {
+        rows: usize,
+        ctx: usize,
+        need: u64,
+        have: u64,
+    },
     #[error("token {token} at position {pos} is outside the vocabulary (V = {vocab})")]
     TokenOutOfRange {
         token: u32,
@@ -104,6 +126,49 @@ pub fn check_prompt(model: &Gpt, prompt: &[u32]) -> Result<(), GenerateError> {
     }
 }
 
+/// The positions a session needs for a prompt of `t` tokens (at least one) and `n` new ones:
+/// `t + n - 1`, since the last new token is never fed back, and at least the prompt.
+pub(crate) fn session_ctx(model: &Gpt, t: usize, n: usize) -> Result<usize, GenerateError> {
+    let max = model.config().n_positions;
+    if t > max {
+        return Err(GenerateError::PromptTooLong { len: t, ctx: max });
+    }
+    let ctx = t.saturating_add(n).saturating_sub(1).max(t);
+    if ctx > max {
+        return Err(GenerateError::TooLong { len: ctx, ctx: max });
+    }
+    Ok(ctx)
+}
+
+/// Refuses, before allocating it, a session of `rows` rows of up to `ctx` tokens that needs more
+/// memory than this machine has: an error that says so rather than an abort on a failed
+/// allocation. The estimate leaves out the model's weights, so no session that fits is refused.
+pub(crate) fn check_memory(
+    model: &Gpt,
+    pool: Option<&Spheres>,
+    rows: usize,
+    ctx: usize,
+) -> Result<(), GenerateError> {
+    let workers = pool.map_or(1, Spheres::count);
+    let need = Decoder::memory_bytes(model.config(), workers, rows, ctx).unwrap_or(u64::MAX);
+    // An allocation beyond isize::MAX bytes fails on any machine.
+    let have = topology::memory_bytes().unwrap_or(isize::MAX as u64);
+    if need > have {
+        return Err(GenerateError::TooLarge {
+            rows,
+            ctx,
+            need,
+            have,
+        });
+    }
+    Ok(())
+}
+
+/// Bytes in GiB, for messages.
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
 /// Continue every prompt (left-padded into one batch) by up to `cfg.max_new_tokens` tokens,
 /// calling `on_token(row, token)` as each is produced. Each row's output is what generating its
 /// prompt alone gives.
@@ -123,12 +188,9 @@ pub fn generate(
     }
     let b = prompts.len();
     let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    let ctx = t + cfg.max_new_tokens;
-    let max = model.config().n_positions;
-    if ctx > max {
-        return Err(GenerateError::TooLong { len: ctx, ctx: max });
-    }
-    let mut dec = Decoder::new(model, pool, b, ctx.max(1))?;
+    let ctx = session_ctx(model, t, cfg.max_new_tokens)?;
+    check_memory(model, pool, b, ctx)?;
+    let mut dec = Decoder::new(model, pool, b, ctx)?;
     let v = model.config().vocab_size;
     let mut samplers = (0..b)
         .map(|_| Sampler::new(&cfg.sample, v, cfg.seed))
@@ -191,7 +253,8 @@ pub fn generate(
 }
 
 /// Continue `prompt` by `n` tokens on the calling thread (the trainer's samples). A prompt
-/// longer than the context allows keeps its last tokens.
+/// longer than the context allows keeps its last tokens (at least one, so `n` may be at most the
+/// context).
 pub fn sample_continuation(
     model: &Gpt,
     prompt: &[u32],
@@ -200,13 +263,11 @@ pub fn sample_continuation(
     seed: u64,
 ) -> Result<Vec<u32>, GenerateError> {
     let max = model.config().n_positions;
-    if n >= max {
-        return Err(GenerateError::TooLong {
-            len: n + 1,
-            ctx: max,
-        });
+    if n > max {
+        return Err(GenerateError::TooLong { len: n, ctx: max });
     }
-    let prompt = &prompt[prompt.len().saturating_sub(max - n)..];
+    // The prompt and all the new tokens but the last take the context.
+    let prompt = &prompt[prompt.len().saturating_sub(max + 1 - n.max(1))..];
     let gen = GenerateConfig {
         sample: cfg.clone(),
         max_new_tokens: n,

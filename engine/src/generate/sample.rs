@@ -132,14 +132,23 @@ impl Sampler {
             return self.cand[0].1;
         }
         let total: f64 = self.cand.iter().map(|c| c.0 as f64).sum();
+        if !(total > 0.0 && total.is_finite()) {
+            // No distribution to draw from (logits that are NaN or infinite): greedy's token.
+            return argmax(&self.work);
+        }
         let mut r = uniform(&mut self.rng) * total;
+        let mut last = None;
         for &(w, id) in self.cand.iter() {
             r -= w as f64;
             if r < 0.0 {
                 return id;
             }
+            if w > 0.0 {
+                last = Some(id);
+            }
         }
-        self.cand.last().map_or(0, |c| c.1)
+        // Rounding left a little of the draw: the last token that may be drawn.
+        last.unwrap_or_else(|| argmax(&self.work))
     }
 
     /// Leaves in `cand` the tokens that may be drawn, with their relative probabilities.
@@ -160,12 +169,15 @@ impl Sampler {
             self.cand.push((1.0, argmax(&self.work)));
             return;
         }
+        // The largest logit is subtracted before dividing by the temperature, so it maps to 0 and
+        // a tiny temperature sends the others to -inf, never to inf - inf = NaN.
         let t = cfg.temperature;
+        let lmax = self.work.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         self.cand.extend(
             self.work
                 .iter()
                 .enumerate()
-                .map(|(i, &l)| (l / t, i as u32)),
+                .map(|(i, &l)| ((l - lmax) / t, i as u32)),
         );
         // Most likely first, and among equal logits the lower id first.
         let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
