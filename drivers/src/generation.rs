@@ -261,12 +261,17 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The tokenizer for a model of `vocab` tokens (at most that many): `tokenizer` (a cllm
-    /// tokenizer file or `gpt2`), else the `tokenizer.json` a cllm checkpoint stores in
+    /// The tokenizer for the model of `model_dir` (its `config.json` is `hf`): `tokenizer` (a
+    /// cllm tokenizer file or `gpt2`), else the `tokenizer.json` a cllm checkpoint stores in
     /// `model_dir`, else the directory's `vocab.json` + `merges.txt`, else bytes for models of
     /// at most 257 tokens. A Hugging Face `tokenizer.json` (same name, another format) is passed
     /// over: its directory has `vocab.json` + `merges.txt` beside it, or no tokenizer here.
-    pub fn for_model(model_dir: &Path, tokenizer: Option<&str>, vocab: usize) -> Result<Codec> {
+    ///
+    /// A tokenizer that cannot be the model's is refused: one with more tokens than the model
+    /// has ids, or whose `<|endoftext|>` is not the model's `eos_token_id` (a GPT-2 directory
+    /// with a small BPE of one's own read every id as other text).
+    pub fn for_model(model_dir: &Path, tokenizer: Option<&str>, hf: &HfConfig) -> Result<Codec> {
+        let vocab = hf.gpt.vocab_size;
         let tok = match tokenizer {
             Some("gpt2") => Some(Tokenizer::gpt2_builtin()),
             Some(file) => Some(
@@ -298,6 +303,12 @@ impl Codec {
                 "the tokenizer has {} tokens but the model {} only {vocab}: they do not belong together; pass the model's own --tokenizer",
                 t.vocab_size(),
                 model_dir.display()
+            ),
+            Some(t) if hf.eos_token_id.is_some_and(|eos| eos != u64::from(t.eot_token())) => bail!(
+                "the tokenizer's <|endoftext|> is token {} but {} names {} (eos_token_id): they do not belong together; pass the model's own --tokenizer",
+                t.eot_token(),
+                model_dir.join(checkpoint::CONFIG_FILE).display(),
+                hf.eos_token_id.unwrap_or_default()
             ),
             Some(t) => Ok(Codec::Bpe(Box::new(t))),
             None if vocab <= 257 => Ok(Codec::Bytes),

@@ -58,14 +58,21 @@ fn generate_stdin(args: &[&str], input: &str) -> (bool, String, String) {
 }
 
 /// Writes a cllm tokenizer file to `path`: byte `b` is token `byte_ids[b]`, and merge `i` (of two
-/// earlier tokens) is token 256 + i.
+/// earlier tokens) is token 256 + i; then unused specials up to `<|endoftext|>` at 388, the
+/// golden model's `eos_token_id` (a tokenizer that ends text elsewhere is refused as not the
+/// model's).
 fn write_tokenizer(path: &Path, byte_ids: &[u32], merges: &[[u32; 2]]) {
+    let unused = 388 - 256 - merges.len();
+    let specials: Vec<String> = (0..unused)
+        .map(|i| format!("<|unused{i}|>"))
+        .chain(["<|endoftext|>".to_owned()])
+        .collect();
     let doc = serde_json::json!({
         "format": "cllm-bpe-tokenizer",
         "version": 1,
         "pre_tokenizer": "gpt2",
         "byte_ids": byte_ids,
-        "specials": ["<|endoftext|>"],
+        "specials": specials,
         "merges": merges,
     });
     std::fs::write(path, doc.to_string()).unwrap();
@@ -449,22 +456,46 @@ fn a_kernel_path_this_cpu_lacks_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_tokenizer_may_be_smaller_than_the_model_not_larger() {
-    // The golden model has 389 ids: a 300-token tokenizer can spell prompts for it (ids it
-    // lacks print as U+FFFD); GPT-2's 50257 cannot.
+fn a_tokenizer_may_be_smaller_than_the_model_but_must_end_text_where_it_does() {
+    // The golden model has 389 ids and ends text with 388. A 300-token tokenizer can spell
+    // prompts for a model with its <|endoftext|> (ids it lacks print as U+FFFD); not for this
+    // one, and GPT-2's 50257 tokens for none of 389 ids.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokenizer.json");
     let text = "the quick brown fox jumps over the lazy dog, again and again. ".repeat(40);
-    cllm_engine::tokenizer::Tokenizer::train([text.as_str()], 300, &[])
-        .unwrap()
-        .save(&file)
-        .unwrap();
+    let small = cllm_engine::tokenizer::Tokenizer::train([text.as_str()], 300, &[]).unwrap();
+    small.save(&file).unwrap();
     let tok = file.to_str().unwrap();
-    let (ok, out, err) = generate(&["--tokenizer", tok, "the fox", "--max-new-tokens", "4"]);
-    assert!(ok, "{err}");
-    assert!(!out.trim().is_empty(), "{err}");
+    let (ok, _, err) = generate(&["--tokenizer", tok, "the fox"]);
+    assert!(
+        !ok && err.contains("eos_token_id") && err.contains("do not belong together"),
+        "{err}"
+    );
     let (ok, _, err) = generate(&["--tokenizer", "gpt2", "the fox"]);
     assert!(!ok && err.contains("do not belong together"), "{err}");
+
+    // The same weights with the small tokenizer's end of text.
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(
+        trained_dir().join("model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(trained_dir().join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["eos_token_id"] = small.eot_token().into();
+    config["bos_token_id"] = small.eot_token().into();
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cllm-generate"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--tokenizer", tok, "the fox", "--max-new-tokens", "4"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!out.stdout.is_empty(), "{err}");
 }
 
 #[test]

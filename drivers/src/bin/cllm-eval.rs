@@ -453,10 +453,10 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
     use cllm_engine::eval::perplexity::PerplexityMeter;
 
     cllm_engine::kernels::isa::init()?;
-    let (model, _, dir) = load_model(&args.model)?;
+    let (model, hf, dir) = load_model(&args.model)?;
     let vocab = model.config().vocab_size;
     // Bits per byte need each token's text: only a BPE tokenizer gives it here.
-    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), vocab)?;
+    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), &hf)?;
     let tokenizer = match &codec {
         Codec::Bpe(t) => Some(t),
         Codec::Bytes | Codec::None => None,
@@ -467,7 +467,7 @@ fn run_ppl(args: &PplArgs) -> Result<String> {
         let fix = "prepare them with the model's tokenizer (cllm-prepare --tokenizer)";
         // Without --tokenizer, `codec` is the model's own.
         if args.tokenizer.is_some() {
-            if let Codec::Bpe(t) = Codec::for_model(&dir, None, vocab)? {
+            if let Codec::Bpe(t) = Codec::for_model(&dir, None, &hf)? {
                 shards.check(&t, "the model's tokenizer", fix)?;
             }
         }
@@ -596,7 +596,7 @@ fn run_generate_and_score(args: &GenScoreArgs) -> Result<String> {
 
     cllm_engine::kernels::isa::init()?;
     let (model, hf, dir) = load_model(&args.model)?;
-    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), model.config().vocab_size)?;
+    let codec = Codec::for_model(&dir, args.tokenizer.as_deref(), &hf)?;
     if matches!(codec, Codec::None) {
         bail!(
             "no tokenizer cllm reads came with {} (a cllm tokenizer.json, or vocab.json + merges.txt), and its vocabulary is too large for bytes: pass --tokenizer FILE|gpt2",

@@ -95,7 +95,7 @@ fn run_cli(cli: Cli) -> Result<()> {
     let sample = cli.gen.sample_config()?;
     let (model, hf, dir) = load_model(&cli.model)?;
     let cfg = *model.config();
-    let codec = Codec::for_model(&dir, cli.tokenizer.as_deref(), cfg.vocab_size)?;
+    let codec = Codec::for_model(&dir, cli.tokenizer.as_deref(), &hf)?;
     let stop_tokens = cli.gen.stop_tokens(hf.eos_token_id, cfg.vocab_size)?;
     if let Some(beams) = cli.gen.beams {
         cli.gen.beam_config(beams, &stop_tokens, false)?;

@@ -326,8 +326,8 @@ fn run(args: Args, given: &[String]) -> Result<()> {
     // Its tokenizer is found as cllm-generate finds one: a cllm checkpoint's tokenizer.json, or a
     // Hugging Face directory's vocab.json + merges.txt.
     let (init_tokenizer, init_lacks_tokenizer) = match (&init, &args.tokenizer) {
-        (Some((model, _, dir)), None) => {
-            match Codec::for_model(dir, None, model.config().vocab_size)? {
+        (Some((_, hf, dir)), None) => {
+            match Codec::for_model(dir, None, hf)? {
                 Codec::Bpe(t) => (Some(*t), false),
                 // A byte-level model: a BPE trained on the corpus with --bpe-vocab 257 (the bytes
                 // and <|endoftext|>) matches it; the vocabulary check below refuses a larger one.
