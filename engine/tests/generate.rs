@@ -10,13 +10,19 @@ use cllm_engine::sphere_tree::SphereTree;
 use cllm_engine::spheres::Spheres;
 
 fn random_model(seed: u64) -> Gpt {
-    let cfg = GptConfig {
-        vocab_size: 100,
-        n_positions: 40,
-        n_embd: 32,
-        n_layer: 2,
-        n_head: 4,
-    };
+    random_weights(
+        GptConfig {
+            vocab_size: 100,
+            n_positions: 40,
+            n_embd: 32,
+            n_layer: 2,
+            n_head: 4,
+        },
+        seed,
+    )
+}
+
+fn random_weights(cfg: GptConfig, seed: u64) -> Gpt {
     let mut m = Gpt::zeros(cfg);
     let mut rng = Rng::new(seed);
     for p in m.params.iter_mut() {
@@ -154,60 +160,79 @@ fn decode_steps_of_many_rows_match_the_full_forward_pass() {
 /// prompts of 1 to 8 tokens left-padded to the longest, three rows (their decode steps one group
 /// on the narrow path, reading the session's panel-form copy of the layer matrices; a session of
 /// one reads the model's) and ten (two groups), on the calling thread and on three workers. Alone,
-/// a prompt of a few tokens is a pass of a few rows; in the batch, one of many rows.
+/// a prompt of a few tokens is a pass of a few rows; in the batch, one of many rows. Then longer
+/// prompts: ten rows of up to 30 tokens (300 token rows, more than one block of the GEMM's rows),
+/// and rows of 270 and 280 tokens, which prefill in two passes cut at other tokens alone than in
+/// the batch.
 #[test]
 fn batch_rows_equal_the_row_alone_bit_for_bit() {
     let model = random_model(11);
     let spheres = Spheres::new(&SphereTree::flat(&[0, 1, 0])).unwrap();
-    let lens = [2, 8, 1, 5, 7, 3, 1, 6, 8, 4];
+    let short = [2, 8, 1, 5, 7, 3, 1, 6, 8, 4];
+    // A context of 40 leaves room for PANEL_MIN_STEPS steps after the longest prompt, so the
+    // batch packs its panels at its first step.
+    const { assert!(40 - 8 >= generate::PANEL_MIN_STEPS) };
+    let long = [30, 12, 25, 1, 29, 30, 17, 8, 22, 3];
+    let wide = random_weights(
+        GptConfig {
+            n_positions: 300,
+            ..*model.config()
+        },
+        12,
+    );
+    for pool in [None, Some(&spheres)] {
+        for n in [3, short.len()] {
+            rows_equal_alone(&model, pool, &short[..n], 40);
+        }
+        rows_equal_alone(&model, pool, &long, 40);
+        rows_equal_alone(&wide, pool, &[270, 280, 5], 300);
+    }
+}
+
+/// Prompts of `lens` tokens prefilled as one left-padded batch and each alone, then six decode
+/// steps: every row's logits, bit for bit, after each.
+fn rows_equal_alone(model: &Gpt, pool: Option<&Spheres>, lens: &[usize], ctx: usize) {
     let rows: Vec<Vec<u32>> = (0..lens.len())
         .map(|b| prompt(40 + b as u64, lens[b]))
         .collect();
     let steps: Vec<Vec<u32>> = (0..rows.len()).map(|b| prompt(90 + b as u64, 6)).collect();
-    // A context of 40 leaves room for PANEL_MIN_STEPS steps after the longest prompt, so the
-    // batch packs its panels at its first step.
-    const { assert!(40 - 8 >= generate::PANEL_MIN_STEPS) };
-    for pool in [None, Some(&spheres)] {
-        for n in [3, rows.len()] {
-            let rows = &rows[..n];
-            let t = rows.iter().map(Vec::len).max().unwrap();
-            let pads: Vec<usize> = rows.iter().map(|r| t - r.len()).collect();
-            let padded: Vec<u32> = rows
-                .iter()
-                .flat_map(|r| std::iter::repeat_n(0, t - r.len()).chain(r.iter().copied()))
-                .collect();
-            let mut batch = Decoder::new(&model, pool, n, 40).unwrap();
-            batch.prefill(&padded, &pads).unwrap();
-            let mut alone: Vec<Decoder> = rows
-                .iter()
-                .map(|r| {
-                    let mut d = Decoder::new(&model, pool, 1, 40).unwrap();
-                    d.prefill(r, &[0]).unwrap();
-                    d
-                })
-                .collect();
-            for step in 0..=steps[0].len() {
-                if step > 0 {
-                    let next: Vec<u32> = (0..n).map(|b| steps[b][step - 1]).collect();
-                    batch.step(&next).unwrap();
-                    for (d, &tok) in alone.iter_mut().zip(&next) {
-                        d.step(&[tok]).unwrap();
-                    }
-                }
-                for (b, d) in alone.iter().enumerate() {
-                    let same = batch
-                        .logits(b)
-                        .iter()
-                        .zip(d.logits(0))
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "workers: {}, {n} rows, row {b} ({} prompt tokens), step {step}",
-                        pool.map_or(1, Spheres::count),
-                        rows[b].len()
-                    );
-                }
+    let n = rows.len();
+    let t = rows.iter().map(Vec::len).max().unwrap();
+    let pads: Vec<usize> = rows.iter().map(|r| t - r.len()).collect();
+    let padded: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(0, t - r.len()).chain(r.iter().copied()))
+        .collect();
+    let mut batch = Decoder::new(model, pool, n, ctx).unwrap();
+    batch.prefill(&padded, &pads).unwrap();
+    let mut alone: Vec<Decoder> = rows
+        .iter()
+        .map(|r| {
+            let mut d = Decoder::new(model, pool, 1, ctx).unwrap();
+            d.prefill(r, &[0]).unwrap();
+            d
+        })
+        .collect();
+    for step in 0..=steps[0].len() {
+        if step > 0 {
+            let next: Vec<u32> = (0..n).map(|b| steps[b][step - 1]).collect();
+            batch.step(&next).unwrap();
+            for (d, &tok) in alone.iter_mut().zip(&next) {
+                d.step(&[tok]).unwrap();
             }
+        }
+        for (b, d) in alone.iter().enumerate() {
+            let same = batch
+                .logits(b)
+                .iter()
+                .zip(d.logits(0))
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "workers: {}, {n} rows, row {b} ({} prompt tokens), step {step}",
+                pool.map_or(1, Spheres::count),
+                rows[b].len()
+            );
         }
     }
 }

@@ -82,7 +82,9 @@ pub fn beam_search(
         ));
     }
     let ctx = session_ctx(model, prompt.len(), cfg.max_new_tokens)?;
-    check_memory(model, pool, k, ctx)?;
+    // Each beam's row of the decoder's reorder copy of one layer's cache, (ctx, C) floats.
+    let reorder = 4 * ctx as u64 * model.config().n_embd as u64;
+    check_memory(model, pool, (k, ctx), reorder)?;
     let v = model.config().vocab_size;
     let mut dec = Decoder::new(model, pool, k, ctx)?;
     let t = prompt.len();

@@ -237,19 +237,47 @@ impl Panels {
 
 /// One worker's private buffers.
 struct WorkerScratch {
-    /// (B*chunk, C) a LayerNorm output.
+    /// (max(B, MR), C) a LayerNorm output: the narrow path's rows, the LM head's.
     ln: Vec<f32>,
-    /// (B*chunk) LayerNorm statistics (unused beyond the call).
+    /// LayerNorm statistics (unused beyond the call), [`ScratchRows::stats`] floats.
     mean: Vec<f32>,
     rstd: Vec<f32>,
-    /// (B*chunk, 4C) the MLP's hidden layer before GELU; in the narrow path, one row of summed
-    /// partial products at a time.
+    /// (B*chunk, this worker's share of 4C) a wide GEMM's product before its epilogue; in the
+    /// narrow path, one row of summed partial products at a time ([`ScratchRows::h`] floats).
     h: Vec<f32>,
     /// (ctx) attention scores.
     scores: Vec<f32>,
     /// (MR, C) this worker's copy of the residual stream in the narrow path.
     resid: Vec<f32>,
     gemm: GemmScratch,
+}
+
+/// The sizes of a worker's [`WorkerScratch`] buffers that follow the session's shape.
+struct ScratchRows {
+    /// Rows of `ln`: the narrow path's (at most MR) and the LM head's (one per batch row).
+    ln: usize,
+    /// Floats of `mean` and `rstd`: those rows, or the wide path's LayerNorm rows of one
+    /// worker (its share of M; their output goes to the shared `atty`).
+    stats: usize,
+    /// Floats of `h`: the wide path's product of M rows and the largest worker's share of 4C
+    /// columns, or the narrow path's one row of C.
+    h: usize,
+}
+
+impl ScratchRows {
+    /// For `nw` workers, `batch` rows, M = `m` token rows a pass at most and MR = `mr`
+    /// (saturating: [`Decoder::memory_bytes`] sizes absurd sessions too, to refuse them).
+    fn new(cfg: &GptConfig, nw: usize, batch: usize, m: usize, mr: usize) -> ScratchRows {
+        let c = cfg.n_embd;
+        // Part 0 of a split is the largest.
+        let share = split_cols(4 * c, nw, 0).len();
+        let ln = batch.max(mr);
+        ScratchRows {
+            ln,
+            stats: ln.max(m.div_ceil(nw)),
+            h: m.saturating_mul(share).max(c),
+        }
+    }
 }
 
 /// Part `i` of `parts` of `range` (contiguous, sizes differ by at most one).
@@ -304,13 +332,14 @@ impl<'m> Decoder<'m> {
         let nw = pool.map_or(1, Spheres::count);
         // Decode steps of two or more rows read the panels.
         let panels = (batch >= 2).then(|| Panels::new(&cfg, nw));
+        let ScratchRows { ln, stats, h } = ScratchRows::new(&cfg, nw, batch, m, mr);
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
-                    ln: vec![0.0; m * c],
-                    mean: vec![0.0; m],
-                    rstd: vec![0.0; m],
-                    h: vec![0.0; m * 4 * c],
+                    ln: vec![0.0; ln * c],
+                    mean: vec![0.0; stats],
+                    rstd: vec![0.0; stats],
+                    h: vec![0.0; h],
                     scores: vec![0.0; ctx],
                     resid: vec![0.0; mr * c],
                     gemm: GemmScratch::new(),
@@ -352,15 +381,22 @@ impl<'m> Decoder<'m> {
         let f = |x: usize| x as f64;
         let (c, l, vp) = (f(cfg.n_embd), f(cfg.n_layer), f(cfg.padded_vocab()));
         let (b, t, nw) = (f(batch), f(ctx), f(workers.max(1)));
-        let m = b * f(ctx.min(PREFILL_CHUNK));
-        let mr = m.min(f(GEMV_MAX_ROWS));
+        let m = batch.saturating_mul(ctx.min(PREFILL_CHUNK));
+        let mr = m.min(GEMV_MAX_ROWS);
+        let rows = ScratchRows::new(cfg, workers.max(1), batch, m, mr);
+        let (m, mr) = (f(m), f(mr));
         let panels = if batch >= 2 {
             f(Panels::layout(cfg, workers.max(1)).1)
         } else {
             0.0
         };
         // Per worker: ln, mean, rstd, h, scores, resid, and its GEMM packing buffers.
-        let worker = m * c + 2.0 * m + m * 4.0 * c + t + mr * c + f(GemmScratch::new_bytes()) / 4.0;
+        let worker = f(rows.ln) * c
+            + 2.0 * f(rows.stats)
+            + f(rows.h)
+            + t
+            + mr * c
+            + f(GemmScratch::new_bytes()) / 4.0;
         // k and v caches; resid, qkv, atty, fch; logits; the partial products; panels.
         let floats = 2.0 * l * b * t * c
             + m * (c + 3.0 * c + c + 4.0 * c)

@@ -142,15 +142,19 @@ pub(crate) fn session_ctx(model: &Gpt, t: usize, n: usize) -> Result<usize, Gene
 
 /// Refuses, before allocating it, a session of `rows` rows of up to `ctx` tokens that needs more
 /// memory than this machine has: an error that says so rather than an abort on a failed
-/// allocation. The estimate leaves out the model's weights, so no session that fits is refused.
+/// allocation. `per_row` is what the caller keeps beside the decoder for each row (its samplers,
+/// or beam search's copy of the cache for reordering). The estimate leaves out the model's
+/// weights, so no session that fits is refused.
 pub(crate) fn check_memory(
     model: &Gpt,
     pool: Option<&Spheres>,
-    rows: usize,
-    ctx: usize,
+    (rows, ctx): (usize, usize),
+    per_row: u64,
 ) -> Result<(), GenerateError> {
     let workers = pool.map_or(1, Spheres::count);
-    let need = Decoder::memory_bytes(model.config(), workers, rows, ctx).unwrap_or(u64::MAX);
+    let need = Decoder::memory_bytes(model.config(), workers, rows, ctx)
+        .and_then(|d| d.checked_add(per_row.checked_mul(rows as u64)?))
+        .unwrap_or(u64::MAX);
     // An allocation beyond isize::MAX bytes fails on any machine.
     let have = topology::memory_bytes().unwrap_or(isize::MAX as u64);
     if need > have {
@@ -189,7 +193,9 @@ pub fn generate(
     let b = prompts.len();
     let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let ctx = session_ctx(model, t, cfg.max_new_tokens)?;
-    check_memory(model, pool, b, ctx)?;
+    // Each row's sampler: V logits and V (probability, id) candidates.
+    let sampler = 12 * model.config().vocab_size as u64;
+    check_memory(model, pool, (b, ctx), sampler)?;
     let mut dec = Decoder::new(model, pool, b, ctx)?;
     let v = model.config().vocab_size;
     let mut samplers = (0..b)
