@@ -549,6 +549,16 @@ fn a_resumed_run_whose_best_checkpoint_is_gone_keeps_saving() {
     run(&mut t, &mut data, 1);
     let saved = t.save(old_run.path(), &opts(2.0)).unwrap();
     assert_eq!(saved.best.as_deref(), Some("step-00000001"));
+    // The best removed by hand, then a save without a validation loss: no checkpoint is best,
+    // and no `best` pointer names the missing one.
+    std::fs::remove_dir_all(old_run.path().join("step-00000001")).unwrap();
+    run(&mut t, &mut data, 1);
+    let unscored = SaveOptions {
+        keep: 5,
+        ..SaveOptions::default()
+    };
+    assert_eq!(t.save(old_run.path(), &unscored).unwrap().best, None);
+    assert_eq!(read_pointer(old_run.path(), BEST).unwrap(), None);
     drop(t);
 
     // Only step 2 moved into a new run directory, as cllm-train advises for a lone checkpoint:

@@ -340,8 +340,16 @@ impl Trainer {
         }
         write_checkpoint_dir(parent, &name, &files)?;
         write_pointer(parent, LATEST, &name)?;
-        if let Some((_, b)) = &best {
-            write_pointer(parent, BEST, b)?;
+        match &best {
+            Some((_, b)) => write_pointer(parent, BEST, b)?,
+            // A pointer left from a best that is gone would name a missing directory.
+            None => {
+                let stale = parent.join(BEST);
+                if stale.exists() {
+                    std::fs::remove_file(&stale)
+                        .map_err(ckpt::CheckpointError::io("remove", &stale))?;
+                }
+            }
         }
         self.best = best;
         let best_name = self.best.as_ref().map(|(_, n)| n.clone());
