@@ -5,16 +5,16 @@
 //! attends to, and the token in slot s has position `s - pad[b]`, so each row computes exactly
 //! what it would compute alone.
 //!
-//! One pass is one job on the sphere workers (a decode step of more than [`GEMV_MAX_ROWS`] rows
-//! is one job per group of that many).
+//! One pass is one job on the sphere workers.
 //!
 //! A decode step (one new token per row) takes the narrow path and is memory-bound: every weight
 //! is split by its rows (the K dimension), so each worker streams one contiguous block of every
-//! matrix, once per group of at most [`GEMV_MAX_ROWS`] rows, and writes a partial product into its
-//! own slot of a partial-sum buffer. After a barrier, whoever needs a sum adds the slots in worker
-//! order (bias first), so the result depends only on the worker count, never on timing. Each
-//! worker keeps its own copy of the residual stream (a few rows), updated identically by every
-//! worker, so a layer needs four barriers:
+//! matrix and writes a partial product into its own slot of a partial-sum buffer. One GEMV call
+//! takes at most [`GEMV_MAX_ROWS`] rows, so a larger batch runs the block under each group of
+//! rows in turn, the groups after the first reading it from the caches. After a barrier, whoever
+//! needs a sum adds the slots in worker order (bias first), so the result depends only on the
+//! worker count, never on timing. Each worker keeps its own copy of the residual stream (a row
+//! per batch row), updated identically by every worker, so a layer needs four barriers:
 //!
 //! ```text
 //! LN1 (own copy) → qkv rows K_w           → barrier → q, k, v of own heads = Σ slots; attention
@@ -105,8 +105,8 @@ pub struct Decoder<'m> {
     reorder_tmp: Vec<f32>,
     /// (B) source rows of a reorder.
     reorder_src: Vec<usize>,
-    /// (NW, MR, 3C), (NW, MR, C), (NW, MR, 4C): each worker's partial products in the narrow
-    /// path (MR = min(B*chunk, GEMV_MAX_ROWS)).
+    /// (NW, B, 3C), (NW, B, C), (NW, B, 4C): each worker's partial products in the narrow
+    /// path (a decode step's B rows).
     part_qkv: Vec<f32>,
     part_c: Vec<f32>,
     part_fc: Vec<f32>,
@@ -237,7 +237,7 @@ impl Panels {
 
 /// One worker's private buffers.
 struct WorkerScratch {
-    /// (max(B, MR), C) a LayerNorm output: the narrow path's rows, the LM head's.
+    /// (B, C) a LayerNorm output: the narrow path's rows, the LM head's.
     ln: Vec<f32>,
     /// LayerNorm statistics (unused beyond the call), [`ScratchRows::stats`] floats.
     mean: Vec<f32>,
@@ -247,14 +247,14 @@ struct WorkerScratch {
     h: Vec<f32>,
     /// (ctx) attention scores.
     scores: Vec<f32>,
-    /// (MR, C) this worker's copy of the residual stream in the narrow path.
+    /// (B, C) this worker's copy of the residual stream in the narrow path.
     resid: Vec<f32>,
     gemm: GemmScratch,
 }
 
 /// The sizes of a worker's [`WorkerScratch`] buffers that follow the session's shape.
 struct ScratchRows {
-    /// Rows of `ln`: the narrow path's (at most MR) and the LM head's (one per batch row).
+    /// Rows of `ln`: the narrow path's and the LM head's, one per batch row.
     ln: usize,
     /// Floats of `mean` and `rstd`: those rows, or the wide path's LayerNorm rows of one
     /// worker (its share of M; their output goes to the shared `atty`).
@@ -265,13 +265,13 @@ struct ScratchRows {
 }
 
 impl ScratchRows {
-    /// For `nw` workers, `batch` rows, M = `m` token rows a pass at most and MR = `mr`
-    /// (saturating: [`Decoder::memory_bytes`] sizes absurd sessions too, to refuse them).
-    fn new(cfg: &GptConfig, nw: usize, batch: usize, m: usize, mr: usize) -> ScratchRows {
+    /// For `nw` workers, `batch` rows and M = `m` token rows a pass at most (saturating:
+    /// [`Decoder::memory_bytes`] sizes absurd sessions too, to refuse them).
+    fn new(cfg: &GptConfig, nw: usize, batch: usize, m: usize) -> ScratchRows {
         let c = cfg.n_embd;
         // Part 0 of a split is the largest.
         let share = split_cols(4 * c, nw, 0).len();
-        let ln = batch.max(mr);
+        let ln = batch;
         ScratchRows {
             ln,
             stats: ln.max(m.div_ceil(nw)),
@@ -328,11 +328,10 @@ impl<'m> Decoder<'m> {
         let (c, l, vp) = (cfg.n_embd, cfg.n_layer, cfg.padded_vocab());
         let chunk = ctx.min(PREFILL_CHUNK);
         let m = batch * chunk;
-        let mr = m.min(GEMV_MAX_ROWS);
         let nw = pool.map_or(1, Spheres::count);
         // Decode steps of two or more rows read the panels.
         let panels = (batch >= 2).then(|| Panels::new(&cfg, nw));
-        let ScratchRows { ln, stats, h } = ScratchRows::new(&cfg, nw, batch, m, mr);
+        let ScratchRows { ln, stats, h } = ScratchRows::new(&cfg, nw, batch, m);
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
@@ -341,7 +340,7 @@ impl<'m> Decoder<'m> {
                     rstd: vec![0.0; stats],
                     h: vec![0.0; h],
                     scores: vec![0.0; ctx],
-                    resid: vec![0.0; mr * c],
+                    resid: vec![0.0; batch * c],
                     gemm: GemmScratch::new(),
                 })
             })
@@ -363,9 +362,9 @@ impl<'m> Decoder<'m> {
             logits: vec![0.0; batch * vp],
             reorder_tmp: Vec::new(),
             reorder_src: vec![0; batch],
-            part_qkv: vec![0.0; nw * mr * 3 * c],
-            part_c: vec![0.0; nw * mr * c],
-            part_fc: vec![0.0; nw * mr * 4 * c],
+            part_qkv: vec![0.0; nw * batch * 3 * c],
+            part_c: vec![0.0; nw * batch * c],
+            part_fc: vec![0.0; nw * batch * 4 * c],
             panels,
             workers,
         })
@@ -382,9 +381,8 @@ impl<'m> Decoder<'m> {
         let (c, l, vp) = (f(cfg.n_embd), f(cfg.n_layer), f(cfg.padded_vocab()));
         let (b, t, nw) = (f(batch), f(ctx), f(workers.max(1)));
         let m = batch.saturating_mul(ctx.min(PREFILL_CHUNK));
-        let mr = m.min(GEMV_MAX_ROWS);
-        let rows = ScratchRows::new(cfg, workers.max(1), batch, m, mr);
-        let (m, mr) = (f(m), f(mr));
+        let rows = ScratchRows::new(cfg, workers.max(1), batch, m);
+        let m = f(m);
         let panels = if batch >= 2 {
             f(Panels::layout(cfg, workers.max(1)).1)
         } else {
@@ -395,13 +393,13 @@ impl<'m> Decoder<'m> {
             + 2.0 * f(rows.stats)
             + f(rows.h)
             + t
-            + mr * c
+            + b * c
             + f(GemmScratch::new_bytes()) / 4.0;
         // k and v caches; resid, qkv, atty, fch; logits; the partial products; panels.
         let floats = 2.0 * l * b * t * c
             + m * (c + 3.0 * c + c + 4.0 * c)
             + b * vp
-            + nw * mr * (3.0 * c + c + 4.0 * c)
+            + nw * b * (3.0 * c + c + 4.0 * c)
             + nw * worker
             + panels;
         // pad and reorder_src: one usize per row each.
@@ -577,45 +575,34 @@ impl<'m> Decoder<'m> {
                 }
             }
         }
-        let group = if narrow { GEMV_MAX_ROWS } else { bsz };
-        for b0 in (0..bsz).step_by(group) {
-            let b1 = (b0 + group).min(bsz);
-            // Token rows b0*tn..b1*tn of the (B*tn, ·) buffers.
-            let (r0, r1) = (b0 * tn, b1 * tn);
-            let m = r1 - r0;
-            let job = Job {
-                model,
-                narrow,
-                row0: b0,
-                cache_rows: bsz,
-                bsz: b1 - b0,
-                tn,
-                m,
-                mr: m.min(GEMV_MAX_ROWS),
-                len: self.len,
-                ctx: self.ctx,
-                pad: &self.pad[b0..b1],
-                resid: SharedSlice::new(&mut self.resid[r0 * c..r1 * c]),
-                qkv: SharedSlice::new(&mut self.qkv[r0 * 3 * c..r1 * 3 * c]),
-                atty: SharedSlice::new(&mut self.atty[r0 * c..r1 * c]),
-                fch: SharedSlice::new(&mut self.fch[r0 * 4 * c..r1 * 4 * c]),
-                logits: SharedSlice::new(&mut self.logits[b0 * vp..b1 * vp]),
-                k_cache: SharedSlice::new(&mut self.k_cache),
-                v_cache: SharedSlice::new(&mut self.v_cache),
-                part_qkv: SharedSlice::new(&mut self.part_qkv),
-                part_c: SharedSlice::new(&mut self.part_c),
-                part_fc: SharedSlice::new(&mut self.part_fc),
-                panels: self.panels.as_ref().filter(|p| p.packed),
-                workers: &self.workers,
-                nh,
-                vp,
-            };
-            match self.pool {
-                Some(pool) => {
-                    pool.run(|ctx| job.run(ctx.index(), ctx.count(), &|| ctx.barrier()))?
-                }
-                None => job.run(0, 1, &|| {}),
-            }
+        let m = bsz * tn;
+        let job = Job {
+            model,
+            narrow,
+            bsz,
+            tn,
+            m,
+            len: self.len,
+            ctx: self.ctx,
+            pad: &self.pad,
+            resid: SharedSlice::new(&mut self.resid[..m * c]),
+            qkv: SharedSlice::new(&mut self.qkv[..m * 3 * c]),
+            atty: SharedSlice::new(&mut self.atty[..m * c]),
+            fch: SharedSlice::new(&mut self.fch[..m * 4 * c]),
+            logits: SharedSlice::new(&mut self.logits),
+            k_cache: SharedSlice::new(&mut self.k_cache),
+            v_cache: SharedSlice::new(&mut self.v_cache),
+            part_qkv: SharedSlice::new(&mut self.part_qkv),
+            part_c: SharedSlice::new(&mut self.part_c),
+            part_fc: SharedSlice::new(&mut self.part_fc),
+            panels: self.panels.as_ref().filter(|p| p.packed),
+            workers: &self.workers,
+            nh,
+            vp,
+        };
+        match self.pool {
+            Some(pool) => pool.run(|ctx| job.run(ctx.index(), ctx.count(), &|| ctx.barrier()))?,
+            None => job.run(0, 1, &|| {}),
         }
         self.len += tn;
         Ok(())
@@ -625,20 +612,13 @@ impl<'m> Decoder<'m> {
 /// One pass, as every worker runs it.
 struct Job<'a> {
     model: &'a Gpt,
-    /// The narrow path (a decode step of at most GEMV_MAX_ROWS rows), else the wide one.
+    /// The narrow path (a decode step), else the wide one (prefill).
     narrow: bool,
-    /// The session's row that is this job's row 0 (its rows are a group of a decode step).
-    row0: usize,
-    /// B: the rows of the session, and of its caches.
-    cache_rows: usize,
-    /// This job's rows; the buffers below hold only theirs (`pad`, `logits`, the token rows).
     bsz: usize,
     /// New tokens per row.
     tn: usize,
     /// Token rows: bsz * tn.
     m: usize,
-    /// Rows of one worker's slot in the partial-sum buffers.
-    mr: usize,
     /// Cache slots filled before this pass.
     len: usize,
     ctx: usize,
@@ -657,6 +637,14 @@ struct Job<'a> {
     workers: &'a [Mutex<WorkerScratch>],
     nh: usize,
     vp: usize,
+}
+
+/// The rows `0..m` in groups of at most [`GEMV_MAX_ROWS`], the most one GEMV call takes: each
+/// group after the first reads a worker's block of a matrix again, from the caches.
+fn groups(m: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..m)
+        .step_by(GEMV_MAX_ROWS)
+        .map(move |g| g..(g + GEMV_MAX_ROWS).min(m))
 }
 
 /// Up to [`GEMV_MAX_ROWS`] row slices of a (rows, ld) shared buffer, columns `cols`, rows `rows`.
@@ -757,7 +745,7 @@ impl Job<'_> {
         let c = bias.len();
         for (r, row) in resid.chunks_exact_mut(c).enumerate() {
             // SAFETY: the caller's promise.
-            unsafe { sum_parts(t, bias, &self.part_c, nw, self.mr, c, r, &(0..c)) };
+            unsafe { sum_parts(t, bias, &self.part_c, nw, self.m, c, r, &(0..c)) };
             for (o, &x) in row.iter_mut().zip(t.iter()) {
                 *o += x;
             }
@@ -783,7 +771,7 @@ impl Job<'_> {
     /// (see the module docs), each worker on its own copy of the residual stream.
     fn narrow(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
         let cfg = *self.model.config();
-        let (c, m, mr) = (cfg.n_embd, self.m, self.mr);
+        let (c, m) = (cfg.n_embd, self.m);
         let p = &self.model.params;
         let pl = &self.model.layout;
         let rows = WorkerRows::new(&cfg, nw, w);
@@ -803,7 +791,8 @@ impl Job<'_> {
         // SAFETY: the embedding was written before the job; no worker writes the shared
         // residual stream in the narrow path.
         resid.copy_from_slice(unsafe { self.resid.at(0..m * c) });
-        let slot = w * mr..w * mr + m;
+        // Rows `g` of this worker's slot of a partial-sum buffer (slots of m rows).
+        let at = |g: &Range<usize>| w * m + g.start..w * m + g.end;
         for (l, lp) in pl.layers.iter().enumerate() {
             // `y = x · (this worker's block of matrix i)`, from the block in panel form when the
             // session has it.
@@ -827,11 +816,15 @@ impl Job<'_> {
                 LN_EPS,
             )
             .expect(EXPECT);
-            {
+            for g in groups(m) {
                 // SAFETY: slot w of each partial-sum buffer is written only by worker w, and
                 // read by the others only after the next barrier and before the one after it.
-                let mut y = unsafe { rows_mut(&self.part_qkv, 3 * c, slot.clone(), &all(3 * c)) };
-                gemv(&mut y[..m], &rows_of(ln, c, 0..m, kc)[..m], 0);
+                let mut y = unsafe { rows_mut(&self.part_qkv, 3 * c, at(&g), &all(3 * c)) };
+                gemv(
+                    &mut y[..g.len()],
+                    &rows_of(ln, c, g.clone(), kc)[..g.len()],
+                    0,
+                );
             }
             barrier();
             for r in 0..m {
@@ -846,7 +839,7 @@ impl Job<'_> {
                             &p[lp.qkv_b.start + cols.start..lp.qkv_b.start + cols.end],
                             &self.part_qkv,
                             nw,
-                            mr,
+                            m,
                             3 * c,
                             r,
                             &cols,
@@ -860,16 +853,16 @@ impl Job<'_> {
                 (0..bsz).flat_map(|b| heads.clone().map(move |h| (b, h))),
                 scores,
             );
-            {
+            for g in groups(m) {
                 // SAFETY: as above; the attention output's columns of this worker's heads
                 // were written by this worker alone.
                 let (mut y, x) = unsafe {
                     (
-                        rows_mut(&self.part_c, c, slot.clone(), &all(c)),
-                        rows_at(&self.atty, c, 0..m, hcols),
+                        rows_mut(&self.part_c, c, at(&g), &all(c)),
+                        rows_at(&self.atty, c, g.clone(), hcols),
                     )
                 };
-                gemv(&mut y[..m], &x[..m], 1);
+                gemv(&mut y[..g.len()], &x[..g.len()], 1);
             }
             barrier();
             // SAFETY: the slots are complete (barrier above) and rewritten only after the next
@@ -887,10 +880,14 @@ impl Job<'_> {
                 LN_EPS,
             )
             .expect(EXPECT);
-            {
+            for g in groups(m) {
                 // SAFETY: as for qkv.
-                let mut y = unsafe { rows_mut(&self.part_fc, 4 * c, slot.clone(), &all(4 * c)) };
-                gemv(&mut y[..m], &rows_of(ln, c, 0..m, kc)[..m], 2);
+                let mut y = unsafe { rows_mut(&self.part_fc, 4 * c, at(&g), &all(4 * c)) };
+                gemv(
+                    &mut y[..g.len()],
+                    &rows_of(ln, c, g.clone(), kc)[..g.len()],
+                    2,
+                );
             }
             barrier();
             for r in 0..m {
@@ -903,7 +900,7 @@ impl Job<'_> {
                         &p[lp.fc_b.start + fcols.start..lp.fc_b.start + fcols.end],
                         &self.part_fc,
                         nw,
-                        mr,
+                        m,
                         4 * c,
                         r,
                         fcols,
@@ -914,16 +911,16 @@ impl Job<'_> {
                     gelu::gelu_fwd(out, t, nf).expect(EXPECT);
                 }
             }
-            {
+            for g in groups(m) {
                 // SAFETY: slot w of part_c was last read by the others before the barrier
                 // above; fch's columns `fcols` are this worker's.
                 let (mut y, x) = unsafe {
                     (
-                        rows_mut(&self.part_c, c, slot.clone(), &all(c)),
-                        rows_at(&self.fch, 4 * c, 0..m, fcols),
+                        rows_mut(&self.part_c, c, at(&g), &all(c)),
+                        rows_at(&self.fch, 4 * c, g.clone(), fcols),
                     )
                 };
-                gemv(&mut y[..m], &x[..m], 3);
+                gemv(&mut y[..g.len()], &x[..g.len()], 3);
             }
             barrier();
             // SAFETY: as after proj.
@@ -1144,7 +1141,7 @@ impl Job<'_> {
         let scale = 1.0 / (hs as f32).sqrt();
         for (b, h) in tasks {
             // Head h of row b in layer l: ctx slots of HS floats.
-            let base = ((l * self.cache_rows + self.row0 + b) * nh + h) * self.ctx * hs;
+            let base = ((l * self.bsz + b) * nh + h) * self.ctx * hs;
             let at = |slot: usize| base + slot * hs..base + slot * hs + hs;
             for i in 0..tn {
                 let row = (b * tn + i) * 3 * c + h * hs;
