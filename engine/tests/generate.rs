@@ -143,9 +143,9 @@ fn split_weights_on_odd_worker_counts_match_the_full_forward_pass() {
     }
 }
 
-/// More rows than the narrow path takes at once (GEMV_MAX_ROWS = 8): every decode step then runs
-/// it on two groups of rows, which must still give each row's full forward pass, on the calling
-/// thread and on three workers.
+/// More rows than one GEMV call takes (GEMV_MAX_ROWS = 8): every decode step runs each worker's
+/// weight blocks under two groups of rows, which must still give each row's full forward pass, on
+/// the calling thread and on three workers.
 #[test]
 fn decode_steps_of_many_rows_match_the_full_forward_pass() {
     let model = random_model(9);

@@ -524,8 +524,8 @@ impl<'m> Decoder<'m> {
     }
 
     /// Run columns `cols` of `tokens` (B, t) through the model at cache slots `len..`: a decode
-    /// step (`narrow`, one column) on the narrow path in groups of at most [`GEMV_MAX_ROWS`]
-    /// rows, a prefill chunk on the wide path (see the module docs).
+    /// step (`narrow`, one column) on the narrow path, a prefill chunk on the wide path (see
+    /// the module docs).
     fn pass(
         &mut self,
         tokens: &[u32],
@@ -614,6 +614,7 @@ struct Job<'a> {
     model: &'a Gpt,
     /// The narrow path (a decode step), else the wide one (prefill).
     narrow: bool,
+    /// B: the session's rows (of the caches, `pad` and `logits` too).
     bsz: usize,
     /// New tokens per row.
     tn: usize,
@@ -709,7 +710,7 @@ fn gemv_rows(y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32], n: usize, panel: Opt
 }
 
 /// `out[j] = bias[j] + Σ_v parts[v][row][cols.start + j]` over the `nw` slots of a partial-sum
-/// buffer (slot v: `mr` rows of `ld` floats), in slot order.
+/// buffer (slot v: `m` rows of `ld` floats, the pass's token rows), in slot order.
 ///
 /// # Safety
 /// No worker may be writing the slots' `cols` of `row` (they were written before a barrier).
@@ -719,14 +720,14 @@ unsafe fn sum_parts(
     bias: &[f32],
     parts: &SharedSlice,
     nw: usize,
-    mr: usize,
+    m: usize,
     ld: usize,
     row: usize,
     cols: &Range<usize>,
 ) {
     out.copy_from_slice(bias);
     for v in 0..nw {
-        let at = (v * mr + row) * ld;
+        let at = (v * m + row) * ld;
         // SAFETY: the caller's promise.
         let part = unsafe { parts.at(at + cols.start..at + cols.end) };
         for (o, &x) in out.iter_mut().zip(part) {
@@ -767,8 +768,9 @@ impl Job<'_> {
         self.lm_head(scr, w, nw, narrow);
     }
 
-    /// The layers for at most [`GEMV_MAX_ROWS`] token rows: every matrix split by its rows
-    /// (see the module docs), each worker on its own copy of the residual stream.
+    /// The layers for a decode step's B token rows: every matrix split by its rows (see the
+    /// module docs), GEMV calls on groups of at most [`GEMV_MAX_ROWS`] of them, each worker on
+    /// its own copy of the residual stream.
     fn narrow(&self, scr: &mut WorkerScratch, w: usize, nw: usize, barrier: &dyn Fn()) {
         let cfg = *self.model.config();
         let (c, m) = (cfg.n_embd, self.m);
@@ -1198,7 +1200,7 @@ mod tests {
 
     /// Two workers give the calling thread's logits on both paths (prefill wide, decode steps
     /// narrow, their weights packed into panels by the workers at the first step): two rows, and
-    /// more than GEMV_MAX_ROWS (decode steps in two groups). Sized for Miri
+    /// more than GEMV_MAX_ROWS (decode steps in two GEMV groups). Sized for Miri
     /// (`scripts/ub_check.sh`), which checks the workers' reads and writes through `SharedSlice`
     /// for bounds and data races.
     #[test]
