@@ -64,7 +64,7 @@ pub struct GenOptions {
 impl GenOptions {
     /// The sampler's settings: greedy unless a sampling option is given (temperature 1 then).
     /// The beam-search options are refused without --beams rather than ignored, and so are the
-    /// filters with --temperature 0 (greedy, which has nothing to filter).
+    /// filters with --temperature 0 (greedy, which has nothing to filter: `SampleConfig::validate`).
     pub fn sample_config(&self) -> Result<SampleConfig> {
         let sampling = self.temperature.is_some()
             || self.top_k.is_some()
@@ -72,16 +72,6 @@ impl GenOptions {
             || self.min_p.is_some();
         if self.greedy && sampling {
             bail!("--greedy cannot be combined with --temperature, --top-k, --top-p or --min-p");
-        }
-        if self.temperature == Some(0.0) {
-            let filters = [
-                (self.top_k.is_some(), "--top-k"),
-                (self.top_p.is_some(), "--top-p"),
-                (self.min_p.is_some(), "--min-p"),
-            ];
-            if let Some((_, flag)) = filters.iter().find(|(given, _)| *given) {
-                bail!("--temperature 0 is greedy decoding, which ignores {flag}: give a temperature above 0, or leave {flag} out");
-            }
         }
         if self.beams.is_none() {
             let beam_only = [

@@ -246,7 +246,7 @@ fn bad_input_is_a_clear_error() {
         ),
         (
             vec!["--prompt-ids", "1", "--temperature", "0", "--top-p", "0.5"],
-            "--temperature 0 is greedy decoding, which ignores --top-p",
+            "temperature 0 is greedy decoding, which ignores top-p",
         ),
         (
             vec!["--prompt-ids", "1", "--beams", "2", "--greedy"],

@@ -499,4 +499,15 @@ fn bad_input_is_refused_clearly() {
         generate::generate(&model, None, &[&[]], &greedy(1), |_, _| Control::Continue),
         Err(GenerateError::EmptyPrompt)
     ));
+    // Greedy decoding has nothing to filter.
+    let filtered = GenerateConfig {
+        sample: SampleConfig {
+            min_p: Some(0.1),
+            ..SampleConfig::greedy()
+        },
+        ..greedy(1)
+    };
+    let err =
+        generate::generate(&model, None, &[&[1]], &filtered, |_, _| Control::Continue).unwrap_err();
+    assert!(err.to_string().contains("ignores min-p"), "{err}");
 }

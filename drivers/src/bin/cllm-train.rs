@@ -199,9 +199,10 @@ fn main() {
 fn run(args: Args, given: &[String]) -> Result<()> {
     let isa = cllm_engine::kernels::isa::init()?;
     let flag = |id: &str| format!("--{}", id.replace('_', "-"));
+    // Top-40 sampling; at temperature 0, greedy (which takes no filter).
     let sample_cfg = SampleConfig {
         temperature: args.temperature,
-        top_k: Some(40),
+        top_k: (args.temperature != 0.0).then_some(40),
         ..SampleConfig::default()
     };
     sample_cfg.validate().context("--temperature")?;

@@ -52,7 +52,8 @@ impl SampleConfig {
         self.temperature == 0.0
     }
 
-    /// Refuse settings outside their ranges.
+    /// Refuse settings outside their ranges, and filters with temperature 0 (greedy decoding,
+    /// which has nothing to filter: transformers refuses them too).
     pub fn validate(&self) -> Result<(), GenerateError> {
         let bad = |what: String| Err(GenerateError::Config(what));
         // A value out of range because it is infinite or NaN says so: "must be >= 0, got inf"
@@ -70,6 +71,19 @@ impl SampleConfig {
         }
         if self.top_k == Some(0) {
             return bad("top-k must be at least 1".into());
+        }
+        if t == 0.0 {
+            let filters = [
+                (self.top_k.is_some(), "top-k"),
+                (self.top_p.is_some(), "top-p"),
+                (self.min_p.is_some(), "min-p"),
+            ];
+            if let Some((_, name)) = filters.iter().find(|(given, _)| *given) {
+                return bad(format!(
+                    "temperature 0 is greedy decoding, which ignores {name}: give a temperature \
+                     above 0, or leave {name} out"
+                ));
+            }
         }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
