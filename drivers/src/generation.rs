@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use cllm_engine::checkpoint::{self, HfConfig};
 use cllm_engine::generate::{
-    self, BeamConfig, BeamHypothesis, Control, GenerateConfig, Generation, SampleConfig,
+    self, BeamConfig, BeamHypothesis, Control, GenerateConfig, GenerateError, Generation,
+    SampleConfig,
 };
 use cllm_engine::model::Gpt;
 use cllm_engine::spheres::Spheres;
@@ -128,24 +129,23 @@ impl GenOptions {
         prompts: &[Vec<u32>],
         name: impl Fn(usize) -> String,
     ) -> Result<()> {
-        let ctx = model.config().n_positions;
         for (i, p) in prompts.iter().enumerate() {
             generate::check_prompt(model, p).with_context(|| name(i))?;
-            if p.len() > ctx {
-                bail!(
-                    "{} has {} tokens, more than the model's context of {ctx} positions: shorten it",
+            // The engine's rule (`session_ctx`), told in the flags' words.
+            match generate::session_ctx(model, p.len(), self.max_new_tokens) {
+                Ok(_) => {}
+                Err(GenerateError::PromptTooLong { len, ctx }) => bail!(
+                    "{} has {len} tokens, more than the model's context of {ctx} positions: shorten it",
                     name(i),
-                    p.len(),
-                );
-            }
-            if p.len() + self.max_new_tokens.saturating_sub(1) > ctx {
-                bail!(
+                ),
+                Err(GenerateError::TooLong { ctx, .. }) => bail!(
                     "{} has {} tokens: with --max-new-tokens {} that exceeds the model's context of {ctx} positions (at most {} new tokens fit)",
                     name(i),
                     p.len(),
                     self.max_new_tokens,
                     ctx + 1 - p.len(),
-                );
+                ),
+                Err(e) => return Err(e).with_context(|| name(i)),
             }
         }
         Ok(())

@@ -247,7 +247,7 @@ fn run(
             if stream {
                 stdout.write_all(bytes)?;
                 stdout.flush()?;
-            } else {
+            } else if !cli.print_ids {
                 texts[row].extend_from_slice(bytes);
             }
             Ok(())

@@ -252,12 +252,12 @@ struct WorkerScratch {
     gemm: GemmScratch,
 }
 
-/// The sizes of a worker's [`WorkerScratch`] buffers that follow the session's shape.
+/// The sizes of a worker's [`WorkerScratch`] buffers that follow the pass's rows and the worker
+/// count (`ln` and `resid` are B rows, `scores` ctx floats).
 struct ScratchRows {
-    /// Rows of `ln`: the narrow path's and the LM head's, one per batch row.
-    ln: usize,
-    /// Floats of `mean` and `rstd`: those rows, or the wide path's LayerNorm rows of one
-    /// worker (its share of M; their output goes to the shared `atty`).
+    /// Floats of `mean` and `rstd`: the narrow path's and the LM head's rows (one per batch
+    /// row, as `ln` has), or the wide path's LayerNorm rows of one worker (its share of M;
+    /// their output goes to the shared `atty`).
     stats: usize,
     /// Floats of `h`: the wide path's product of M rows and the largest worker's share of 4C
     /// columns, or the narrow path's one row of C.
@@ -271,10 +271,8 @@ impl ScratchRows {
         let c = cfg.n_embd;
         // Part 0 of a split is the largest.
         let share = split_cols(4 * c, nw, 0).len();
-        let ln = batch;
         ScratchRows {
-            ln,
-            stats: ln.max(m.div_ceil(nw)),
+            stats: batch.max(m.div_ceil(nw)),
             h: m.saturating_mul(share).max(c),
         }
     }
@@ -331,11 +329,11 @@ impl<'m> Decoder<'m> {
         let nw = pool.map_or(1, Spheres::count);
         // Decode steps of two or more rows read the panels.
         let panels = (batch >= 2).then(|| Panels::new(&cfg, nw));
-        let ScratchRows { ln, stats, h } = ScratchRows::new(&cfg, nw, batch, m);
+        let ScratchRows { stats, h } = ScratchRows::new(&cfg, nw, batch, m);
         let workers = (0..nw)
             .map(|_| {
                 Mutex::new(WorkerScratch {
-                    ln: vec![0.0; ln * c],
+                    ln: vec![0.0; batch * c],
                     mean: vec![0.0; stats],
                     rstd: vec![0.0; stats],
                     h: vec![0.0; h],
@@ -389,12 +387,8 @@ impl<'m> Decoder<'m> {
             0.0
         };
         // Per worker: ln, mean, rstd, h, scores, resid, and its GEMM packing buffers.
-        let worker = f(rows.ln) * c
-            + 2.0 * f(rows.stats)
-            + f(rows.h)
-            + t
-            + b * c
-            + f(GemmScratch::new_bytes()) / 4.0;
+        let worker =
+            b * c + 2.0 * f(rows.stats) + f(rows.h) + t + b * c + f(GemmScratch::new_bytes()) / 4.0;
         // k and v caches; resid, qkv, atty, fch; logits; the partial products; panels.
         let floats = 2.0 * l * b * t * c
             + m * (c + 3.0 * c + c + 4.0 * c)

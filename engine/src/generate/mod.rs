@@ -128,7 +128,7 @@ pub fn check_prompt(model: &Gpt, prompt: &[u32]) -> Result<(), GenerateError> {
 
 /// The positions a session needs for a prompt of `t` tokens (at least one) and `n` new ones:
 /// `t + n - 1`, since the last new token is never fed back, and at least the prompt.
-pub(crate) fn session_ctx(model: &Gpt, t: usize, n: usize) -> Result<usize, GenerateError> {
+pub fn session_ctx(model: &Gpt, t: usize, n: usize) -> Result<usize, GenerateError> {
     let max = model.config().n_positions;
     if t > max {
         return Err(GenerateError::PromptTooLong { len: t, ctx: max });
