@@ -86,6 +86,16 @@ pub enum PanelCache {
     L2,
 }
 
+impl PanelCache {
+    /// Whether the path's k loops are deep (KC sized for L2): long enough that a full tile
+    /// spreads the prefetch of the next tile's C over its loop instead of prefetching its own
+    /// C before it (`kernel::Ahead`). Measured on the Xeon: AVX-512's 4096×768×3072 2.5–3.5 %
+    /// faster with the spread, AVX2's L1-deep loops 1–3 % slower (`docs/GEMM.md`).
+    pub const fn deep(self) -> bool {
+        matches!(self, PanelCache::L2)
+    }
+}
+
 /// Block sizes for one microkernel shape. `mc` is a multiple of `mr` and `nc` of `nr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {

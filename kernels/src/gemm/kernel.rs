@@ -49,6 +49,19 @@ impl AWalk {
     }
 }
 
+/// What a full tile prefetches into L2 during its k loop for the tiles after it
+/// ([`GemmKernel::kernel`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead {
+    /// A share of the next B panel, `kc / 4` lines from here, one every four steps of k (the
+    /// blocking loops' packed B block lives in L3); `None` when the next panel is not packed yet.
+    pub b: Option<*const f32>,
+    /// The C tile the next full tile writes, its rows `ldc` floats apart: one row's lines at a
+    /// time, spread over the k loop ([`next_c_mask`]), on the paths whose deep k loop has a B
+    /// panel sized for L2 ([`PanelCache::deep`]).
+    pub c: *const f32,
+}
+
 /// A microkernel tile shape and the kernel for it, per ISA token.
 pub(crate) trait GemmKernel: Simd {
     /// Rows of the C tile (values of A broadcast per step).
@@ -62,20 +75,24 @@ pub(crate) trait GemmKernel: Simd {
     /// same whatever N is, and pays back only when many B panels reuse it.
     const A_IN_PLACE_PANELS: usize;
 
-    /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false. Given
-    /// `ahead`, it also pulls `kc / 4` cache lines from there on into L2, one every four steps of
-    /// k: the blocking loops hand each full tile a share of the next B panel (see
-    /// `gemm_packed`). Callers pass `None` or `Some` as a constant, so each call site compiles
-    /// to one of the two loops. (AVX-512 with A read in place has one loop, in assembly, which
-    /// always prefetches; given `None`, it prefetches lines of its own B panel, already in the
-    /// cache.)
+    /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false. During
+    /// its k loop it pulls into L2 what the tiles after it use ([`Ahead`]): given `ahead.b`,
+    /// `kc / 4` lines from there on, one every four steps of k (the blocking loops hand each
+    /// full tile a share of the next B panel, see `gemm_packed`), and on a path with deep k
+    /// loops ([`PanelCache::deep`]) the rows of the C tile that the next full tile writes, from
+    /// `ahead.c` on, so that its stores find their lines in L2 rather than memory; such a tile
+    /// prefetches nothing of its own C, the others their own C before the k loop. Callers pass
+    /// `None` or `Some` as `ahead.b` as a constant, so each call site compiles to one of the
+    /// two loops.
+    /// (AVX-512 with A read in place has one loop, in assembly, which always prefetches; given
+    /// `None`, it prefetches lines of its own B panel, already in the cache.)
     ///
     /// # Safety
     /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc`, and
     /// `a + kc·aw.cs` stays inside its allocation or one past it (a packed panel: `kc · MR`
     /// floats); `b` holds `kc · NR` floats (row `p` at `b[p·NR..]`), and `c` is valid for reading
-    /// and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`. `ahead` is only prefetched, never
-    /// read, so any address will do.
+    /// and writing rows `c[r·ldc .. r·ldc + NR]` for `r < MR`. `ahead`'s addresses are only
+    /// prefetched, never read, so any will do.
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel(
         self,
@@ -86,7 +103,7 @@ pub(crate) trait GemmKernel: Simd {
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
-        ahead: Option<*const f32>,
+        ahead: Ahead,
     );
 
     /// Rows `0..rows` of the tile, `0 < rows < MR`, for a block's last row panel: the same
@@ -178,22 +195,24 @@ macro_rules! tile_kernels {
             c: *mut f32,
             ldc: usize,
             acc: bool,
-            ahead: Option<*const f32>,
+            ahead: Ahead,
         ) {
             // SAFETY: forwarded caller contract; NV · LANES = NR. The in-place kernel's
             // contract is this one with `cs` = 1, which its arm checks; `self` is the token
             // of the features it is compiled for.
             unsafe {
-                match ahead {
-                    $(_ if aw.cs == 1 => {
-                        $in_place_kernel(self, kc, a, aw.rs, b, c, ldc, acc, ahead.unwrap_or(b))
-                    })?
-                    None => kernel_generic::<Self, $mr, $nv, false>(
-                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                match ahead.b {
+                    $(_ if aw.cs == 1 => $in_place_kernel(
+                        self, kc, a, aw.rs, b, c, ldc, acc, ahead.b.unwrap_or(b), ahead.c,
+                    ),)?
+                    None => kernel_generic::<Self, $mr, $nv, false, { PanelCache::$panel.deep() }>(
+                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(), ahead.c,
                     ),
-                    Some(ahead) => kernel_generic::<Self, $mr, $nv, true>(
-                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ahead,
-                    ),
+                    Some(b_ahead) => {
+                        kernel_generic::<Self, $mr, $nv, true, { PanelCache::$panel.deep() }>(
+                            self, kc, a, aw, b, Self::NR, c, ldc, acc, b_ahead, ahead.c,
+                        )
+                    }
                 }
             }
         }
@@ -214,8 +233,8 @@ macro_rules! tile_kernels {
             unsafe {
                 match rows {
                     $($r => {
-                        kernel_generic::<Self, $r, $nv, false>(
-                            self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                        kernel_generic::<Self, $r, $nv, false, false>(
+                            self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(), ptr::null(),
                         )
                     })*
                     _ => unreachable!("kernel_rows takes 0 < rows < MR = {}, got {rows}", $mr),
@@ -239,8 +258,8 @@ macro_rules! tile_kernels {
                 // SAFETY: forwarded caller contract, for the columns the caller says C has; the
                 // packed panel's rows are NR floats apart.
                 $($v => unsafe {
-                    kernel_generic::<Self, $mr, $v, false>(
-                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(),
+                    kernel_generic::<Self, $mr, $v, false, false>(
+                        self, kc, a, aw, b, Self::NR, c, ldc, acc, ptr::null(), ptr::null(),
                     )
                 },)*
                 _ => {
@@ -339,14 +358,15 @@ macro_rules! step_9x48 {
 }
 
 /// The full AVX-512 tile ([`GemmKernel::kernel`]) for an A read in place (`aw.cs` = 1, its rows
-/// `rs` floats apart), with the prefetch of `kc / 4` lines from `ahead` on: the k loop in
-/// assembly. Written in Rust, that loop needs a register for each of several row addresses
-/// besides the prefetch pointer, and LLVM spilled accumulators to the stack in it, more or less
-/// depending on where it was inlined (at worst 94 stack accesses every four steps, and half
-/// speed). Here each row is one of three bases plus `rs` scaled by 1 or 2: seven general
-/// registers, and the 32 vector registers exactly (27 accumulators, 3 of B, 2 of A). Every
-/// accumulator takes the same fused multiply-adds in the same order as in `kernel_generic`, so
-/// the bits are the same.
+/// `rs` floats apart), with the prefetch of `kc / 4` lines from `ahead` on and of the next C
+/// tile's rows from `next_c` on: the k loop in assembly. Written in Rust, that loop needs a
+/// register for each of several row addresses besides the prefetch pointer, and LLVM spilled
+/// accumulators to the stack in it, more or less depending on where it was inlined (at worst 94
+/// stack accesses every four steps, and half speed). Here each row is one of three bases plus
+/// `rs` scaled by 1 or 2: ten general registers with the prefetches', and the 32 vector
+/// registers exactly (27 accumulators, 3 of B, 2 of A). Every accumulator takes the same fused
+/// multiply-adds in the same order as in `kernel_generic`, so the bits are the same, and the
+/// prefetches are `kernel_generic`'s too (the C rows at the same iterations, `next_c_mask`).
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`] with `aw` = `AWalk { rs, cs: 1 }`, and the CPU has AVX-512F (the
@@ -364,9 +384,9 @@ unsafe fn avx512_in_place(
     c: *mut f32,   // [9][ldc]
     ldc: usize,
     accumulate: bool,
-    ahead: *const f32, // prefetched only: kc / 4 lines from here
+    ahead: *const f32,  // prefetched only: kc / 4 lines from here
+    next_c: *const f32, // prefetched only: rows ldc apart (`next_c_mask`)
 ) {
-    prefetch_c_tile(c, ldc, 9, 48);
     let mut acc = [[s.zero(); 3]; 9];
     let (mut a0, mut bp) = (a, b);
     let steps = kc / 4;
@@ -374,12 +394,21 @@ unsafe fn avx512_in_place(
         let [r0, r1, r2, r3, r4, r5, r6, r7, r8] = &mut acc;
         // SAFETY: pass i of the loop reads depths 4i..4i + 4 (4i + 4 <= kc) of rows 0..9 of A
         // (`{a0}`, `{a3}` and `{a6}` plus 0, 1 or 2 times `rs`) and the same rows of the B
-        // panel, inside what the caller guarantees; `prefetcht1` never faults. It writes only
-        // its register operands (the accumulators, the pointers, the counter, the scratch
-        // vectors, all declared) and the flags, and touches no stack.
+        // panel, inside what the caller guarantees; `prefetcht1` never faults (a C row's
+        // lines: bytes 0, 64, 128 and 188, the last of its 48 floats). It writes only its
+        // register operands (the accumulators, the pointers, the counter, the scratch vectors,
+        // all declared) and the flags, and touches no stack.
         unsafe {
             std::arch::asm!(
                 "2:",
+                "test {n}, {c_mask}",
+                "jnz 3f",
+                "prefetcht1 [{c}]",
+                "prefetcht1 [{c} + 64]",
+                "prefetcht1 [{c} + 128]",
+                "prefetcht1 [{c} + 188]",
+                "add {c}, {ldc}",
+                "3:",
                 "prefetcht1 [{ahead}]",
                 step_9x48!("0", "0", "64", "128"),
                 step_9x48!("4", "192", "256", "320"),
@@ -399,6 +428,9 @@ unsafe fn avx512_in_place(
                 b = inout(reg) bp,
                 ahead = inout(reg) ahead => _,
                 n = inout(reg) steps => _,
+                c = inout(reg) next_c => _,
+                ldc = in(reg) ldc * size_of::<f32>(),
+                c_mask = in(reg) next_c_mask(steps, 9),
                 inout("zmm0") r0[0], inout("zmm1") r0[1], inout("zmm2") r0[2],
                 inout("zmm3") r1[0], inout("zmm4") r1[1], inout("zmm5") r1[2],
                 inout("zmm6") r2[0], inout("zmm7") r2[1], inout("zmm8") r2[2],
@@ -547,14 +579,22 @@ unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
 /// The microkernel for rows `0..R` (`R ≤ MR`) and columns `0..NV · LANES` of a tile: `R = MR`
 /// and the path's NV is the full tile, a smaller `R` a block's last row panel, a smaller `NV`
 /// its last column panel (whose packed rows are still `ldb` = NR floats apart). With `AHEAD`
-/// it also prefetches `kc / 4` lines from `ahead` on into L2 ([`GemmKernel::kernel`]).
+/// it also prefetches `kc / 4` lines from `ahead` on into L2, and with `NEXT_C` rows of the
+/// next tile's C from `next_c` on ([`GemmKernel::kernel`]); without `NEXT_C` it prefetches its
+/// own C tile before its k loop.
 ///
 /// # Safety
 /// As [`GemmKernel::kernel`] with `NR = NV · S::LANES` columns of C, for rows `r < R` of C and
 /// of A (walked by `aw`), and a B panel of `kc` rows `ldb` floats apart.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize, const AHEAD: bool>(
+unsafe fn kernel_generic<
+    S: Simd,
+    const R: usize,
+    const NV: usize,
+    const AHEAD: bool,
+    const NEXT_C: bool,
+>(
     s: S,
     kc: usize,
     mut a: *const f32, // A(r, p) at a[r·aw.rs + p·aw.cs]
@@ -565,14 +605,24 @@ unsafe fn kernel_generic<S: Simd, const R: usize, const NV: usize, const AHEAD: 
     ldc: usize,
     accumulate: bool,
     mut ahead: *const f32, // prefetched only, when AHEAD: kc / 4 lines from here
+    mut next_c: *const f32, // prefetched only, when NEXT_C: rows ldc apart (`next_c_mask`)
 ) {
-    prefetch_c_tile(c, ldc, R, NV * S::LANES);
+    if !NEXT_C {
+        prefetch_c_tile(c, ldc, R, NV * S::LANES);
+    }
     let mut acc = [[s.zero(); NV]; R];
     let AWalk { rs, cs } = aw;
+    let steps = kc / 4;
+    let c_mask = next_c_mask(steps, R);
     // SAFETY: the loops advance `a` by cs and `b` by ldb exactly `kc` times, inside the panels
     // (or to one past them: the caller's contract bounds `a + kc·cs`).
     unsafe {
-        for _ in 0..kc / 4 {
+        // Counting down, as the assembly kernel does, so that both prefetch the same rows.
+        for n in (1..=steps).rev() {
+            if NEXT_C && n & c_mask == 0 {
+                prefetch_c_row_l2(next_c, NV * S::LANES);
+                next_c = next_c.wrapping_add(ldc);
+            }
             if AHEAD {
                 prefetch_l2(ahead);
                 ahead = ahead.wrapping_add(LINE_FLOATS);
@@ -604,6 +654,26 @@ fn prefetch_c_tile(c: *mut f32, ldc: usize, rows: usize, nr: usize) {
         }
         prefetch_read(c.wrapping_add(r * ldc + nr - 1));
     }
+}
+
+/// Pull the lines of one `nr`-float row of a C tile into L2 (`prefetch_l2`, which never faults,
+/// so any address will do).
+#[inline(always)]
+fn prefetch_c_row_l2(row: *const f32, nr: usize) {
+    for col in (0..nr).step_by(LINE_FLOATS) {
+        prefetch_l2(row.wrapping_add(col));
+    }
+    prefetch_l2(row.wrapping_add(nr - 1));
+}
+
+/// Which of a full tile's `steps` four-step iterations prefetch a row of the next tile's C
+/// ([`GemmKernel::kernel`]): counting `n` down from `steps` to 1, those with `n & mask == 0`,
+/// every `p`-th for `p` the largest power of two with `steps / p >= rows` (every one when
+/// `steps < rows`). So the tile's `rows` rows (and up to `rows - 1` of the tile after it) are
+/// spread over the whole loop, a few lines at a time.
+pub(crate) fn next_c_mask(steps: usize, rows: usize) -> usize {
+    let p = (steps / rows.max(1)).max(1);
+    (1usize << p.ilog2()) - 1
 }
 
 /// `C[0..R, 0..NV · LANES] (+)= acc`, overwriting C when `accumulate` is false.
@@ -641,8 +711,32 @@ unsafe fn write_c_tile<S: Simd, const R: usize, const NV: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::GemmKernel;
+    use super::{next_c_mask, GemmKernel};
     use crate::simd::Scalar;
+
+    /// A full tile's k loop prefetches every row of the next tile's C, and at most `rows - 1`
+    /// more, at iterations spread evenly over the loop (when it has at least `rows`).
+    #[test]
+    fn next_c_rows_cover_the_next_tile_across_the_loop() {
+        for rows in 1..=9 {
+            for steps in 0..=300 {
+                let mask = next_c_mask(steps, rows);
+                let at: Vec<usize> = (1..=steps).rev().filter(|n| n & mask == 0).collect();
+                if steps < rows {
+                    assert_eq!(at.len(), steps, "steps {steps}, rows {rows}");
+                    continue;
+                }
+                assert!(
+                    (rows..2 * rows).contains(&at.len()),
+                    "steps {steps}, rows {rows}: {} rows",
+                    at.len()
+                );
+                // Evenly: one every mask + 1 iterations, the last within mask + 1 of the end.
+                assert!(at.windows(2).all(|w| w[0] - w[1] == mask + 1));
+                assert!(*at.last().unwrap() <= mask + 1);
+            }
+        }
+    }
 
     /// Every line count at odd strides: the block transposed, and no float past a column's
     /// `lines` written (an A panel's neighbour follows right after them).

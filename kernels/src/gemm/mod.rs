@@ -46,7 +46,7 @@ use crate::isa::{self, Isa};
 use crate::simd::LINE_FLOATS;
 use blocking::{Blocking, CacheSizes, PanelCache};
 pub(crate) use kernel::GemmKernel;
-use kernel::{AWalk, MAX_TILE};
+use kernel::{AWalk, Ahead, MAX_TILE};
 use std::fmt;
 
 /// How A and B are stored. Every matrix is row-major; `T` means the operand is stored transposed.
@@ -471,8 +471,9 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     let panels = a.len() / stride;
     for _ in 0..rounds {
         for p in 0..panels {
-            // The kernel the GEMM's full tiles with packed A run, prefetches included; its lines
-            // (this panel's own) are already in the cache, so only their issue is timed.
+            // The kernel the GEMM's full tiles with packed A run, prefetches included; their
+            // lines (this panel's and this C tile's own) are already in the cache, so only
+            // their issue is timed.
             // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
             // floats and `c` MR rows of NR with ldc = NR (all checked above); `ahead` is only
             // prefetched.
@@ -485,7 +486,10 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
                     c.as_mut_ptr(),
                     nr,
                     true,
-                    Some(b.as_ptr()),
+                    Ahead {
+                        b: Some(b.as_ptr()),
+                        c: c.as_ptr(),
+                    },
                 )
             };
         }
@@ -849,11 +853,15 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
                 unsafe {
                     let ct = cp.add(ir * ldc + jr);
                     let a_tile = (ap, panels.walk);
+                    let ahead = Ahead {
+                        b: None,
+                        c: next_c_tile(cp, ldc, (ip, m / mr), (jr, n), (mr, nr)),
+                    };
                     run_tile(
                         s,
                         kcb,
                         a_tile,
-                        (panel.as_ptr(), None),
+                        (panel.as_ptr(), ahead),
                         (ct, ldc),
                         (mrb, nrb),
                         acc,
@@ -995,7 +1003,10 @@ fn gemm_packed<S: GemmKernel>(
             let mrb = mr.min(mcb - ir);
             let ap = a.a[ip * a.stride..].as_ptr();
             let share = ahead_share(ip, full_tiles, lines, steps);
-            let ahead = Some(next.wrapping_add(share * LINE_FLOATS));
+            let ahead = Ahead {
+                b: Some(next.wrapping_add(share * LINE_FLOATS)),
+                c: next_c_tile(c, ldc, (ip, mcb / mr), (jr, ncb), (mr, nr)),
+            };
             // SAFETY: tile rows ir..ir+mrb <= mcb and columns jr..jr+nrb <= ncb lie inside
             // `c`'s span (asserted above); the tile reads rows < mrb of its A panel to depth kcb,
             // inside `a` (asserted above), and the packed B panel holds kcb·NR floats.
@@ -1029,6 +1040,27 @@ fn ahead_share(tile: usize, tiles: usize, lines: usize, steps: usize) -> usize {
     (tile * lines / tiles).min(lines - steps)
 }
 
+/// The C tile that the full tile after tile `ip` of a pass writes ([`Ahead::c`]), for a block
+/// of C at `c` (rows `ldc` apart, `ncb` columns) with `full` full tiles down each pass: the next
+/// row panel's in the pass over columns `jr..`, after the pass's last full tile the first of
+/// the pass over the next panel, and after the block's last the tile itself (in the cache).
+fn next_c_tile(
+    c: *mut f32,
+    ldc: usize,
+    (ip, full): (usize, usize),
+    (jr, ncb): (usize, usize),
+    (mr, nr): (usize, usize),
+) -> *const f32 {
+    let (row, col) = if ip + 1 < full {
+        ((ip + 1) * mr, jr)
+    } else if jr + nr < ncb {
+        (0, jr + nr)
+    } else {
+        (ip * mr, jr)
+    };
+    c.wrapping_add(row * ldc + col).cast_const()
+}
+
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
 /// full (prefetching from `ahead` on when there is one, see [`GemmKernel::kernel`]), the
 /// kernel for its rows when only the block's last rows cut it, the kernel for its
@@ -1042,7 +1074,7 @@ unsafe fn run_tile<S: GemmKernel>(
     s: S,
     kcb: usize,
     (ap, aw): (*const f32, AWalk),
-    (bp, ahead): (*const f32, Option<*const f32>),
+    (bp, ahead): (*const f32, Ahead),
     (c, ldc): (*mut f32, usize),
     (mrb, nrb): (usize, usize),
     accumulate: bool,
@@ -1091,7 +1123,11 @@ unsafe fn edge_tile<S: GemmKernel>(
         if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, t, S::NR, false);
         } else {
-            s.kernel(kcb, ap, aw, bp, t, S::NR, false, None);
+            let ahead = Ahead {
+                b: None,
+                c: t.cast_const(),
+            };
+            s.kernel(kcb, ap, aw, bp, t, S::NR, false, ahead);
         }
     }
     for r in 0..mrb {
@@ -1150,7 +1186,7 @@ pub mod oracle {
 
 #[cfg(test)]
 mod tests {
-    use super::{ahead_share, reads_a_in_place, Layout, LINE_FLOATS};
+    use super::{ahead_share, next_c_tile, reads_a_in_place, Layout, LINE_FLOATS};
 
     /// The next-panel prefetch of every tile width, at depths 1–300 and passes of 1–40 tiles:
     /// no tile's lines run past the panel, and from lines / steps tiles on (rounded up) they
@@ -1181,6 +1217,34 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Each full tile's `Ahead::c` is the C tile of the full tile that runs after it (passes
+    /// over column panels, full row tiles down each), and the block's last names itself.
+    #[test]
+    fn next_c_tile_names_the_next_full_tile_in_loop_order() {
+        let (mr, nr, ldc) = (9, 48, 1000);
+        let c = std::ptr::null_mut::<f32>().wrapping_add(1 << 20);
+        for (mcb, ncb) in [
+            (9, 48),
+            (27, 48),
+            (31, 100),
+            (252, 1536),
+            (8, 96),
+            (250, 49),
+        ] {
+            let full = mcb / mr;
+            let order: Vec<(usize, usize)> = (0..ncb)
+                .step_by(nr)
+                .flat_map(|jr| (0..full).map(move |ip| (ip, jr)))
+                .collect();
+            for (t, &(ip, jr)) in order.iter().enumerate() {
+                let (nip, njr) = order.get(t + 1).copied().unwrap_or((ip, jr));
+                let want = c.wrapping_add(nip * mr * ldc + njr).cast_const();
+                let got = next_c_tile(c, ldc, (ip, full), (jr, ncb), (mr, nr));
+                assert_eq!(got, want, "block {mcb} × {ncb}, tile {ip} of pass {jr}");
             }
         }
     }
