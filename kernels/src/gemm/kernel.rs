@@ -70,10 +70,9 @@ pub(crate) trait GemmKernel: Simd {
     const NR: usize;
     /// The cache this path's KC × NR B micro-panel is sized for.
     const B_PANEL: PanelCache;
-    /// A block of C at most this many NR-column panels wide reads a row-major A (NN, NT) in
-    /// place ([`AWalk::rows`]) instead of packing it; 0 packs it always. The pack costs the
-    /// same whatever N is, and pays back only when many B panels reuse it.
-    const A_IN_PLACE_PANELS: usize;
+    /// Whether the blocking loops read a row-major A (NN, NT) in place ([`AWalk::rows`])
+    /// instead of packing it.
+    const A_IN_PLACE: bool;
 
     /// `C[0..MR, 0..NR] (+)= Apanel · Bpanel`, overwriting C when `accumulate` is false. During
     /// its k loop it pulls into L2 what the tiles after it use ([`Ahead`]): given `ahead.b`,
@@ -170,7 +169,7 @@ pub(crate) trait GemmKernel: Simd {
 }
 
 /// The tile of a path, `$mr` rows of `$nv` vectors, its B micro-panel sized for the cache
-/// `$panel`, A read in place for blocks of C up to `$in_place` B panels wide, and its
+/// `$panel`, a row-major A read in place if `$in_place`, and its
 /// [`GemmKernel::kernel`], [`GemmKernel::kernel_rows`] and [`GemmKernel::kernel_cols`]: the
 /// microkernel instantiated for the full tile (without and with the prefetch), for each row
 /// count `$r` below it and for each vector count `$v` below `$nv`. Given `in_place_kernel:`, the
@@ -183,7 +182,7 @@ macro_rules! tile_kernels {
         const MR: usize = $mr;
         const NR: usize = $nv * <Self as Simd>::LANES;
         const B_PANEL: PanelCache = PanelCache::$panel;
-        const A_IN_PLACE_PANELS: usize = $in_place;
+        const A_IN_PLACE: bool = $in_place;
 
         #[inline(always)]
         unsafe fn kernel(
@@ -272,16 +271,16 @@ macro_rules! tile_kernels {
 }
 
 impl GemmKernel for Scalar {
-    tile_kernels!(4, 4, L1, 0, [1 2 3], [1 2 3]);
+    tile_kernels!(4, 4, L1, false, [1 2 3], [1 2 3]);
 }
 
 impl GemmKernel for Portable {
-    tile_kernels!(6, 1, L1, 0, [1 2 3 4 5], []);
+    tile_kernels!(6, 1, L1, false, [1 2 3 4 5], []);
 }
 
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx2 {
-    tile_kernels!(6, 2, L1, 0, [1 2 3 4 5], [1]);
+    tile_kernels!(6, 2, L1, false, [1 2 3 4 5], [1]);
     #[inline(always)]
     unsafe fn transpose8(
         self,
@@ -299,7 +298,7 @@ impl GemmKernel for Avx2 {
 #[cfg(target_arch = "x86_64")]
 impl GemmKernel for Avx512 {
     tile_kernels!(
-        9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2],
+        9, 3, L2, true, [1 2 3 4 5 6 7 8], [1 2],
         in_place_kernel: avx512_in_place
     );
     #[inline(always)]
@@ -461,7 +460,7 @@ unsafe fn avx512_in_place(
 /// machines without it (its transposes are the default scalar loop: the same result).
 #[cfg(feature = "emulate-avx512")]
 impl GemmKernel for crate::simd::Emulated512 {
-    tile_kernels!(9, 3, L2, 16, [1 2 3 4 5 6 7 8], [1 2]);
+    tile_kernels!(9, 3, L2, true, [1 2 3 4 5 6 7 8], [1 2]);
 }
 
 /// The `lines` × 8 transpose in ymm registers: unpack pairs of rows, shuffle pairs of pairs, then

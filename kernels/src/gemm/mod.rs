@@ -12,9 +12,8 @@
 //!           microkernel: C[MR × NR] (+)= Apanel[MR × KC] · Bpanel[KC × NR]
 //! ```
 //!
-//! A product only a few B panels wide reuses each packed A block too little to pay for the
-//! pack: there a row-major A (NN, NT) is read where it lies (`reads_a_in_place`), with the same
-//! tiles and the same result.
+//! On AVX-512 a row-major A (NN, NT) is not packed at all but read where it lies
+//! (`reads_a_in_place`), with the same tiles and the same result.
 //!
 //! Each pass of loop 1 reads its B panel from L3 on its first tile unless it was fetched
 //! before: the full tiles of a pass each pull a share of the next panel into L2 as they run
@@ -519,7 +518,7 @@ fn sgemm_generic<S: GemmKernel>(
 ) {
     // One instantiation of the loops per walk of A, so that each microkernel knows its strides.
     let (dims, a, b, c) = ((m, k, n), (a, lda), (b, ldb), (c, ldc));
-    if reads_a_in_place::<S>(layout, n) {
+    if reads_a_in_place::<S>(layout) {
         sgemm_loops::<S, true>(s, ws, layout, dims, a, b, c, accumulate)
     } else {
         sgemm_loops::<S, false>(s, ws, layout, dims, a, b, c, accumulate)
@@ -668,12 +667,11 @@ pub enum PackedB<'a> {
 
 dispatch! {
     /// Loops 3 to 1 for one block of rows: packs `A[i0 .. i0 + mcb, p0 .. p0 + kcb]` of op(A)
-    /// into `ws` (or, for an NN or NT block at most `A_IN_PLACE_PANELS` B panels wide, reads it
-    /// in place) and writes its product with the packed B block `b` (`ncb` columns, packed with
-    /// the same `kcb`) into `c`, or adds it when `accumulate`. `c` starts at the block's first
-    /// element and has row stride `ldc` (at least `ncb`). `mcb` is at most the scratch's MC,
-    /// `kcb` at most its KC and more than 0. Panics when a block is not inside its slice or a
-    /// stride is below its row width.
+    /// into `ws` (or, for a row-major A on AVX-512, reads it in place) and writes its product
+    /// with the packed B block `b` (`ncb` columns, packed with the same `kcb`) into `c`, or adds
+    /// it when `accumulate`. `c` starts at the block's first element and has row stride `ldc`
+    /// (at least `ncb`). `mcb` is at most the scratch's MC, `kcb` at most its KC and more than
+    /// 0. Panics when a block is not inside its slice or a stride is below its row width.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_block(
         ws: &mut GemmScratch,
@@ -780,7 +778,7 @@ fn gemm_block_generic<S: GemmKernel>(
     }
     let (rows, depths) = ((i0, mcb), (p0, kcb));
     // One instantiation per walk of A, as in `sgemm_generic`.
-    if reads_a_in_place::<S>(layout, ncb) {
+    if reads_a_in_place::<S>(layout) {
         let panels = a_panels::<S, true>(s, layout, (a, lda), rows, depths, apack);
         gemm_packed(s, (mcb, kcb, ncb), panels, bpack, c, ldc, accumulate);
     } else {
@@ -872,19 +870,16 @@ fn few_rows<S: GemmKernel, const IN_PLACE: bool>(
     }
 }
 
-/// Whether the blocking loops read A where it lies instead of packing it, for a block of C `n`
-/// columns wide (the whole product in `sgemm`, one NC block in `gemm_block`): where A is
-/// row-major (NN, NT) a tile's rows are `lda` apart and its depths adjacent, which the
-/// microkernel walks as it walks a packed panel ([`AWalk`]), and the transposing pack is saved.
-/// The walk costs a little in the k loop, and the pack is paid once per block of A whatever N
-/// is, so A is read in place only for blocks at most `A_IN_PLACE_PANELS` B panels wide (768
-/// columns on AVX-512, never on the other paths; `docs/GEMM.md` has the measurements).
-fn reads_a_in_place<S: GemmKernel>(layout: Layout, n: usize) -> bool {
-    // A constant 0 makes this false at compile time: a path that always packs has its in-place
-    // loops optimised out.
-    S::A_IN_PLACE_PANELS > 0
-        && matches!(layout, Layout::NN | Layout::NT)
-        && n <= S::A_IN_PLACE_PANELS * S::NR
+/// Whether the blocking loops read A where it lies instead of packing it: where A is row-major
+/// (NN, NT) a tile's rows are `lda` apart and its depths adjacent, which the microkernel walks as
+/// it walks a packed panel ([`AWalk`]), and the transposing pack is saved. Only AVX-512 does
+/// (`GemmKernel::A_IN_PLACE`), at every width: its in-place tile has its k loop in assembly, and
+/// GEMMs from 32 to 4096 rows and 768 to 50304 columns ran 0–4 % faster than with A packed. On
+/// AVX2, whose K slices are L1-sized, some shapes ran 8 % slower (`docs/GEMM.md`).
+fn reads_a_in_place<S: GemmKernel>(layout: Layout) -> bool {
+    // A constant false makes this false at compile time: a path that always packs has its
+    // in-place loops optimised out.
+    S::A_IN_PLACE && matches!(layout, Layout::NN | Layout::NT)
 }
 
 /// The A operand of the block of rows `i0 .. i0+mcb`, depths `p0 .. p0+kcb`, for
@@ -1249,22 +1244,18 @@ mod tests {
         }
     }
 
-    /// The widths `kernels/tests/gemm.rs` relies on: on the AVX-512 tile a block 83 columns wide
-    /// reads a row-major A in place and one of 16 panels and 83 columns packs it; TN and the
-    /// paths that always pack never read it in place.
+    /// Only AVX-512 reads A in place, and only a row-major one (NN, NT), at any width.
     #[test]
-    fn a_is_read_in_place_only_for_narrow_row_major_blocks() {
+    fn a_is_read_in_place_only_for_row_major_a_on_avx512() {
         #[cfg(target_arch = "x86_64")]
         {
             use crate::simd::Avx512;
-            for layout in [Layout::NN, Layout::NT] {
-                assert!(reads_a_in_place::<Avx512>(layout, 83));
-                assert!(!reads_a_in_place::<Avx512>(layout, 16 * 48 + 83));
-            }
-            assert!(!reads_a_in_place::<Avx512>(Layout::TN, 83));
-            assert!(!reads_a_in_place::<crate::simd::Avx2>(Layout::NN, 83));
+            assert!(reads_a_in_place::<Avx512>(Layout::NN));
+            assert!(reads_a_in_place::<Avx512>(Layout::NT));
+            assert!(!reads_a_in_place::<Avx512>(Layout::TN));
+            assert!(!reads_a_in_place::<crate::simd::Avx2>(Layout::NN));
         }
-        assert!(!reads_a_in_place::<crate::simd::Scalar>(Layout::NN, 83));
-        assert!(!reads_a_in_place::<crate::simd::Portable>(Layout::NN, 83));
+        assert!(!reads_a_in_place::<crate::simd::Scalar>(Layout::NN));
+        assert!(!reads_a_in_place::<crate::simd::Portable>(Layout::NN));
     }
 }
