@@ -1020,8 +1020,8 @@ mod tests {
 
     /// K slices of 512 pad the packed A panels (`gemm::a_panel_stride`), and with KC = 513
     /// the buffers are sized for a depth that is not padded: the shared-B path, whose workers
-    /// pack A blocks through `gemm_block` (in TN; the AVX-512 path reads a row-major A this
-    /// narrow in place), still equals the one-thread GEMM.
+    /// pack A blocks through `gemm_block` (in TN; the AVX-512 path reads a row-major A in
+    /// place), still equals the one-thread GEMM.
     #[test]
     #[cfg_attr(miri, ignore = "K slices of 512 are too deep to interpret")]
     fn row_splits_with_padded_a_panels_match_sgemm() {

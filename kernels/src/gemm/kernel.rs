@@ -56,9 +56,9 @@ pub(crate) struct Ahead {
     /// A share of the next B panel, `kc / 4` lines from here, one every four steps of k (the
     /// blocking loops' packed B block lives in L3); `None` when the next panel is not packed yet.
     pub b: Option<*const f32>,
-    /// The C tile the next full tile writes, its rows `ldc` floats apart: one row's lines at a
-    /// time, spread over the k loop ([`next_c_mask`]), on the paths whose deep k loop has a B
-    /// panel sized for L2 ([`PanelCache::deep`]).
+    /// The C tile the next tile of all MR rows writes, its rows `ldc` floats apart: one row's
+    /// lines at a time, spread over the k loop ([`next_c_mask`]), on the paths whose deep k
+    /// loop has a B panel sized for L2 ([`PanelCache::deep`]).
     pub c: *const f32,
 }
 

@@ -470,9 +470,10 @@ fn microkernel_sweeps_generic<S: GemmKernel>(
     let panels = a.len() / stride;
     for _ in 0..rounds {
         for p in 0..panels {
-            // The kernel the GEMM's full tiles with packed A run, prefetches included; their
-            // lines (this panel's and this C tile's own) are already in the cache, so only
-            // their issue is timed.
+            // The kernel the GEMM's full tiles with packed A run, prefetches included, aimed
+            // at this B panel and this C tile (and the rows past it, up to MR - 1 of them:
+            // prefetches never fault), lines already in the cache, so only their issue is
+            // timed.
             // SAFETY: panel p is a[p·stride..][..kc·MR] (stride ≥ kc·MR), `b` holds kc·NR
             // floats and `c` MR rows of NR with ldc = NR (all checked above); `ahead` is only
             // prefetched.
@@ -1035,10 +1036,11 @@ fn ahead_share(tile: usize, tiles: usize, lines: usize, steps: usize) -> usize {
     (tile * lines / tiles).min(lines - steps)
 }
 
-/// The C tile that the full tile after tile `ip` of a pass writes ([`Ahead::c`]), for a block
-/// of C at `c` (rows `ldc` apart, `ncb` columns) with `full` full tiles down each pass: the next
-/// row panel's in the pass over columns `jr..`, after the pass's last full tile the first of
-/// the pass over the next panel, and after the block's last the tile itself (in the cache).
+/// The C tile written after tile `ip` of a pass by the next tile with all MR rows ([`Ahead::c`]),
+/// for a block of C at `c` (rows `ldc` apart, `ncb` columns) with `full` such tiles down each
+/// pass: the next row panel's in the pass over columns `jr..`, after the pass's last one the
+/// first of the pass over the next panel (which may be cut by the block's last columns), and
+/// after the block's last the tile itself (in the cache).
 fn next_c_tile(
     c: *mut f32,
     ldc: usize,
@@ -1057,7 +1059,7 @@ fn next_c_tile(
 }
 
 /// One `mrb × nrb` tile of C from an A panel and a B panel: the microkernel when the tile is
-/// full (prefetching from `ahead` on when there is one, see [`GemmKernel::kernel`]), the
+/// full (prefetching what `ahead` names, see [`GemmKernel::kernel`]), the
 /// kernel for its rows when only the block's last rows cut it, the kernel for its
 /// columns when only the last columns do and leave whole vectors, [`edge_tile`] otherwise.
 ///
@@ -1118,6 +1120,8 @@ unsafe fn edge_tile<S: GemmKernel>(
         if mrb < S::MR {
             s.kernel_rows(mrb, kcb, ap, aw, bp, t, S::NR, false);
         } else {
+            // Its C prefetch aimed at the stack tile itself (rows `NR` apart, the stride the
+            // kernel writes it with), in L1: nothing of the real C's next tile.
             let ahead = Ahead {
                 b: None,
                 c: t.cast_const(),
