@@ -22,7 +22,8 @@
 //!   of a block stay in L1 across the sweeps), and each tile prefetches its columns of the next
 //!   sweep's rows (the hardware prefetcher does not follow that many streams while the core is
 //!   busy computing). Tiles there hold up to [`TILE_ROWS`] rows of x times [`NN_VECS_BATCH`]
-//!   vectors, which leaves registers free for the loads in flight.
+//!   vectors, which leaves AVX2's registers free for the loads in flight; on AVX-512, with twice
+//!   the registers, one tile takes all the rows (up to 8, one pass over each line of w).
 //! - [`gemv_nn_panels`] computes what [`gemv_nn`] does, bit for bit, from a copy of `w` in panel
 //!   form ([`pack_nn_panels`]): the rows in the order of [`nn_row`], cut into chunks of
 //!   [`PANEL_KC`] rows, each chunk stored as (kc, [`PANEL_COLS`]) panels one after the other. The
@@ -71,8 +72,9 @@ pub const NN_VECS_BATCH: usize = 2;
 /// Columns per block of [`gemv_nn`] with several rows of x: 8 rows of y of one block take 24 KiB.
 pub const NN_NB: usize = 768;
 
-/// Rows of x in one register tile (both kernels): 4 rows × 2 vectors of accumulators, plus the
-/// vectors they share, leave AVX2's 16 registers room for the loads in flight.
+/// Rows of x in one register tile (both kernels; `gemv_nn` on AVX-512 takes all 8 rows in one):
+/// 4 rows × 2 vectors of accumulators, plus the vectors they share, leave AVX2's 16 registers
+/// room for the loads in flight.
 pub const TILE_ROWS: usize = 4;
 
 /// Contiguous parts of the rows of `w` that [`gemv_nt`] streams side by side; also the rows of
@@ -316,29 +318,52 @@ unsafe fn nn_sweep<S: Simd, const V: usize>(
                     prefetch_read(r.add(j + c));
                 }
             }
-            for i0 in (0..m).step_by(TILE_ROWS) {
-                let (y, x) = (&yp[i0..], &xs[i0..]);
-                match m - i0 {
-                    1 => nn_tile::<S, 1, V>(s, y, x, wrows, j, S::LANES),
-                    2 => nn_tile::<S, 2, V>(s, y, x, wrows, j, S::LANES),
-                    3 => nn_tile::<S, 3, V>(s, y, x, wrows, j, S::LANES),
-                    _ => nn_tile::<S, TILE_ROWS, V>(s, y, x, wrows, j, S::LANES),
-                }
-            }
+            nn_tiles::<S, V>(s, &yp[..m], &xs, wrows, j, S::LANES);
             j += step;
         }
         while j < j1 {
             let width = (j1 - j).min(S::LANES);
-            for i0 in (0..m).step_by(TILE_ROWS) {
-                let (y, x) = (&yp[i0..], &xs[i0..]);
-                match m - i0 {
-                    1 => nn_tile::<S, 1, 1>(s, y, x, wrows, j, width),
-                    2 => nn_tile::<S, 2, 1>(s, y, x, wrows, j, width),
-                    3 => nn_tile::<S, 3, 1>(s, y, x, wrows, j, width),
-                    _ => nn_tile::<S, TILE_ROWS, 1>(s, y, x, wrows, j, width),
-                }
-            }
+            nn_tiles::<S, 1>(s, &yp[..m], &xs, wrows, j, width);
             j += width;
+        }
+    }
+}
+
+/// One sweep's columns `j..` (`V` vectors, or with `V = 1` `width ≤ LANES` floats) for every
+/// row of y: in tiles of [`TILE_ROWS`] rows, or of all of them (at most [`GEMV_MAX_ROWS`]) on
+/// a 16-lane path, whose 32 vector registers hold 8 rows of two vectors with room for the
+/// loads. Each element of y takes the same multiply-adds in the same order either way.
+///
+/// # Safety
+/// As [`nn_tile`] for every row of `yp`.
+#[inline(always)]
+unsafe fn nn_tiles<S: Simd, const V: usize>(
+    s: S,
+    yp: &[*mut f32],
+    xs: &[[f32; NN_KC_BATCH]],
+    wrows: &[*const f32],
+    j: usize,
+    width: usize,
+) {
+    let per = if S::LANES == 16 {
+        GEMV_MAX_ROWS
+    } else {
+        TILE_ROWS
+    };
+    for i0 in (0..yp.len()).step_by(per) {
+        let (y, x) = (&yp[i0..], &xs[i0..]);
+        // SAFETY: the caller's promise, for rows i0.. of the tile.
+        unsafe {
+            match (yp.len() - i0).min(per) {
+                1 => nn_tile::<S, 1, V>(s, y, x, wrows, j, width),
+                2 => nn_tile::<S, 2, V>(s, y, x, wrows, j, width),
+                3 => nn_tile::<S, 3, V>(s, y, x, wrows, j, width),
+                4 => nn_tile::<S, 4, V>(s, y, x, wrows, j, width),
+                5 => nn_tile::<S, 5, V>(s, y, x, wrows, j, width),
+                6 => nn_tile::<S, 6, V>(s, y, x, wrows, j, width),
+                7 => nn_tile::<S, 7, V>(s, y, x, wrows, j, width),
+                _ => nn_tile::<S, 8, V>(s, y, x, wrows, j, width),
+            }
         }
     }
 }
