@@ -40,7 +40,7 @@ use crate::dispatch::dispatch;
 use crate::error::{check_len, elems, ShapeError};
 use crate::gemm::GemmKernel;
 use crate::math::{exp, exp_f32};
-use crate::simd::{Scalar, Simd, MAX_LANES};
+use crate::simd::{wide_register_file, Scalar, Simd, MAX_LANES};
 
 /// Query rows per register tile.
 const BR: usize = 6;
@@ -348,7 +348,9 @@ unsafe fn rows_axpy<S: Simd>(
     let mut d = 0;
     // SAFETY: every chunk below stays at d + width <= n, inside the caller's ranges.
     unsafe {
-        while wide_chunks::<S>() && d + 4 * l <= n {
+        // Four vectors of columns at a time (a 64-float head row in one pass, 24 accumulators)
+        // where 32 registers hold them, then two.
+        while wide_register_file::<S>() && d + 4 * l <= n {
             rows_axpy_chunk::<S, 4>(s, dst, nrows, alpha, w, w_stride, src, src_stride, nk, d);
             d += 4 * l;
         }
@@ -367,13 +369,6 @@ unsafe fn rows_axpy<S: Simd>(
             d += 1;
         }
     }
-}
-
-/// Whether [`rows_axpy`] and [`keys_axpy`] take four vectors of columns at a time (a 64-float
-/// head row in one pass, 24 accumulators) before two: on the 16-lane paths, whose 32 registers
-/// hold them (AVX-512, and its emulation).
-fn wide_chunks<S: Simd>() -> bool {
-    S::LANES == 16
 }
 
 /// One chunk of `NV` vectors at column `d` of [`rows_axpy`].
@@ -456,7 +451,8 @@ unsafe fn keys_axpy<S: Simd>(
     let rows = (src, src_stride, nrows);
     // SAFETY: every chunk below stays at d + width <= n, inside the caller's ranges.
     unsafe {
-        while wide_chunks::<S>() && d + 4 * l <= n {
+        // As in `rows_axpy`: four vectors at a time where 32 registers hold them.
+        while wide_register_file::<S>() && d + 4 * l <= n {
             keys_axpy_chunk::<S, 4>(s, dst, nk, (w, w_stride), rows, d, accumulate);
             d += 4 * l;
         }

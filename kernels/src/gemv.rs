@@ -38,7 +38,7 @@
 //!   [`NT_STREAMS`] parts at a time; they stay in L1 while each group of x rows is dotted with
 //!   them, one accumulator per pair (a group of two to four rows takes them two at a time on the
 //!   paths with 16 vector registers; the 16-lane paths, AVX-512 and its emulation, take all four
-//!   against a group of four: `nt_wide_tile`).
+//!   against a group of four: `simd::wide_register_file`).
 //!
 //! Every output element is computed by the same sequence of operations whatever `m`, the tile it
 //! falls in or the group its row is in, so a row's result does not depend on which other rows
@@ -51,7 +51,7 @@
 
 use crate::dispatch::dispatch;
 use crate::error::{elems, strided, ShapeError};
-use crate::simd::{prefetch_read, Simd, LINE_FLOATS};
+use crate::simd::{prefetch_read, wide_register_file, Simd, LINE_FLOATS};
 
 /// The most activation rows one call takes.
 pub const GEMV_MAX_ROWS: usize = 8;
@@ -345,7 +345,7 @@ unsafe fn nn_tiles<S: Simd, const V: usize>(
     j: usize,
     width: usize,
 ) {
-    let per = if S::LANES == 16 {
+    let per = if wide_register_file::<S>() {
         GEMV_MAX_ROWS
     } else {
         TILE_ROWS
@@ -808,7 +808,9 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[0], b[1]], pf);
                         nt_tile::<S, 3, 2>(s, y, x, wp, ldw, k, [b[2], b[3]], pf);
                     }
-                    _ if nt_wide_tile::<S>() => {
+                    // All NT_STREAMS rows of w against the group in one tile (16 accumulators,
+                    // each x vector loaded once per step) where 32 registers hold it.
+                    _ if wide_register_file::<S>() => {
                         nt_tile::<S, TILE_ROWS, NT_STREAMS>(s, y, x, wp, ldw, k, b, pf);
                     }
                     _ => {
@@ -830,13 +832,6 @@ fn gemv_nt_generic<S: Simd>(s: S, y: &mut [&mut [f32]], x: &[&[f32]], w: &[f32],
             }
         }
     }
-}
-
-/// Whether [`gemv_nt`] takes all [`NT_STREAMS`] rows of w against a group of [`TILE_ROWS`] rows
-/// of x in one tile (16 accumulators, each x vector loaded once per step) rather than two rows
-/// at a time: on the 16-lane paths, whose 32 registers hold it (AVX-512, and its emulation).
-fn nt_wide_tile<S: Simd>() -> bool {
-    S::LANES == 16
 }
 
 /// `y[i][rows[b]] = Σ_p x[i][p] · w[rows[b]*ldw + p]` for x rows `i < R` and `b < B`: one

@@ -82,9 +82,8 @@ pub(crate) trait GemmKernel: Simd {
     /// `ahead.c` on, so that its stores find their lines in L2 rather than memory; such a tile
     /// prefetches nothing of its own C, the others their own C before the k loop. Callers pass
     /// `None` or `Some` as `ahead.b` as a constant, so each call site compiles to one of the
-    /// two loops.
-    /// (AVX-512 with A read in place has one loop, in assembly, which always prefetches; given
-    /// `None`, it prefetches lines of its own B panel, already in the cache.)
+    /// two loops. (AVX-512 with A read in place has one loop, in assembly, which always
+    /// prefetches; given `None`, it prefetches lines of its own B panel, already in the cache.)
     ///
     /// # Safety
     /// `a` is valid for reading A(r, p) at `a[r·aw.rs + p·aw.cs]` for `r < MR`, `p < kc`, and

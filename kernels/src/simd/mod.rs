@@ -49,6 +49,14 @@ fn prefetch<const HINT: i32>(p: *const f32) {
     let _ = p;
 }
 
+/// Whether the path has 32 vector registers: the 16-lane paths (AVX-512, and its emulation) do;
+/// kernels size their tiles for 16 on the others. The kernels that take wider register tiles
+/// there ask this one question.
+#[inline(always)]
+pub fn wide_register_file<S: Simd>() -> bool {
+    S::LANES == 16
+}
+
 /// The widest vector any token has, in f32 lanes (used to size stack tails).
 pub const MAX_LANES: usize = 16;
 
